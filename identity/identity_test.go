@@ -1,0 +1,191 @@
+package identity
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseSID(t *testing.T) {
+	id, err := Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := id.SID().String()
+	if len(s) != 64 || strings.ToUpper(s) != s {
+		t.Fatalf("String() = %q, want 64 upper-case hex digits", s)
+	}
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{s, true},
+		{strings.ToLower(s), true},
+		{s[:63], false},
+		{s + "0", false},
+		{"Z" + s[1:], false},
+		{"", false},
+	} {
+		got, err := ParseSID(tc.in)
+		if tc.ok != (err == nil) {
+			t.Errorf("ParseSID(%q) err = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+		if tc.ok && got != id.SID() {
+			t.Errorf("ParseSID(%q) = %v", tc.in, got)
+		}
+		if !tc.ok && !errors.Is(err, ErrMalformedSID) {
+			t.Errorf("ParseSID(%q) err %v is not ErrMalformedSID", tc.in, err)
+		}
+	}
+	var back SID
+	txt, _ := id.SID().MarshalText()
+	if err := back.UnmarshalText(txt); err != nil || back != id.SID() {
+		t.Fatalf("text round trip: %v %v", back, err)
+	}
+}
+
+func TestResolvePrefix(t *testing.T) {
+	mk := func(h string) SID {
+		s, err := ParseSID(h + strings.Repeat("0", 64-len(h)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b, c := mk("ABCDEF0011"), mk("ABCDEF0022"), mk("12345678")
+	known := []SID{a, b, c}
+	for _, tc := range []struct {
+		in      string
+		want    SID
+		errWant string
+	}{
+		{"12345678", c, ""},
+		{"abcdef0011", a, ""},
+		{"ABCDEF00", SID{}, "ambiguous"},
+		{"ABCDEF0", SID{}, "malformed"},
+		{"99999999", SID{}, "no known node"},
+		{"XYZXYZXY", SID{}, "not hex"},
+		{a.String(), a, ""},
+	} {
+		got, err := Resolve(tc.in, known)
+		if tc.errWant == "" {
+			if err != nil || got != tc.want {
+				t.Errorf("Resolve(%q) = %v, %v", tc.in, got, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.errWant) {
+			t.Errorf("Resolve(%q) err = %v, want containing %q", tc.in, err, tc.errWant)
+		}
+	}
+	_, err := Resolve("ABCDEF00", known)
+	if !strings.Contains(err.Error(), a.String()) || !strings.Contains(err.Error(), b.String()) {
+		t.Errorf("ambiguous error does not list candidates: %v", err)
+	}
+}
+
+func TestSignVerify(t *testing.T) {
+	a, _ := Generate(nil)
+	b, _ := Generate(nil)
+	msg := []byte("hello")
+	sig := a.Sign(msg)
+	if !Verify(a.SID(), msg, sig) {
+		t.Fatal("own signature rejected")
+	}
+	if Verify(b.SID(), msg, sig) {
+		t.Fatal("signature accepted for another SID")
+	}
+	if Verify(a.SID(), []byte("hellO"), sig) || Verify(a.SID(), msg, sig[:10]) {
+		t.Fatal("bad message or short signature accepted")
+	}
+}
+
+func TestKeyringCreateOpenAdd(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "inst")
+	path := filepath.Join(dir, KeyringFile)
+	k, err := OpenOrCreateKeyring(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("keyring mode %v, want 0600", st.Mode().Perm())
+	}
+	k2, err := OpenOrCreateKeyring(path, nil)
+	if err != nil || k2.Primary().SID() != k.Primary().SID() {
+		t.Fatalf("reopen gave %v, %v; want the same identity", k2, err)
+	}
+	id2, err := k.Add(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k3, err := OpenKeyring(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := k3.Identities(); len(got) != 2 || got[0].SID() != k.Primary().SID() || got[1].SID() != id2.SID() {
+		t.Fatalf("after Add: %d identities", len(got))
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode after Add %v", st.Mode().Perm())
+	}
+	// A stale Keyring must not clobber a newer file.
+	if _, err := k2.Add(nil); err == nil {
+		t.Fatal("Add on a stale keyring succeeded")
+	}
+	if k4, _ := OpenKeyring(path); len(k4.Identities()) != 2 {
+		t.Fatal("stale Add changed the file")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("temporary files left behind: %v", entries)
+	}
+}
+
+func TestKeyringDamagedIsKept(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, KeyringFile)
+	k, err := OpenOrCreateKeyring(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := os.ReadFile(path)
+	seedHex := strings.Fields(strings.Split(string(good), "\n")[1])[1]
+	flipped := strings.Replace(string(good), seedHex, "0"+seedHex[1:], 1)
+	if flipped == string(good) {
+		flipped = strings.Replace(string(good), seedHex, "1"+seedHex[1:], 1)
+	}
+	cases := map[string][]byte{
+		"flipped seed": []byte(flipped),
+		"truncated":    good[:len(good)-20],
+		"empty":        {},
+		"garbage":      []byte("\x00\x01not a keyring\n"),
+		"only comment": []byte(keyringHeader),
+	}
+	for name, content := range cases {
+		t.Run(name, func(t *testing.T) {
+			if err := os.WriteFile(path, content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := OpenOrCreateKeyring(path, nil)
+			if !errors.Is(err, ErrDamaged) {
+				t.Fatalf("err = %v, want ErrDamaged", err)
+			}
+			after, _ := os.ReadFile(path)
+			if !bytes.Equal(after, content) {
+				t.Fatal("damaged keyring was modified")
+			}
+		})
+	}
+	_ = k
+	if _, err := OpenKeyring(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing keyring err = %v", err)
+	}
+}
