@@ -1,0 +1,278 @@
+// Package wire encodes and decodes mesh frames: the bytes of one UDP datagram
+// between two neighbouring nodes. Every decoder rejects what it does not
+// understand with an error and never panics.
+//
+// Every frame starts with Magic and a type byte:
+//
+//	HELLO    signed announcement of a node on a link (who I am, my link epoch)
+//	DATA     one MDP datagram, sequenced per link for per-hop reliability
+//	ACK      which DATA frames of a link have arrived
+//	PROBE    padded frame testing whether a datagram size gets through
+//	PROBEACK answer to a PROBE
+//	ROUTE    signed routing announcements
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/servald/servald/identity"
+)
+
+// Magic is the first byte of every mesh frame.
+const Magic = 0xD5
+
+// Frame types.
+const (
+	TypeHello    byte = 1
+	TypeData     byte = 2
+	TypeAck      byte = 3
+	TypeProbe    byte = 4
+	TypeProbeAck byte = 5
+	TypeRoute    byte = 6
+)
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("malformed frame")
+
+func malformed(what string, args ...any) error {
+	return fmt.Errorf("wire: %w: %s", ErrMalformed, fmt.Sprintf(what, args...))
+}
+
+// Type returns the type of frame b after checking the magic byte.
+func Type(b []byte) (byte, error) {
+	if len(b) < 2 {
+		return 0, malformed("%d bytes", len(b))
+	}
+	if b[0] != Magic {
+		return 0, malformed("bad magic %#x", b[0])
+	}
+	return b[1], nil
+}
+
+// Hello announces a node on a link. It is signed by the node's key, so the
+// SID in it is proven; Seq grows with every hello a node sends, across
+// restarts, so an old hello cannot be replayed to move a neighbour.
+type Hello struct {
+	SID   identity.SID
+	Epoch uint32 // random per node start: the incarnation of its links
+	Seq   uint64 // strictly increasing per node
+	MTU   uint16 // largest frame the sender accepts
+	Flags byte   // FlagBroadcast when sent as a LAN broadcast
+}
+
+// FlagBroadcast marks a hello sent to a broadcast address.
+const FlagBroadcast = 1
+
+// HelloLen is the encoded length of a signed hello.
+const HelloLen = 2 + identity.SIDLen + 4 + 8 + 2 + 1 + identity.SignatureLen
+
+const helloSigned = HelloLen - identity.SignatureLen
+
+// AppendHello appends h signed by id (whose SID must be h.SID).
+func AppendHello(b []byte, h Hello, id *identity.Identity) []byte {
+	start := len(b)
+	b = append(b, Magic, TypeHello)
+	b = append(b, h.SID[:]...)
+	b = binary.BigEndian.AppendUint32(b, h.Epoch)
+	b = binary.BigEndian.AppendUint64(b, h.Seq)
+	b = binary.BigEndian.AppendUint16(b, h.MTU)
+	b = append(b, h.Flags)
+	return append(b, id.Sign(b[start:])...)
+}
+
+// ParseHello decodes and verifies a hello. A bad signature is an error.
+func ParseHello(b []byte) (Hello, error) {
+	var h Hello
+	if len(b) != HelloLen || b[0] != Magic || b[1] != TypeHello {
+		return h, malformed("hello of %d bytes", len(b))
+	}
+	copy(h.SID[:], b[2:])
+	p := 2 + identity.SIDLen
+	h.Epoch = binary.BigEndian.Uint32(b[p:])
+	h.Seq = binary.BigEndian.Uint64(b[p+4:])
+	h.MTU = binary.BigEndian.Uint16(b[p+12:])
+	h.Flags = b[p+14]
+	if !identity.Verify(h.SID, b[:helloSigned], b[helloSigned:]) {
+		return Hello{}, fmt.Errorf("wire: hello from %s: bad signature", h.SID.Short())
+	}
+	return h, nil
+}
+
+// DataHeader is the header of a DATA frame: link sequencing for the per-hop
+// reliability, then the MDP addressing that travels end to end.
+type DataHeader struct {
+	Epoch   uint32 // sender's link epoch
+	Seq     uint64 // per-link sequence number
+	Base    uint64 // sender's lowest sequence number it may still retransmit
+	TTL     uint8
+	Dst     identity.SID
+	Src     identity.SID
+	DstPort uint16
+	SrcPort uint16
+}
+
+// DataHeaderLen is the encoded length of a DataHeader.
+const DataHeaderLen = 2 + 4 + 8 + 8 + 1 + 2*identity.SIDLen + 2 + 2
+
+// AppendData appends a DATA frame header; the payload follows it.
+func AppendData(b []byte, h *DataHeader) []byte {
+	b = append(b, Magic, TypeData)
+	b = binary.BigEndian.AppendUint32(b, h.Epoch)
+	b = binary.BigEndian.AppendUint64(b, h.Seq)
+	b = binary.BigEndian.AppendUint64(b, h.Base)
+	b = append(b, h.TTL)
+	b = append(b, h.Dst[:]...)
+	b = append(b, h.Src[:]...)
+	b = binary.BigEndian.AppendUint16(b, h.DstPort)
+	return binary.BigEndian.AppendUint16(b, h.SrcPort)
+}
+
+// PutLinkFields rewrites the per-link fields of an encoded DATA frame, so a
+// frame can be queued before it is sequenced and relayed without re-encoding.
+func PutLinkFields(frame []byte, epoch uint32, seq, base uint64) {
+	binary.BigEndian.PutUint32(frame[2:], epoch)
+	binary.BigEndian.PutUint64(frame[6:], seq)
+	binary.BigEndian.PutUint64(frame[14:], base)
+}
+
+// TTLOffset is the offset of the TTL byte in a DATA frame.
+const TTLOffset = 22
+
+// ParseData decodes a DATA frame header and returns the payload.
+func ParseData(b []byte) (DataHeader, []byte, error) {
+	var h DataHeader
+	if len(b) < DataHeaderLen || b[0] != Magic || b[1] != TypeData {
+		return h, nil, malformed("data frame of %d bytes", len(b))
+	}
+	h.Epoch = binary.BigEndian.Uint32(b[2:])
+	h.Seq = binary.BigEndian.Uint64(b[6:])
+	h.Base = binary.BigEndian.Uint64(b[14:])
+	h.TTL = b[22]
+	copy(h.Dst[:], b[23:])
+	copy(h.Src[:], b[23+identity.SIDLen:])
+	p := 23 + 2*identity.SIDLen
+	h.DstPort = binary.BigEndian.Uint16(b[p:])
+	h.SrcPort = binary.BigEndian.Uint16(b[p+2:])
+	if h.Base > h.Seq {
+		return h, nil, malformed("data base %d above seq %d", h.Base, h.Seq)
+	}
+	return h, b[DataHeaderLen:], nil
+}
+
+// Range is a half-open range [Start, End) of sequence numbers.
+type Range struct{ Start, End uint64 }
+
+// Ack reports the DATA frames of one link epoch that have arrived: every
+// sequence number below Cum, plus the listed ranges above it.
+type Ack struct {
+	Epoch  uint32 // the epoch of the sender being acknowledged
+	Cum    uint64
+	Ranges []Range // ascending, disjoint, all above Cum
+}
+
+// MaxAckRanges bounds the ranges in one ACK.
+const MaxAckRanges = 64
+
+// AppendAck appends an ACK frame (at most MaxAckRanges ranges are written).
+func AppendAck(b []byte, a *Ack) []byte {
+	r := a.Ranges
+	if len(r) > MaxAckRanges {
+		r = r[:MaxAckRanges]
+	}
+	b = append(b, Magic, TypeAck)
+	b = binary.BigEndian.AppendUint32(b, a.Epoch)
+	b = binary.BigEndian.AppendUint64(b, a.Cum)
+	b = append(b, byte(len(r)))
+	for _, x := range r {
+		b = binary.BigEndian.AppendUint64(b, x.Start)
+		b = binary.BigEndian.AppendUint32(b, uint32(x.End-x.Start))
+	}
+	return b
+}
+
+// ParseAck decodes an ACK frame into a, reusing a.Ranges' storage.
+func ParseAck(b []byte, a *Ack) error {
+	if len(b) < 15 || b[0] != Magic || b[1] != TypeAck {
+		return malformed("ack of %d bytes", len(b))
+	}
+	a.Epoch = binary.BigEndian.Uint32(b[2:])
+	a.Cum = binary.BigEndian.Uint64(b[6:])
+	n := int(b[14])
+	if n > MaxAckRanges || len(b) != 15+12*n {
+		return malformed("ack with %d ranges in %d bytes", n, len(b))
+	}
+	a.Ranges = a.Ranges[:0]
+	prev := a.Cum
+	for i := 0; i < n; i++ {
+		p := 15 + 12*i
+		s := binary.BigEndian.Uint64(b[p:])
+		l := uint64(binary.BigEndian.Uint32(b[p+8:]))
+		if s <= prev || l == 0 || s+l < s {
+			return malformed("ack range %d out of order", i)
+		}
+		a.Ranges = append(a.Ranges, Range{s, s + l})
+		prev = s + l
+	}
+	return nil
+}
+
+// ProbeLen is the least length of a PROBE frame.
+const ProbeLen = 2 + 4
+
+// AppendProbe appends a PROBE frame with id, zero-padded to size bytes.
+func AppendProbe(b []byte, id uint32, size int) []byte {
+	start := len(b)
+	b = append(b, Magic, TypeProbe)
+	b = binary.BigEndian.AppendUint32(b, id)
+	for len(b)-start < size {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// ParseProbe returns the id and size of a PROBE frame.
+func ParseProbe(b []byte) (id uint32, size int, err error) {
+	if len(b) < ProbeLen || b[0] != Magic || b[1] != TypeProbe {
+		return 0, 0, malformed("probe of %d bytes", len(b))
+	}
+	return binary.BigEndian.Uint32(b[2:]), len(b), nil
+}
+
+// AppendProbeAck appends the answer to a PROBE of the given id and size.
+func AppendProbeAck(b []byte, id uint32, size int) []byte {
+	b = append(b, Magic, TypeProbeAck)
+	b = binary.BigEndian.AppendUint32(b, id)
+	return binary.BigEndian.AppendUint32(b, uint32(size))
+}
+
+// ParseProbeAck decodes a PROBEACK frame.
+func ParseProbeAck(b []byte) (id uint32, size int, err error) {
+	if len(b) != 10 || b[0] != Magic || b[1] != TypeProbeAck {
+		return 0, 0, malformed("probe ack of %d bytes", len(b))
+	}
+	return binary.BigEndian.Uint32(b[2:]), int(binary.BigEndian.Uint32(b[6:])), nil
+}
+
+// TypeSkip is a frame by which a sender tells its neighbour it gave up
+// resending every DATA frame below Base.
+const TypeSkip byte = 7
+
+// SkipLen is the encoded length of a SKIP frame.
+const SkipLen = 2 + 4 + 8
+
+// AppendSkip appends a SKIP frame.
+func AppendSkip(b []byte, epoch uint32, base uint64) []byte {
+	b = append(b, Magic, TypeSkip)
+	b = binary.BigEndian.AppendUint32(b, epoch)
+	return binary.BigEndian.AppendUint64(b, base)
+}
+
+// ParseSkip decodes a SKIP frame.
+func ParseSkip(b []byte) (epoch uint32, base uint64, err error) {
+	if len(b) != SkipLen || b[0] != Magic || b[1] != TypeSkip {
+		return 0, 0, malformed("skip of %d bytes", len(b))
+	}
+	return binary.BigEndian.Uint32(b[2:]), binary.BigEndian.Uint64(b[6:]), nil
+}

@@ -1,0 +1,144 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/servald/servald/identity"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// udpPair starts two nodes on loopback UDP; a knows b as a peer.
+func udpPair(t *testing.T) (*Node, *Node) {
+	t.Helper()
+	mk := func(peers []net.Addr) *Node {
+		id, err := identity.Generate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := ListenUDP("127.0.0.1:0", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := New(Config{Identity: id, Conn: c, Peers: peers, HelloInterval: 200 * time.Millisecond, NeighbourTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	b := mk(nil)
+	a := mk([]net.Addr{b.LocalAddr()})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.WaitReachable(ctx, b.SID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitReachable(ctx, a.SID()); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+func TestDatagramsOverUDP(t *testing.T) {
+	a, b := udpPair(t)
+	pa, err := a.Bind(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	pb, err := b.Bind(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	if _, err := b.Bind(7); !errors.Is(err, ErrPortInUse) {
+		t.Fatalf("second bind of port 7: %v", err)
+	}
+	const count = 5000
+	go func() {
+		msg := make([]byte, 1000)
+		for i := 0; i < count; i++ {
+			binary.BigEndian.PutUint32(msg, uint32(i))
+			if _, err := pa.WriteTo(msg, Addr{SID: b.SID(), Port: 7}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 2000)
+	pb.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < count; i++ {
+		k, from, err := pb.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v (stats %+v)", i, err, b.Stats())
+		}
+		if got := binary.BigEndian.Uint32(buf); got != uint32(i) || k != 1000 {
+			t.Fatalf("datagram %d: got #%d of %d bytes", i, got, k)
+		}
+		if from.(Addr) != pa.LocalAddr().(Addr) {
+			t.Fatalf("from %v, want %v", from, pa.LocalAddr())
+		}
+	}
+	t.Logf("a: %+v", a.Stats())
+}
+
+func TestMTUProbeOnLoopback(t *testing.T) {
+	a, b := udpPair(t)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		pa, _ := a.Bind(0)
+		max := pa.MaxPayload(b.SID())
+		pa.Close()
+		if max > 16000 {
+			pb, _ := b.Bind(9)
+			defer pb.Close()
+			msg := bytes.Repeat([]byte{7}, max)
+			pa, _ := a.Bind(0)
+			defer pa.Close()
+			if _, err := pa.WriteTo(msg, Addr{SID: b.SID(), Port: 9}); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 70000)
+			pb.SetReadDeadline(time.Now().Add(5 * time.Second))
+			k, _, err := pb.ReadFrom(buf)
+			if err != nil || !bytes.Equal(buf[:k], msg) {
+				t.Fatalf("large datagram: %d bytes, %v", k, err)
+			}
+			if _, err := pa.WriteTo(make([]byte, max+1), Addr{SID: b.SID(), Port: 9}); !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("oversized write: %v", err)
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("link MTU on loopback never rose above the base MTU")
+}
+
+func TestNoNeighbourHint(t *testing.T) {
+	id, _ := identity.Generate(nil)
+	c, err := ListenUDP("127.0.0.1:0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(Config{Identity: id, Conn: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	other, _ := identity.Generate(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = n.WaitReachable(ctx, other.SID())
+	if !errors.Is(err, ErrNoRoute) || !bytes.Contains([]byte(err.Error()), []byte("--peer")) {
+		t.Fatalf("err = %v, want ErrNoRoute with a --peer hint", err)
+	}
+}

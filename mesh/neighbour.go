@@ -1,0 +1,274 @@
+// Neighbours: nodes heard directly. A neighbour exists once a HELLO signed
+// by its SID arrived; its address is where its frames come from, so a node
+// behind NAT is reached at the address it was heard at.
+package mesh
+
+import (
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh/internal/wire"
+)
+
+// probeSizes are the frame sizes tried for a link's MTU, largest first. The
+// smallest is assumed to pass (IPv6's minimum MTU less headers).
+var probeSizes = []int{32768, 16384, 8972, 1472}
+
+// baseMTU is the frame size every link starts with.
+const baseMTU = 1232
+
+type neighbour struct {
+	n    *Node
+	sid  identity.SID
+	link *link
+
+	lastHeard atomic.Int64 // unix nanoseconds
+	mtu       atomic.Int32 // largest frame known to pass
+
+	mu       sync.Mutex
+	addr     net.Addr // guarded by mu
+	epoch    uint32   // peer's link epoch; guarded by mu
+	helloSeq uint64   // newest hello accepted; guarded by mu
+	peerMTU  int      // largest frame the peer reads; guarded by mu
+	probes   int      // probe rounds sent; guarded by mu
+	since    time.Time
+}
+
+func (nb *neighbour) heard() { nb.lastHeard.Store(time.Now().UnixNano()) }
+
+func (nb *neighbour) address() net.Addr {
+	nb.mu.Lock()
+	defer nb.mu.Unlock()
+	return nb.addr
+}
+
+// neighbourAt returns the neighbour whose frames come from addr.
+func (n *Node) neighbourAt(addr net.Addr) *neighbour {
+	k := addr.String()
+	n.mu.RLock()
+	nb := n.byAddr[k]
+	n.mu.RUnlock()
+	return nb
+}
+
+// handleHello verifies a hello and adds or refreshes the neighbour.
+func (n *Node) handleHello(b []byte, from net.Addr) {
+	h, err := wire.ParseHello(b)
+	if err != nil {
+		n.stats.badHello.Add(1)
+		n.log.Debug("mesh: hello rejected", "from", from, "err", err)
+		return
+	}
+	if h.SID == n.sid {
+		return // our own broadcast, or a loop back to ourselves
+	}
+	key := from.String()
+	n.mu.Lock()
+	nb := n.bySID[h.SID]
+	isNew := nb == nil
+	if isNew {
+		nb = &neighbour{n: n, sid: h.SID, addr: from, since: time.Now()}
+		nb.mtu.Store(baseMTU)
+		nb.link = newLink(n, nb)
+		n.bySID[h.SID] = nb
+		n.byAddr[key] = nb
+	}
+	nb.mu.Lock()
+	if !isNew && h.Seq <= nb.helloSeq {
+		nb.mu.Unlock()
+		n.mu.Unlock()
+		n.stats.staleHello.Add(1)
+		return
+	}
+	nb.helloSeq = h.Seq
+	nb.peerMTU = int(h.MTU)
+	if old := nb.addr.String(); old != key {
+		delete(n.byAddr, old)
+		n.byAddr[key] = nb
+		nb.addr = from
+		n.log.Info("neighbour moved", "sid", h.SID.Short(), "addr", from)
+	}
+	restarted := !isNew && nb.epoch != h.Epoch
+	nb.epoch = h.Epoch
+	if restarted {
+		nb.probes = 0
+		nb.mtu.Store(baseMTU)
+	}
+	nb.mu.Unlock()
+	nb.heard()
+	if isNew {
+		n.router.neighbourUpLocked(nb)
+		n.notifyChangedLocked()
+	}
+	n.mu.Unlock()
+	if isNew {
+		n.log.Info("neighbour up", "sid", h.SID.Short(), "addr", from)
+		nb.link.start()
+		// Answer at once so the link comes up in one round trip.
+		n.sendHello(from, 0)
+		n.probe(nb)
+	}
+}
+
+// sendHello sends one signed hello to addr.
+func (n *Node) sendHello(to net.Addr, flags byte) {
+	h := wire.Hello{SID: n.sid, Epoch: n.epoch, Seq: n.helloSeq.Add(1), MTU: maxDatagram, Flags: flags}
+	n.send(wire.AppendHello(nil, h, n.id), to)
+}
+
+// probe sends one round of MTU probes to nb for the sizes above its MTU.
+func (n *Node) probe(nb *neighbour) {
+	nb.mu.Lock()
+	if nb.probes >= 3 {
+		nb.mu.Unlock()
+		return
+	}
+	nb.probes++
+	peerMTU, addr := nb.peerMTU, nb.addr
+	nb.mu.Unlock()
+	cur := int(nb.mtu.Load())
+	for _, size := range probeSizes {
+		if size <= cur || size > peerMTU {
+			continue
+		}
+		n.send(wire.AppendProbe(nil, uint32(size), size), addr)
+	}
+}
+
+// probeAcked raises the link MTU when a probe of that size got through.
+func (nb *neighbour) probeAcked(id uint32, size int) {
+	if int(id) != size || size > maxDatagram {
+		return
+	}
+	for {
+		cur := nb.mtu.Load()
+		if int32(size) <= cur || nb.mtu.CompareAndSwap(cur, int32(size)) {
+			break
+		}
+	}
+	nb.mu.Lock()
+	nb.probes = 3
+	nb.mu.Unlock()
+	nb.n.router.mtuChanged(nb)
+}
+
+// lowerMTU is called when a frame of size failed to send locally (EMSGSIZE).
+func (nb *neighbour) lowerMTU(size int) {
+	if size > baseMTU && nb.mtu.Load() >= int32(size) {
+		nb.mtu.Store(baseMTU)
+		nb.mu.Lock()
+		nb.probes = 0
+		nb.mu.Unlock()
+		nb.n.router.mtuChanged(nb)
+	}
+}
+
+// maintain sends hellos and probes and expires silent neighbours.
+func (n *Node) maintain() {
+	defer n.wg.Done()
+	n.helloRound()
+	t := time.NewTicker(n.cfg.HelloInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+			n.expire()
+			n.helloRound()
+			n.router.tick()
+		}
+	}
+}
+
+// helloRound sends a hello to every configured peer, every neighbour and
+// every broadcast address, and retries MTU probes that got no answer.
+func (n *Node) helloRound() {
+	sent := map[string]bool{}
+	for _, a := range n.cfg.Broadcast {
+		if !sent[a.String()] {
+			sent[a.String()] = true
+			n.sendHello(a, wire.FlagBroadcast)
+		}
+	}
+	for _, a := range n.cfg.Peers {
+		if !sent[a.String()] {
+			sent[a.String()] = true
+			n.sendHello(a, 0)
+		}
+	}
+	for _, nb := range n.neighbours() {
+		a := nb.address()
+		if !sent[a.String()] {
+			sent[a.String()] = true
+			n.sendHello(a, 0)
+		}
+		n.probe(nb)
+	}
+}
+
+// expire drops neighbours not heard from within NeighbourTimeout.
+func (n *Node) expire() {
+	limit := time.Now().Add(-n.cfg.NeighbourTimeout).UnixNano()
+	var gone []*neighbour
+	n.mu.Lock()
+	for sid, nb := range n.bySID {
+		if nb.lastHeard.Load() < limit {
+			delete(n.bySID, sid)
+			if n.byAddr[nb.address().String()] == nb {
+				delete(n.byAddr, nb.address().String())
+			}
+			gone = append(gone, nb)
+			n.router.neighbourDownLocked(nb)
+		}
+	}
+	if len(gone) > 0 {
+		n.notifyChangedLocked()
+	}
+	n.mu.Unlock()
+	for _, nb := range gone {
+		n.log.Info("neighbour down", "sid", nb.sid.Short(), "silent", n.cfg.NeighbourTimeout)
+		nb.link.stop()
+	}
+}
+
+func (n *Node) neighbours() []*neighbour {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]*neighbour, 0, len(n.bySID))
+	for _, nb := range n.bySID {
+		out = append(out, nb)
+	}
+	return out
+}
+
+// Neighbour describes a directly heard node.
+type Neighbour struct {
+	SID       identity.SID
+	Addr      net.Addr
+	MTU       int           // largest frame known to pass the link
+	SRTT      time.Duration // smoothed per-hop round trip
+	Loss      float64       // fraction of frames sent that needed resending, recent
+	LastHeard time.Time
+	Up        time.Time
+}
+
+// Neighbours lists the directly heard nodes, by SID.
+func (n *Node) Neighbours() []Neighbour {
+	var out []Neighbour
+	for _, nb := range n.neighbours() {
+		srtt, loss := nb.link.quality()
+		nb.mu.Lock()
+		out = append(out, Neighbour{
+			SID: nb.sid, Addr: nb.addr, MTU: int(nb.mtu.Load()), SRTT: srtt, Loss: loss,
+			LastHeard: time.Unix(0, nb.lastHeard.Load()), Up: nb.since,
+		})
+		nb.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].SID.String() < out[j].SID.String() })
+	return out
+}

@@ -1,0 +1,375 @@
+// Package mesh runs a node: one datagram socket, the neighbours heard on it,
+// per-hop reliable delivery of frames to them, routing through relays, and
+// MDP ports ((SID, port) addressed datagrams) on top.
+//
+// Packet path (this file): the read loop takes each datagram off the socket
+// and dispatches it by frame type: HELLO to the neighbour table, DATA to the
+// sending neighbour's link (which orders it and hands it on: to a local port
+// or to the next hop's link), ACK to the acknowledged link, PROBE/PROBEACK to
+// MTU discovery, ROUTE to the router.
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh/internal/wire"
+)
+
+// Config configures a Node. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	// Identity is the node's key pair (required).
+	Identity *identity.Identity
+	// Conn is the node's datagram socket (required): a UDP socket from
+	// ListenUDP, or a memnet endpoint in tests. The node closes it.
+	Conn net.PacketConn
+	// Peers are addresses that are sent hellos whether or not anything was
+	// heard from them.
+	Peers []net.Addr
+	// Broadcast are LAN broadcast addresses that are sent hellos. Empty
+	// means no broadcast: a node never announces itself by surprise.
+	Broadcast []net.Addr
+	// HelloInterval is the time between hellos. Default 1 s.
+	HelloInterval time.Duration
+	// NeighbourTimeout drops a neighbour heard nothing from for this long.
+	// Default 5 s.
+	NeighbourTimeout time.Duration
+	// LinkWindow bounds the frames in flight to one neighbour. Default 1024.
+	LinkWindow int
+	// LinkQueue bounds the frames queued for one neighbour beyond the
+	// window. Default 512.
+	LinkQueue int
+	// MaxAttempts is how often a frame is sent to a neighbour before it is
+	// given up. Default 12.
+	MaxAttempts int
+	// MinRTO is the least per-hop retransmission timeout. Default 5 ms.
+	MinRTO time.Duration
+	// PortQueue bounds the datagrams waiting on one bound port. Default 2048.
+	PortQueue int
+	// Logger receives the node's logs; nil is silent.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the default settings (without Identity and Conn).
+func DefaultConfig() Config {
+	return Config{
+		HelloInterval:    time.Second,
+		NeighbourTimeout: 5 * time.Second,
+		LinkWindow:       1024,
+		LinkQueue:        512,
+		MaxAttempts:      12,
+		MinRTO:           5 * time.Millisecond,
+		PortQueue:        2048,
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	if c.HelloInterval <= 0 {
+		c.HelloInterval = d.HelloInterval
+	}
+	if c.NeighbourTimeout <= 0 {
+		c.NeighbourTimeout = d.NeighbourTimeout
+	}
+	if c.LinkWindow <= 0 {
+		c.LinkWindow = d.LinkWindow
+	}
+	if c.LinkQueue <= 0 {
+		c.LinkQueue = d.LinkQueue
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
+	if c.MinRTO <= 0 {
+		c.MinRTO = d.MinRTO
+	}
+	if c.PortQueue <= 0 {
+		c.PortQueue = d.PortQueue
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.Identity == nil:
+		return errors.New("mesh: config has no identity")
+	case c.Conn == nil:
+		return errors.New("mesh: config has no socket")
+	case c.NeighbourTimeout > 0 && c.HelloInterval > 0 && c.NeighbourTimeout < 2*c.HelloInterval:
+		return errors.New("mesh: neighbour timeout must be at least two hello intervals")
+	}
+	return nil
+}
+
+// Errors callers branch on.
+var (
+	// ErrNoRoute means no path to the SID is known.
+	ErrNoRoute = errors.New("no route to node")
+	// ErrTooLarge means a datagram does not fit the path's MTU.
+	ErrTooLarge = errors.New("datagram too large for the path")
+	// ErrPortInUse means the MDP port is already bound.
+	ErrPortInUse = errors.New("MDP port in use")
+)
+
+// Node is a running mesh node. Its methods are safe for concurrent use.
+type Node struct {
+	cfg   Config
+	id    *identity.Identity
+	sid   identity.SID
+	conn  net.PacketConn
+	log   *slog.Logger
+	epoch uint32
+	bufs  *bufPool
+	start time.Time
+
+	helloSeq atomic.Uint64
+	stats    counters
+
+	mu       sync.RWMutex
+	bySID    map[identity.SID]*neighbour // guarded by mu
+	byAddr   map[string]*neighbour       // guarded by mu
+	ports    map[uint16]*PacketConn      // guarded by mu
+	nextPort uint16                      // guarded by mu
+	changed  chan struct{}               // closed and replaced when neighbours or routes change; guarded by mu
+	router   *router
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// New starts a node on cfg.Conn. Close stops it.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.fill()
+	var eb [4]byte
+	if _, err := rand.Read(eb[:]); err != nil {
+		return nil, fmt.Errorf("mesh: epoch: %w", err)
+	}
+	n := &Node{
+		cfg:      cfg,
+		id:       cfg.Identity,
+		sid:      cfg.Identity.SID(),
+		conn:     cfg.Conn,
+		epoch:    binary.BigEndian.Uint32(eb[:]) | 1,
+		bufs:     newBufPool(),
+		start:    time.Now(),
+		bySID:    map[identity.SID]*neighbour{},
+		byAddr:   map[string]*neighbour{},
+		ports:    map[uint16]*PacketConn{},
+		nextPort: firstEphemeralPort,
+		changed:  make(chan struct{}),
+	}
+	n.log = cfg.Logger.With("node", n.sid.Short())
+	// Hello sequence numbers continue across restarts because they start
+	// from the clock: a replayed old hello is always older.
+	n.helloSeq.Store(uint64(time.Now().UnixNano()))
+	n.router = newRouter(n)
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.wg.Add(2)
+	go n.readLoop()
+	go n.maintain()
+	n.log.Debug("mesh node started", "addr", n.conn.LocalAddr())
+	return n, nil
+}
+
+// SID returns the node's address.
+func (n *Node) SID() identity.SID { return n.sid }
+
+// Identity returns the node's key pair.
+func (n *Node) Identity() *identity.Identity { return n.id }
+
+// LocalAddr returns the address of the node's socket.
+func (n *Node) LocalAddr() net.Addr { return n.conn.LocalAddr() }
+
+// Close stops the node: every goroutine ends, every bound port and the socket
+// close. It is idempotent.
+func (n *Node) Close() error {
+	if !n.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	n.cancel()
+	err := n.conn.Close()
+	n.mu.Lock()
+	nbs := make([]*neighbour, 0, len(n.bySID))
+	for _, nb := range n.bySID {
+		nbs = append(nbs, nb)
+	}
+	ports := make([]*PacketConn, 0, len(n.ports))
+	for _, p := range n.ports {
+		ports = append(ports, p)
+	}
+	n.mu.Unlock()
+	for _, nb := range nbs {
+		nb.link.stop()
+	}
+	for _, p := range ports {
+		p.Close()
+	}
+	n.wg.Wait()
+	return err
+}
+
+// notifyChanged wakes everyone waiting for a neighbour or route change.
+// Called with n.mu held for writing.
+func (n *Node) notifyChangedLocked() {
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// readLoop reads datagrams until the socket closes.
+func (n *Node) readLoop() {
+	defer n.wg.Done()
+	for {
+		bp := n.bufs.get(maxDatagram)
+		k, from, err := n.conn.ReadFrom(*bp)
+		if err != nil {
+			n.bufs.put(bp)
+			if n.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			n.log.Debug("mesh: read", "err", err)
+			n.stats.readErrors.Add(1)
+			continue
+		}
+		*bp = (*bp)[:k]
+		n.handle(bp, from)
+	}
+}
+
+// handle dispatches one datagram. It takes ownership of bp.
+func (n *Node) handle(bp *[]byte, from net.Addr) {
+	b := *bp
+	n.stats.framesIn.Add(1)
+	typ, err := wire.Type(b)
+	if err != nil {
+		n.stats.malformed.Add(1)
+		n.bufs.put(bp)
+		return
+	}
+	switch typ {
+	case wire.TypeHello:
+		n.handleHello(b, from)
+	case wire.TypeData:
+		if nb := n.neighbourAt(from); nb != nil {
+			nb.heard()
+			nb.link.receiveData(bp)
+			return // receiveData owns bp
+		}
+		n.stats.unknownSource.Add(1)
+	case wire.TypeAck:
+		var a wire.Ack
+		if err := wire.ParseAck(b, &a); err != nil {
+			n.stats.malformed.Add(1)
+			break
+		}
+		if nb := n.neighbourAt(from); nb != nil {
+			nb.heard()
+			nb.link.receiveAck(&a)
+		} else {
+			n.stats.unknownSource.Add(1)
+		}
+	case wire.TypeSkip:
+		epoch, base, err := wire.ParseSkip(b)
+		if err != nil {
+			n.stats.malformed.Add(1)
+			break
+		}
+		if nb := n.neighbourAt(from); nb != nil {
+			nb.heard()
+			nb.link.receiveSkip(epoch, base)
+		}
+	case wire.TypeProbe:
+		id, size, err := wire.ParseProbe(b)
+		if err != nil {
+			n.stats.malformed.Add(1)
+			break
+		}
+		// Answered for anyone: the answer is smaller than the probe.
+		n.send(wire.AppendProbeAck(nil, id, size), from)
+	case wire.TypeProbeAck:
+		id, size, err := wire.ParseProbeAck(b)
+		if err != nil {
+			n.stats.malformed.Add(1)
+			break
+		}
+		if nb := n.neighbourAt(from); nb != nil {
+			nb.probeAcked(id, size)
+		}
+	case wire.TypeRoute:
+		if nb := n.neighbourAt(from); nb != nil {
+			nb.heard()
+			n.router.receive(nb, b)
+		} else {
+			n.stats.unknownSource.Add(1)
+		}
+	default:
+		n.stats.malformed.Add(1)
+	}
+	n.bufs.put(bp)
+}
+
+// send writes one frame to addr, counting errors.
+func (n *Node) send(b []byte, to net.Addr) error {
+	_, err := n.conn.WriteTo(b, to)
+	if err != nil {
+		n.stats.writeErrors.Add(1)
+		return err
+	}
+	n.stats.framesOut.Add(1)
+	return nil
+}
+
+// WaitReachable blocks until a route to sid is known or ctx ends. Without
+// any neighbour the error says how to get one.
+func (n *Node) WaitReachable(ctx context.Context, sid identity.SID) error {
+	for {
+		n.mu.RLock()
+		ch := n.changed
+		ok := sid == n.sid || n.router.lookupLocked(sid) != nil
+		n.mu.RUnlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return n.noRouteError(sid)
+		case <-n.ctx.Done():
+			return net.ErrClosed
+		}
+	}
+}
+
+// noRouteError explains why sid cannot be reached.
+func (n *Node) noRouteError(sid identity.SID) error {
+	n.mu.RLock()
+	nbs := len(n.bySID)
+	n.mu.RUnlock()
+	if nbs == 0 {
+		return fmt.Errorf("mesh: %w %s: this node has no neighbours (add --peer HOST:PORT, or --broadcast on a LAN)", ErrNoRoute, sid)
+	}
+	return fmt.Errorf("mesh: %w %s (%d neighbours, none leads there)", ErrNoRoute, sid, nbs)
+}
+
+// Changed returns a channel closed at the next change of neighbours or routes.
+func (n *Node) Changed() <-chan struct{} {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.changed
+}

@@ -1,0 +1,337 @@
+// MDP ports: (SID, port) addressed datagrams.
+//
+// Packet path: WriteTo builds a DATA frame (MDP header + payload) in a pooled
+// buffer and queues it on the link of the next hop towards the destination,
+// waiting while that queue is full. deliver takes in-order frames from a
+// link: those addressed to this node go to the bound port's queue, read by
+// ReadFrom; the rest are relayed to the next hop's link.
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh/internal/wire"
+)
+
+// DefaultTTL is the hop limit of a new datagram.
+const DefaultTTL = 32
+
+// firstEphemeralPort is where ports chosen by Bind(0) start.
+const firstEphemeralPort = 32768
+
+// MaxPayload is the largest MDP payload on any link.
+const MaxPayload = maxDatagram - wire.DataHeaderLen
+
+type datagram struct {
+	src Addr
+	bp  *[]byte
+}
+
+// PacketConn is a bound MDP port. It implements net.PacketConn with Addr
+// addresses. Reads and writes are safe for concurrent use.
+type PacketConn struct {
+	n    *Node
+	port uint16
+	q    chan datagram
+	done chan struct{}
+	once sync.Once
+
+	rd, wd deadline
+}
+
+// Bind binds an MDP port; port 0 picks a free ephemeral port.
+func (n *Node) Bind(port uint16) (*PacketConn, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed.Load() {
+		return nil, net.ErrClosed
+	}
+	if port == 0 {
+		for i := 0; i < 65536-firstEphemeralPort; i++ {
+			p := n.nextPort
+			n.nextPort++
+			if n.nextPort == 0 {
+				n.nextPort = firstEphemeralPort
+			}
+			if n.ports[p] == nil {
+				port = p
+				break
+			}
+		}
+		if port == 0 {
+			return nil, fmt.Errorf("mesh: bind: no free ephemeral port")
+		}
+	} else if n.ports[port] != nil {
+		return nil, fmt.Errorf("mesh: bind port %d: %w", port, ErrPortInUse)
+	}
+	c := &PacketConn{
+		n: n, port: port,
+		q:    make(chan datagram, n.cfg.PortQueue),
+		done: make(chan struct{}),
+		rd:   makeDeadline(), wd: makeDeadline(),
+	}
+	n.ports[port] = c
+	return c, nil
+}
+
+// LocalAddr returns this node's SID and the bound port.
+func (c *PacketConn) LocalAddr() net.Addr { return Addr{SID: c.n.sid, Port: c.port} }
+
+// Node returns the node the port is bound on.
+func (c *PacketConn) Node() *Node { return c.n }
+
+// Close unbinds the port; blocked calls return net.ErrClosed.
+func (c *PacketConn) Close() error {
+	c.once.Do(func() {
+		c.n.mu.Lock()
+		if c.n.ports[c.port] == c {
+			delete(c.n.ports, c.port)
+		}
+		c.n.mu.Unlock()
+		close(c.done)
+		for {
+			select {
+			case d := <-c.q:
+				c.n.bufs.put(d.bp)
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// ReadFrom reads one datagram; the address is an Addr.
+func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	select {
+	case <-c.done:
+		return 0, nil, net.ErrClosed
+	default:
+	}
+	select {
+	case d := <-c.q:
+		k := copy(p, (*d.bp)[wire.DataHeaderLen:])
+		c.n.bufs.put(d.bp)
+		return k, d.src, nil
+	case <-c.done:
+		return 0, nil, net.ErrClosed
+	case <-c.rd.wait():
+		return 0, nil, os.ErrDeadlineExceeded
+	}
+}
+
+// MaxPayload returns the largest payload that reaches sid in one datagram
+// now; it grows as links discover their MTU.
+func (c *PacketConn) MaxPayload(sid identity.SID) int { return c.n.maxPayload(sid) }
+
+// WriteTo sends p to addr (an Addr). It waits while the next hop's queue is
+// full; unreachable destinations give ErrNoRoute, oversized ones ErrTooLarge.
+func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	a, ok := addr.(Addr)
+	if !ok {
+		if ap, isPtr := addr.(*Addr); isPtr && ap != nil {
+			a, ok = *ap, true
+		}
+	}
+	if !ok {
+		return 0, fmt.Errorf("mesh: write to %v: not an MDP address", addr)
+	}
+	select {
+	case <-c.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	n := c.n
+	bp := n.bufs.get(wire.DataHeaderLen + len(p))
+	h := wire.DataHeader{TTL: DefaultTTL, Dst: a.SID, Src: n.sid, DstPort: a.Port, SrcPort: c.port}
+	b := wire.AppendData((*bp)[:0], &h)
+	*bp = append(b, p...)
+	if a.SID == n.sid {
+		n.deliver(bp)
+		return len(p), nil
+	}
+	nb, mtu := n.router.nextHop(a.SID)
+	if nb == nil {
+		n.bufs.put(bp)
+		n.stats.noRoute.Add(1)
+		return 0, n.noRouteError(a.SID)
+	}
+	if len(*bp) > mtu {
+		n.bufs.put(bp)
+		return 0, fmt.Errorf("mesh: write %d bytes to %s: %w (max %d)", len(p), a.SID.Short(), ErrTooLarge, mtu-wire.DataHeaderLen)
+	}
+	wait := c.wd.wait()
+	if err := nb.link.enqueue(bp, mergeDone(wait, c.done)); err != nil {
+		n.bufs.put(bp)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			select {
+			case <-c.done:
+				return 0, net.ErrClosed
+			default:
+			}
+		}
+		return 0, fmt.Errorf("mesh: write to %s: %w", a.SID.Short(), err)
+	}
+	return len(p), nil
+}
+
+// mergeDone returns a channel closed when either is closed. Both channels
+// usually live long; the goroutine is avoided when one can never fire.
+func mergeDone(a, b <-chan struct{}) <-chan struct{} {
+	if a == nil {
+		return b
+	}
+	select {
+	case <-a:
+		return a
+	case <-b:
+		return b
+	default:
+	}
+	// Rare path: a write deadline is set and the queue is full.
+	ch := make(chan struct{})
+	go func() {
+		select {
+		case <-a:
+		case <-b:
+		}
+		close(ch)
+	}()
+	return ch
+}
+
+// SetDeadline sets the read and write deadlines.
+func (c *PacketConn) SetDeadline(t time.Time) error {
+	c.rd.set(t)
+	c.wd.set(t)
+	return nil
+}
+
+// SetReadDeadline sets the read deadline.
+func (c *PacketConn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
+
+// SetWriteDeadline sets the write deadline.
+func (c *PacketConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
+
+// deliver hands an in-order frame on: to a local port or to the next hop.
+// It owns bp.
+func (n *Node) deliver(bp *[]byte) {
+	h, _, err := wire.ParseData(*bp)
+	if err != nil {
+		n.stats.malformed.Add(1)
+		n.bufs.put(bp)
+		return
+	}
+	if h.Dst == n.sid {
+		n.mu.RLock()
+		c := n.ports[h.DstPort]
+		n.mu.RUnlock()
+		if c == nil {
+			n.stats.noPort.Add(1)
+			n.bufs.put(bp)
+			return
+		}
+		select {
+		case c.q <- datagram{src: Addr{SID: h.Src, Port: h.SrcPort}, bp: bp}:
+			n.stats.delivered.Add(1)
+		default:
+			n.stats.portDrops.Add(1)
+			n.bufs.put(bp)
+		}
+		return
+	}
+	if h.TTL <= 1 {
+		n.stats.ttlExpired.Add(1)
+		n.bufs.put(bp)
+		return
+	}
+	(*bp)[wire.TTLOffset] = h.TTL - 1
+	nb, mtu := n.router.nextHop(h.Dst)
+	switch {
+	case nb == nil:
+		n.stats.noRoute.Add(1)
+		n.bufs.put(bp)
+	case len(*bp) > mtu:
+		n.stats.tooBig.Add(1)
+		n.bufs.put(bp)
+	default:
+		if err := nb.link.enqueue(bp, nil); err != nil {
+			n.stats.relayDrops.Add(1)
+			n.bufs.put(bp)
+			return
+		}
+		n.stats.relayed.Add(1)
+	}
+}
+
+// maxPayload is the largest MDP payload that fits the path to sid.
+func (n *Node) maxPayload(sid identity.SID) int {
+	if sid == n.sid {
+		return MaxPayload
+	}
+	_, mtu := n.router.nextHop(sid)
+	if mtu == 0 {
+		return baseMTU - wire.DataHeaderLen
+	}
+	return mtu - wire.DataHeaderLen
+}
+
+// deadline is a settable deadline whose wait channel is closed when it passes.
+type deadline struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	ch    chan struct{}
+	set_  bool
+}
+
+func makeDeadline() deadline { return deadline{ch: make(chan struct{})} }
+
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil && !d.timer.Stop() {
+		<-d.ch // the timer fired and closed ch; wait until it has
+	}
+	d.timer = nil
+	closed := false
+	select {
+	case <-d.ch:
+		closed = true
+	default:
+	}
+	if t.IsZero() {
+		d.set_ = false
+		if closed {
+			d.ch = make(chan struct{})
+		}
+		return
+	}
+	d.set_ = true
+	if dur := time.Until(t); dur > 0 {
+		if closed {
+			d.ch = make(chan struct{})
+		}
+		ch := d.ch
+		d.timer = time.AfterFunc(dur, func() { close(ch) })
+		return
+	}
+	if !closed {
+		close(d.ch)
+	}
+}
+
+// wait returns a channel closed when the deadline passes; nil if none is set.
+func (d *deadline) wait() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.set_ {
+		return nil
+	}
+	return d.ch
+}
