@@ -1,0 +1,255 @@
+// Package forward bridges byte streams: it joins a tunnelled stream (an MSP
+// or splitter net.Conn) with a local TCP connection or with stdin/stdout, in
+// both directions, with half-close, prompt teardown when either side fails,
+// and no goroutine outlives the call that started it.
+//
+// Data path (Join):
+//
+//	a.Read ──copy a->b──► b.Write     a at EOF ─► b.CloseWrite (or b.Close)
+//	b.Read ──copy b->a──► a.Write     b at EOF ─► a.CloseWrite (or a.Close)
+//
+// Each direction is one goroutine running io.CopyBuffer with a pooled 64 KiB
+// buffer, or the WriteTo/ReadFrom method of an end that has one (smux
+// streams' WriteTo avoids a copy). An error in either direction, or ctx being
+// done, closes both ends at once.
+package forward
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// HalfCloser is implemented by streams that can signal end of data to their
+// peer while still receiving, such as *net.TCPConn, smux streams and MSP
+// streams.
+type HalfCloser interface {
+	// CloseWrite shuts down the writing side; the peer reads io.EOF after
+	// everything written before.
+	CloseWrite() error
+}
+
+// BufferSize is the size of each of the two copy buffers Join uses when
+// neither end has a WriteTo/ReadFrom method it uses: at most 2*BufferSize
+// bytes per joined pair.
+const BufferSize = 64 << 10
+
+// Join copies a to b and b to a until both directions have finished, then
+// closes a and b and returns the bytes copied each way.
+//
+// Half-close is propagated: when a read from one end reports io.EOF, Join
+// calls CloseWrite on the other end if it implements HalfCloser, and keeps the
+// opposite direction running, so a peer that half-closes still receives the
+// whole reply. An end that cannot half-close is closed instead (the only way
+// to deliver the EOF); reads from it that then fail count as its EOF.
+//
+// If either direction fails with an error other than EOF (a read, a write or a
+// CloseWrite), or ctx is done, Join closes both ends at once so the other
+// direction cannot hang, and returns the first such error, wrapped with the
+// direction ("a->b" copies from a to b), or ctx.Err() wrapped. Both ends are
+// always closed when Join returns, and both copying goroutines have ended.
+func Join(ctx context.Context, a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
+	return join(ctx, a, b, "a", "b")
+}
+
+// join is Join with names for the ends, used in error messages.
+func join(ctx context.Context, a, b io.ReadWriteCloser, aName, bName string) (aToB, bToA int64, err error) {
+	j := &joiner{a: end{rwc: a}, b: end{rwc: b}}
+	if err := ctx.Err(); err != nil {
+		j.closeBoth()
+		return 0, 0, fmt.Errorf("forward: %w", err)
+	}
+	stop := afterFunc(ctx, func() {
+		j.mu.Lock()
+		finished := j.finished
+		j.mu.Unlock()
+		if !finished {
+			j.fail(fmt.Errorf("forward: %w", ctx.Err()))
+		}
+	})
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		bToA = j.pipe(&j.a, &j.b, bName+"->"+aName)
+	}()
+	aToB = j.pipe(&j.b, &j.a, aName+"->"+bName)
+	wg.Wait()
+	j.mu.Lock()
+	j.finished = true // a ctx done from now on is not a failure
+	j.mu.Unlock()
+	stop()
+	j.closeBoth()
+
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return aToB, bToA, j.err
+}
+
+// end is one side of a join.
+type end struct {
+	rwc       io.ReadWriteCloser
+	closeOnce sync.Once
+	// closedForEOF is set before the end is closed because it cannot
+	// half-close; read errors after that are its EOF, not failures.
+	closedForEOF atomic.Bool
+}
+
+func (e *end) close() { e.closeOnce.Do(func() { _ = e.rwc.Close() }) }
+
+// joiner holds the shared state of one Join.
+type joiner struct {
+	a, b end
+
+	mu       sync.Mutex
+	err      error // first failure; guarded by mu
+	finished bool  // both directions have ended; guarded by mu
+}
+
+// pipe copies src to dst, then propagates EOF to dst or fails the join.
+func (j *joiner) pipe(dst, src *end, dir string) int64 {
+	n, err := copyStream(dst.rwc, src.rwc)
+	if err != nil && src.closedForEOF.Load() {
+		err = nil // we closed src ourselves to pass on its peer's EOF
+	}
+	if err == nil {
+		if hc, ok := dst.rwc.(HalfCloser); ok {
+			err = hc.CloseWrite()
+		} else {
+			dst.closedForEOF.Store(true)
+			dst.close()
+		}
+	}
+	if err != nil {
+		j.fail(fmt.Errorf("forward: %s: %w", dir, err))
+	}
+	return n
+}
+
+// fail records err if it is the first failure and closes both ends.
+func (j *joiner) fail(err error) {
+	j.mu.Lock()
+	if j.err == nil {
+		j.err = err
+	}
+	j.mu.Unlock()
+	j.closeBoth()
+}
+
+func (j *joiner) closeBoth() {
+	j.a.close()
+	j.b.close()
+}
+
+// afterFunc runs f in its own goroutine once ctx is done. The returned stop
+// function prevents f from starting, or waits for it to finish if it has.
+func afterFunc(ctx context.Context, f func()) (stop func()) {
+	done := make(chan struct{})
+	unregister := context.AfterFunc(ctx, func() {
+		defer close(done)
+		f()
+	})
+	return func() {
+		if !unregister() {
+			<-done
+		}
+	}
+}
+
+// copyStream copies src to dst until EOF (nil error) or an error.
+//
+// It uses the WriteTo method of src or the ReadFrom method of dst when the
+// end is not a kernel-backed type (smux streams deliver their frames without
+// an extra copy), and otherwise io.CopyBuffer with a BufferSize buffer. The
+// kernel types' own methods are bypassed: their generic fallback copies
+// through a 32 KiB buffer, and their splice(2) path between two TCP sockets
+// measured slower than the 64 KiB copy on loopback (BenchmarkJoin).
+func copyStream(dst io.Writer, src io.Reader) (int64, error) {
+	switch copyPath(dst, src) {
+	case viaWriterTo:
+		return src.(io.WriterTo).WriteTo(dst)
+	case viaReaderFrom:
+		return dst.(io.ReaderFrom).ReadFrom(src)
+	}
+	buf := getBuffer()
+	defer putBuffer(buf)
+	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *buf)
+}
+
+// path is how copyStream moves bytes.
+type path int
+
+const (
+	viaBuffer     path = iota // io.CopyBuffer with a pooled buffer
+	viaWriterTo               // src.WriteTo
+	viaReaderFrom             // dst.ReadFrom
+)
+
+func copyPath(dst io.Writer, src io.Reader) path {
+	switch {
+	case !isKernel(src) && isWriterTo(src):
+		return viaWriterTo
+	case !isKernel(dst) && isReaderFrom(dst):
+		return viaReaderFrom
+	}
+	return viaBuffer
+}
+
+// maxIdleBuffers bounds the copy buffers kept for reuse between joins
+// (maxIdleBuffers*BufferSize = 2 MiB). Reuse makes a short-lived join about
+// 3.5 times cheaper than allocating (BenchmarkJoinShort).
+const maxIdleBuffers = 32
+
+// idleBuffers is the package's free list of copy buffers. It holds no
+// state callers can observe: only memory kept for reuse.
+var idleBuffers = make(chan *[]byte, maxIdleBuffers)
+
+func getBuffer() *[]byte {
+	select {
+	case b := <-idleBuffers:
+		return b
+	default:
+		b := make([]byte, BufferSize)
+		return &b
+	}
+}
+
+func putBuffer(b *[]byte) {
+	select {
+	case idleBuffers <- b:
+	default: // full: let the collector have it
+	}
+}
+
+func isKernel(x any) bool {
+	switch x.(type) {
+	case *net.TCPConn, *net.UnixConn, *os.File:
+		return true
+	}
+	return false
+}
+
+func isWriterTo(r io.Reader) bool {
+	_, ok := r.(io.WriterTo)
+	return ok
+}
+
+func isReaderFrom(w io.Writer) bool {
+	_, ok := w.(io.ReaderFrom)
+	return ok
+}
+
+// readerOnly hides every method but Read from io.CopyBuffer.
+type readerOnly struct{ r io.Reader }
+
+func (r readerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
+
+// writerOnly hides every method but Write from io.CopyBuffer.
+type writerOnly struct{ w io.Writer }
+
+func (w writerOnly) Write(p []byte) (int, error) { return w.w.Write(p) }
