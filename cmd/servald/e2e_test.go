@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestTunnelManyConnections: 100 concurrent TCP connections through one
+// tunnel each echo 1 MiB byte-exact, then one 256 MiB transfer arrives with
+// the same SHA-256.
+func TestTunnelManyConnections(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t)
+	l := startListen(t, nil, nil, "--forward", strconv.Itoa(echo.Addr().(*net.TCPAddr).Port), "5000")
+	port := freePort(t)
+	start(t, nil, nil, connectArgs(t, l, "--forward", strconv.Itoa(port), l.sid, "5000")...)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dialRetry(t, addr).Close()
+
+	const conns, size = 100, 1 << 20
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- echoOnce(addr, size)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	big := int64(256 << 20)
+	if testing.Short() {
+		big = 32 << 20
+	}
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	l2 := startListen(t, nil, nil, "--once", "--forward", strconv.Itoa(sink.Addr().(*net.TCPAddr).Port), "5001")
+	port2 := freePort(t)
+	start(t, nil, nil, connectArgs(t, l2, "--once", "--forward", strconv.Itoa(port2), l2.sid, "5001")...)
+	c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port2))
+	got := make(chan [32]byte, 1)
+	go func() {
+		s, err := sink.Accept()
+		if err != nil {
+			got <- [32]byte{}
+			return
+		}
+		h := sha256.New()
+		io.Copy(h, s)
+		s.Close()
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		got <- sum
+	}()
+	h := sha256.New()
+	src := io.TeeReader(io.LimitReader(rand.Reader, big), h)
+	start := time.Now()
+	if _, err := io.Copy(c, src); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	var want [32]byte
+	copy(want[:], h.Sum(nil))
+	select {
+	case sum := <-got:
+		if sum != want {
+			t.Fatalf("%d MiB transfer: SHA-256 differs", big>>20)
+		}
+	case <-time.After(5 * time.Minute):
+		t.Fatal("big transfer did not finish")
+	}
+	t.Logf("%d MiB in %v", big>>20, time.Since(start).Round(time.Millisecond))
+	c.Close()
+}
+
+func echoOnce(addr string, size int) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	data := make([]byte, size)
+	rand.Read(data)
+	go func() {
+		c.Write(data)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	back, err := io.ReadAll(c)
+	if err != nil {
+		return fmt.Errorf("echo: read after %d bytes: %w", len(back), err)
+	}
+	if !bytes.Equal(back, data) {
+		return fmt.Errorf("echo: %d bytes back, differ from the %d sent", len(back), len(data))
+	}
+	return nil
+}
+
+// TestStdio moves 64 MiB through stdin/stdout in each direction.
+func TestStdio(t *testing.T) {
+	t.Parallel()
+	size := 64 << 20
+	if testing.Short() {
+		size = 8 << 20
+	}
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	data := make([]byte, size)
+	rand.Read(data)
+	if err := os.WriteFile(in, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dirn := range []string{"connect-to-listen", "listen-to-connect"} {
+		t.Run(dirn, func(t *testing.T) {
+			inF, _ := os.Open(in)
+			defer inF.Close()
+			empty, _ := os.Open(os.DevNull)
+			defer empty.Close()
+			var lOut, cOut bytes.Buffer
+			lIn, cIn := empty, inF
+			if dirn == "listen-to-connect" {
+				lIn, cIn = inF, empty
+			}
+			l := startListen(t, lIn, &lOut, "5000")
+			c := start(t, cIn, &cOut, connectArgs(t, l, l.sid, "5000")...)
+			if code := c.wait(2 * time.Minute); code != 0 {
+				t.Fatalf("connect exited %d: %s", code, c.stderr)
+			}
+			if code := l.wait(30 * time.Second); code != 0 {
+				t.Fatalf("listen exited %d: %s", code, l.stderr)
+			}
+			got := lOut.Bytes()
+			if dirn == "listen-to-connect" {
+				got = cOut.Bytes()
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("%d bytes arrived, want %d identical", len(got), len(data))
+			}
+		})
+	}
+}
+
+// TestHalfCloseReply: a client that half-closes still gets the whole reply.
+func TestHalfCloseReply(t *testing.T) {
+	t.Parallel()
+	// The service reads the whole request, then answers with 4 MiB.
+	svc, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	reply := make([]byte, 4<<20)
+	rand.Read(reply)
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(io.Discard, c)
+				c.Write(reply)
+			}()
+		}
+	}()
+	l := startListen(t, nil, nil, "--forward", strconv.Itoa(svc.Addr().(*net.TCPAddr).Port), "5000")
+	port := freePort(t)
+	start(t, nil, nil, connectArgs(t, l, "--forward", strconv.Itoa(port), l.sid, "5000")...)
+	c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port))
+	defer c.Close()
+	c.Write([]byte("request"))
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, reply) {
+		t.Fatalf("reply after half-close: %d of %d bytes, %v", len(got), len(reply), err)
+	}
+}
+
+// TestOnceAndIdle: --once with --forward exits 0 after its one connection
+// closes, and an idle connection survives 30 s.
+func TestOnceAndIdle(t *testing.T) {
+	t.Parallel()
+	idle := 30 * time.Second
+	if testing.Short() {
+		idle = 3 * time.Second
+	}
+	echo := echoServer(t)
+	l := startListen(t, nil, nil, "--once", "--forward", strconv.Itoa(echo.Addr().(*net.TCPAddr).Port), "5000")
+	port := freePort(t)
+	cp := start(t, nil, nil, connectArgs(t, l, "--once", "--forward", strconv.Itoa(port), l.sid, "5000")...)
+	c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port))
+	ping := func() {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("echo: %q %v", buf, err)
+		}
+	}
+	ping()
+	time.Sleep(idle)
+	ping()
+	c.Close()
+	if code := cp.wait(20 * time.Second); code != 0 {
+		t.Fatalf("connect --once exited %d: %s", code, cp.stderr)
+	}
+	if code := l.wait(20 * time.Second); code != 0 {
+		t.Fatalf("listen --once exited %d: %s", code, l.stderr)
+	}
+}
+
+// TestKillPeer: kill -9 of either side mid-transfer closes the other side's
+// TCP connections within 15 s; in stdio mode the survivor exits non-zero.
+func TestKillPeer(t *testing.T) {
+	t.Parallel()
+	for _, victim := range []string{"listen", "connect"} {
+		t.Run("forward/kill-"+victim, func(t *testing.T) {
+			t.Parallel()
+			// A service that reads forever, so the transfer is mid-way.
+			svc, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer svc.Close()
+			svcConns := make(chan net.Conn, 1)
+			go func() {
+				c, err := svc.Accept()
+				if err == nil {
+					svcConns <- c
+					io.Copy(io.Discard, c)
+				}
+			}()
+			l := startListen(t, nil, nil, "--forward", strconv.Itoa(svc.Addr().(*net.TCPAddr).Port), "5000")
+			port := freePort(t)
+			cp := start(t, nil, nil, connectArgs(t, l, "--forward", strconv.Itoa(port), l.sid, "5000")...)
+			c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port))
+			defer c.Close()
+			go io.Copy(c, io.LimitReader(rand.Reader, 1<<40))
+			var sc net.Conn
+			select {
+			case sc = <-svcConns:
+			case <-time.After(15 * time.Second):
+				t.Fatal("service got no connection")
+			}
+			time.Sleep(300 * time.Millisecond)
+			survivor := sc // the listener side's TCP connection
+			if victim == "listen" {
+				l.cmd.Process.Signal(syscall.SIGKILL)
+				survivor = c
+			} else {
+				cp.cmd.Process.Signal(syscall.SIGKILL)
+			}
+			t0 := time.Now()
+			survivor.SetReadDeadline(time.Now().Add(20 * time.Second))
+			_, err = io.Copy(io.Discard, survivor)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("surviving TCP connection still open after 20 s")
+			}
+			if d := time.Since(t0); d > 15*time.Second {
+				t.Fatalf("surviving TCP connection closed after %v, want within 15 s", d)
+			} else {
+				t.Logf("surviving TCP connection closed %v after the kill", d.Round(time.Millisecond))
+			}
+		})
+	}
+	t.Run("stdio/kill-listen", func(t *testing.T) {
+		t.Parallel()
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		go io.Copy(pw, io.LimitReader(rand.Reader, 1<<40))
+		l := startListen(t, nil, io.Discard, "5000")
+		cp := start(t, pr, io.Discard, connectArgs(t, l, l.sid, "5000")...)
+		time.Sleep(time.Second)
+		l.cmd.Process.Signal(syscall.SIGKILL)
+		t0 := time.Now()
+		code := cp.wait(20 * time.Second)
+		if code == 0 {
+			t.Fatalf("connect exited 0 after its peer was killed")
+		}
+		t.Logf("connect exited %d %v after the kill: %s", code, time.Since(t0).Round(time.Millisecond), lastLine(cp.stderr.String()))
+	})
+	t.Run("stdio/kill-connect", func(t *testing.T) {
+		t.Parallel()
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		go io.Copy(pw, io.LimitReader(rand.Reader, 1<<40))
+		l := startListen(t, nil, io.Discard, "5000")
+		cp := start(t, pr, io.Discard, connectArgs(t, l, l.sid, "5000")...)
+		time.Sleep(time.Second)
+		cp.cmd.Process.Signal(syscall.SIGKILL)
+		t0 := time.Now()
+		code := l.wait(20 * time.Second)
+		if code == 0 {
+			t.Fatalf("listen exited 0 after its peer was killed")
+		}
+		t.Logf("listen exited %d %v after the kill: %s", code, time.Since(t0).Round(time.Millisecond), lastLine(l.stderr.String()))
+	})
+}
+
+func lastLine(s string) string {
+	s = string(bytes.TrimSpace([]byte(s)))
+	if i := bytes.LastIndexByte([]byte(s), '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}

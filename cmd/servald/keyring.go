@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/servald/servald/identity"
+)
+
+func newKeyringCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "keyring", Short: "Manage the identities in this instance's keyring"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "add",
+		Short: "Add a new identity to the keyring (creating the keyring if needed)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, err := g.keyringPath()
+			if err != nil {
+				return err
+			}
+			k, created, err := openKeyring(path)
+			if err != nil {
+				return err
+			}
+			id := k.Primary()
+			if !created {
+				if id, err = k.Add(nil); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), id.SID())
+			return nil
+		},
+	}, &cobra.Command{
+		Use:   "list",
+		Short: "List the SIDs in the keyring, the node's own first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, err := g.keyringPath()
+			if err != nil {
+				return err
+			}
+			k, err := identity.OpenKeyring(path)
+			if err != nil {
+				return err
+			}
+			for _, id := range k.Identities() {
+				fmt.Fprintln(cmd.OutOrStdout(), id.SID())
+			}
+			return nil
+		},
+	})
+	return cmd
+}
+
+func newIDCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "id", Short: "Show identities"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "self",
+		Short: "Print this node's SID (creating the keyring on first use)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			id, err := g.identity()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), id.SID())
+			return nil
+		},
+	})
+	return cmd
+}
+
+func (g *globals) keyringPath() (string, error) {
+	dir, err := g.instanceDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, identity.KeyringFile), nil
+}
+
+// openKeyring opens the keyring, creating it with one identity when missing.
+func openKeyring(path string) (k *identity.Keyring, created bool, err error) {
+	if k, err = identity.OpenKeyring(path); err == nil {
+		return k, false, nil
+	}
+	k, err = identity.OpenOrCreateKeyring(path, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	return k, true, nil
+}
+
+// identity returns the node's primary identity, creating the keyring on
+// first use. A damaged keyring is an error and is left as it is.
+func (g *globals) identity() (*identity.Identity, error) {
+	path, err := g.keyringPath()
+	if err != nil {
+		return nil, err
+	}
+	k, _, err := openKeyring(path)
+	if err != nil {
+		return nil, err
+	}
+	return k.Primary(), nil
+}

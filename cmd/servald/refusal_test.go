@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runOnce runs servald to completion and returns its exit code, stdout and
+// stderr.
+func runOnce(t *testing.T, stdin io.Reader, args ...string) (int, string, string) {
+	t.Helper()
+	var out bytes.Buffer
+	p := start(t, stdin, &out, args...)
+	code := p.wait(30 * time.Second)
+	return code, out.String(), p.stderr.String()
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	inst := instance(t)
+	sid := strings.Repeat("A", 64)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"malformed SID", []string{"msp", "connect", "--instance", inst, "12345", "5000"}, "malformed SID"},
+		{"SID with bad hex", []string{"msp", "connect", "--instance", inst, strings.Repeat("G", 64), "5000"}, "not hex"},
+		{"MDP port too big", []string{"msp", "connect", "--instance", inst, sid, "70000"}, "out of range"},
+		{"MDP port zero", []string{"msp", "listen", "--instance", inst, "0"}, "out of range"},
+		{"MDP port not a number", []string{"msp", "listen", "--instance", inst, "ssh"}, "not a number"},
+		{"TCP port too big", []string{"msp", "listen", "--instance", inst, "--forward", "99999", "5000"}, "out of range"},
+		{"TCP port garbage", []string{"msp", "connect", "--instance", inst, "--forward", "x:y:z", sid, "5000"}, "--forward"},
+		{"bad --allow", []string{"msp", "listen", "--instance", inst, "--allow", "nope", "5000"}, "--allow"},
+		{"missing argument", []string{"msp", "connect", "--instance", inst, sid}, "accepts 2 arg"},
+		{"unknown flag", []string{"msp", "listen", "--instance", inst, "--bogus", "5000"}, "unknown flag"},
+		{"bad --peer", []string{"msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "--peer", "nohost", "5000"}, "--peer"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := runOnce(t, nil, tc.args...)
+			if code == 0 {
+				t.Fatalf("exit 0, want non-zero")
+			}
+			if out != "" {
+				t.Errorf("stdout = %q, want nothing", out)
+			}
+			oneLine(t, errOut, tc.want)
+		})
+	}
+}
+
+func TestTCPPortInUse(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := strconv.Itoa(busy.Addr().(*net.TCPAddr).Port)
+	code, _, errOut := runOnce(t, nil, "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--forward", port, strings.Repeat("A", 64), "5000")
+	if code == 0 {
+		t.Fatal("exit 0")
+	}
+	oneLine(t, errOut, "in use")
+}
+
+func TestUDPPortInUse(t *testing.T) {
+	t.Parallel()
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	code, _, errOut := runOnce(t, nil, "msp", "listen", "--instance", instance(t), "--udp", busy.LocalAddr().String(), "5000")
+	if code == 0 {
+		t.Fatal("exit 0")
+	}
+	oneLine(t, errOut, "in use")
+}
+
+func TestUnreachableSID(t *testing.T) {
+	t.Parallel()
+	t.Run("no neighbours", func(t *testing.T) {
+		t0 := time.Now()
+		code, _, errOut := runOnce(t, nil, "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--timeout", "1s", strings.Repeat("A", 64), "5000")
+		if code == 0 {
+			t.Fatal("exit 0")
+		}
+		oneLine(t, errOut, "--peer")
+		if d := time.Since(t0); d > 10*time.Second {
+			t.Errorf("took %v with --timeout 1s", d)
+		}
+	})
+	t.Run("neighbour but unknown SID", func(t *testing.T) {
+		l := startListen(t, nil, nil, "--forward", "9", "5000")
+		code, _, errOut := runOnce(t, nil, connectArgs(t, l, "--timeout", "1s", strings.Repeat("B", 64), "5000")...)
+		if code == 0 {
+			t.Fatal("exit 0")
+		}
+		oneLine(t, errOut, "unreachable")
+	})
+	t.Run("nothing listening on the port", func(t *testing.T) {
+		l := startListen(t, nil, nil, "--forward", "9", "5000")
+		code, _, errOut := runOnce(t, nil, connectArgs(t, l, "--timeout", "1s", l.sid, "5001")...)
+		if code == 0 {
+			t.Fatal("exit 0")
+		}
+		oneLine(t, errOut, "5001")
+	})
+}
+
+func TestAllowRefusal(t *testing.T) {
+	t.Parallel()
+	svc, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := svc.Accept(); err == nil {
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	other := strings.Repeat("C", 64)
+	l := startListen(t, nil, nil, "--allow", other, "--forward", strconv.Itoa(svc.Addr().(*net.TCPAddr).Port), "5000")
+	code, out, errOut := runOnce(t, strings.NewReader("secret"), connectArgs(t, l, l.sid, "5000")...)
+	if code == 0 {
+		t.Fatal("refused connect exited 0")
+	}
+	if out != "" {
+		t.Errorf("stdout = %q", out)
+	}
+	oneLine(t, errOut, "refused")
+	select {
+	case <-accepted:
+		t.Fatal("a refused SID reached the forward target")
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+func TestForwardTargetDown(t *testing.T) {
+	t.Parallel()
+	dead := freePort(t) // nothing listens here
+	l := startListen(t, nil, nil, "--forward", strconv.Itoa(dead), "5000")
+	port := freePort(t)
+	start(t, nil, nil, connectArgs(t, l, "--forward", strconv.Itoa(port), l.sid, "5000")...)
+	for i := 0; i < 2; i++ { // the listener keeps serving after a failure
+		c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port))
+		c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		n, err := c.Read(make([]byte, 1))
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("connection %d: not closed when the target refused", i)
+		}
+		if n != 0 {
+			t.Fatalf("connection %d: got data", i)
+		}
+		c.Close()
+	}
+	select {
+	case <-l.done:
+		t.Fatalf("listener exited: %s", l.stderr)
+	default:
+	}
+}
+
+func TestDamagedKeyring(t *testing.T) {
+	t.Parallel()
+	inst := instance(t)
+	if code, _, errOut := runOnce(t, nil, "id", "self", "--instance", inst); code != 0 {
+		t.Fatalf("id self: %d %s", code, errOut)
+	}
+	path := filepath.Join(inst, "keyring")
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("keyring %v mode %v", err, st.Mode())
+	}
+	damaged := []byte("ed25519 00112233 nonsense\n")
+	os.WriteFile(path, damaged, 0o600)
+	for _, args := range [][]string{
+		{"id", "self", "--instance", inst},
+		{"keyring", "list", "--instance", inst},
+		{"keyring", "add", "--instance", inst},
+		{"msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "5000"},
+	} {
+		code, _, errOut := runOnce(t, nil, args...)
+		if code == 0 {
+			t.Fatalf("%v: exit 0 with a damaged keyring", args)
+		}
+		oneLine(t, errOut, "damaged")
+		if b, _ := os.ReadFile(path); !bytes.Equal(b, damaged) {
+			t.Fatalf("%v changed the damaged keyring", args)
+		}
+	}
+}
+
+func TestKeyring(t *testing.T) {
+	t.Parallel()
+	inst := instance(t)
+	_, self, _ := runOnce(t, nil, "id", "self", "--instance", inst)
+	_, added, _ := runOnce(t, nil, "keyring", "add", "--instance", inst)
+	code, list, _ := runOnce(t, nil, "keyring", "list", "--instance", inst)
+	if code != 0 || list != self+added || len(strings.TrimSpace(self)) != 64 {
+		t.Fatalf("self %q added %q list %q", self, added, list)
+	}
+	_, again, _ := runOnce(t, nil, "id", "self", "--instance", inst)
+	if again != self {
+		t.Fatalf("id self changed after keyring add: %q -> %q", self, again)
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// usageError marks a command-line mistake: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// globals are the options every command has.
+type globals struct {
+	instance string
+	verbose  int
+	stderr   io.Writer
+}
+
+// run executes the command line and returns the exit status; main is the
+// only caller of os.Exit.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{stderr: stderr}
+	root := newRootCmd(g)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "servald") {
+		msg = "servald: " + msg
+	}
+	fmt.Fprintln(stderr, msg)
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsage(err) {
+		return 2
+	}
+	return 1
+}
+
+// isCobraUsage recognises cobra's own argument and flag errors.
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires ", "invalid argument", "flag needs an argument", "bad flag syntax"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRootCmd(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "servald",
+		Short:         "Tunnel TCP and stdio across a mesh of nodes addressed by public key",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.instance, "instance", "", "instance directory (keyring, config, daemon socket); $SERVALINSTANCE_PATH wins when set")
+	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more to stderr (-v info, -vv debug)")
+	root.AddCommand(newKeyringCmd(g), newIDCmd(g), newMSPCmd(g))
+	return root
+}
+
+// logger returns the logger for stderr at the chosen verbosity.
+func (g *globals) logger() *slog.Logger {
+	if g.verbose == 0 {
+		return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	lvl := slog.LevelInfo
+	if g.verbose > 1 {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// instanceDir resolves the instance directory: $SERVALINSTANCE_PATH, else
+// --instance, else a per-user default.
+func (g *globals) instanceDir() (string, error) {
+	env := os.Getenv("SERVALINSTANCE_PATH")
+	if env != "" && g.instance != "" && filepath.Clean(env) != filepath.Clean(g.instance) {
+		return "", usagef("both $SERVALINSTANCE_PATH (%s) and --instance (%s) name an instance directory; unset one", env, g.instance)
+	}
+	if env != "" {
+		return env, nil
+	}
+	if g.instance != "" {
+		return g.instance, nil
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("no instance directory: set $SERVALINSTANCE_PATH or --instance (%v)", err)
+	}
+	return filepath.Join(dir, "servald"), nil
+}

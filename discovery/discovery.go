@@ -1,0 +1,253 @@
+// Package discovery finds services across the mesh, as Serval does: a
+// listener started with --service=NAME answers queries on MDP port 11 with
+// "NAME.mdp.port=PORT".
+//
+// Packet path: Find sends one QUERY datagram to port 11 of every reachable
+// node and gathers the ANSWER datagrams that come back; a Responder reads
+// queries on port 11 and answers with the services it has that match.
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh"
+)
+
+// Port is the well-known MDP port of service discovery.
+const Port = 11
+
+// MaxName is the longest service name.
+const MaxName = 64
+
+const (
+	typeQuery  byte = 'Q'
+	typeAnswer byte = 'A'
+)
+
+// ErrMalformed is wrapped by decoding errors.
+var ErrMalformed = errors.New("discovery: malformed packet")
+
+// Service is one advertised service.
+type Service struct {
+	Name string
+	Port uint16
+}
+
+// String returns "NAME.mdp.port=PORT".
+func (s Service) String() string { return fmt.Sprintf("%s.mdp.port=%d", s.Name, s.Port) }
+
+// ValidName reports whether name can be advertised.
+func ValidName(name string) error {
+	if name == "" || len(name) > MaxName {
+		return fmt.Errorf("discovery: service name must be 1-%d characters", MaxName)
+	}
+	for _, r := range name {
+		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return fmt.Errorf("discovery: service name %q: only letters, digits, '-', '_' and '.'", name)
+		}
+	}
+	return nil
+}
+
+// AppendQuery encodes a query for name ("" asks for every service).
+func AppendQuery(b []byte, name string) []byte {
+	return append(append(b, typeQuery), name...)
+}
+
+// ParseQuery decodes a query.
+func ParseQuery(b []byte) (string, error) {
+	if len(b) < 1 || b[0] != typeQuery || len(b) > 1+MaxName {
+		return "", ErrMalformed
+	}
+	name := string(b[1:])
+	if name != "" {
+		if err := ValidName(name); err != nil {
+			return "", fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+	}
+	return name, nil
+}
+
+// AppendAnswer encodes an answer listing services, one per line.
+func AppendAnswer(b []byte, svcs []Service) []byte {
+	b = append(b, typeAnswer)
+	for _, s := range svcs {
+		b = append(b, s.String()...)
+		b = append(b, '\n')
+	}
+	return b
+}
+
+// ParseAnswer decodes an answer.
+func ParseAnswer(b []byte) ([]Service, error) {
+	if len(b) < 1 || b[0] != typeAnswer {
+		return nil, ErrMalformed
+	}
+	var out []Service
+	for _, line := range strings.Split(string(b[1:]), "\n") {
+		if line == "" {
+			continue
+		}
+		name, port, ok := strings.Cut(line, ".mdp.port=")
+		if !ok || ValidName(name) != nil {
+			return nil, fmt.Errorf("%w: line %q", ErrMalformed, line)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("%w: port in %q", ErrMalformed, line)
+		}
+		out = append(out, Service{Name: name, Port: uint16(p)})
+	}
+	return out, nil
+}
+
+// Responder answers discovery queries for the services added to it.
+type Responder struct {
+	pc  *mesh.PacketConn
+	log *slog.Logger
+	wg  sync.WaitGroup
+
+	mu   sync.Mutex
+	svcs map[string]uint16 // guarded by mu
+}
+
+// NewResponder binds the discovery port on node and answers queries.
+func NewResponder(node *mesh.Node, log *slog.Logger) (*Responder, error) {
+	pc, err := node.Bind(Port)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Responder{pc: pc, log: log, svcs: map[string]uint16{}}
+	r.wg.Add(1)
+	go r.serve()
+	return r, nil
+}
+
+// Add advertises name at port.
+func (r *Responder) Add(name string, port uint16) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.svcs[name] = port
+	r.mu.Unlock()
+	return nil
+}
+
+// Remove stops advertising name.
+func (r *Responder) Remove(name string) {
+	r.mu.Lock()
+	delete(r.svcs, name)
+	r.mu.Unlock()
+}
+
+// Close stops answering.
+func (r *Responder) Close() error {
+	err := r.pc.Close()
+	r.wg.Wait()
+	return err
+}
+
+func (r *Responder) serve() {
+	defer r.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		k, from, err := r.pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		name, err := ParseQuery(buf[:k])
+		if err != nil {
+			r.log.Debug("discovery: bad query", "from", from, "err", err)
+			continue
+		}
+		r.mu.Lock()
+		var match []Service
+		for n, p := range r.svcs {
+			if name == "" || n == name {
+				match = append(match, Service{Name: n, Port: p})
+			}
+		}
+		r.mu.Unlock()
+		if len(match) == 0 {
+			continue
+		}
+		sort.Slice(match, func(i, j int) bool { return match[i].Name < match[j].Name })
+		r.pc.WriteTo(AppendAnswer(nil, match), from)
+	}
+}
+
+// Answer is one service found.
+type Answer struct {
+	SID  identity.SID
+	Hops int
+	Service
+}
+
+// String returns "SID NAME.mdp.port=PORT".
+func (a Answer) String() string { return a.SID.String() + " " + a.Service.String() }
+
+// Find asks every reachable node for name ("" for all services) and returns
+// the answers that arrive before ctx ends or every node has answered,
+// nearest first.
+func Find(ctx context.Context, node *mesh.Node, name string) ([]Answer, error) {
+	if name != "" {
+		if err := ValidName(name); err != nil {
+			return nil, err
+		}
+	}
+	pc, err := node.Bind(0)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
+	defer pc.Close()
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	defer stop()
+	hops := map[identity.SID]int{}
+	q := AppendQuery(nil, name)
+	targets := append([]mesh.Route{{SID: node.SID()}}, node.Routes()...)
+	for _, rt := range targets {
+		hops[rt.SID] = rt.Hops
+		pc.WriteTo(q, mesh.Addr{SID: rt.SID, Port: Port})
+	}
+	var out []Answer
+	answered := map[identity.SID]bool{}
+	buf := make([]byte, 65536)
+	for len(answered) < len(targets) {
+		k, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				break
+			}
+			return out, err
+		}
+		a, ok := from.(mesh.Addr)
+		if !ok || a.Port != Port || answered[a.SID] {
+			continue
+		}
+		svcs, err := ParseAnswer(buf[:k])
+		if err != nil {
+			continue
+		}
+		answered[a.SID] = true
+		for _, s := range svcs {
+			if name == "" || s.Name == name {
+				out = append(out, Answer{SID: a.SID, Hops: hops[a.SID], Service: s})
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Hops < out[j].Hops })
+	return out, nil
+}

@@ -1,0 +1,156 @@
+package msp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/xtaci/smux"
+
+	"github.com/servald/servald/mesh"
+)
+
+// acceptQueue bounds streams accepted by sessions but not yet by Accept.
+const acceptQueue = 64
+
+// Listener accepts streams from any number of sessions on one MDP port (and
+// on transports added with Serve). It implements net.Listener.
+type Listener struct {
+	node *mesh.Node
+	port uint16
+	cfg  Config
+
+	streams chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+
+	mu  sync.Mutex
+	eps []*endpoint // guarded by mu
+}
+
+// Listen binds MDP port on node and accepts sessions and streams there.
+func Listen(node *mesh.Node, port uint16, cfg Config) (*Listener, error) {
+	if port == 0 {
+		return nil, fmt.Errorf("msp: listen: port 0")
+	}
+	pc, err := node.Bind(port)
+	if err != nil {
+		return nil, fmt.Errorf("msp: listen: %w", err)
+	}
+	l := &Listener{
+		node: node, port: port, cfg: cfg.withDefaults(),
+		streams: make(chan net.Conn, acceptQueue),
+		done:    make(chan struct{}),
+	}
+	l.serve(pc)
+	return l, nil
+}
+
+// Serve also accepts sessions arriving over tr (for example a split
+// connection); the listener closes tr when it closes.
+func (l *Listener) Serve(tr Transport) {
+	l.serve(tr)
+}
+
+func (l *Listener) serve(tr Transport) {
+	ep := newEndpoint(tr, l.node.Identity(), l.port, l.cfg)
+	ep.lis = l
+	l.mu.Lock()
+	select {
+	case <-l.done:
+		l.mu.Unlock()
+		tr.Close()
+		return
+	default:
+	}
+	l.eps = append(l.eps, ep)
+	l.mu.Unlock()
+	ep.start()
+}
+
+// acceptStreams moves a session's new streams to the accept queue.
+func (l *Listener) acceptStreams(s *Session, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		st, err := s.mux.AcceptStream()
+		if err != nil {
+			return
+		}
+		select {
+		case l.streams <- st:
+		case <-l.done:
+			st.Close()
+			return
+		case <-s.done:
+			st.Close()
+			return
+		}
+	}
+}
+
+var _ net.Conn = (*smux.Stream)(nil)
+
+// Accept waits for the next stream.
+func (l *Listener) Accept() (net.Conn, error) { return l.AcceptContext(context.Background()) }
+
+// AcceptContext waits for the next stream or for ctx to end.
+func (l *Listener) AcceptContext(ctx context.Context) (net.Conn, error) {
+	select {
+	case st := <-l.streams:
+		return st, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Addr returns the node's SID and the port.
+func (l *Listener) Addr() net.Addr { return mesh.Addr{SID: l.node.SID(), Port: l.port} }
+
+// Close stops accepting and ends every session at once.
+func (l *Listener) Close() error {
+	l.once.Do(func() {
+		l.mu.Lock()
+		close(l.done)
+		eps := l.eps
+		l.mu.Unlock()
+		for _, ep := range eps {
+			ep.close()
+		}
+		for {
+			select {
+			case st := <-l.streams:
+				st.Close()
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// Shutdown ends every session gracefully: it waits (until ctx ends) for
+// everything written to be acknowledged, then closes the listener.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	l.mu.Lock()
+	eps := l.eps
+	l.mu.Unlock()
+	var ss []*Session
+	for _, ep := range eps {
+		ep.mu.Lock()
+		for _, s := range ep.sessions {
+			ss = append(ss, s)
+		}
+		ep.mu.Unlock()
+	}
+	var first error
+	for _, s := range ss {
+		if err := s.Shutdown(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	l.Close()
+	return first
+}

@@ -1,0 +1,99 @@
+// Package msp carries reliable, encrypted byte streams between nodes: the
+// Mesh Stream Protocol. Between two endpoints runs one session: a signed
+// X25519 handshake (package seal) gives ChaCha20-Poly1305 keys; inside, a
+// reliable, ordered, flow- and congestion-controlled byte stream (package
+// arq) carries any number of streams multiplexed by smux. Relays see only
+// mesh headers and sealed bytes.
+//
+// A session runs over a Transport: an MDP port of a mesh node, or framed
+// datagrams over any reliable connection (the splitter).
+package msp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/msp/internal/seal"
+)
+
+// Transport carries a session's datagrams. *mesh.PacketConn is one.
+type Transport interface {
+	ReadFrom(p []byte) (int, net.Addr, error)
+	WriteTo(p []byte, addr net.Addr) (int, error)
+	LocalAddr() net.Addr
+	Close() error
+	// MaxPayload is the largest datagram that reaches sid now.
+	MaxPayload(sid identity.SID) int
+}
+
+// Config tunes sessions. The zero value takes the defaults.
+type Config struct {
+	// KeepAlive is the idle time after which a session sends a keepalive.
+	// Default 1 s.
+	KeepAlive time.Duration
+	// IdleTimeout ends a session (and fails its streams) when nothing was
+	// heard from the peer for this long. Default 10 s, as in Serval.
+	IdleTimeout time.Duration
+	// Allow, on a listener, admits initiators; nil admits everyone.
+	// Refused ones get a signed refusal before any stream exists.
+	Allow func(identity.SID) bool
+	// Window is the receive window of a session in bytes. Default 8 MiB.
+	Window int
+	// MaxSessions bounds a listener's sessions. Default 1024.
+	MaxSessions int
+	// Logger receives logs; nil is silent.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.KeepAlive <= 0 {
+		c.KeepAlive = time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 10 * time.Second
+	}
+	if c.Window <= 0 {
+		c.Window = 8 << 20
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 1024
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Errors callers branch on.
+var (
+	// ErrRefused: the listener refused this node (its --allow list, or no
+	// listener on that port over a split connection).
+	ErrRefused = seal.ErrRefused
+	// ErrNoAnswer: nothing answered the handshake in time.
+	ErrNoAnswer = errors.New("no answer")
+	// ErrSessionEnded: the peer ended the session while the stream was open.
+	ErrSessionEnded = errors.New("msp: peer ended the session")
+)
+
+// portParams encodes the MDP port a session is for into handshake params.
+func portParams(port uint16) []byte { return binary.BigEndian.AppendUint16(nil, port) }
+
+func parsePortParams(b []byte) (uint16, error) {
+	if len(b) < 2 {
+		return 0, fmt.Errorf("msp: handshake params of %d bytes", len(b))
+	}
+	return binary.BigEndian.Uint16(b), nil
+}
+
+// timeoutError is a net.Error timeout.
+type timeoutError struct{ msg string }
+
+func (e timeoutError) Error() string   { return e.msg }
+func (e timeoutError) Timeout() bool   { return true }
+func (e timeoutError) Temporary() bool { return true }
+func (e timeoutError) Unwrap() error   { return ErrNoAnswer }

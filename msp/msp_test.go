@@ -1,0 +1,130 @@
+package msp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// udpNodes starts two mesh nodes on loopback UDP that know each other.
+func udpNodes(t testing.TB) (*mesh.Node, *mesh.Node) {
+	t.Helper()
+	mk := func(peers []net.Addr) *mesh.Node {
+		id, err := identity.Generate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := mesh.ListenUDP("127.0.0.1:0", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers, HelloInterval: 200 * time.Millisecond, NeighbourTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	b := mk(nil)
+	a := mk([]net.Addr{b.LocalAddr()})
+	return a, b
+}
+
+func echoServer(t testing.TB, l *Listener) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				c.(interface{ CloseWrite() error }).CloseWrite()
+				c.Close()
+			}()
+		}
+	}()
+}
+
+func TestStreamEchoAndHalfClose(t *testing.T) {
+	a, b := udpNodes(t)
+	l, err := Listen(b, 5000, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	echoServer(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := DialSession(ctx, a, b.SID(), 5000, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Peer() != b.SID() {
+		t.Fatalf("peer %v", s.Peer())
+	}
+	const size = 4 << 20
+	data := make([]byte, size)
+	rand.Read(data)
+	st, err := s.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		st.Write(data)
+		st.(interface{ CloseWrite() error }).CloseWrite()
+	}()
+	st.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(st)
+	if err != nil {
+		t.Fatalf("read after %d bytes: %v", len(got), err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("echo differs: %d bytes back", len(got))
+	}
+	st.Close()
+	t.Logf("session stats: %+v", s.Stats())
+}
+
+func TestAllowRefuses(t *testing.T) {
+	a, b := udpNodes(t)
+	l, err := Listen(b, 6000, Config{Allow: func(identity.SID) bool { return false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = DialSession(ctx, a, b.SID(), 6000, Config{})
+	if !errors.Is(err, ErrRefused) {
+		t.Fatalf("err = %v, want ErrRefused", err)
+	}
+	if !bytes.Contains([]byte(err.Error()), []byte("not allowed")) {
+		t.Fatalf("refusal does not say why: %v", err)
+	}
+}
+
+func TestDialNoListener(t *testing.T) {
+	a, b := udpNodes(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, err := DialSession(ctx, a, b.SID(), 7000, Config{})
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+}

@@ -1,0 +1,270 @@
+// Sessions. Packet path, sending: a smux frame written to a stream goes
+// into the session's arq.Conn; its goroutine cuts packets and calls output,
+// which seals each one and writes it to the transport. Receiving: the
+// endpoint's read loop opens a DATA packet with the session's keys and hands
+// the plaintext to arq.Conn.Input; smux reads the ordered bytes and delivers
+// them to streams.
+package msp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xtaci/smux"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp/internal/arq"
+	"github.com/servald/servald/msp/internal/seal"
+)
+
+// Session is an authenticated, encrypted session with one peer, carrying
+// multiplexed streams.
+type Session struct {
+	ep     *endpoint
+	sec    *seal.Session
+	remote net.Addr
+	peer   identity.SID
+	conn   *arq.Conn
+	mux    *smux.Session
+	client bool
+
+	sealBuf   []byte // owned by the arq goroutine (output)
+	maxPacket atomic.Int64
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
+	err       error // why it ended; set before done closes
+}
+
+func smuxConfig() *smux.Config {
+	c := smux.DefaultConfig()
+	c.Version = 2
+	c.KeepAliveDisabled = true // arq keeps the session alive
+	c.MaxFrameSize = 32768
+	c.MaxReceiveBuffer = 16 << 20
+	c.MaxStreamBuffer = 4 << 20
+	return c
+}
+
+// newSession starts the arq connection and smux over it.
+func newSession(ep *endpoint, sec *seal.Session, remote net.Addr, client bool) (*Session, error) {
+	s := &Session{
+		ep: ep, sec: sec, remote: remote, peer: sec.Peer(), client: client,
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	mp := s.packetLimit()
+	s.maxPacket.Store(int64(mp))
+	conn, err := arq.New(arq.Config{
+		MaxPacket:   mp,
+		RecvWindow:  ep.cfg.Window,
+		SendBuffer:  ep.cfg.Window,
+		KeepAlive:   ep.cfg.KeepAlive,
+		IdleTimeout: ep.cfg.IdleTimeout,
+		Output:      s.output,
+		Logger:      ep.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("msp: session: %w", err)
+	}
+	s.conn = conn
+	pipe := &arqPipe{c: conn, s: s}
+	if client {
+		s.mux, err = smux.Client(pipe, smuxConfig())
+	} else {
+		s.mux, err = smux.Server(pipe, smuxConfig())
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("msp: session: %w", err)
+	}
+	return s, nil
+}
+
+// packetLimit is the largest arq packet that fits the path after sealing.
+func (s *Session) packetLimit() int {
+	return max(s.ep.tr.MaxPayload(s.peer)-seal.Overhead, arq.MinPacket)
+}
+
+// output seals one arq packet and sends it (arq goroutine only).
+func (s *Session) output(pkt []byte) error {
+	if mp := int64(s.packetLimit()); mp != s.maxPacket.Load() {
+		s.maxPacket.Store(mp)
+		s.conn.SetMaxPacket(int(mp))
+	}
+	b, err := s.sec.Seal(s.sealBuf[:0], pkt)
+	if err != nil {
+		return err
+	}
+	s.sealBuf = b
+	if _, err := s.ep.tr.WriteTo(b, s.remote); err != nil {
+		s.ep.stats.writeErrors.Add(1)
+		if errors.Is(err, mesh.ErrTooLarge) {
+			s.maxPacket.Store(0) // look again before the next packet
+		}
+		return err
+	}
+	return nil
+}
+
+// input takes an opened DATA record (endpoint read loop).
+func (s *Session) input(plain []byte) {
+	if len(plain) == 0 {
+		return // the initiator's key confirmation
+	}
+	if err := s.conn.Input(plain); err != nil {
+		s.ep.stats.malformed.Add(1)
+	}
+}
+
+// confirm sends an empty record: it proves to the responder that the
+// initiator holds the new keys.
+func (s *Session) confirm() error {
+	b, err := s.sec.Seal(nil, nil)
+	if err != nil {
+		return err
+	}
+	_, err = s.ep.tr.WriteTo(b, s.remote)
+	return err
+}
+
+// watch ends the session when arq or smux ends (one goroutine per session).
+func (s *Session) watch() {
+	defer s.ep.wg.Done()
+	var err error
+	select {
+	case <-s.conn.Done():
+		err = s.conn.Err()
+	case <-s.mux.CloseChan():
+		err = net.ErrClosed
+	case <-s.closing:
+		err = net.ErrClosed
+	}
+	if errors.Is(err, arq.ErrPeerClosed) {
+		s.drainStreams() // a clean end: let the application read what arrived
+	}
+	s.conn.Close()
+	s.mux.Close()
+	s.err = err
+	close(s.done)
+	s.ep.removeSession(s)
+}
+
+// drainStreams waits until the application has closed every stream, or
+// until Close.
+func (s *Session) drainStreams() {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for s.mux.NumStreams() > 0 {
+		select {
+		case <-t.C:
+		case <-s.closing:
+			return
+		}
+	}
+}
+
+// Peer returns the SID of the node at the other end; it is authenticated.
+func (s *Session) Peer() identity.SID { return s.peer }
+
+// RemoteAddr returns the peer's address on the transport.
+func (s *Session) RemoteAddr() net.Addr { return s.remote }
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err says why the session ended (nil while it runs).
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// OpenStream opens a new stream to the peer.
+func (s *Session) OpenStream(ctx context.Context) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	st, err := s.mux.OpenStream()
+	if err != nil {
+		if e := s.Err(); e != nil {
+			err = e
+		}
+		return nil, fmt.Errorf("msp: open stream to %s: %w", s.peer.Short(), err)
+	}
+	return st, nil
+}
+
+// Shutdown ends the session gracefully: it waits (until ctx ends) for every
+// byte written to be acknowledged, then tells the peer and closes.
+func (s *Session) Shutdown(ctx context.Context) error {
+	err := s.conn.Shutdown(ctx)
+	s.Close()
+	return err
+}
+
+// Close ends the session at once; the peer's streams break. It returns when
+// the session's goroutines have ended.
+func (s *Session) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	<-s.done
+	if s.ep.ownsTransport {
+		s.ep.wg.Wait()
+	}
+	return nil
+}
+
+// SessionStats are a session's counters.
+type SessionStats = arq.Stats
+
+// Stats returns the session's transport counters.
+func (s *Session) Stats() SessionStats { return s.conn.Stats() }
+
+// arqPipe is what smux runs over: the arq byte stream, with addresses, and
+// with the end of the session reported as an error rather than EOF (a
+// stream that did not get its FIN has been cut off, not finished).
+type arqPipe struct {
+	c *arq.Conn
+	s *Session
+}
+
+func (p *arqPipe) Read(b []byte) (int, error) {
+	n, err := p.c.Read(b)
+	if err == io.EOF {
+		// The peer ended the session cleanly, after its streams had ended:
+		// nothing more will come. Do not fail streams that still hold data
+		// for the application; the session closes once they are done.
+		if n > 0 {
+			return n, nil
+		}
+		<-p.s.closing
+		return 0, ErrSessionEnded
+	}
+	return n, err
+}
+
+// Write sends bytes to the peer. After the peer ended the session cleanly
+// only smux's window updates can still be written (all streams had ended
+// on its side); they are dropped.
+func (p *arqPipe) Write(b []byte) (int, error) {
+	n, err := p.c.Write(b)
+	if errors.Is(err, arq.ErrPeerClosed) {
+		return len(b), nil
+	}
+	return n, err
+}
+
+func (p *arqPipe) Close() error                { return p.c.Close() }
+func (p *arqPipe) LocalAddr() net.Addr         { return p.s.ep.tr.LocalAddr() }
+func (p *arqPipe) RemoteAddr() net.Addr        { return p.s.remote }
