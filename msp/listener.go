@@ -8,6 +8,7 @@ import (
 
 	"github.com/xtaci/smux"
 
+	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
 )
 
@@ -17,7 +18,7 @@ const acceptQueue = 64
 // Listener accepts streams from any number of sessions on one MDP port (and
 // on transports added with Serve). It implements net.Listener.
 type Listener struct {
-	node *mesh.Node
+	id   *identity.Identity
 	port uint16
 	cfg  Config
 
@@ -38,13 +39,19 @@ func Listen(node *mesh.Node, port uint16, cfg Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("msp: listen: %w", err)
 	}
+	return ListenTransport(pc, node.Identity(), port, cfg), nil
+}
+
+// ListenTransport accepts sessions for MDP port on tr (an MDP port bound
+// elsewhere, such as through a daemon) as identity id.
+func ListenTransport(tr Transport, id *identity.Identity, port uint16, cfg Config) *Listener {
 	l := &Listener{
-		node: node, port: port, cfg: cfg.withDefaults(),
+		id: id, port: port, cfg: cfg.withDefaults(),
 		streams: make(chan net.Conn, acceptQueue),
 		done:    make(chan struct{}),
 	}
-	l.serve(pc)
-	return l, nil
+	l.serve(tr)
+	return l
 }
 
 // Serve also accepts sessions arriving over tr (for example a split
@@ -54,7 +61,7 @@ func (l *Listener) Serve(tr Transport) {
 }
 
 func (l *Listener) serve(tr Transport) {
-	ep := newEndpoint(tr, l.node.Identity(), l.port, l.cfg)
+	ep := newEndpoint(tr, l.id, l.port, l.cfg)
 	ep.lis = l
 	l.mu.Lock()
 	select {
@@ -107,7 +114,7 @@ func (l *Listener) AcceptContext(ctx context.Context) (net.Conn, error) {
 }
 
 // Addr returns the node's SID and the port.
-func (l *Listener) Addr() net.Addr { return mesh.Addr{SID: l.node.SID(), Port: l.port} }
+func (l *Listener) Addr() net.Addr { return mesh.Addr{SID: l.id.SID(), Port: l.port} }
 
 // Close stops accepting and ends every session at once.
 func (l *Listener) Close() error {
