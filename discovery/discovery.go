@@ -110,9 +110,16 @@ func ParseAnswer(b []byte) ([]Service, error) {
 	return out, nil
 }
 
+// PacketConn is an MDP port: *mesh.PacketConn, or one bound through a daemon.
+type PacketConn interface {
+	ReadFrom(p []byte) (int, net.Addr, error)
+	WriteTo(p []byte, addr net.Addr) (int, error)
+	Close() error
+}
+
 // Responder answers discovery queries for the services added to it.
 type Responder struct {
-	pc  *mesh.PacketConn
+	pc  PacketConn
 	log *slog.Logger
 	wg  sync.WaitGroup
 
@@ -120,19 +127,16 @@ type Responder struct {
 	svcs map[string]uint16 // guarded by mu
 }
 
-// NewResponder binds the discovery port on node and answers queries.
-func NewResponder(node *mesh.Node, log *slog.Logger) (*Responder, error) {
-	pc, err := node.Bind(Port)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: %w", err)
-	}
+// NewResponder answers queries arriving on pc, the discovery port (Port);
+// Close closes pc.
+func NewResponder(pc PacketConn, log *slog.Logger) *Responder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Responder{pc: pc, log: log, svcs: map[string]uint16{}}
 	r.wg.Add(1)
 	go r.serve()
-	return r, nil
+	return r
 }
 
 // Add advertises name at port.
@@ -199,25 +203,21 @@ type Answer struct {
 // String returns "SID NAME.mdp.port=PORT".
 func (a Answer) String() string { return a.SID.String() + " " + a.Service.String() }
 
-// Find asks every reachable node for name ("" for all services) and returns
-// the answers that arrive before ctx ends or every node has answered,
-// nearest first.
-func Find(ctx context.Context, node *mesh.Node, name string) ([]Answer, error) {
+// Find asks self and every node in routes for name ("" for all services)
+// through pc (an unused MDP port, which Find closes) and returns the answers
+// that arrive before ctx ends or every node has answered, nearest first.
+func Find(ctx context.Context, pc PacketConn, self identity.SID, routes []mesh.Route, name string) ([]Answer, error) {
 	if name != "" {
 		if err := ValidName(name); err != nil {
 			return nil, err
 		}
-	}
-	pc, err := node.Bind(0)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: %w", err)
 	}
 	defer pc.Close()
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	defer stop()
 	hops := map[identity.SID]int{}
 	q := AppendQuery(nil, name)
-	targets := append([]mesh.Route{{SID: node.SID()}}, node.Routes()...)
+	targets := append([]mesh.Route{{SID: self}}, routes...)
 	for _, rt := range targets {
 		hops[rt.SID] = rt.Hops
 		pc.WriteTo(q, mesh.Addr{SID: rt.SID, Port: Port})

@@ -15,7 +15,6 @@ import (
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/forward"
 	"github.com/servald/servald/identity"
-	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
 )
 
@@ -101,15 +100,16 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		}
 		allow = func(s identity.SID) bool { return set[s] }
 	}
-	node, err := g.startNode(&o.node, cmd.Flags())
+	node, err := g.access(&o.node, cmd.Flags())
 	if err != nil {
 		return err
 	}
 	defer node.Close()
-	lis, err := msp.Listen(node, port, msp.Config{Allow: allow, Logger: g.logger()})
+	tr, err := node.Bind(port)
 	if err != nil {
 		return err
 	}
+	lis := msp.ListenTransport(tr, node.Identity(), port, msp.Config{Allow: allow, Logger: g.logger()})
 	defer lis.Close()
 	if o.service != "" {
 		stop, err := g.serveDiscovery(node, o.service, port)
@@ -123,8 +123,9 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		_, p, _ := net.SplitHostPort(target)
 		fwd = "--forward=" + p + " "
 	}
-	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", node.SID(), port, node.LocalAddr())
-	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, node.SID(), port)
+	sid := node.Identity().SID()
+	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
+	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, sid, port)
 
 	if target != "" {
 		err := forward.ServeStreams(ctx, lis.AcceptContext, target, o.once, nil, g.logger())
@@ -203,7 +204,7 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		}
 		defer ln.Close()
 	}
-	node, err := g.startNode(&o.node, cmd.Flags())
+	node, err := g.access(&o.node, cmd.Flags())
 	if err != nil {
 		return err
 	}
@@ -212,7 +213,7 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	dial := func(ctx context.Context) (*msp.Session, error) {
 		dctx, cancel := context.WithTimeout(ctx, o.timeout)
 		defer cancel()
-		s, err := msp.DialSession(dctx, node, sid, port, cfg)
+		s, err := dialSession(dctx, node, sid, port, cfg)
 		if err != nil && ctx.Err() == nil && dctx.Err() != nil {
 			return nil, fmt.Errorf("%s unreachable after %v: %w", sid, o.timeout, err)
 		}
@@ -269,14 +270,12 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 }
 
 // serveDiscovery answers discovery queries for name on node.
-func (g *globals) serveDiscovery(node *mesh.Node, name string, port uint16) (func(), error) {
-	if err := discovery.ValidName(name); err != nil {
-		return nil, usagef("--service: %v", err)
-	}
-	r, err := discovery.NewResponder(node, g.logger())
+func (g *globals) serveDiscovery(node meshAccess, name string, port uint16) (func(), error) {
+	tr, err := node.Bind(discovery.Port)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--service: %w", err)
 	}
+	r := discovery.NewResponder(tr, g.logger())
 	r.Add(name, port)
 	return func() { r.Close() }, nil
 }
