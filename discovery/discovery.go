@@ -144,6 +144,9 @@ func (r *Responder) Add(name string, port uint16) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
+	if port == 0 {
+		return fmt.Errorf("discovery: service %s: port 0", name)
+	}
 	r.mu.Lock()
 	r.svcs[name] = port
 	r.mu.Unlock()
@@ -185,9 +188,7 @@ func (r *Responder) serve() {
 			}
 		}
 		r.mu.Unlock()
-		if len(match) == 0 {
-			continue
-		}
+		// An empty answer too, so that Find need not wait for this node.
 		sort.Slice(match, func(i, j int) bool { return match[i].Name < match[j].Name })
 		r.pc.WriteTo(AppendAnswer(nil, match), from)
 	}

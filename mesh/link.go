@@ -66,7 +66,8 @@ type link struct {
 	srtt      time.Duration
 	rttvar    time.Duration
 	rttInit   bool
-	rackSent  time.Time // send time of the latest-sent frame known to have arrived
+	rackSeq   uint64    // one past the highest first-sent frame known to have arrived
+	rackSent  time.Time // when that frame was sent
 	nextTimer time.Time
 	peerCum   uint64 // the neighbour's last cumulative ack
 	skipDue   bool
@@ -338,8 +339,10 @@ func (l *link) receiveAck(a *wire.Ack) {
 			return
 		}
 		e.done = true
-		if e.sentAt.After(l.rackSent) {
-			l.rackSent = e.sentAt
+		// Only a frame sent once says when what arrived was sent: the ack
+		// of a resent one may be for its first copy.
+		if e.tries == 1 && s >= l.rackSeq {
+			l.rackSeq, l.rackSent = s+1, e.sentAt
 		}
 		if e.tries == 1 && e.sentAt.After(sample) {
 			sample = e.sentAt
@@ -359,18 +362,13 @@ func (l *link) receiveAck(a *wire.Ack) {
 	if !sample.IsZero() {
 		l.rttSampleLocked(now.Sub(sample))
 	}
-	// Frames sent a quarter round trip before one that arrived are lost.
-	cut := l.rackSent.Add(-l.srtt / 4)
+	// Links deliver in order, so a frame sent before one that arrived, and
+	// not itself acknowledged, is lost: first copies are sent in sequence
+	// order, resent ones are compared by the time they went out.
 	lost := 0
-	for s := l.base; s < l.nextSeq; s++ {
+	for s := l.base; s < min(l.rackSeq, l.nextSeq); s++ {
 		e := &l.ring[s%l.win]
-		if e.done || e.lost {
-			continue
-		}
-		if !e.sentAt.Before(cut) {
-			if e.tries == 1 {
-				break
-			}
+		if e.done || e.lost || (e.tries > 1 && !e.sentAt.Before(l.rackSent)) {
 			continue
 		}
 		e.lost = true
@@ -504,11 +502,19 @@ func (l *link) receiveData(bp *[]byte) {
 	l.deliverAll(deliver)
 }
 
-// deliverAll hands in-order frames on; read loop only.
+// deliverAll hands in-order frames on; read loop only. Routing messages
+// from this neighbour go to the router.
 func (l *link) deliverAll(deliver []*[]byte) {
 	for i, b := range deliver {
-		l.n.deliver(b)
 		deliver[i] = nil
+		if h, payload, err := wire.ParseData(*b); err == nil && h.DstPort == RoutingPort && h.Dst == l.n.sid {
+			if h.Src == l.nb.sid {
+				l.n.router.receive(l.nb, payload)
+			}
+			l.n.bufs.put(b)
+			continue
+		}
+		l.n.deliver(b)
 	}
 	l.deliverBuf = deliver[:0]
 }

@@ -85,6 +85,7 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 		return
 	}
 	nb.helloSeq = h.Seq
+	unicast := h.Flags&wire.FlagBroadcast == 0
 	nb.peerMTU = int(h.MTU)
 	if old := nb.addr.String(); old != key {
 		delete(n.byAddr, old)
@@ -102,6 +103,10 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 	nb.heard()
 	if isNew {
 		n.router.neighbourUpLocked(nb)
+	} else if unicast {
+		n.router.helloHeard(nb)
+	}
+	if isNew {
 		n.notifyChangedLocked()
 	}
 	n.mu.Unlock()
@@ -117,6 +122,7 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 // sendHello sends one signed hello to addr.
 func (n *Node) sendHello(to net.Addr, flags byte) {
 	h := wire.Hello{SID: n.sid, Epoch: n.epoch, Seq: n.helloSeq.Add(1), MTU: maxDatagram, Flags: flags}
+	n.stats.controlOut.Add(wire.HelloLen)
 	n.send(wire.AppendHello(nil, h, n.id), to)
 }
 
@@ -253,6 +259,8 @@ type Neighbour struct {
 	MTU       int           // largest frame known to pass the link
 	SRTT      time.Duration // smoothed per-hop round trip
 	Loss      float64       // fraction of frames sent that needed resending, recent
+	Delivery  float64       // fraction of hellos that get through, both ways multiplied
+	Cost      int           // routing cost of the link: 256 when clean
 	LastHeard time.Time
 	Up        time.Time
 }
@@ -262,9 +270,11 @@ func (n *Node) Neighbours() []Neighbour {
 	var out []Neighbour
 	for _, nb := range n.neighbours() {
 		srtt, loss := nb.link.quality()
+		delivery, cost := n.router.linkInfo(nb)
 		nb.mu.Lock()
 		out = append(out, Neighbour{
 			SID: nb.sid, Addr: nb.addr, MTU: int(nb.mtu.Load()), SRTT: srtt, Loss: loss,
+			Delivery: delivery, Cost: cost,
 			LastHeard: time.Unix(0, nb.lastHeard.Load()), Up: nb.since,
 		})
 		nb.mu.Unlock()

@@ -67,6 +67,8 @@ func (n *Node) Bind(port uint16) (*PacketConn, error) {
 		if port == 0 {
 			return nil, fmt.Errorf("mesh: bind: no free ephemeral port")
 		}
+	} else if port == RoutingPort {
+		return nil, fmt.Errorf("mesh: bind port %d: reserved for routing", port)
 	} else if n.ports[port] != nil {
 		return nil, fmt.Errorf("mesh: bind port %d: %w", port, ErrPortInUse)
 	}

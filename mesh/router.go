@@ -1,32 +1,247 @@
-// Routing: which neighbour leads towards a SID.
+// Routing: which neighbour leads towards each SID.
 //
-// This version knows only neighbours: a SID is reachable when it is a
-// neighbour, through the link to it. Multi-hop routing replaces it.
+// A distance-vector protocol in the manner of Babel (RFC 8966), with signed
+// origins. Every node originates its own SID with a sequence number and an
+// Ed25519 signature over both; neighbours exchange routing messages (on the
+// reserved MDP port RoutingPort, inside DATA frames, so per-hop reliable)
+// listing, for every origin they reach, its sequence number and signature
+// and their metric, hop count and path MTU. A node adds the cost of the link
+// it heard the entry on and selects, per origin, the cheapest feasible route:
+// an entry is feasible when its sequence number is newer than the one the
+// node last advertised for that origin, or equal with a smaller metric than
+// the node advertised (the feasibility distance). That keeps routing
+// loop-free even while it converges. A node that loses its route and has no
+// feasible alternative retracts it and asks the origin, along the routes
+// towards it, for a newer sequence number.
+//
+// Link cost comes from d, the fraction of hellos that get through both
+// ways (d_in * d_out, each a moving average): 256 for d >= 0.75 (up to about
+// 13% loss each way, which per-hop retransmission hides well), doubling for
+// each class below (0.55, 0.35, 0.2), so a link at 30% loss each way costs
+// more than two clean hops. A class changes only when d is clearly past its
+// bound, so steady random loss never moves a metric. Full tables go to every neighbour every DumpEvery hello
+// intervals and changes at once, so control traffic per node grows linearly
+// with the number of nodes.
 package mesh
 
 import (
+	"math"
+	"sort"
+	"sync"
+	"time"
+
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh/internal/wire"
 )
+
+// RoutingPort is the MDP port neighbours exchange routing messages on.
+const RoutingPort = 2
+
+const (
+	// dumpEvery is how many hello intervals pass between full tables.
+	dumpEvery = 12
+	// advertHold is how many hello intervals an entry heard lives unrefreshed.
+	advertHold = 3*dumpEvery + dumpEvery/2
+	// originEvery: a node issues a new sequence number this often (hello
+	// intervals) even if nobody asks.
+	originEvery = 60
+	// qualityAlpha is the weight of one hello interval in link quality.
+	qualityAlpha = 1.0 / 16
+	// sigEvery: every this many full tables, signatures are sent again even
+	// to neighbours that had them.
+	sigEvery = 4
+	// hysteresis: a route moves to another neighbour only if that is this
+	// much cheaper (in quarters).
+	hysteresisQuarters = 5
+	// retractedHold is how long a retracted route is still advertised.
+	retractedHold = 30 * time.Second
+)
+
+// advert is what one neighbour last said about an origin.
+type advert struct {
+	seq    uint64
+	metric uint16
+	hops   uint8
+	mtu    int
+	at     time.Time
+}
+
+type route struct {
+	origin   identity.SID
+	seq      uint64 // newest verified sequence number
+	sig      [identity.SignatureLen]byte
+	via      *neighbour // nil: unreachable (retracted)
+	metric   uint32
+	hops     int
+	mtu      int
+	fdSeq    uint64 // feasibility distance
+	fdMetric uint32
+	fdSet    bool
+	dirty    bool
+	lost     time.Time // when via became nil
+	asked    time.Time // last seqno request
+}
+
+// linkQuality measures how many hellos of a neighbour arrive.
+type linkQuality struct {
+	cur  uint32  // hellos in the current interval
+	ewma float64 // hellos per interval, smoothed
+	din  float64 // fraction of its hellos we hear
+	dout float64 // fraction of our hellos it hears (its IHU)
+	cost uint32  // the cost in use; moves only on a clear change
+}
+
+// costThresholds are the two-way delivery ratios (d_in * d_out) below
+// which a link falls into the next cost class; class k costs 256 << k.
+var costThresholds = []float64{0.75, 0.55, 0.35, 0.2}
+
+// costHysteresis is how far past a threshold d must go to change class.
+const costHysteresis = 0.05
+
+// update moves the link to another cost class when the delivery ratio has
+// clearly left its class, so that loss at a steady rate does not make the
+// cost (and with it every route through the link) flap. It reports whether
+// the cost changed.
+func (q *linkQuality) update() bool {
+	d := q.din * q.dout
+	k := 0
+	for k < len(costThresholds) && d < costThresholds[k] {
+		k++
+	}
+	cur := 0
+	for uint32(256)<<cur < q.cost {
+		cur++
+	}
+	switch {
+	case q.cost == 0:
+	case k > cur && d < costThresholds[k-1]-costHysteresis:
+	case k < cur && d > costThresholds[cur-1]+costHysteresis:
+	default:
+		return false
+	}
+	q.cost = 256 << k
+	return true
+}
 
 type router struct {
 	n *Node
+
+	mu       sync.Mutex
+	routes   map[identity.SID]*route                 // guarded by mu
+	adverts  map[*neighbour]map[identity.SID]*advert // guarded by mu
+	quality  map[*neighbour]*linkQuality             // guarded by mu
+	sentSeq  map[*neighbour]map[identity.SID]uint64  // signatures each neighbour has; guarded by mu
+	selfSeq  uint64                                  // guarded by mu
+	selfSig  [identity.SignatureLen]byte             // guarded by mu
+	ticks    int                                     // guarded by mu
+	lastBump time.Time                               // guarded by mu
+	pending  bool                                    // a triggered update is due; guarded by mu
+	changed  bool                                    // a route appeared or moved; guarded by mu
+	requests []wire.SeqRequest                       // to send; guarded by mu
+	reqTo    map[*neighbour][]wire.SeqRequest        // requests forwarded to one neighbour; guarded by mu
 }
 
-func newRouter(n *Node) *router { return &router{n: n} }
+func newRouter(n *Node) *router {
+	r := &router{
+		n:       n,
+		routes:  map[identity.SID]*route{},
+		adverts: map[*neighbour]map[identity.SID]*advert{},
+		quality: map[*neighbour]*linkQuality{},
+		sentSeq: map[*neighbour]map[identity.SID]uint64{},
+		reqTo:   map[*neighbour][]wire.SeqRequest{},
+	}
+	r.originate(uint64(time.Now().UnixNano()))
+	return r
+}
+
+// originate issues sequence number seq for this node. Called with mu held
+// (or before the router is shared).
+func (r *router) originate(seq uint64) {
+	r.selfSeq = seq
+	copy(r.selfSig[:], r.n.id.Sign(wire.SignedOrigin(r.n.sid, seq)))
+}
 
 // neighbourUpLocked is called with n.mu held when a neighbour appears.
-func (r *router) neighbourUpLocked(nb *neighbour) {}
+func (r *router) neighbourUpLocked(nb *neighbour) {
+	r.mu.Lock()
+	r.adverts[nb] = map[identity.SID]*advert{}
+	q := &linkQuality{din: 1, dout: 1, ewma: 1}
+	q.update()
+	r.quality[nb] = q
+	r.sentSeq[nb] = map[identity.SID]uint64{}
+	r.mu.Unlock()
+	r.sendTable(nb, true)
+}
 
 // neighbourDownLocked is called with n.mu held when a neighbour is dropped.
-func (r *router) neighbourDownLocked(nb *neighbour) {}
+func (r *router) neighbourDownLocked(nb *neighbour) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.adverts, nb)
+	delete(r.quality, nb)
+	delete(r.sentSeq, nb)
+	delete(r.reqTo, nb)
+	for _, rt := range r.routes {
+		if rt.via == nb {
+			r.recomputeLocked(rt)
+		}
+	}
+}
 
-// lookupLocked returns the next hop towards sid; n.mu must be held.
-func (r *router) lookupLocked(sid identity.SID) *neighbour { return r.n.bySID[sid] }
+// helloHeard counts a unicast hello from nb for link quality.
+func (r *router) helloHeard(nb *neighbour) {
+	r.mu.Lock()
+	if q := r.quality[nb]; q != nil {
+		q.cur++
+	}
+	r.mu.Unlock()
+}
 
-// nextHop returns the next hop towards sid and the path MTU, or nil.
+// cost is the cost of the link to nb. Called with mu held.
+func (r *router) costLocked(nb *neighbour) uint32 {
+	q := r.quality[nb]
+	if q == nil {
+		return math.MaxUint16
+	}
+	return q.cost
+}
+
+// linkInfo returns the measured delivery ratio and cost of the link to nb.
+func (r *router) linkInfo(nb *neighbour) (float64, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.quality[nb]; q != nil {
+		return q.din * q.dout, int(q.cost)
+	}
+	return 0, 0
+}
+
+// lookupLocked returns the next hop towards sid (n.mu held or not; takes r.mu).
+func (r *router) lookupLocked(sid identity.SID) *neighbour {
+	nb, _ := r.lookup(sid)
+	return nb
+}
+
+func (r *router) lookup(sid identity.SID) (*neighbour, int) {
+	r.mu.Lock()
+	rt := r.routes[sid]
+	if rt != nil && rt.via != nil {
+		nb, mtu := rt.via, rt.mtu
+		r.mu.Unlock()
+		return nb, min(mtu, int(nb.mtu.Load()))
+	}
+	r.mu.Unlock()
+	return nil, 0
+}
+
+// nextHop returns the next hop towards sid and the path MTU, or nil. A
+// neighbour is reached directly until routing knows better.
 func (r *router) nextHop(sid identity.SID) (*neighbour, int) {
+	if nb, mtu := r.lookup(sid); nb != nil {
+		return nb, mtu
+	}
 	r.n.mu.RLock()
-	nb := r.lookupLocked(sid)
+	nb := r.n.bySID[sid]
 	r.n.mu.RUnlock()
 	if nb == nil {
 		return nil, 0
@@ -34,33 +249,443 @@ func (r *router) nextHop(sid identity.SID) (*neighbour, int) {
 	return nb, int(nb.mtu.Load())
 }
 
-// receive handles a ROUTE frame from nb.
-func (r *router) receive(nb *neighbour, b []byte) {}
+// feasible reports whether an entry (seq, metric) may be selected.
+func (rt *route) feasible(seq uint64, metric uint16) bool {
+	if !rt.fdSet || seq > rt.fdSeq {
+		return true
+	}
+	return seq == rt.fdSeq && uint32(metric) < rt.fdMetric
+}
 
-// tick runs once per hello interval.
+// recomputeLocked selects the best route to rt.origin. Called with mu held.
+func (r *router) recomputeLocked(rt *route) {
+	var best *neighbour
+	var bestAd *advert
+	bestM := uint32(math.MaxUint32)
+	var curM uint32 = math.MaxUint32
+	for nb, ads := range r.adverts {
+		ad := ads[rt.origin]
+		if ad == nil || ad.metric == wire.MetricInfinity || ad.seq > rt.seq {
+			continue
+		}
+		m := min(uint32(ad.metric)+r.costLocked(nb), wire.MetricInfinity-1)
+		if nb == rt.via && rt.feasible(ad.seq, ad.metric) {
+			curM = m
+		}
+		if !rt.feasible(ad.seq, ad.metric) {
+			continue
+		}
+		if m < bestM || (m == bestM && nb == rt.via) {
+			best, bestAd, bestM = nb, ad, m
+		}
+	}
+	if rt.via != nil && curM != math.MaxUint32 && best != rt.via && best != nil && bestM*hysteresisQuarters/4 >= curM {
+		// Stay on the current route: the other is not enough cheaper.
+		best, bestM = rt.via, curM
+		bestAd = r.adverts[rt.via][rt.origin]
+	}
+	oldVia, oldM, oldSeq := rt.via, rt.metric, rt.fdSeq
+	if best == nil {
+		if rt.via != nil {
+			rt.via = nil
+			rt.lost = time.Now()
+			rt.dirty = true
+			r.pending = true
+			r.n.stats.routeLost.Add(1)
+		}
+		// Ask for a newer sequence number when an entry exists we may not use.
+		for _, ads := range r.adverts {
+			if ad := ads[rt.origin]; ad != nil && ad.metric != wire.MetricInfinity && time.Since(rt.asked) > 500*time.Millisecond {
+				rt.asked = time.Now()
+				r.requests = append(r.requests, wire.SeqRequest{Origin: rt.origin, Seq: rt.fdSeq + 1, HopsLeft: 32})
+				r.pending = true
+				break
+			}
+		}
+		return
+	}
+	rt.via, rt.metric = best, bestM
+	rt.hops = int(bestAd.hops) + 1
+	rt.mtu = min(bestAd.mtu, int(best.mtu.Load()))
+	if !rt.fdSet || bestAd.seq > rt.fdSeq {
+		rt.fdSeq, rt.fdMetric, rt.fdSet = bestAd.seq, bestM, true
+	} else if bestM < rt.fdMetric {
+		rt.fdMetric = bestM
+	}
+	if oldVia != best || changedEnough(oldM, bestM) || rt.fdSeq != oldSeq {
+		rt.dirty = true
+		r.pending = true
+	}
+	if oldVia != best {
+		r.changed = true
+	}
+}
+
+// changedEnough reports a metric change worth telling neighbours at once.
+func changedEnough(a, b uint32) bool {
+	d := int64(a) - int64(b)
+	if d < 0 {
+		d = -d
+	}
+	return d*8 > int64(a)
+}
+
+// receive handles a routing message from neighbour nb.
+func (r *router) receive(nb *neighbour, payload []byte) {
+	var m wire.RouteMsg
+	if err := wire.ParseRouteMsg(payload, &m); err != nil {
+		r.n.stats.malformed.Add(1)
+		return
+	}
+	// Verify signatures outside the lock; they are the expensive part.
+	verified := make([]bool, len(m.Entries))
+	r.mu.Lock()
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if !e.HasSig {
+			continue
+		}
+		if rt := r.routes[e.Origin]; rt != nil && rt.seq == e.Seq && rt.sig == e.Sig {
+			verified[i] = true
+		}
+	}
+	r.mu.Unlock()
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.HasSig && !verified[i] {
+			verified[i] = identity.Verify(e.Origin, wire.SignedOrigin(e.Origin, e.Seq), e.Sig[:])
+			if !verified[i] {
+				r.n.stats.badRoute.Add(1)
+			}
+		}
+	}
+	now := time.Now()
+	r.mu.Lock()
+	ads := r.adverts[nb]
+	if ads == nil { // the neighbour went away meanwhile
+		r.mu.Unlock()
+		return
+	}
+	if q := r.quality[nb]; q != nil && m.HasIHU {
+		q.dout = max(float64(m.IHU)/255, 0.01)
+		if q.update() {
+			for _, rt := range r.routes {
+				r.recomputeLocked(rt)
+			}
+		}
+	}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Origin == r.n.sid {
+			continue
+		}
+		if e.HasSig && !verified[i] {
+			continue // forged: changes nothing
+		}
+		rt := r.routes[e.Origin]
+		if rt == nil {
+			if !e.HasSig {
+				continue // nothing proves this origin exists
+			}
+			rt = &route{origin: e.Origin}
+			r.routes[e.Origin] = rt
+		}
+		if e.Seq > rt.seq {
+			if !e.HasSig {
+				continue // a newer sequence number needs its signature
+			}
+			rt.seq, rt.sig = e.Seq, e.Sig
+		}
+		if e.Seq < rt.fdSeq && rt.fdSet {
+			r.n.stats.staleRoute.Add(1)
+		}
+		ads[e.Origin] = &advert{seq: e.Seq, metric: e.Metric, hops: e.Hops, mtu: max(int(e.MTU), baseMTU), at: now}
+		r.recomputeLocked(rt)
+	}
+	for _, q := range m.Requests {
+		r.handleRequestLocked(nb, q)
+	}
+	kick, changed := r.pending, r.changed
+	r.changed = false
+	r.mu.Unlock()
+	if kick {
+		r.n.kickRouter()
+	}
+	if changed {
+		r.n.notifyChanged()
+	}
+}
+
+// handleRequestLocked answers or forwards a seqno request. Called with mu held.
+func (r *router) handleRequestLocked(from *neighbour, q wire.SeqRequest) {
+	if q.Origin == r.n.sid {
+		if q.Seq > r.selfSeq && time.Since(r.lastBump) > 200*time.Millisecond {
+			r.lastBump = time.Now()
+			r.originate(max(q.Seq, uint64(time.Now().UnixNano())))
+			r.pending = true
+		}
+		return
+	}
+	rt := r.routes[q.Origin]
+	if rt == nil {
+		return
+	}
+	if rt.seq >= q.Seq && rt.via != nil {
+		rt.dirty = true // we can answer: advertise what we have
+		r.pending = true
+		return
+	}
+	if rt.via != nil && rt.via != from && q.HopsLeft > 1 {
+		q.HopsLeft--
+		r.reqTo[rt.via] = append(r.reqTo[rt.via], q)
+		r.pending = true
+	}
+}
+
+// tick runs once per hello interval: link quality, IHU, full tables,
+// expiry, periodic re-origination.
 func (r *router) tick() {
-	for _, nb := range r.n.neighbours() {
+	nbs := r.n.neighbours()
+	for _, nb := range nbs {
 		nb.link.decay()
+	}
+	now := time.Now()
+	r.mu.Lock()
+	r.ticks++
+	recompute := false
+	for _, q := range r.quality {
+		q.ewma += qualityAlpha * (float64(min(q.cur, 2)) - q.ewma)
+		q.cur = 0
+		q.din = min(max(q.ewma, 0.01), 1)
+		recompute = q.update() || recompute
+	}
+	if recompute {
+		for _, rt := range r.routes {
+			r.recomputeLocked(rt)
+		}
+	}
+	for nb, ads := range r.adverts {
+		for o, ad := range ads {
+			if now.Sub(ad.at) > advertHold*r.n.cfg.HelloInterval {
+				delete(ads, o)
+				if rt := r.routes[o]; rt != nil && rt.via == nb {
+					r.recomputeLocked(rt)
+				}
+			}
+		}
+	}
+	for o, rt := range r.routes {
+		if rt.via == nil && !rt.lost.IsZero() && now.Sub(rt.lost) > retractedHold {
+			delete(r.routes, o)
+		}
+	}
+	if r.ticks%originEvery == 0 {
+		r.originate(max(r.selfSeq+1, uint64(now.UnixNano())))
+	}
+	dump := r.ticks%dumpEvery == 0
+	sigs := r.ticks%(dumpEvery*sigEvery) == 0
+	kick, changed := r.pending, r.changed
+	r.changed = false
+	r.mu.Unlock()
+	if kick {
+		r.n.kickRouter()
+	}
+	if changed {
+		r.n.notifyChanged()
+	}
+	for _, nb := range nbs {
+		if dump {
+			r.sendTable(nb, sigs)
+		} else {
+			r.sendIHU(nb)
+		}
+	}
+}
+
+// flushTriggered sends routes marked dirty and pending requests to every
+// neighbour (the router's triggered update).
+func (r *router) flushTriggered() {
+	nbs := r.n.neighbours()
+	r.mu.Lock()
+	if !r.pending {
+		r.mu.Unlock()
+		return
+	}
+	r.pending = false
+	var dirty []*route
+	for _, rt := range r.routes {
+		if rt.dirty {
+			rt.dirty = false
+			dirty = append(dirty, rt)
+		}
+	}
+	reqs := r.requests
+	r.requests = nil
+	reqTo := r.reqTo
+	r.reqTo = map[*neighbour][]wire.SeqRequest{}
+	msgs := make([]*wire.RouteMsg, len(nbs))
+	for i, nb := range nbs {
+		m := &wire.RouteMsg{Requests: append(append([]wire.SeqRequest(nil), reqs...), reqTo[nb]...)}
+		if r.selfBumpedFor(nb) {
+			m.Entries = append(m.Entries, r.selfEntryLocked(nb))
+		}
+		for _, rt := range dirty {
+			m.Entries = append(m.Entries, r.entryLocked(nb, rt, false))
+		}
+		r.ihuLocked(nb, m)
+		msgs[i] = m
+	}
+	r.mu.Unlock()
+	for i, nb := range nbs {
+		if len(msgs[i].Entries) > 0 || len(msgs[i].Requests) > 0 {
+			r.send(nb, msgs[i])
+		}
+	}
+}
+
+// selfBumpedFor reports whether nb has not had our current sequence number.
+// Called with mu held.
+func (r *router) selfBumpedFor(nb *neighbour) bool {
+	s := r.sentSeq[nb]
+	return s != nil && s[r.n.sid] != r.selfSeq
+}
+
+// selfEntryLocked is our own origin entry. Called with mu held.
+func (r *router) selfEntryLocked(nb *neighbour) wire.RouteEntry {
+	if s := r.sentSeq[nb]; s != nil {
+		s[r.n.sid] = r.selfSeq
+	}
+	return wire.RouteEntry{Origin: r.n.sid, Seq: r.selfSeq, Metric: 0, Hops: 0, MTU: maxDatagram, HasSig: true, Sig: r.selfSig}
+}
+
+// entryLocked is the entry for rt as nb should hear it: with poison reverse
+// (infinite when nb is our next hop), and the signature when nb may lack it.
+// Called with mu held.
+func (r *router) entryLocked(nb *neighbour, rt *route, forceSig bool) wire.RouteEntry {
+	e := wire.RouteEntry{Origin: rt.origin, Seq: rt.seq, Metric: wire.MetricInfinity, MTU: uint16(min(rt.mtu, maxDatagram))}
+	if rt.via != nil && rt.via != nb {
+		e.Metric = uint16(min(rt.metric, wire.MetricInfinity-1))
+		e.Hops = uint8(min(rt.hops, 255))
+	}
+	if s := r.sentSeq[nb]; forceSig || s == nil || s[rt.origin] != rt.seq {
+		e.HasSig, e.Sig = true, rt.sig
+		if s != nil {
+			s[rt.origin] = rt.seq
+		}
+	}
+	return e
+}
+
+func (r *router) ihuLocked(nb *neighbour, m *wire.RouteMsg) {
+	if q := r.quality[nb]; q != nil {
+		m.HasIHU, m.IHU = true, uint8(math.Round(q.din*255))
+	}
+}
+
+// sendTable sends nb every route we have.
+func (r *router) sendTable(nb *neighbour, sigs bool) {
+	r.mu.Lock()
+	if r.adverts[nb] == nil {
+		r.mu.Unlock()
+		return
+	}
+	m := &wire.RouteMsg{}
+	r.ihuLocked(nb, m)
+	m.Entries = append(m.Entries, r.selfEntryLocked(nb))
+	for _, rt := range r.routes {
+		if rt.via != nil || time.Since(rt.lost) < retractedHold {
+			m.Entries = append(m.Entries, r.entryLocked(nb, rt, sigs))
+		}
+	}
+	r.mu.Unlock()
+	r.send(nb, m)
+}
+
+// sendIHU tells nb how well its hellos arrive.
+func (r *router) sendIHU(nb *neighbour) {
+	r.mu.Lock()
+	m := &wire.RouteMsg{}
+	r.ihuLocked(nb, m)
+	r.mu.Unlock()
+	if m.HasIHU {
+		r.send(nb, m)
+	}
+}
+
+// send writes m to nb in as many DATA frames as its MTU needs.
+func (r *router) send(nb *neighbour, m *wire.RouteMsg) {
+	room := int(nb.mtu.Load()) - wire.DataHeaderLen - wire.RouteHeaderLen - len(m.Requests)*wire.SeqRequestLen
+	entries := m.Entries
+	for first := true; first || len(entries) > 0; first = false {
+		part := *m
+		part.Entries = nil
+		used := 0
+		for len(entries) > 0 {
+			sz := wire.RouteEntryLen
+			if entries[0].HasSig {
+				sz += wire.RouteSigLen
+			}
+			if used+sz > room && len(part.Entries) > 0 {
+				break
+			}
+			part.Entries = append(part.Entries, entries[0])
+			entries = entries[1:]
+			used += sz
+		}
+		if !first {
+			part.Requests = nil
+		}
+		r.n.sendLinkLocal(nb, RoutingPort, wire.AppendRouteMsg(nil, &part))
 	}
 }
 
 // mtuChanged is called when a link's MTU changes.
-func (r *router) mtuChanged(nb *neighbour) {}
+func (r *router) mtuChanged(nb *neighbour) {
+	r.mu.Lock()
+	for _, rt := range r.routes {
+		if rt.via == nb {
+			rt.mtu = min(rt.mtu, int(nb.mtu.Load()))
+			if ad := r.adverts[nb][rt.origin]; ad != nil {
+				rt.mtu = min(ad.mtu, int(nb.mtu.Load()))
+			}
+		}
+	}
+	r.mu.Unlock()
+}
 
 // Route is a reachable node and how it is reached.
 type Route struct {
 	SID     identity.SID
 	NextHop identity.SID
 	Hops    int
-	Metric  int // path cost: lower is better
+	Metric  int // path cost: 256 per clean hop, more for lossy ones
 	MTU     int // largest frame along the path
 }
 
 // Routes lists every reachable node, nearest first.
 func (n *Node) Routes() []Route {
+	seen := map[identity.SID]bool{}
 	var out []Route
-	for _, nb := range n.Neighbours() {
-		out = append(out, Route{SID: nb.SID, NextHop: nb.SID, Hops: 1, Metric: 256, MTU: nb.MTU})
+	r := n.router
+	r.mu.Lock()
+	for _, rt := range r.routes {
+		if rt.via == nil {
+			continue
+		}
+		seen[rt.origin] = true
+		out = append(out, Route{SID: rt.origin, NextHop: rt.via.sid, Hops: rt.hops, Metric: int(rt.metric), MTU: min(rt.mtu, int(rt.via.mtu.Load()))})
 	}
+	r.mu.Unlock()
+	for _, nb := range n.Neighbours() {
+		if !seen[nb.SID] {
+			out = append(out, Route{SID: nb.SID, NextHop: nb.SID, Hops: 1, Metric: 256, MTU: nb.MTU})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Hops != out[j].Hops {
+			return out[i].Hops < out[j].Hops
+		}
+		return out[i].SID.String() < out[j].SID.String()
+	})
 	return out
 }

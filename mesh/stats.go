@@ -18,6 +18,7 @@ type counters struct {
 	relayDrops, ttlExpired   atomic.Uint64
 	noRoute, tooBig          atomic.Uint64
 	badRoute, staleRoute     atomic.Uint64
+	routeLost, controlOut    atomic.Uint64
 }
 
 // Stats is a snapshot of a node's counters.
@@ -41,7 +42,10 @@ type Stats struct {
 	TTLExpired               uint64 // frames whose hop limit ran out
 	NoRoute                  uint64 // frames with nowhere to go
 	TooBig                   uint64 // frames larger than the next link's MTU
-	BadRoute, StaleRoute     uint64 // routing announcements rejected
+	BadRoute                 uint64 // routing entries with a bad signature: ignored
+	StaleRoute               uint64 // routing entries older than the route known
+	RoutesLost               uint64 // routes retracted for want of a feasible next hop
+	ControlBytesOut          uint64 // bytes of hellos and routing messages sent
 }
 
 // Stats returns the node's counters.
@@ -60,5 +64,6 @@ func (n *Node) Stats() Stats {
 		RelayDrops: c.relayDrops.Load(), TTLExpired: c.ttlExpired.Load(),
 		NoRoute: c.noRoute.Load(), TooBig: c.tooBig.Load(),
 		BadRoute: c.badRoute.Load(), StaleRoute: c.staleRoute.Load(),
+		RoutesLost: c.routeLost.Load(), ControlBytesOut: c.controlOut.Load(),
 	}
 }

@@ -265,6 +265,6 @@ func (p *arqPipe) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (p *arqPipe) Close() error                { return p.c.Close() }
-func (p *arqPipe) LocalAddr() net.Addr         { return p.s.ep.tr.LocalAddr() }
-func (p *arqPipe) RemoteAddr() net.Addr        { return p.s.remote }
+func (p *arqPipe) Close() error         { return p.c.Close() }
+func (p *arqPipe) LocalAddr() net.Addr  { return p.s.ep.tr.LocalAddr() }
+func (p *arqPipe) RemoteAddr() net.Addr { return p.s.remote }

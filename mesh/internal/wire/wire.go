@@ -9,7 +9,10 @@
 //	ACK      which DATA frames of a link have arrived
 //	PROBE    padded frame testing whether a datagram size gets through
 //	PROBEACK answer to a PROBE
-//	ROUTE    signed routing announcements
+//	SKIP     the sender gave up resending DATA frames below a sequence number
+//
+// Routing messages (route.go) travel as the payload of DATA frames between
+// neighbours, so they get the per-hop reliability of any datagram.
 package wire
 
 import (
@@ -30,7 +33,7 @@ const (
 	TypeAck      byte = 3
 	TypeProbe    byte = 4
 	TypeProbeAck byte = 5
-	TypeRoute    byte = 6
+	TypeRoute    byte = 6 // reserved: routing messages travel inside DATA frames
 )
 
 // ErrMalformed is wrapped by every decoding error.

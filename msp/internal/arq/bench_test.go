@@ -20,6 +20,8 @@ func BenchmarkTransfer(b *testing.B) {
 		s := pr.a.Stats()
 		b.ReportMetric(float64(s.PacketsSent)/float64(b.N), "pkts/op")
 		b.ReportMetric(float64(s.BytesRetransmitted), "retx-bytes")
+		b.ReportMetric(float64(s.PTOs), "PTOs")
+		b.ReportMetric(float64(s.PacketsLost), "lost")
 	})
 	b.Run("tcp-loopback", func(b *testing.B) {
 		w, r := tcpPair(b)

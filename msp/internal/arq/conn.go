@@ -71,8 +71,11 @@ type Config struct {
 	// IdleTimeout: the peer is gone when nothing arrived for this long.
 	// Default 10 s; must exceed KeepAlive.
 	IdleTimeout time.Duration
-	// Output sends one packet. It may block; it must not retain pkt. It is
-	// called only from the Conn's goroutine, never with the Conn's lock held.
+	// Output sends one packet. It may block (back-pressure), but must return
+	// eventually; it must not retain pkt, and must not call Close or
+	// Shutdown of the same Conn (they wait for the goroutine that calls
+	// Output). It is called only from the Conn's goroutine, never with the
+	// Conn's lock held. An error counts as a lost packet.
 	Output func(pkt []byte) error
 	// Logger receives lifecycle events at debug level; nil: silent.
 	Logger *slog.Logger
@@ -149,6 +152,7 @@ type Stats struct {
 	SpuriousRetransmits uint64 // packets declared lost and acknowledged afterwards
 	CwndUndos           uint64 // congestion reductions undone because their losses were spurious
 	PTOs                uint64 // probe timeouts fired
+	SlowStartExits      uint64 // slow starts ended by rising delay (HyStart) rather than loss
 	DuplicatesReceived  uint64 // packets whose number had been received before
 	MalformedReceived   uint64 // packets that did not decode or acknowledged numbers never sent
 	FlowViolations      uint64 // STREAM frames beyond the advertised window or the reassembly bound: dropped
@@ -221,6 +225,7 @@ type Conn struct {
 	blockedProbe int  // flow-blocked probes sent since the window last grew
 	rtt          rttState
 	cc           cubic
+	hs           hyStart
 	pace         pacer
 	reoMult      int // reordering window, in units of minRTT/4
 	reoPersist   int // loss episodes left before reoMult resets
@@ -425,6 +430,7 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	poke(c.wake)
+	poke(c.writeC) // a blocked Write fails now
 	select {
 	case <-c.exited:
 	case <-ctx.Done():

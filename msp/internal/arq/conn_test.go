@@ -124,6 +124,7 @@ func TestTransfer(t *testing.T) {
 		{"loss5", pathConfig{Loss: 0.05, Delay: 5 * ms}, 1200, true},
 		{"loss20-dup-reorder", pathConfig{Loss: 0.20, Dup: 0.05, Delay: 5 * ms, Jitter: 1 * ms}, 1200, true},
 		{"loss5-16k", pathConfig{Loss: 0.05, Delay: 1 * ms}, 16 << 10, true},
+		{"loss10-64k-reorder", pathConfig{Loss: 0.10, Delay: 1 * ms, Jitter: ms / 2}, 64 << 10, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -177,12 +178,22 @@ func TestThroughputLongPath(t *testing.T) {
 	}
 	ms := time.Millisecond
 	cases := []struct {
-		name string
-		path pathConfig
-		min  float64 // MB/s, virtual time
+		name  string
+		path  pathConfig
+		min   float64 // MB/s, virtual time (the short run includes more slow start)
+		check func(s Stats) bool
 	}{
-		{"bottleneck-40MBps", pathConfig{Delay: 10 * ms, Rate: 40e6, Queue: 256 << 10}, 28},
-		{"masked-loss-10pct", pathConfig{Delay: 10 * ms, Spike: 0.1, SpikeDelay: 15 * ms}, 20},
+		{"bottleneck-40MBps", pathConfig{Delay: 10 * ms, Rate: 40e6, Queue: 256 << 10}, 28, nil},
+		// A deep queue: HyStart ends slow start on rising delay, before any loss.
+		{"bottleneck-deep-queue", pathConfig{Delay: 10 * ms, Rate: 40e6, Queue: 4 << 20}, 28,
+			func(s Stats) bool { return s.SlowStartExits > 0 && s.PacketsLost < 10 }},
+		{"masked-loss-10pct", pathConfig{Delay: 10 * ms, Spike: 0.1, SpikeDelay: 15 * ms}, 20,
+			func(s Stats) bool { return s.CwndUndos > 0 }},
+	}
+	if testing.Short() {
+		for i := range cases {
+			cases[i].min *= 0.7
+		}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,6 +218,9 @@ func TestThroughputLongPath(t *testing.T) {
 				t.Logf("%.1f MB/s (virtual); sender %+v", mbps, s)
 				if mbps < tc.min {
 					t.Errorf("%.1f MB/s, want >= %.0f", mbps, tc.min)
+				}
+				if tc.check != nil && !tc.check(s) {
+					t.Errorf("unexpected stats")
 				}
 			})
 		})
@@ -381,12 +395,24 @@ func TestPeerDataBeforeClose(t *testing.T) {
 
 func TestShutdownContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		pr := newPair(t, Config{IdleTimeout: time.Minute}, Config{}, pathConfig{Delay: time.Millisecond}, pathConfig{Delay: time.Millisecond})
+		cfg := Config{IdleTimeout: time.Minute, SendBuffer: 1000}
+		pr := newPair(t, cfg, Config{}, pathConfig{Delay: time.Millisecond}, pathConfig{Delay: time.Millisecond})
 		pr.ab.cut(true)
-		pr.a.Write([]byte("never acknowledged"))
+		werr := make(chan error, 1)
+		go func() {
+			_, err := pr.a.Write(make([]byte, 5000)) // blocks: nothing is acknowledged
+			werr <- err
+		}()
+		synctest.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		if err := pr.a.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		serr := make(chan error, 1)
+		start := time.Now()
+		go func() { serr <- pr.a.Shutdown(ctx) }()
+		if err := <-werr; !errors.Is(err, net.ErrClosed) || time.Since(start) != 0 {
+			t.Fatalf("blocked Write = %v after %v, want net.ErrClosed at once", err, time.Since(start))
+		}
+		if err := <-serr; !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Shutdown = %v", err)
 		}
 		select {
@@ -606,5 +632,26 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(Config{}); err == nil {
 		t.Error("New accepted a config without Output")
+	}
+}
+
+// TestRealClock runs a lossy, reordering exchange on the real clock and
+// real timers (no synctest bubble), as the product does.
+func TestRealClock(t *testing.T) {
+	n := 2 << 20
+	if testing.Short() {
+		n = 256 << 10
+	}
+	seed := *seedFlag
+	t.Logf("seed %d", seed)
+	pc := pathConfig{Loss: 0.05, Dup: 0.02, Delay: time.Millisecond, Jitter: 500 * time.Microsecond, Seed: seed}
+	pc2 := pc
+	pc2.Seed = seed + 100
+	pr := newPair(t, Config{}, Config{}, pc, pc2)
+	exchange(t, pr, n, seed)
+	s := pr.a.Stats()
+	t.Logf("a: %+v", s)
+	if s.BytesRetransmitted == 0 {
+		t.Errorf("no retransmissions on a lossy path")
 	}
 }

@@ -83,6 +83,40 @@ func (c *Conn) reoWnd() int64 {
 	return max(granularity, min(w, c.rtt.srtt+4*c.rtt.rttvar))
 }
 
+// hyStart is the delay-based slow-start exit of HyStart++ (RFC 9406),
+// without its conservative phase: when the minimum RTT of a round exceeds
+// the previous round's by clamp(prev/8, 4 ms, 16 ms), slow start ends
+// before the queue overflows.
+type hyStart struct {
+	roundEnd uint64 // the round ends when a packet from here on is acknowledged
+	lastMin  int64  // minimum RTT of the previous round; 0: none
+	curMin   int64
+	samples  int
+}
+
+func (c *Conn) hystart(pn uint64) {
+	h := &c.hs
+	if pn >= h.roundEnd {
+		if h.samples > 0 {
+			h.lastMin = h.curMin
+		}
+		h.roundEnd = c.sent.end()
+		h.curMin = 0
+		h.samples = 0
+	}
+	if h.curMin == 0 || c.rtt.latest < h.curMin {
+		h.curMin = c.rtt.latest
+	}
+	h.samples++
+	if h.samples >= 8 && h.lastMin > 0 {
+		thresh := min(max(h.lastMin/8, 4*int64(time.Millisecond)), 16*int64(time.Millisecond))
+		if h.curMin >= h.lastMin+thresh {
+			c.cc.ssthresh = c.cc.cwnd
+			c.stats.SlowStartExits++
+		}
+	}
+}
+
 // ackState accumulates what one ACK frame newly acknowledged.
 type ackState struct {
 	any         bool
@@ -117,6 +151,9 @@ func (c *Conn) onAck(p *Packet, now int64) bool {
 	if a.largestPN == p.AckRanges[0].Largest && a.largestElic {
 		delay := min(int64(p.AckDelay)*int64(time.Microsecond), 2*maxAckDelay)
 		c.rtt.update(max(now-a.largestSent, 1), delay)
+		if c.cc.cwnd < c.cc.ssthresh {
+			c.hystart(a.largestPN)
+		}
 	}
 	if !c.rackValid || a.largestPN > c.rackPN {
 		c.rackValid = true

@@ -230,12 +230,20 @@ func FuzzInput(f *testing.F) {
 		f.Add(p.Append(nil))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := New(Config{Output: func([]byte) error { return nil }, RecvWindow: InitialWindow})
+		sent := make(chan struct{})
+		n := 0
+		c, err := New(Config{RecvWindow: InitialWindow, Output: func([]byte) error {
+			if n++; n == 4 {
+				close(sent)
+			}
+			return nil
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		c.Write(make([]byte, 5000))
+		c.Write(make([]byte, 5000)) // packets 0..3 exist: ACK frames can refer to them
+		<-sent
 		pre := Packet{Number: 3, HasStream: true, Offset: 10, Data: []byte("out of order")}
 		c.Input(pre.Append(nil))
 		c.Input(b)

@@ -1,0 +1,332 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/mesh"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestValidName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"ssh", true},
+		{"my-service_2.v1", true},
+		{"A", true},
+		{strings.Repeat("x", MaxName), true},
+		{"", false},
+		{strings.Repeat("x", MaxName+1), false},
+		{"with space", false},
+		{"new\nline", false},
+		{"eq=sign", false},
+		{"slash/", false},
+		{"ünïcode", false},
+		{"nul\x00", false},
+	}
+	for _, tt := range tests {
+		if err := ValidName(tt.name); (err == nil) != tt.ok {
+			t.Errorf("ValidName(%q) = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+func TestQueryRoundTrip(t *testing.T) {
+	for _, name := range []string{"", "ssh", "a.b-c_d", strings.Repeat("z", MaxName)} {
+		b := AppendQuery([]byte("pre"), name)[3:]
+		got, err := ParseQuery(b)
+		if err != nil || got != name {
+			t.Errorf("ParseQuery(AppendQuery(%q)) = %q, %v", name, got, err)
+		}
+	}
+}
+
+func TestQueryRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []byte
+	}{
+		{"empty", nil},
+		{"answer type", []byte("Assh")},
+		{"lower-case type", []byte("qssh")},
+		{"name too long", append([]byte{typeQuery}, strings.Repeat("x", MaxName+1)...)},
+		{"space in name", []byte("Qa b")},
+		{"newline in name", []byte("Qssh\n")},
+		{"binary name", []byte{typeQuery, 0xFF, 0x00}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, err := ParseQuery(tt.in); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("ParseQuery = %q, %v; want ErrMalformed", got, err)
+			}
+		})
+	}
+}
+
+func TestAnswerRoundTrip(t *testing.T) {
+	tests := [][]Service{
+		nil,
+		{{Name: "ssh", Port: 5000}},
+		{{Name: "a", Port: 1}, {Name: "http.alt", Port: 65535}, {Name: strings.Repeat("n", MaxName), Port: 11}},
+	}
+	for _, svcs := range tests {
+		b := AppendAnswer(nil, svcs)
+		got, err := ParseAnswer(b)
+		if err != nil {
+			t.Fatalf("ParseAnswer(%q): %v", b, err)
+		}
+		if len(got) != len(svcs) || (len(got) > 0 && !reflect.DeepEqual(got, svcs)) {
+			t.Fatalf("round trip of %v gave %v", svcs, got)
+		}
+	}
+	if s := (Service{Name: "ssh", Port: 5000}).String(); s != "ssh.mdp.port=5000" {
+		t.Fatalf("Service.String() = %q", s)
+	}
+}
+
+func TestAnswerRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+	}{
+		{"empty", ""},
+		{"query type", "Qssh.mdp.port=5000\n"},
+		{"no separator", "Assh port 5000\n"},
+		{"empty name", "A.mdp.port=5000\n"},
+		{"bad name", "Ab@d.mdp.port=5000\n"},
+		{"port zero", "Assh.mdp.port=0\n"},
+		{"port too large", "Assh.mdp.port=65536\n"},
+		{"negative port", "Assh.mdp.port=-1\n"},
+		{"port not a number", "Assh.mdp.port=ssh\n"},
+		{"empty port", "Assh.mdp.port=\n"},
+		{"carriage return", "Assh.mdp.port=5000\r\n"},
+		{"one bad line among good ones", "Assh.mdp.port=5000\nbad\nhttp.mdp.port=80\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, err := ParseAnswer([]byte(tt.in)); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("ParseAnswer = %v, %v; want ErrMalformed", got, err)
+			}
+		})
+	}
+}
+
+func FuzzParseQuery(f *testing.F) {
+	f.Add(AppendQuery(nil, ""))
+	f.Add(AppendQuery(nil, "ssh"))
+	f.Add(AppendQuery(nil, strings.Repeat("x", MaxName)))
+	f.Add([]byte("Qa b"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		name, err := ParseQuery(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error does not wrap ErrMalformed: %v", err)
+			}
+			return
+		}
+		if name != "" && ValidName(name) != nil {
+			t.Fatalf("accepted invalid name %q", name)
+		}
+		if again := AppendQuery(nil, name); string(again) != string(b) {
+			t.Fatalf("query does not re-encode to its bytes: %q vs %q", b, again)
+		}
+	})
+}
+
+func FuzzParseAnswer(f *testing.F) {
+	f.Add(AppendAnswer(nil, nil))
+	f.Add(AppendAnswer(nil, []Service{{Name: "ssh", Port: 5000}}))
+	f.Add(AppendAnswer(nil, []Service{{Name: "a", Port: 1}, {Name: "b.c-d_e", Port: 65535}}))
+	f.Add([]byte("Assh.mdp.port=+05000\n\nx.mdp.port=1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		svcs, err := ParseAnswer(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error does not wrap ErrMalformed: %v", err)
+			}
+			return
+		}
+		for _, s := range svcs {
+			if ValidName(s.Name) != nil || s.Port == 0 {
+				t.Fatalf("accepted %+v", s)
+			}
+		}
+		// The text allows slack (blank lines, "+05000"); the values must
+		// survive a re-encoding.
+		again, err := ParseAnswer(AppendAnswer(nil, svcs))
+		if err != nil {
+			t.Fatalf("re-encoded answer rejected: %v", err)
+		}
+		if len(again) != len(svcs) || (len(svcs) > 0 && !reflect.DeepEqual(again, svcs)) {
+			t.Fatalf("re-encoding changed %v to %v", svcs, again)
+		}
+	})
+}
+
+// meshPair starts two nodes on memnet; a knows b as a peer.
+func meshPair(t *testing.T) (a, b *mesh.Node) {
+	t.Helper()
+	seed := rand.Int64()
+	t.Logf("memnet seed %d", seed)
+	nw := memnet.New(seed)
+	t.Cleanup(func() { nw.Close() })
+	ca, cb := nw.Listen(), nw.Listen()
+	nw.SetLinkBoth(ca.LocalAddr(), cb.LocalAddr(), memnet.LinkConfig{Delay: time.Millisecond})
+	mk := func(c net.PacketConn, peers ...net.Addr) *mesh.Node {
+		id, err := identity.Generate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers, HelloInterval: 100 * time.Millisecond, NeighbourTimeout: 3 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	b = mk(cb)
+	a = mk(ca, cb.LocalAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.WaitReachable(ctx, b.SID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitReachable(ctx, a.SID()); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+func responder(t *testing.T, n *mesh.Node, svcs ...Service) *Responder {
+	t.Helper()
+	pc, err := n.Bind(Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewResponder(pc, nil)
+	t.Cleanup(func() { r.Close() })
+	for _, s := range svcs {
+		if err := r.Add(s.Name, s.Port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// find runs Find from n with a timeout and reports how long it took.
+func find(t *testing.T, n *mesh.Node, name string, timeout time.Duration) ([]Answer, time.Duration) {
+	t.Helper()
+	pc, err := n.Bind(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	got, err := Find(ctx, pc, n.SID(), n.Routes(), name)
+	if err != nil {
+		t.Fatalf("Find(%q): %v", name, err)
+	}
+	return got, time.Since(start)
+}
+
+func TestFindAcrossMesh(t *testing.T) {
+	a, b := meshPair(t)
+	responder(t, b, Service{"ssh", 5000})
+
+	// A runs no responder, so Find waits for its own answer until the
+	// deadline: keep it short.
+	const wait = 500 * time.Millisecond
+	got, _ := find(t, a, "ssh", wait)
+	want := b.SID().String() + " ssh.mdp.port=5000"
+	if len(got) != 1 || got[0].String() != want || got[0].Hops != 1 || got[0].SID != b.SID() {
+		t.Fatalf("Find(ssh) = %v, want exactly [%s] at 1 hop", got, want)
+	}
+	all, _ := find(t, a, "", wait)
+	if len(all) != 1 || all[0].String() != want {
+		t.Fatalf("Find(\"\") = %v, want [%s]", all, want)
+	}
+	if none, _ := find(t, a, "nope", wait); len(none) != 0 {
+		t.Fatalf("Find(nope) = %v, want none", none)
+	}
+}
+
+func TestFindNearestFirstAndEarlyReturn(t *testing.T) {
+	a, b := meshPair(t)
+	ra := responder(t, a, Service{"ssh", 22}, Service{"web", 80})
+	rb := responder(t, b, Service{"ssh", 5000})
+
+	// Every node answers, so Find returns before its deadline.
+	got, took := find(t, a, "ssh", 10*time.Second)
+	if took > 5*time.Second {
+		t.Errorf("Find took %v though every node answered", took)
+	}
+	if len(got) != 2 || got[0].SID != a.SID() || got[0].Hops != 0 || got[0].Port != 22 ||
+		got[1].SID != b.SID() || got[1].Hops != 1 || got[1].Port != 5000 {
+		t.Fatalf("Find(ssh) = %v, want A's ssh (0 hops) then B's (1 hop)", got)
+	}
+	all, _ := find(t, a, "", 10*time.Second)
+	if len(all) != 3 {
+		t.Fatalf("Find(\"\") = %v, want 3 services", all)
+	}
+
+	if err := ra.Add("bad name", 1); err == nil {
+		t.Error("Add accepted an invalid name")
+	}
+	rb.Remove("ssh")
+	ra.Remove("web")
+	got, _ = find(t, a, "", 300*time.Millisecond)
+	if len(got) != 1 || got[0].SID != a.SID() || got[0].Name != "ssh" {
+		t.Fatalf("after Remove: %v, want only A's ssh", got)
+	}
+	if _, err := Find(context.Background(), nil, a.SID(), nil, "bad name"); err == nil {
+		t.Error("Find accepted an invalid name")
+	}
+}
+
+func TestResponderIgnoresGarbage(t *testing.T) {
+	a, b := meshPair(t)
+	responder(t, b, Service{"ssh", 5000})
+	pc, err := a.Bind(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	to := mesh.Addr{SID: b.SID(), Port: Port}
+	for _, g := range [][]byte{{}, []byte("Q bad"), []byte("Assh.mdp.port=1\n"), make([]byte, 1000)} {
+		if _, err := pc.WriteTo(g, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pc.WriteTo(AppendQuery(nil, "ssh"), to); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	k, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := ParseAnswer(buf[:k])
+	if err != nil || from != to || len(svcs) != 1 || svcs[0] != (Service{"ssh", 5000}) {
+		t.Fatalf("answer %q from %v (%v)", buf[:k], from, err)
+	}
+	// Exactly one answer: garbage got none.
+	pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if k, _, err := pc.ReadFrom(buf); err == nil {
+		t.Fatalf("a second answer: %q", buf[:k])
+	}
+}

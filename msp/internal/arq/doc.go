@@ -1,0 +1,108 @@
+// Package arq is MSP's reliable, ordered, flow- and congestion-controlled
+// byte stream carried in datagrams (the layer under smux and above the
+// AEAD record layer). It sees plaintext packets only: Conn.Input for what
+// arrives, Config.Output for what to send. Packets may be lost, duplicated,
+// reordered or delayed.
+//
+// # Shape
+//
+// A Conn is a state machine guarded by one mutex plus one goroutine (the
+// sender), which is the only caller of Output and owns the only timer.
+// Write copies into the send ring and pokes the sender; Input decodes,
+// updates state, copies STREAM data into the receive ring and pokes the
+// sender (if an ACK is due or the window moved) and readers; Read copies
+// out. Input never calls Output and never waits for the sender. Per packet
+// the work is O(1) amortized: sent packets live in a ring indexed by packet
+// number, interval sets (spans.go) hold received packet numbers, stream
+// bytes received out of order, acknowledged and to-be-retransmitted stream
+// bytes, and no structure is scanned per packet.
+//
+// # Design (QUIC-like)
+//
+//   - Every packet has a fresh packet number; lost data is re-sent in new
+//     packets, re-cut to the current MaxPacket (SetMaxPacket takes effect
+//     for the next packet built, retransmissions included).
+//   - ACK frames list up to MaxAckRanges ranges (fewer in small packets, so
+//     the frame stays within about a quarter of the packet): the highest
+//     range, the ranges of packets that arrived late since the previous ACK
+//     frame (so a reordered packet is reported whatever lies above it), then
+//     the next highest ranges the peer has not yet seen acknowledged (once a
+//     packet carrying our ACK frame is acknowledged, ranges below its
+//     largest are no longer repeated). The receiver acknowledges every 2nd
+//     ack-eliciting packet, any out-of-order one at once, and otherwise
+//     within 1 ms; ACKs ride on data packets whenever there are any.
+//   - Loss detection is time based (RACK): a packet sent before the
+//     largest acknowledged one is lost once it is older than that packet's
+//     RTT plus a reordering window, reoWnd = clamp(k*minRTT/4, 1 ms,
+//     srtt+4*rttvar), k starting at 1. There is no packet-count threshold.
+//     An ACK for a packet already declared lost marks a spurious loss:
+//     k grows by one (up to 16) and stays grown for 16 loss episodes; if
+//     every loss of the latest episode turns out spurious, that episode's
+//     congestion-window reduction is undone.
+//   - A probe timeout, PTO = max(srtt + max(4*rttvar, 1 ms) + 1 ms,
+//     5 ms + 2*rttvar), doubled per consecutive expiry (capped at 2 s),
+//     sends two probes (the oldest unacknowledged data, or a PING) outside
+//     cwnd; after 3 consecutive PTOs everything in flight is declared lost
+//     and cwnd collapses to 2 packets. Initial RTT is 100 ms.
+//   - Congestion control is CUBIC (RFC 9438, C = 0.4, beta = 0.7, with the
+//     Reno-friendly region and fast convergence) in bytes, with slow start
+//     from 10 packets, one reduction per episode (losses of packets sent
+//     before the reduction do not reduce again), growth only on
+//     acknowledgements of packets sent while at least half of cwnd was in
+//     flight, and a minimum of 2 packets. Slow start also ends when the
+//     minimum RTT of a round exceeds the previous round's by
+//     clamp(prev/8, 4 ms, 16 ms) (HyStart++'s delay test, RFC 9406), so a
+//     deep queue is not filled to overflow.
+//   - A pacer releases data packets at 2*cwnd/srtt in slow start and
+//     1.25*cwnd/srtt after, with a bucket of 10 packets, so a large window
+//     is not dumped into the mesh's queues at once. ACKs, probes and CLOSE
+//     are not paced.
+//   - Flow control: the receiver advertises MAX_DATA = bytes read +
+//     RecvWindow with every ACK frame, and in a packet of its own when a
+//     Read opened a quarter of the window. Before the first MAX_DATA each
+//     side may send InitialWindow bytes. STREAM data beyond the largest
+//     MAX_DATA sent is a protocol violation: dropped and counted. A sender
+//     blocked by the window with nothing in flight sends a PING after a PTO
+//     (backed off up to KeepAlive), whose ACK carries the current window.
+//   - Keepalive: a PING when nothing was sent for KeepAlive. Nothing
+//     received for IdleTimeout ends the Conn with ErrPeerGone.
+//   - Closing: Close sends CLOSE(abort) once and ends at once (the peer
+//     ends with ErrPeerAborted). Shutdown stops writes, waits until every
+//     written byte is acknowledged, sends CLOSE(graceful) and waits for its
+//     ACK (up to 3 transmissions, one per PTO); the peer, on any CLOSE,
+//     sends a last ACK and ends: Read gives the data already received, then
+//     io.EOF (graceful) or ErrPeerAborted (abort).
+//
+// Time: Config.Now stamps events; the one timer is the runtime's. Tests
+// run pairs of Conns inside testing/synctest bubbles on virtual time.
+//
+// Bounds: the send ring holds at most SendBuffer bytes (Write blocks
+// beyond), the receive ring at most RecvWindow bytes (rounded up to a power
+// of two), out-of-order reassembly at most 1024 ranges, received packet
+// numbers at most 4096 ranges (older ones are no longer checked for
+// duplicates and not acknowledged again), late packet numbers waiting to
+// be reported at most 256, cwnd at most 4*SendBuffer + 64 MiB.
+//
+// # Wire format
+//
+// All integers are unsigned LEB128 varints (encoding/binary Uvarint) and
+// at most 2^62-1, except the one-byte version and frame types.
+//
+//	packet   = version:0x01  packet_number  frame+
+//	PING     = 0x01
+//	ACK      = 0x02 largest ack_delay_us range_count-1 first_length
+//	                (gap length){range_count-1}
+//	MAX_DATA = 0x03 max_offset
+//	STREAM   = 0x04 offset length data[length]
+//	CLOSE    = 0x05 code                (0 graceful, 1 abort)
+//
+// Each frame type appears at most once per packet; the encoder writes ACK,
+// MAX_DATA, PING, CLOSE, STREAM in this order, the decoder accepts any
+// order. ACK ranges go downwards as in QUIC: the first covers
+// [largest-first_length, largest]; each next range ends gap+2 below the
+// previous range's smallest and covers length+1 numbers. At most 32
+// ranges. Ranges not listed are simply not reported (never negative
+// acknowledgements). PING, STREAM and CLOSE make a packet ack-eliciting.
+// A packet that does not decode, or that acknowledges a number never sent,
+// is dropped whole and counted.
+package arq
