@@ -297,6 +297,7 @@ func (l *link) flush() time.Time {
 	l.mu.Unlock()
 
 	if sendAck {
+		l.n.stats.ackOut.Add(uint64(len(l.ackBuf)))
 		l.n.send(l.ackBuf, addr)
 	}
 	if skip {

@@ -141,6 +141,7 @@ func (n *Node) probe(nb *neighbour) {
 		if size <= cur || size > peerMTU {
 			continue
 		}
+		n.stats.controlOut.Add(uint64(size))
 		n.send(wire.AppendProbe(nil, uint32(size), size), addr)
 	}
 }

@@ -19,6 +19,7 @@ type counters struct {
 	noRoute, tooBig          atomic.Uint64
 	badRoute, staleRoute     atomic.Uint64
 	routeLost, controlOut    atomic.Uint64
+	ackOut                   atomic.Uint64
 }
 
 // Stats is a snapshot of a node's counters.
@@ -45,7 +46,8 @@ type Stats struct {
 	BadRoute                 uint64 // routing entries with a bad signature: ignored
 	StaleRoute               uint64 // routing entries older than the route known
 	RoutesLost               uint64 // routes retracted for want of a feasible next hop
-	ControlBytesOut          uint64 // bytes of hellos and routing messages sent
+	ControlBytesOut          uint64 // bytes of hellos, MTU probes and routing messages sent
+	AckBytesOut              uint64 // bytes of per-hop acknowledgements sent
 }
 
 // Stats returns the node's counters.
@@ -65,5 +67,6 @@ func (n *Node) Stats() Stats {
 		NoRoute: c.noRoute.Load(), TooBig: c.tooBig.Load(),
 		BadRoute: c.badRoute.Load(), StaleRoute: c.staleRoute.Load(),
 		RoutesLost: c.routeLost.Load(), ControlBytesOut: c.controlOut.Load(),
+		AckBytesOut: c.ackOut.Load(),
 	}
 }
