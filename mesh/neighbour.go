@@ -46,6 +46,14 @@ func (nb *neighbour) address() net.Addr {
 	return nb.addr
 }
 
+// sidAt returns the SID of the neighbour at addr, or zero.
+func (n *Node) sidAt(addr net.Addr) identity.SID {
+	if nb := n.neighbourAt(addr); nb != nil {
+		return nb.sid
+	}
+	return identity.SID{}
+}
+
 // neighbourAt returns the neighbour whose frames come from addr.
 func (n *Node) neighbourAt(addr net.Addr) *neighbour {
 	k := addr.String()
@@ -88,6 +96,14 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 	unicast := h.Flags&wire.FlagBroadcast == 0
 	nb.peerMTU = int(h.MTU)
 	if old := nb.addr.String(); old != key {
+		if h.To != n.sid {
+			// A hello sent to someone else, replayed from another address,
+			// must not move the neighbour there.
+			nb.mu.Unlock()
+			n.mu.Unlock()
+			n.stats.staleHello.Add(1)
+			return
+		}
 		delete(n.byAddr, old)
 		n.byAddr[key] = nb
 		nb.addr = from
@@ -114,14 +130,14 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 		n.log.Info("neighbour up", "sid", h.SID.Short(), "addr", from)
 		nb.link.start()
 		// Answer at once so the link comes up in one round trip.
-		n.sendHello(from, 0)
+		n.sendHello(from, h.SID, 0)
 		n.probe(nb)
 	}
 }
 
 // sendHello sends one signed hello to addr.
-func (n *Node) sendHello(to net.Addr, flags byte) {
-	h := wire.Hello{SID: n.sid, Epoch: n.epoch, Seq: n.helloSeq.Add(1), MTU: maxDatagram, Flags: flags}
+func (n *Node) sendHello(to net.Addr, toSID identity.SID, flags byte) {
+	h := wire.Hello{SID: n.sid, To: toSID, Epoch: n.epoch, Seq: n.helloSeq.Add(1), MTU: maxDatagram, Flags: flags}
 	n.stats.controlOut.Add(wire.HelloLen)
 	n.send(wire.AppendHello(nil, h, n.id), to)
 }
@@ -199,20 +215,20 @@ func (n *Node) helloRound() {
 	for _, a := range n.cfg.Broadcast {
 		if !sent[a.String()] {
 			sent[a.String()] = true
-			n.sendHello(a, wire.FlagBroadcast)
+			n.sendHello(a, identity.SID{}, wire.FlagBroadcast)
 		}
 	}
 	for _, a := range n.cfg.Peers {
 		if !sent[a.String()] {
 			sent[a.String()] = true
-			n.sendHello(a, 0)
+			n.sendHello(a, n.sidAt(a), 0)
 		}
 	}
 	for _, nb := range n.neighbours() {
 		a := nb.address()
 		if !sent[a.String()] {
 			sent[a.String()] = true
-			n.sendHello(a, 0)
+			n.sendHello(a, nb.sid, 0)
 		}
 		n.probe(nb)
 	}

@@ -59,17 +59,18 @@ func Type(b []byte) (byte, error) {
 // restarts, so an old hello cannot be replayed to move a neighbour.
 type Hello struct {
 	SID   identity.SID
-	Epoch uint32 // random per node start: the incarnation of its links
-	Seq   uint64 // strictly increasing per node
-	MTU   uint16 // largest frame the sender accepts
-	Flags byte   // FlagBroadcast when sent as a LAN broadcast
+	To    identity.SID // the neighbour it is sent to; zero on first contact and broadcast
+	Epoch uint32       // random per node start: the incarnation of its links
+	Seq   uint64       // strictly increasing per node
+	MTU   uint16       // largest frame the sender accepts
+	Flags byte         // FlagBroadcast when sent as a LAN broadcast
 }
 
 // FlagBroadcast marks a hello sent to a broadcast address.
 const FlagBroadcast = 1
 
 // HelloLen is the encoded length of a signed hello.
-const HelloLen = 2 + identity.SIDLen + 4 + 8 + 2 + 1 + identity.SignatureLen
+const HelloLen = 2 + 2*identity.SIDLen + 4 + 8 + 2 + 1 + identity.SignatureLen
 
 const helloSigned = HelloLen - identity.SignatureLen
 
@@ -78,6 +79,7 @@ func AppendHello(b []byte, h Hello, id *identity.Identity) []byte {
 	start := len(b)
 	b = append(b, Magic, TypeHello)
 	b = append(b, h.SID[:]...)
+	b = append(b, h.To[:]...)
 	b = binary.BigEndian.AppendUint32(b, h.Epoch)
 	b = binary.BigEndian.AppendUint64(b, h.Seq)
 	b = binary.BigEndian.AppendUint16(b, h.MTU)
@@ -92,7 +94,8 @@ func ParseHello(b []byte) (Hello, error) {
 		return h, malformed("hello of %d bytes", len(b))
 	}
 	copy(h.SID[:], b[2:])
-	p := 2 + identity.SIDLen
+	copy(h.To[:], b[2+identity.SIDLen:])
+	p := 2 + 2*identity.SIDLen
 	h.Epoch = binary.BigEndian.Uint32(b[p:])
 	h.Seq = binary.BigEndian.Uint64(b[p+4:])
 	h.MTU = binary.BigEndian.Uint16(b[p+12:])
