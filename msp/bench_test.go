@@ -116,13 +116,15 @@ func benchSinkStreams(b *testing.B, l *Listener) chan benchSinkResult {
 // (per-hop DATA retransmissions, both nodes; hop-rtx-timeout and
 // hop-rtx-fast are the timer and ACK-gap triggered parts of them,
 // hop-dups the DATA frames received twice, i.e. the spurious ones);
-// hop-abandoned; e2e-lost-pkts, e2e-rtx-KB and e2e-PTOs (the sender's msp
-// session); srtt-ms and cwnd-KB at the end. With -v the full counters are
+// hop-abandoned; e2e-lost-pkts, e2e-rtx-KB, e2e-PTOs and e2e-hystart-exits
+// (the sender's msp session; the last counts slow starts ended by rising
+// delay); srtt-ms and cwnd-KB at the end. With -v the full counters are
 // logged.
 //
 // There is no raw baseline: memnet carries datagrams only, and nothing
 // else reliable runs over it to compare against.
 func BenchmarkLossyLink(b *testing.B) {
+	b.Logf("link: %v each way, MTU %d; no raw-memnet baseline: memnet carries datagrams only and nothing else reliable runs over it", benchLossyDelay, benchLossyMTU)
 	for _, loss := range []float64{0, 0.01, 0.05, 0.10} {
 		b.Run(fmt.Sprintf("loss=%g%%", loss*100), func(b *testing.B) {
 			benchLossyTransfer(b, memnet.LinkConfig{Delay: benchLossyDelay, Loss: loss})
@@ -211,6 +213,7 @@ func benchLossyTransfer(b *testing.B, cfg memnet.LinkConfig) {
 	b.ReportMetric(per(e.PacketsLost-e0.PacketsLost), "e2e-lost-pkts")
 	b.ReportMetric(per(e.BytesRetransmitted-e0.BytesRetransmitted)/1024, "e2e-rtx-KB")
 	b.ReportMetric(per(e.PTOs-e0.PTOs), "e2e-PTOs")
+	b.ReportMetric(per(e.SlowStartExits-e0.SlowStartExits), "e2e-hystart-exits")
 	b.ReportMetric(float64(e.SRTT)/float64(time.Millisecond), "srtt-ms")
 	b.ReportMetric(float64(e.Cwnd)/1024, "cwnd-KB")
 	// The whole picture, with -v.

@@ -43,14 +43,17 @@ func Listen(node *mesh.Node, port uint16, cfg Config) (*Listener, error) {
 }
 
 // ListenTransport accepts sessions for MDP port on tr (an MDP port bound
-// elsewhere, such as through a daemon) as identity id.
+// elsewhere, such as through a daemon) as identity id. With tr nil it
+// accepts only on transports added later with Serve.
 func ListenTransport(tr Transport, id *identity.Identity, port uint16, cfg Config) *Listener {
 	l := &Listener{
 		id: id, port: port, cfg: cfg.withDefaults(),
 		streams: make(chan net.Conn, acceptQueue),
 		done:    make(chan struct{}),
 	}
-	l.serve(tr)
+	if tr != nil {
+		l.serve(tr)
+	}
 	return l
 }
 
