@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
+	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
@@ -20,8 +24,8 @@ type meshAccess interface {
 	// Bind binds an MDP port (0: any free one).
 	Bind(port uint16) (msp.Transport, error)
 	WaitReachable(ctx context.Context, sid identity.SID) error
-	Routes() []mesh.Route
-	Neighbours() []mesh.Neighbour
+	Routes() ([]mesh.Route, error)
+	Neighbours() ([]mesh.Neighbour, error)
 	Close() error
 }
 
@@ -40,9 +44,9 @@ func (e embedded) Bind(port uint16) (msp.Transport, error) {
 func (e embedded) WaitReachable(ctx context.Context, sid identity.SID) error {
 	return e.n.WaitReachable(ctx, sid)
 }
-func (e embedded) Routes() []mesh.Route         { return e.n.Routes() }
-func (e embedded) Neighbours() []mesh.Neighbour { return e.n.Neighbours() }
-func (e embedded) Close() error                 { return e.n.Close() }
+func (e embedded) Routes() ([]mesh.Route, error)         { return e.n.Routes(), nil }
+func (e embedded) Neighbours() ([]mesh.Neighbour, error) { return e.n.Neighbours(), nil }
+func (e embedded) Close() error                          { return e.n.Close() }
 
 // access returns the instance's daemon when one runs, else starts an
 // embedded node with the node options.
@@ -57,9 +61,71 @@ func (g *globals) access(o *nodeOptions, fs *pflag.FlagSet) (meshAccess, error) 
 	return embedded{n}, nil
 }
 
+// daemonTimeout bounds each exchange with the daemon that has no deadline
+// of its own (status, bind, routes).
+const daemonTimeout = 10 * time.Second
+
 // daemonAccess returns a connection to the instance's daemon, or nil when
-// none runs. (The daemon arrives with its own change.)
-func (g *globals) daemonAccess() (meshAccess, error) { return nil, nil }
+// none runs (no socket, or a dead daemon's). The daemon's node must be this
+// instance's identity.
+func (g *globals) daemonAccess() (meshAccess, error) {
+	dir, err := g.instanceDir()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), daemonTimeout)
+	defer cancel()
+	c, err := daemon.Dial(ctx, daemon.SocketPath(dir))
+	if errors.Is(err, daemon.ErrNotRunning) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the daemon of %s does not answer: %w", dir, err)
+	}
+	id, err := g.identity()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if id.SID() != c.SID() {
+		c.Close()
+		return nil, fmt.Errorf("the daemon (pid %d) runs as %s but the keyring of %s now says %s: restart it (servald stop; servald start)", c.PID(), c.SID(), dir, id.SID())
+	}
+	g.logger().Info("using the running daemon; node options are ignored", "pid", c.PID(), "udp", c.UDPAddr())
+	return viaDaemon{c: c, id: id}, nil
+}
+
+// viaDaemon reaches the mesh through the instance's daemon.
+type viaDaemon struct {
+	c  *daemon.Client
+	id *identity.Identity
+}
+
+func (d viaDaemon) Identity() *identity.Identity { return d.id }
+func (d viaDaemon) UDPAddr() net.Addr            { return d.c.UDPAddr() }
+func (d viaDaemon) Bind(port uint16) (msp.Transport, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), daemonTimeout)
+	defer cancel()
+	p, err := d.c.Bind(ctx, port)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+func (d viaDaemon) WaitReachable(ctx context.Context, sid identity.SID) error {
+	return d.c.WaitReachable(ctx, sid)
+}
+func (d viaDaemon) Routes() ([]mesh.Route, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), daemonTimeout)
+	defer cancel()
+	return d.c.Routes(ctx)
+}
+func (d viaDaemon) Neighbours() ([]mesh.Neighbour, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), daemonTimeout)
+	defer cancel()
+	return d.c.Neighbours(ctx)
+}
+func (d viaDaemon) Close() error { return d.c.Close() }
 
 // dialSession opens an MSP session to (sid, port) through a.
 func dialSession(ctx context.Context, a meshAccess, sid identity.SID, port uint16, cfg msp.Config) (*msp.Session, error) {

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/servald/servald/discovery"
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh"
+)
+
+// quietPeriod: a node started for one command has learnt what it will
+// learn soon once its neighbours and routes stopped changing for this long.
+const quietPeriod = 500 * time.Millisecond
+
+// meshCmdOptions are the options of the commands that look at the mesh.
+type meshCmdOptions struct {
+	node nodeOptions
+	wait time.Duration
+}
+
+func (o *meshCmdOptions) addFlags(cmd *cobra.Command) {
+	o.node.addFlags(cmd.Flags())
+	cmd.Flags().DurationVar(&o.wait, "wait", 3*time.Second, "without a daemon: longest time the node started for this command listens for neighbours and routes")
+}
+
+// open reaches the mesh: through the daemon, which knows its neighbours
+// already, or through a node started for this command, given until its
+// table settles (at most --wait) to learn them.
+func (o *meshCmdOptions) open(cmd *cobra.Command, g *globals) (meshAccess, error) {
+	if o.wait < 0 {
+		return nil, usagef("--wait must not be negative")
+	}
+	a, err := g.access(&o.node, cmd.Flags())
+	if err != nil {
+		return nil, err
+	}
+	if e, ok := a.(embedded); ok {
+		expect := len(o.node.peers) > 0 || len(o.node.broadcast) > 0
+		settle(cmd.Context(), e.n, o.wait, expect)
+	}
+	return a, nil
+}
+
+// settle waits until n's neighbours and routes have not changed for
+// quietPeriod (and, when expect, it has a neighbour), or wait has passed.
+func settle(ctx context.Context, n *mesh.Node, wait time.Duration, expect bool) {
+	if wait <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		ch := n.Changed()
+		quiet := time.NewTimer(quietPeriod)
+		select {
+		case <-ch:
+			quiet.Stop()
+			continue
+		case <-quiet.C:
+			if !expect || len(n.Neighbours()) > 0 {
+				return
+			}
+		case <-ctx.Done():
+			quiet.Stop()
+			return
+		}
+	}
+}
+
+// newPeersCmd is `id peers`.
+func newPeersCmd(g *globals) *cobra.Command {
+	o := &meshCmdOptions{}
+	cmd := &cobra.Command{
+		Use:   "peers",
+		Short: "List the reachable SIDs, nearest first: SID hops=N via=NEXTHOP metric=M",
+		Long: `List the reachable SIDs, nearest first, one per line:
+
+  SID hops=N via=NEXTHOP metric=M
+
+NEXTHOP is the first 8 hex digits of the neighbour the route leads through;
+the metric is the path's cost (256 per clean hop, more for lossy links).
+Through the instance's daemon when it runs; otherwise a node is started with
+the node options and listens for at most --wait.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := o.open(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			routes, err := a.Routes()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, r := range routes {
+				fmt.Fprintf(out, "%s hops=%d via=%s metric=%d\n", r.SID, r.Hops, r.NextHop.Short(), r.Metric)
+			}
+			if len(routes) == 0 {
+				noRoutesHint(g.stderr)
+			}
+			return nil
+		},
+	}
+	o.addFlags(cmd)
+	return cmd
+}
+
+func noRoutesHint(w io.Writer) {
+	fmt.Fprintln(w, "servald: no node reachable (no neighbours: add --peer HOST:PORT, or --broadcast on a LAN)")
+}
+
+// withSubcommands adds subs to cmd and returns it.
+func withSubcommands(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	cmd.AddCommand(subs...)
+	return cmd
+}
+
+func newRouteCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "route", Short: "Show the routing table"}
+	o := &meshCmdOptions{}
+	var dot bool
+	print := &cobra.Command{
+		Use:   "print [--dot]",
+		Short: "Print the routing table: destination, next hop, hops, metric, MTU",
+		Long: `Print the routing table: destination, next hop, hops, metric (path cost:
+256 per clean hop, more for lossy links) and path MTU, nearest first.
+
+With --dot, print a Graphviz digraph instead (render with: dot -Tsvg). A
+distance-vector node does not know the whole topology, only its own links
+and, for each destination, the neighbour it goes through and how far it is.
+The graph draws what is known: solid edges from this node to each
+neighbour, labelled with the link's metric, loss and round-trip time; dashed
+edges from the next hop to each farther destination, labelled with hops and
+metric (the nodes in between are not known). Nodes are labelled with the
+first 8 hex digits of their SID.
+
+Through the instance's daemon when it runs; otherwise a node is started with
+the node options and listens for at most --wait.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := o.open(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			routes, err := a.Routes()
+			if err != nil {
+				return err
+			}
+			if dot {
+				nbs, err := a.Neighbours()
+				if err != nil {
+					return err
+				}
+				writeDot(cmd.OutOrStdout(), a.Identity().SID(), routes, nbs)
+				return nil
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "DESTINATION\tNEXT HOP\tHOPS\tMETRIC\tMTU")
+			for _, r := range routes {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", r.SID, r.NextHop.Short(), r.Hops, r.Metric, r.MTU)
+			}
+			tw.Flush()
+			if len(routes) == 0 {
+				noRoutesHint(g.stderr)
+			}
+			return nil
+		},
+	}
+	print.Flags().BoolVar(&dot, "dot", false, "print a Graphviz digraph of what this node knows of the mesh")
+	o.addFlags(print)
+	cmd.AddCommand(print)
+	return cmd
+}
+
+// writeDot draws what a distance-vector node knows: its links, and the
+// next hop and distance of every farther destination.
+func writeDot(w io.Writer, self identity.SID, routes []mesh.Route, nbs []mesh.Neighbour) {
+	fmt.Fprintln(w, "digraph servald {")
+	fmt.Fprintln(w, "  // Known to this node: its links (solid) and, for farther nodes, the")
+	fmt.Fprintln(w, "  // next hop and distance (dashed); the nodes in between are not known.")
+	fmt.Fprintln(w, "  node [shape=ellipse fontname=monospace];")
+	drawn := map[identity.SID]bool{}
+	node := func(sid identity.SID, extra string) {
+		if drawn[sid] {
+			return
+		}
+		drawn[sid] = true
+		fmt.Fprintf(w, "  %q [label=%q%s];\n", sid.String(), sid.Short(), extra)
+	}
+	node(self, " shape=box style=bold")
+	metric := map[identity.SID]int{}
+	for _, r := range routes {
+		if r.Hops == 1 && r.NextHop == r.SID {
+			metric[r.SID] = r.Metric
+		}
+	}
+	for _, nb := range nbs {
+		node(nb.SID, "")
+		label := fmt.Sprintf("loss %.0f%%\\nrtt %s", nb.Loss*100, nb.SRTT.Round(10*time.Microsecond))
+		if m, ok := metric[nb.SID]; ok {
+			label = fmt.Sprintf("metric %d\\n", m) + label
+		}
+		fmt.Fprintf(w, "  %q -> %q [label=\"%s\"];\n", self.String(), nb.SID.String(), label)
+	}
+	for _, r := range routes {
+		if r.NextHop == r.SID {
+			if !drawn[r.SID] { // a route to a neighbour not in the list (just changed)
+				node(r.SID, "")
+				fmt.Fprintf(w, "  %q -> %q [label=\"metric %d\"];\n", self.String(), r.SID.String(), r.Metric)
+			}
+			continue
+		}
+		node(r.NextHop, "")
+		node(r.SID, "")
+		fmt.Fprintf(w, "  %q -> %q [style=dashed label=\"%d hops\\nmetric %d\"];\n", r.NextHop.String(), r.SID.String(), r.Hops, r.Metric)
+	}
+	fmt.Fprintln(w, "}")
+}
+
+func newServiceCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "service", Short: "Find services across the mesh"}
+	o := &meshCmdOptions{}
+	var timeout time.Duration
+	find := &cobra.Command{
+		Use:   "find [NAME] [--timeout D]",
+		Short: "List the nodes that answer for service NAME (every service without NAME): SID NAME.mdp.port=PORT, nearest first",
+		Long: `Ask every reachable node (and this one) for service NAME, or for every
+service without NAME, and print the answers, nearest first:
+
+  SID NAME.mdp.port=PORT
+
+Exit status 1 when no node answered within --timeout. Through the
+instance's daemon when it runs; otherwise a node is started with the node
+options and listens for at most --wait before asking.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+				if err := discovery.ValidName(name); err != nil {
+					return usageError{err}
+				}
+			}
+			if timeout <= 0 {
+				return usagef("--timeout must be positive")
+			}
+			a, err := o.open(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			routes, err := a.Routes()
+			if err != nil {
+				return err
+			}
+			pc, err := a.Bind(0)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			answers, err := discovery.Find(ctx, pc, a.Identity().SID(), routes, name)
+			if err != nil {
+				return err
+			}
+			for _, ans := range answers {
+				fmt.Fprintln(cmd.OutOrStdout(), ans)
+			}
+			if len(answers) == 0 {
+				if name == "" {
+					return fmt.Errorf("no node answered (%d asked)", len(routes)+1)
+				}
+				return fmt.Errorf("no node answered for %s", name)
+			}
+			return nil
+		},
+	}
+	find.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for answers")
+	o.addFlags(find)
+	cmd.AddCommand(find)
+	return cmd
+}

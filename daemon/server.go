@@ -1,0 +1,420 @@
+// Package daemon serves a running mesh node to other processes of the same
+// instance over a Unix socket in the instance directory, and is the client
+// of that socket: `servald start` runs a Server, and `msp`, `id peers`,
+// `route print` and `service find` use a Client instead of starting a node
+// of their own.
+//
+// Data path (this file): the server accepts connections; each reads one
+// request and answers it. A BIND turns its connection into a datagram
+// channel: one goroutine reads DATAGRAM frames from the socket and writes
+// them to the bound MDP port (waiting while the next hop's queue is full,
+// so a fast client is slowed, not buffered without end); another reads the
+// port and appends DATAGRAM frames to the connection's frameWriter. When the
+// connection closes, the port is unbound at once.
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh"
+)
+
+// Config configures a Server. Zero fields take defaults.
+type Config struct {
+	// Dir is the instance directory; the socket is Dir/servald.sock
+	// (required).
+	Dir string
+	// Node is the node served (required). The server does not close it.
+	Node *mesh.Node
+	// Lock is the instance lock, taken by the caller with LockPidFile
+	// before the node was started; the caller releases it. Nil: Listen
+	// takes it and Close releases it.
+	Lock *PidFile
+	// MaxConns bounds the connections served at once. Default 1024.
+	MaxConns int
+	// RequestTimeout is how long a new connection may take to send its
+	// request. Default 10 s.
+	RequestTimeout time.Duration
+	// Logger receives logs; nil is silent.
+	Logger *slog.Logger
+}
+
+// maxSocketPath is the longest socket path every Unix accepts (sun_path).
+const maxSocketPath = 104
+
+// replyTimeout bounds the writing of one reply.
+const replyTimeout = 5 * time.Second
+
+// Server serves one node on the instance's control socket.
+type Server struct {
+	cfg     Config
+	node    *mesh.Node
+	log     *slog.Logger
+	ln      *net.UnixListener
+	path    string
+	lock    *PidFile // ours to release, or nil
+	started time.Time
+	sem     chan struct{} // one token per connection served
+
+	stopReq  chan struct{} // closed by a stop request
+	stopOnce sync.Once
+	served   atomic.Bool
+	wg       sync.WaitGroup
+
+	mu        sync.Mutex
+	stopConns []net.Conn // connections of stop requests, closed by Close; guarded by mu
+	closed    bool       // guarded by mu
+}
+
+// Listen takes the instance lock (unless cfg.Lock holds it already),
+// removes a stale socket, and listens on Dir/servald.sock with mode 0600.
+// A *RunningError means another daemon holds the instance.
+func Listen(cfg Config) (*Server, error) {
+	if cfg.Dir == "" || cfg.Node == nil {
+		return nil, errors.New("daemon: config needs Dir and Node")
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 1024
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	path := SocketPath(cfg.Dir)
+	if len(path) >= maxSocketPath {
+		return nil, fmt.Errorf("daemon: socket path %s is too long for a Unix socket (%d bytes, limit %d): use a shorter instance directory", path, len(path), maxSocketPath-1)
+	}
+	lock := cfg.Lock
+	var own *PidFile
+	if lock == nil {
+		var err error
+		if own, err = LockPidFile(cfg.Dir); err != nil {
+			return nil, err
+		}
+	}
+	// We hold the lock: a socket file here is a dead daemon's.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		own.Close()
+		return nil, fmt.Errorf("daemon: remove stale socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		own.Close()
+		return nil, fmt.Errorf("daemon: listen: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		own.Close()
+		return nil, fmt.Errorf("daemon: socket mode: %w", err)
+	}
+	s := &Server{
+		cfg: cfg, node: cfg.Node, ln: ln, path: path, lock: own,
+		log:     cfg.Logger.With("socket", path),
+		started: time.Now(),
+		sem:     make(chan struct{}, cfg.MaxConns),
+		stopReq: make(chan struct{}),
+	}
+	return s, nil
+}
+
+// SocketPath returns the path of the server's socket.
+func (s *Server) SocketPath() string { return s.path }
+
+// Serve answers connections until ctx ends or a client asks the daemon to
+// stop; then it closes the socket (removing its file), ends every
+// connection, unbinding their ports, and returns nil. Connections that
+// asked to stop stay open until Close, so that their clients learn when the
+// daemon is gone. Serve may be called once.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.served.CompareAndSwap(false, true) {
+		return errors.New("daemon: Serve called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case <-ctx.Done():
+		case <-s.stopReq:
+		}
+		s.ln.Close()
+	}()
+accept:
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				break
+			}
+			// Out of file descriptors, say: wait a little and go on.
+			s.log.Warn("daemon: accept", "err", err)
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+				break accept
+			}
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			s.refuse(c, "too many connections")
+			continue
+		}
+		s.wg.Add(1)
+		go s.handle(ctx, c)
+	}
+	cancel()
+	<-watchDone
+	s.wg.Wait()
+	return nil
+}
+
+// Close releases what Serve left: the lock (when Listen took it) and the
+// connections of stop requests. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := s.stopConns
+	s.stopConns = nil
+	s.mu.Unlock()
+	if !s.served.Load() {
+		s.ln.Close()
+	}
+	err := s.lock.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	return err
+}
+
+// refuse answers a connection that is not served with an error and closes it.
+func (s *Server) refuse(c net.Conn, msg string) {
+	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	b, _ := json.Marshal(reply{Error: msg, Code: codeOther})
+	c.Write(appendFrame(nil, frameReply, b))
+	c.Close()
+}
+
+// handle serves one connection.
+func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
+	defer s.wg.Done()
+	defer func() { <-s.sem }()
+	keep := false
+	defer func() {
+		if !keep {
+			c.Close()
+		}
+	}()
+	// Shutdown closes every connection it has not handed on.
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	c.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
+	br := bufio.NewReaderSize(c, maxRequest+frameHeaderLen)
+	fr := &frameReader{r: br}
+	typ, body, err := fr.next(maxRequest)
+	if err != nil {
+		if errors.Is(err, errMalformed) {
+			s.writeReply(c, errorReply(err))
+		}
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	if typ != frameRequest {
+		s.writeReply(c, errorReply(fmt.Errorf("%w: frame type %q before a request", errMalformed, typ)))
+		return
+	}
+	req, err := parseRequest(body)
+	if err != nil {
+		s.writeReply(c, errorReply(err))
+		return
+	}
+	s.log.Debug("daemon: request", "op", req.Op)
+	switch req.Op {
+	case opStatus:
+		st := s.status()
+		s.writeReply(c, reply{Status: &st})
+	case opRoutes:
+		s.writeReply(c, reply{Routes: routesToJSON(s.node.Routes())})
+	case opNeighbours:
+		s.writeReply(c, reply{Neighbours: neighboursToJSON(s.node.Neighbours())})
+	case opWait:
+		s.wait(ctx, c, *req.SID, time.Duration(req.TimeoutMS)*time.Millisecond)
+	case opStop:
+		s.mu.Lock()
+		if !s.closed {
+			s.stopConns = append(s.stopConns, c)
+			keep = true
+		}
+		s.mu.Unlock()
+		if !keep {
+			return
+		}
+		stop() // this connection outlives Serve
+		s.writeReply(c, reply{Stopping: &stoppingJSON{PID: os.Getpid()}})
+		s.log.Info("daemon: stop requested")
+		s.stopOnce.Do(func() { close(s.stopReq) })
+	case opBind:
+		br.Discard(fr.consume)
+		pc, err := s.node.Bind(req.Port)
+		if err != nil {
+			s.writeReply(c, errorReply(err))
+			return
+		}
+		var none identity.SID
+		port := pc.LocalAddr().(mesh.Addr).Port
+		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none)}}) {
+			pc.Close()
+			return
+		}
+		s.serveBound(ctx, c, br, pc)
+	}
+}
+
+// status describes the node.
+func (s *Server) status() statusJSON {
+	return statusJSON{
+		Proto:      ProtocolVersion,
+		SID:        s.node.SID(),
+		PID:        os.Getpid(),
+		UDP:        s.node.LocalAddr().String(),
+		Neighbours: len(s.node.Neighbours()),
+		Routes:     len(s.node.Routes()),
+		UptimeMS:   time.Since(s.started).Milliseconds(),
+		Stats:      s.node.Stats(),
+	}
+}
+
+// wait answers a wait request: the reply comes when sid is reachable, the
+// timeout passes (with the mesh's explanation), or the client gives up by
+// closing the connection.
+func (s *Server) wait(ctx context.Context, c net.Conn, sid identity.SID, timeout time.Duration) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// The client sends nothing more: a read returning means it left.
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		var b [1]byte
+		c.Read(b[:])
+		cancel()
+	}()
+	err := s.node.WaitReachable(wctx, sid)
+	if err != nil {
+		s.writeReply(c, errorReply(err))
+	} else {
+		s.writeReply(c, reply{})
+	}
+	c.Close()
+	<-gone
+}
+
+// writeReply writes one reply frame; false if it could not.
+func (s *Server) writeReply(c net.Conn, r reply) bool {
+	b, err := json.Marshal(r)
+	if err != nil || len(b)+1 > maxReply {
+		b, _ = json.Marshal(reply{Error: "reply too large", Code: codeOther})
+	}
+	c.SetWriteDeadline(time.Now().Add(replyTimeout))
+	_, err = c.Write(appendFrame(nil, frameReply, b))
+	c.SetWriteDeadline(time.Time{})
+	return err == nil
+}
+
+func errorReply(err error) reply {
+	return reply{Error: err.Error(), Code: errorCode(err)}
+}
+
+// serveBound carries datagrams between the connection and the bound port
+// until either closes.
+func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, pc *mesh.PacketConn) {
+	local := pc.LocalAddr().(mesh.Addr)
+	log := s.log.With("port", local.Port)
+	log.Debug("daemon: port bound")
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	defer stop()
+	fw := newFrameWriter(c)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // port → connection
+		defer wg.Done()
+		defer c.Close() // the client must learn that the port is gone
+		buf := make([]byte, mesh.MaxPayload)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			a, ok := from.(mesh.Addr)
+			if !ok {
+				continue
+			}
+			p := buf[:k]
+			if err := fw.write(frameHeaderLen+1+addrLen+k, func(b []byte) []byte { return appendDatagram(b, a, p) }, true, nil); err != nil {
+				return
+			}
+		}
+	}()
+	fr := newFrameReader(br)
+	for {
+		typ, body, err := fr.next(maxDataFrame)
+		if err != nil {
+			if errors.Is(err, errMalformed) {
+				log.Debug("daemon: bad frame", "err", err)
+			}
+			break
+		}
+		if typ == frameData {
+			to, payload, err := parseDatagram(body)
+			if err != nil {
+				log.Debug("daemon: bad datagram", "err", err)
+				break
+			}
+			if _, err := pc.WriteTo(payload, to); err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					break
+				}
+				we := writeErr{SID: to.SID, Code: errorCode(err), MaxPayload: pc.MaxPayload(to.SID), Msg: err.Error()}
+				// Advisory: dropped when the client does not read.
+				fw.write(frameHeaderLen+1+sidLen+5+maxErrText, func(b []byte) []byte { return appendWriteErr(b, we) }, false, nil)
+			}
+			continue
+		}
+		if typ == frameMTUQuery {
+			sid, err := parseMTUQuery(body)
+			if err != nil {
+				break
+			}
+			max := pc.MaxPayload(sid)
+			fw.write(frameHeaderLen+1+sidLen+4, func(b []byte) []byte { return appendMTU(b, sid, max) }, false, nil)
+			continue
+		}
+		log.Debug("daemon: unexpected frame on a bound connection", "type", typ)
+		break
+	}
+	pc.Close() // unbind at once
+	fw.close()
+	c.Close()
+	wg.Wait()
+	fw.wait()
+	log.Debug("daemon: port unbound")
+}
