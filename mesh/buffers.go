@@ -43,15 +43,3 @@ func (p *bufPool) put(b *[]byte) {
 		p.large.Put(b)
 	}
 }
-
-// shrink moves what a large buffer holds into a small one when it fits, so a
-// held frame does not pin 64 KiB.
-func (p *bufPool) shrink(b *[]byte) *[]byte {
-	if cap(*b) == smallBuf || len(*b) > smallBuf {
-		return b
-	}
-	s := p.get(len(*b))
-	copy(*s, *b)
-	p.put(b)
-	return s
-}

@@ -286,16 +286,14 @@ func TestMalformedFramesCounted(t *testing.T) {
 
 	hello := wire.AppendHello(nil, wire.Hello{SID: rid.SID(), Epoch: 5, Seq: 2, MTU: 1500}, rid)
 	data := append(wire.AppendData(nil, &wire.DataHeader{Epoch: 5, Seq: 3, Base: 3, TTL: 1, Dst: n.SID(), Src: rid.SID(), DstPort: 1, SrcPort: 1}), "x"...)
+	cut := func(b []byte, k int) []byte { return bytes.Clone(b[:k]) }
+	plus := func(b []byte) []byte { return append(bytes.Clone(b), 0) }
 	ack := wire.AppendAck(nil, &wire.Ack{Epoch: 1, Cum: 10, Ranges: []wire.Range{{Start: 12, End: 14}, {Start: 20, End: 21}}})
-	badOrder := bytes.Clone(ack)
-	copy(badOrder[15:], ack[27:39]) // second range first
-	copy(badOrder[27:], ack[15:27])
+	overlong := append(cut(ack, 15), 0x81, 0x00, 0x00) // gap 1 in two bytes, length 0
 	baseAbove := bytes.Clone(data)
 	baseAbove[14+7]++ // Base = Seq+1
 	probeAck := wire.AppendProbeAck(nil, 1, 100)
 	skip := wire.AppendSkip(nil, 5, 1)
-	cut := func(b []byte, k int) []byte { return bytes.Clone(b[:k]) }
-	plus := func(b []byte) []byte { return append(bytes.Clone(b), 0) }
 
 	const (
 		malformed = "Malformed"
@@ -323,7 +321,7 @@ func TestMalformedFramesCounted(t *testing.T) {
 		{"ack without range count", cut(ack, 14), malformed},
 		{"ack truncated range", cut(ack, len(ack)-1), malformed},
 		{"ack trailing byte", plus(ack), malformed},
-		{"ack ranges out of order", badOrder, malformed},
+		{"ack with an overlong number", overlong, malformed},
 		{"probe truncated", []byte{wire.Magic, wire.TypeProbe, 0, 0, 0}, malformed},
 		{"probe ack truncated", cut(probeAck, len(probeAck)-1), malformed},
 		{"probe ack trailing byte", plus(probeAck), malformed},

@@ -7,9 +7,12 @@
 // first) or its timer runs out, up to MaxAttempts; then it is given up and a
 // SKIP tells the neighbour not to wait for it.
 //
-// Packet path, receiving: receiveData (on the node's read loop) puts DATA
-// frames in sequence order, holding those after a gap, drops duplicates, and
-// hands each in-order frame to the node's deliver; the link goroutine then
+// Packet path, receiving: receiveData (on the node's read loop) drops
+// duplicates and hands every new DATA frame at once to the node's deliver,
+// in the order frames arrive: a frame behind a lost one is not held back
+// (the MSP stream above puts its own bytes in order), so a per-hop
+// retransmission delays only the frame that was lost. A bitmap remembers
+// which frames above the cumulative point arrived; the link goroutine then
 // sends one ACK covering everything that arrived meanwhile.
 package mesh
 
@@ -17,6 +20,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -24,11 +28,14 @@ import (
 	"github.com/servald/servald/mesh/internal/wire"
 )
 
-// maxHeldBytes bounds the bytes of out-of-order frames a link holds.
-const maxHeldBytes = 16 << 20
-
 // maxBackoff caps a frame's retransmission timer.
 const maxBackoff = time.Second
+
+// maxTimerResends bounds the frames resent when the timer runs out: the
+// oldest ones. A receiver that was merely slow to answer gets that many
+// duplicates, not a whole window; after a real silence the rest follow at
+// the next expiries, or at once as lost when later frames are acknowledged.
+const maxTimerResends = 64
 
 var errQueueFull = errors.New("mesh: link queue full")
 
@@ -49,10 +56,13 @@ type link struct {
 	stopped sync.Once
 	wg      sync.WaitGroup
 
-	// out and ackBuf are owned by the link goroutine.
-	out    []*[]byte
-	ackBuf []byte
-	ack    wire.Ack
+	// out, ack and ackBuf are owned by the link goroutine; rxAck and
+	// rxAckBuf by the node's read loop.
+	out      []*[]byte
+	ackBuf   []byte
+	ack      wire.Ack
+	rxAck    wire.Ack
+	rxAckBuf []byte
 
 	mu sync.Mutex
 	// sender state, guarded by mu
@@ -68,6 +78,8 @@ type link struct {
 	rttInit   bool
 	rackSeq   uint64    // one past the highest first-sent frame known to have arrived
 	rackSent  time.Time // when that frame was sent
+	progress  time.Time // when an ACK last acknowledged a frame not acknowledged before
+	backoff   int       // timer expiries since progress
 	nextTimer time.Time
 	peerCum   uint64 // the neighbour's last cumulative ack
 	skipDue   bool
@@ -78,22 +90,41 @@ type link struct {
 	// receiver state, guarded by mu
 	rxInit     bool
 	rxEpoch    uint32
-	cum        uint64 // next sequence number expected
-	held       []*[]byte
-	heldBytes  int
-	heldCount  int
+	cum        uint64   // every sequence number below it arrived (or was skipped)
+	seen       []uint64 // bit s%win set: frame s, cum < s < cum+win, arrived
+	seenCount  int      // bits set in seen
 	ackPending bool
-	deliverBuf []*[]byte // owned by the read loop
+	unacked    int    // frames received since the last ACK
+	rxTop      uint64 // one past the highest sequence number received
+	// Routing messages keep their order: one that arrived early waits in
+	// ctlHeld (sorted by seq) until every frame before it arrived or was
+	// skipped, since a retraction overtaken by the announcement it
+	// preceded would undo it. Data frames never wait.
+	ctlHeld []heldFrame
 }
 
+type heldFrame struct {
+	seq uint64
+	bp  *[]byte
+}
+
+// maxCtlHeld bounds the routing messages a link holds back; past it the
+// oldest goes on out of order.
+const maxCtlHeld = 64
+
+// ackEvery is how many frames in a row the receiver takes before it sends
+// an ACK from the read loop itself; fewer wait for the link goroutine.
+// Out-of-order and duplicate frames are acknowledged at once.
+const ackEvery = 8
+
 func newLink(n *Node, nb *neighbour) *link {
-	w := uint64(n.cfg.LinkWindow)
+	w := (uint64(n.cfg.LinkWindow) + 63) &^ 63 // whole words of the seen bitmap
 	return &link{
 		n: n, nb: nb, win: w,
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		ring:  make([]txEntry, w),
-		held:  make([]*[]byte, w),
+		seen:  make([]uint64, (w+63)/64),
 		space: make(chan struct{}),
 	}
 }
@@ -150,18 +181,36 @@ func (l *link) enqueue(bp *[]byte, wait <-chan struct{}) error {
 	return nil
 }
 
-// rto returns the retransmission timeout for a frame sent tries times.
-// Called with mu held.
-func (l *link) rto(tries int) time.Duration {
+// rto returns the retransmission timeout: srtt-based, doubled for each
+// timer expiry in a row with no ACK making progress in between (a silent
+// link is probed ever more slowly; a frame lost again while others get
+// through is not). Called with mu held.
+func (l *link) rto() time.Duration {
 	r := 200 * time.Millisecond
 	if l.rttInit {
-		r = l.srtt + 4*l.rttvar
+		// A quarter of srtt at least on top: the timer is the last resort
+		// (losses are found by later frames arriving), so it may wait for
+		// a receiver that was slow to answer.
+		r = l.srtt + max(4*l.rttvar, l.srtt/4)
 	}
 	r = max(r, l.n.cfg.MinRTO)
-	for i := 1; i < tries && r < maxBackoff; i++ {
+	for i := 0; i < l.backoff && r < maxBackoff; i++ {
 		r *= 2
 	}
 	return min(r, maxBackoff)
+}
+
+// deadlineLocked is when frame e is resent for want of an ACK: its RTO
+// after it was sent or after the last ACK that made progress, whichever is
+// later. While ACKs keep coming, frames merely queued behind others (a
+// link slower than its window) are not resent; a lost frame is found by
+// the frames after it arriving first. Called with mu held.
+func (l *link) deadlineLocked(e *txEntry) time.Time {
+	t := e.sentAt
+	if l.progress.After(t) {
+		t = l.progress
+	}
+	return t.Add(l.rto())
 }
 
 // run is the link goroutine.
@@ -208,8 +257,8 @@ func (l *link) flush() time.Time {
 	sendAck := l.ackPending
 	if sendAck {
 		l.ackPending = false
-		l.buildAckLocked()
-		l.ackBuf = wire.AppendAck(l.ackBuf[:0], &l.ack)
+		l.unacked = 0
+		l.buildAckLocked(&l.ack)
 	}
 	epoch := l.n.epoch
 	skip := false
@@ -232,10 +281,10 @@ func (l *link) flush() time.Time {
 	}
 	l.lostList = l.lostList[:0]
 	if !l.nextTimer.IsZero() && !now.Before(l.nextTimer) {
-		gaveUp := false
-		for s := l.base; s < l.nextSeq; s++ {
+		gaveUp, expired := false, 0
+		for s := l.base; s < l.nextSeq && expired < maxTimerResends; s++ {
 			e := &l.ring[s%l.win]
-			if e.done || now.Before(e.sentAt.Add(l.rto(e.tries))) {
+			if e.done || now.Before(l.deadlineLocked(e)) {
 				continue
 			}
 			if e.tries >= l.n.cfg.MaxAttempts {
@@ -246,6 +295,10 @@ func (l *link) flush() time.Time {
 			}
 			resend(s, e)
 			l.n.stats.timeouts.Add(1)
+			expired++
+		}
+		if expired > 0 {
+			l.backoff++
 		}
 		if gaveUp {
 			l.advanceLocked()
@@ -281,7 +334,7 @@ func (l *link) flush() time.Time {
 		if e.done {
 			continue
 		}
-		d := e.sentAt.Add(l.rto(e.tries))
+		d := l.deadlineLocked(e)
 		if l.nextTimer.IsZero() || d.Before(l.nextTimer) {
 			l.nextTimer = d
 		}
@@ -292,11 +345,12 @@ func (l *link) flush() time.Time {
 	base := l.base
 	next := l.nextTimer
 	if l.skipDue && next.IsZero() {
-		next = now.Add(l.rto(1))
+		next = now.Add(l.rto())
 	}
 	l.mu.Unlock()
 
 	if sendAck {
+		l.ackBuf = wire.AppendAck(l.ackBuf[:0], &l.ack)
 		l.n.stats.ackOut.Add(uint64(len(l.ackBuf)))
 		l.n.send(l.ackBuf, addr)
 	}
@@ -340,6 +394,8 @@ func (l *link) receiveAck(a *wire.Ack) {
 			return
 		}
 		e.done = true
+		l.progress = now
+		l.backoff = 0
 		// Only a frame sent once says when what arrived was sent: the ack
 		// of a resent one may be for its first copy.
 		if e.tries == 1 && s >= l.rackSeq {
@@ -404,55 +460,54 @@ func (l *link) receiveSkip(epoch uint32, base uint64) {
 		l.mu.Unlock()
 		return
 	}
-	deliver := l.skipToLocked(base, l.deliverBuf[:0])
+	l.skipToLocked(base)
+	ctl := l.releaseCtlLocked()
 	l.ackPending = true
 	l.mu.Unlock()
 	l.kick()
-	l.deliverAll(deliver)
+	l.routeAll(ctl)
 }
 
-// skipToLocked advances cum to base, collecting held frames on the way in
-// order. Called with mu held.
-func (l *link) skipToLocked(base uint64, deliver []*[]byte) []*[]byte {
+// seenLocked reports whether frame s (cum < s < cum+win) arrived.
+func (l *link) seenLocked(s uint64) bool {
+	i := s % l.win
+	return l.seen[i/64]&(1<<(i%64)) != 0
+}
+
+// flipLocked sets or clears frame s's bit.
+func (l *link) flipLocked(s uint64) {
+	i := s % l.win
+	l.seen[i/64] ^= 1 << (i % 64)
+}
+
+// skipToLocked advances cum to base: frames below it are no longer waited
+// for. Called with mu held.
+func (l *link) skipToLocked(base uint64) {
 	if base <= l.cum {
-		return deliver
+		return
 	}
-	end := min(base, l.cum+l.win)
-	for s := l.cum; s < end; s++ {
-		if b := l.held[s%l.win]; b != nil {
-			l.held[s%l.win] = nil
-			l.heldBytes -= cap(*b)
-			l.heldCount--
-			deliver = append(deliver, b)
-		}
-	}
-	if base > end { // a jump beyond the window: nothing held is below it
-		for i, b := range l.held {
-			if b != nil {
-				l.n.bufs.put(b)
-				l.held[i] = nil
+	if base-l.cum >= l.win {
+		clear(l.seen)
+		l.seenCount = 0
+	} else {
+		for s := l.cum + 1; s < base; s++ {
+			if l.seenLocked(s) {
+				l.flipLocked(s)
+				l.seenCount--
 			}
 		}
-		l.heldBytes, l.heldCount = 0, 0
 	}
 	l.cum = base
-	return l.drainLocked(deliver)
+	l.advanceCumLocked()
 }
 
-// drainLocked collects held frames that are now in order.
-func (l *link) drainLocked(deliver []*[]byte) []*[]byte {
-	for l.heldCount > 0 {
-		b := l.held[l.cum%l.win]
-		if b == nil {
-			break
-		}
-		l.held[l.cum%l.win] = nil
-		l.heldBytes -= cap(*b)
-		l.heldCount--
+// advanceCumLocked moves cum past frames that arrived early.
+func (l *link) advanceCumLocked() {
+	for l.seenCount > 0 && l.seenLocked(l.cum) {
+		l.flipLocked(l.cum)
+		l.seenCount--
 		l.cum++
-		deliver = append(deliver, b)
 	}
-	return deliver
 }
 
 // receiveData takes a DATA frame from the neighbour (read loop); it owns bp.
@@ -465,86 +520,126 @@ func (l *link) receiveData(bp *[]byte) {
 	}
 	l.mu.Lock()
 	if !l.rxInit || h.Epoch != l.rxEpoch {
-		for i, b := range l.held {
-			if b != nil {
-				l.n.bufs.put(b)
-				l.held[i] = nil
-			}
+		clear(l.seen)
+		l.seenCount = 0
+		l.rxInit, l.rxEpoch, l.cum, l.rxTop = true, h.Epoch, h.Base, h.Base
+		for _, f := range l.ctlHeld {
+			l.n.bufs.put(f.bp)
 		}
-		l.heldBytes, l.heldCount = 0, 0
-		l.rxInit, l.rxEpoch, l.cum = true, h.Epoch, h.Base
+		l.ctlHeld = l.ctlHeld[:0]
 	}
-	deliver := l.skipToLocked(h.Base, l.deliverBuf[:0])
+	l.skipToLocked(h.Base)
 	s := h.Seq
+	fresh, now := false, false
 	switch {
-	case s < l.cum || (s < l.cum+l.win && l.held[s%l.win] != nil):
+	case s < l.cum || (s < l.cum+l.win && l.seenLocked(s)):
 		l.n.stats.duplicates.Add(1)
-		l.n.bufs.put(bp)
+		now = true // the sender missed an ACK
 	case s >= l.cum+l.win:
 		l.n.stats.beyondWindow.Add(1)
-		l.n.bufs.put(bp)
 	case s == l.cum:
 		l.cum++
-		deliver = l.drainLocked(append(deliver, bp))
+		l.advanceCumLocked()
+		fresh = true
 	default:
-		bp = l.n.bufs.shrink(bp)
-		if l.heldBytes+cap(*bp) > maxHeldBytes {
-			l.n.stats.heldDrops.Add(1)
-			l.n.bufs.put(bp)
-			break
-		}
-		l.held[s%l.win] = bp
-		l.heldBytes += cap(*bp)
-		l.heldCount++
+		l.flipLocked(s)
+		l.seenCount++
+		fresh = true
 	}
-	l.ackPending = true
-	l.mu.Unlock()
-	l.kick()
-	l.deliverAll(deliver)
-}
-
-// deliverAll hands in-order frames on; read loop only. Routing messages
-// from this neighbour go to the router.
-func (l *link) deliverAll(deliver []*[]byte) {
-	for i, b := range deliver {
-		deliver[i] = nil
-		if h, payload, err := wire.ParseData(*b); err == nil && h.DstPort == RoutingPort && h.Dst == l.n.sid {
-			if h.Src == l.nb.sid {
-				l.n.router.receive(l.nb, payload)
-			}
-			l.n.bufs.put(b)
-			continue
-		}
-		l.n.deliver(b)
+	if fresh && s > max(l.rxTop, l.cum) {
+		now = true // a new gap: the sender learns of a loss sooner
 	}
-	l.deliverBuf = deliver[:0]
-}
-
-// buildAckLocked fills l.ack from the receive state. Called with mu held.
-func (l *link) buildAckLocked() {
-	l.ack.Epoch = l.rxEpoch
-	l.ack.Cum = l.cum
-	l.ack.Ranges = l.ack.Ranges[:0]
-	if l.heldCount == 0 {
+	l.rxTop = max(l.rxTop, s+1, l.cum)
+	routing := fresh && h.DstPort == RoutingPort && h.Dst == l.n.sid
+	if routing {
+		i := len(l.ctlHeld)
+		for i > 0 && l.ctlHeld[i-1].seq > s {
+			i--
+		}
+		l.ctlHeld = slices.Insert(l.ctlHeld, i, heldFrame{s, bp})
+	}
+	ctl := l.releaseCtlLocked()
+	l.unacked++
+	if now || l.unacked >= ackEvery {
+		// Acknowledge from here, not the link goroutine: on a busy machine
+		// a goroutine may wait many milliseconds to run, and a late ACK
+		// looks like a loss to the sender.
+		l.ackPending = false
+		l.unacked = 0
+		l.buildAckLocked(&l.rxAck)
+		l.mu.Unlock()
+		l.rxAckBuf = wire.AppendAck(l.rxAckBuf[:0], &l.rxAck)
+		l.n.stats.ackOut.Add(uint64(len(l.rxAckBuf)))
+		l.n.send(l.rxAckBuf, l.nb.address())
+	} else {
+		l.ackPending = true
+		l.mu.Unlock()
+		l.kick()
+	}
+	l.routeAll(ctl)
+	if !fresh {
+		l.n.bufs.put(bp)
 		return
 	}
+	if !routing {
+		l.n.deliver(bp)
+	}
+}
+
+// releaseCtlLocked takes the held routing messages that are now in order
+// (every frame below them arrived or was skipped), or over the bound.
+func (l *link) releaseCtlLocked() []heldFrame {
+	k := 0
+	for k < len(l.ctlHeld) && (l.ctlHeld[k].seq < l.cum || len(l.ctlHeld)-k > maxCtlHeld) {
+		k++
+	}
+	if k == 0 {
+		return nil
+	}
+	out := slices.Clone(l.ctlHeld[:k])
+	l.ctlHeld = slices.Delete(l.ctlHeld, 0, k)
+	return out
+}
+
+// routeAll hands routing messages to the router, in order; read loop only.
+func (l *link) routeAll(fs []heldFrame) {
+	for _, f := range fs {
+		if h, payload, err := wire.ParseData(*f.bp); err == nil && h.Src == l.nb.sid {
+			l.n.router.receive(l.nb, payload)
+		}
+		l.n.bufs.put(f.bp)
+	}
+}
+
+// buildAckLocked fills a from the receive state: every range that arrived
+// above cum (AppendAck writes the highest ones that fit). Called with mu
+// held.
+func (l *link) buildAckLocked(a *wire.Ack) {
+	a.Epoch = l.rxEpoch
+	a.Cum = l.cum
+	a.Ranges = a.Ranges[:0]
 	found := 0
 	var cur *wire.Range
-	for s := l.cum + 1; s < l.cum+l.win && found < l.heldCount; s++ {
-		if l.held[s%l.win] == nil {
+	for s := l.cum + 1; s < l.cum+l.win && found < l.seenCount; {
+		i := s % l.win
+		if l.seen[i/64]>>(i%64) == 0 {
+			s += 64 - i%64 // nothing more in this word
 			cur = nil
+			continue
+		}
+		if !l.seenLocked(s) {
+			cur = nil
+			s++
 			continue
 		}
 		found++
 		if cur != nil {
 			cur.End = s + 1
-			continue
+		} else {
+			a.Ranges = append(a.Ranges, wire.Range{Start: s, End: s + 1})
+			cur = &a.Ranges[len(a.Ranges)-1]
 		}
-		if len(l.ack.Ranges) == wire.MaxAckRanges {
-			break
-		}
-		l.ack.Ranges = append(l.ack.Ranges, wire.Range{Start: s, End: s + 1})
-		cur = &l.ack.Ranges[len(l.ack.Ranges)-1]
+		s++
 	}
 }
 
@@ -566,12 +661,10 @@ func (l *link) release() {
 		l.n.bufs.put(b)
 	}
 	l.queue = nil
-	for i, b := range l.held {
-		if b != nil {
-			l.n.bufs.put(b)
-			l.held[i] = nil
-		}
+	for _, f := range l.ctlHeld {
+		l.n.bufs.put(f.bp)
 	}
+	l.ctlHeld = nil
 }
 
 // quality returns the smoothed round trip and the recent resend fraction.

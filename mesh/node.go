@@ -43,7 +43,8 @@ type Config struct {
 	// NeighbourTimeout drops a neighbour heard nothing from for this long.
 	// Default 5 s.
 	NeighbourTimeout time.Duration
-	// LinkWindow bounds the frames in flight to one neighbour. Default 1024.
+	// LinkWindow bounds the frames in flight to one neighbour, rounded up
+	// to a multiple of 64. Default 4096.
 	LinkWindow int
 	// LinkQueue bounds the frames queued for one neighbour beyond the
 	// window. Default 512.
@@ -65,7 +66,7 @@ func DefaultConfig() Config {
 	return Config{
 		HelloInterval:    time.Second,
 		NeighbourTimeout: 5 * time.Second,
-		LinkWindow:       1024,
+		LinkWindow:       4096,
 		LinkQueue:        512,
 		MaxAttempts:      12,
 		MinRTO:           15 * time.Millisecond,

@@ -12,7 +12,6 @@ type counters struct {
 	fastRetransmits          atomic.Uint64
 	abandoned                atomic.Uint64
 	duplicates, beyondWindow atomic.Uint64
-	heldDrops                atomic.Uint64
 	delivered, relayed       atomic.Uint64
 	portDrops, noPort        atomic.Uint64
 	relayDrops, ttlExpired   atomic.Uint64
@@ -34,7 +33,6 @@ type Stats struct {
 	FastRetransmits          uint64 // frames declared lost because a later one arrived
 	Abandoned                uint64 // frames given up after MaxAttempts
 	Duplicates, BeyondWindow uint64 // DATA frames received twice, or too far ahead: dropped
-	HeldDrops                uint64 // out-of-order frames dropped for want of buffer
 	Delivered                uint64 // datagrams delivered to local ports
 	Relayed                  uint64 // frames forwarded towards another node
 	PortDrops                uint64 // datagrams dropped because a port's queue was full
@@ -61,7 +59,7 @@ func (n *Node) Stats() Stats {
 		Retransmits: c.retransmits.Load(), Timeouts: c.timeouts.Load(),
 		FastRetransmits: c.fastRetransmits.Load(), Abandoned: c.abandoned.Load(),
 		Duplicates: c.duplicates.Load(), BeyondWindow: c.beyondWindow.Load(),
-		HeldDrops: c.heldDrops.Load(), Delivered: c.delivered.Load(), Relayed: c.relayed.Load(),
+		Delivered: c.delivered.Load(), Relayed: c.relayed.Load(),
 		PortDrops: c.portDrops.Load(), NoPort: c.noPort.Load(),
 		RelayDrops: c.relayDrops.Load(), TTLExpired: c.ttlExpired.Load(),
 		NoRoute: c.noRoute.Load(), TooBig: c.tooBig.Load(),

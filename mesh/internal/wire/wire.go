@@ -19,6 +19,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/servald/servald/identity"
 )
@@ -175,51 +176,95 @@ type Range struct{ Start, End uint64 }
 type Ack struct {
 	Epoch  uint32 // the epoch of the sender being acknowledged
 	Cum    uint64
-	Ranges []Range // ascending, disjoint, all above Cum
+	Ranges []Range // ascending, disjoint, not touching, all above Cum
 }
 
-// MaxAckRanges bounds the ranges in one ACK.
-const MaxAckRanges = 64
+const (
+	// MaxAckRanges bounds the ranges in one ACK.
+	MaxAckRanges = 255
+	// MaxAckLen bounds the encoded length of an ACK: it fits the smallest
+	// link MTU.
+	MaxAckLen    = 1200
+	ackHeaderLen = 15
+)
 
-// AppendAck appends an ACK frame (at most MaxAckRanges ranges are written).
+// AppendAck appends an ACK frame. When a.Ranges do not all fit in
+// MaxAckLen bytes or MaxAckRanges ranges, the highest ones are written:
+// they tell the sender most (what arrived last, so which frames sent
+// before are lost); lower ones were listed by earlier ACKs.
 func AppendAck(b []byte, a *Ack) []byte {
 	r := a.Ranges
-	if len(r) > MaxAckRanges {
-		r = r[:MaxAckRanges]
+	// Choose the lowest range written, k, from the top down: range i > k
+	// costs its gap to range i-1 and its length; range k its gap to Cum.
+	k, size := len(r), ackHeaderLen
+	for i := len(r) - 1; i >= 0 && len(r)-i <= MaxAckRanges; i-- {
+		own := uvarintLen(r[i].End - r[i].Start - 1)
+		if size+own+uvarintLen(r[i].Start-a.Cum-1) > MaxAckLen {
+			break
+		}
+		k = i
+		if i > 0 {
+			size += own + uvarintLen(r[i].Start-r[i-1].End-1)
+		}
 	}
+	r = r[k:]
 	b = append(b, Magic, TypeAck)
 	b = binary.BigEndian.AppendUint32(b, a.Epoch)
 	b = binary.BigEndian.AppendUint64(b, a.Cum)
 	b = append(b, byte(len(r)))
+	prev := a.Cum // the frame at Cum is missing
 	for _, x := range r {
-		b = binary.BigEndian.AppendUint64(b, x.Start)
-		b = binary.BigEndian.AppendUint32(b, uint32(x.End-x.Start))
+		b = binary.AppendUvarint(b, x.Start-prev-1)
+		b = binary.AppendUvarint(b, x.End-x.Start-1)
+		prev = x.End
 	}
 	return b
 }
 
-// ParseAck decodes an ACK frame into a, reusing a.Ranges' storage.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// ParseAck decodes an ACK frame into a, reusing a.Ranges' storage. Numbers
+// must be minimally encoded, so an ACK has one encoding.
 func ParseAck(b []byte, a *Ack) error {
-	if len(b) < 15 || b[0] != Magic || b[1] != TypeAck {
+	if len(b) < ackHeaderLen || len(b) > MaxAckLen || b[0] != Magic || b[1] != TypeAck {
 		return malformed("ack of %d bytes", len(b))
 	}
 	a.Epoch = binary.BigEndian.Uint32(b[2:])
 	a.Cum = binary.BigEndian.Uint64(b[6:])
 	n := int(b[14])
-	if n > MaxAckRanges || len(b) != 15+12*n {
-		return malformed("ack with %d ranges in %d bytes", n, len(b))
-	}
 	a.Ranges = a.Ranges[:0]
-	prev := a.Cum
+	prev, p := a.Cum, ackHeaderLen
 	for i := 0; i < n; i++ {
-		p := 15 + 12*i
-		s := binary.BigEndian.Uint64(b[p:])
-		l := uint64(binary.BigEndian.Uint32(b[p+8:]))
-		if s <= prev || l == 0 || s+l < s {
-			return malformed("ack range %d out of order", i)
+		gap, k := binary.Uvarint(b[p:])
+		if k <= 0 || k != uvarintLen(gap) {
+			return malformed("ack range %d: bad gap", i)
 		}
-		a.Ranges = append(a.Ranges, Range{s, s + l})
-		prev = s + l
+		p += k
+		l, k := binary.Uvarint(b[p:])
+		if k <= 0 || k != uvarintLen(l) {
+			return malformed("ack range %d: bad length", i)
+		}
+		p += k
+		// start = prev+1+gap <= 2^64-2 and end = start+l+1 <= 2^64-1.
+		if prev >= math.MaxUint64-1 || gap > math.MaxUint64-prev-2 {
+			return malformed("ack range %d beyond the sequence space", i)
+		}
+		start := prev + 1 + gap
+		if l > math.MaxUint64-start-1 {
+			return malformed("ack range %d beyond the sequence space", i)
+		}
+		a.Ranges = append(a.Ranges, Range{start, start + l + 1})
+		prev = start + l + 1
+	}
+	if p != len(b) {
+		return malformed("ack with %d bytes after %d ranges", len(b)-p, n)
 	}
 	return nil
 }

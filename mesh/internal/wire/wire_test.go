@@ -233,8 +233,8 @@ func TestAckRoundTrip(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := AppendAck(nil, &tt.a)
-			if len(b) != 15+12*len(tt.a.Ranges) {
-				t.Fatalf("ack is %d bytes for %d ranges", len(b), len(tt.a.Ranges))
+			if len(b) > MaxAckLen {
+				t.Fatalf("ack is %d bytes, more than %d", len(b), MaxAckLen)
 			}
 			got := Ack{Ranges: []Range{{7, 8}}} // stale storage must be replaced
 			if err := ParseAck(b, &got); err != nil {
@@ -249,29 +249,55 @@ func TestAckRoundTrip(t *testing.T) {
 }
 
 func TestAckTruncatesRanges(t *testing.T) {
-	var a Ack
-	for i := 0; i < MaxAckRanges+5; i++ {
-		s := uint64(10 + 3*i)
-		a.Ranges = append(a.Ranges, Range{s, s + 1})
-	}
-	var got Ack
-	if err := ParseAck(AppendAck(nil, &a), &got); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got.Ranges, a.Ranges[:MaxAckRanges]) {
-		t.Fatalf("got %d ranges, want the first %d", len(got.Ranges), MaxAckRanges)
-	}
+	t.Run("count", func(t *testing.T) {
+		var a Ack
+		for i := 0; i < MaxAckRanges+5; i++ {
+			s := uint64(10 + 3*i)
+			a.Ranges = append(a.Ranges, Range{s, s + 1})
+		}
+		var got Ack
+		if err := ParseAck(AppendAck(nil, &a), &got); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Ranges, a.Ranges[5:]) {
+			t.Fatalf("got %d ranges, want the highest %d", len(got.Ranges), MaxAckRanges)
+		}
+	})
+	t.Run("length", func(t *testing.T) {
+		// Gaps of 2^40 take six bytes each: not all 200 ranges fit.
+		a := Ack{Cum: 1}
+		for i := range 200 {
+			s := uint64(i+1) << 40
+			a.Ranges = append(a.Ranges, Range{s, s + 1<<30})
+		}
+		b := AppendAck(nil, &a)
+		if len(b) > MaxAckLen {
+			t.Fatalf("ack of %d bytes, more than %d", len(b), MaxAckLen)
+		}
+		var got Ack
+		if err := ParseAck(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		n := len(got.Ranges)
+		if n == 0 || n == len(a.Ranges) || !reflect.DeepEqual(got.Ranges, a.Ranges[len(a.Ranges)-n:]) {
+			t.Fatalf("got %d ranges, want the highest that fit", n)
+		}
+		// One more range would not have fitted.
+		more := Ack{Cum: a.Cum, Ranges: a.Ranges[len(a.Ranges)-n-1:]}
+		if full := len(b) + uvarintLen(a.Ranges[len(a.Ranges)-n-1].Start-a.Cum-1) + 8; full <= MaxAckLen {
+			t.Fatalf("stopped at %d bytes with room left (%d ranges of %d)", len(b), n, len(more.Ranges))
+		}
+	})
 }
 
-// rawAck encodes an ACK without AppendAck's help, so invalid ranges can be
-// written.
-func rawAck(cum uint64, n int, ranges ...[2]uint64) []byte {
+// rawAck encodes an ACK without AppendAck's help: n as the range count,
+// then each number of nums as a varint (gap, length-1, gap, ...).
+func rawAck(cum uint64, n int, nums ...uint64) []byte {
 	b := []byte{Magic, TypeAck, 0, 0, 0, 1}
 	b = binary.BigEndian.AppendUint64(b, cum)
 	b = append(b, byte(n))
-	for _, r := range ranges {
-		b = binary.BigEndian.AppendUint64(b, r[0])
-		b = binary.BigEndian.AppendUint32(b, uint32(r[1]))
+	for _, v := range nums {
+		b = binary.AppendUvarint(b, v)
 	}
 	return b
 }
@@ -289,15 +315,18 @@ func TestAckRejects(t *testing.T) {
 		{"trailing byte", append(bytes.Clone(good), 0)},
 		{"bad magic", append([]byte{0}, good[1:]...)},
 		{"wrong type", append([]byte{Magic, TypeSkip}, good[2:]...)},
-		{"count above the bound", rawAck(0, MaxAckRanges+1)},
-		{"count above the ranges", rawAck(0, 2, [2]uint64{5, 1})},
-		{"range at cum", rawAck(10, 1, [2]uint64{10, 1})},
-		{"range below cum", rawAck(10, 1, [2]uint64{3, 1})},
-		{"empty range", rawAck(10, 1, [2]uint64{12, 0})},
-		{"ranges out of order", rawAck(10, 2, [2]uint64{20, 1}, [2]uint64{15, 1})},
-		{"ranges overlapping", rawAck(10, 2, [2]uint64{12, 5}, [2]uint64{14, 1})},
-		{"ranges touching", rawAck(10, 2, [2]uint64{12, 2}, [2]uint64{14, 1})},
-		{"range wrapping", rawAck(10, 1, [2]uint64{math.MaxUint64 - 1, 3})},
+		// Ranges at or below cum, out of order, overlapping, touching or
+		// empty cannot be written: gaps and lengths are relative.
+		{"count above the ranges", rawAck(0, 2, 5, 0)},
+		{"gap without length", rawAck(0, 1, 5)},
+		{"range beyond the sequence space", rawAck(10, 1, math.MaxUint64-11, 0)},
+		{"range ending beyond the sequence space", rawAck(10, 1, 0, math.MaxUint64-11)},
+		{"range after the top", rawAck(10, 2, 0, math.MaxUint64-13, 0, 0)},
+		{"cum at the top", rawAck(math.MaxUint64, 1, 0, 0)},
+		{"overlong gap", append(rawAck(10, 1), 0x80, 0x00, 0x00)},
+		{"overlong length", append(rawAck(10, 1, 1), 0x81, 0x00)},
+		{"varint overflow", append(rawAck(10, 1), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0)},
+		{"longer than MaxAckLen", append(rawAck(10, 0), make([]byte, MaxAckLen)...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -529,7 +558,8 @@ func FuzzParseAck(f *testing.F) {
 	f.Add(AppendAck(nil, &Ack{Epoch: 1, Cum: 5}))
 	f.Add(AppendAck(nil, &Ack{Epoch: 1, Cum: 5, Ranges: []Range{{7, 9}, {20, 21}}}))
 	f.Add(AppendAck(nil, &Ack{Cum: math.MaxUint64 - 10, Ranges: []Range{{math.MaxUint64 - 5, math.MaxUint64}}}))
-	f.Add(rawAck(10, 2, [2]uint64{20, 1}, [2]uint64{15, 1}))
+	f.Add(rawAck(10, 2, 9, 0, 4, 0))
+	f.Add(rawAck(10, 1, math.MaxUint64-11, 0))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var a Ack
 		if err := ParseAck(b, &a); err != nil {
