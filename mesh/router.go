@@ -89,6 +89,8 @@ type linkQuality struct {
 	din  float64 // fraction of its hellos we hear
 	dout float64 // fraction of our hellos it hears (its IHU)
 	cost uint32  // the cost in use; moves only on a clear change
+	want uint32  // the cost the last ticks pointed to, when not cost
+	for_ int     // ticks in a row that pointed to want
 }
 
 // costThresholds are the two-way delivery ratios (d_in * d_out) below
@@ -96,12 +98,21 @@ type linkQuality struct {
 var costThresholds = []float64{0.75, 0.55, 0.35, 0.2}
 
 // costHysteresis is how far past a threshold d must go to change class.
-const costHysteresis = 0.05
+const costHysteresis = 0.02
 
-// update moves the link to another cost class when the delivery ratio has
-// clearly left its class, so that loss at a steady rate does not make the
-// cost (and with it every route through the link) flap. It reports whether
-// the cost changed.
+// costSettle is how many hello intervals in a row d must stay in another
+// class before the cost moves there: d is an estimate from a few hellos,
+// and a link at steady loss crosses a bound now and then by chance. Each
+// move changes the metric of every route through the link, and a metric
+// that grows makes routes downstream unfeasible until the origin answers
+// a sequence number request.
+const costSettle = 6
+
+// update, once per hello interval, moves the link to another cost class
+// when the delivery ratio has clearly left its class for costSettle
+// intervals, so that loss at a steady rate does not make the cost (and with
+// it every route through the link) flap. It reports whether the cost
+// changed.
 func (q *linkQuality) update() bool {
 	d := q.din * q.dout
 	k := 0
@@ -117,9 +128,19 @@ func (q *linkQuality) update() bool {
 	case k > cur && d < costThresholds[k-1]-costHysteresis:
 	case k < cur && d > costThresholds[cur-1]+costHysteresis:
 	default:
+		q.want, q.for_ = 0, 0
 		return false
 	}
+	if q.cost != 0 {
+		if q.want != 256<<k {
+			q.want, q.for_ = 256<<k, 0
+		}
+		if q.for_++; q.for_ < costSettle {
+			return false
+		}
+	}
 	q.cost = 256 << k
+	q.want, q.for_ = 0, 0
 	return true
 }
 
@@ -367,12 +388,7 @@ func (r *router) receive(nb *neighbour, payload []byte) {
 		return
 	}
 	if q := r.quality[nb]; q != nil && m.HasIHU {
-		q.dout = max(float64(m.IHU)/255, 0.01)
-		if q.update() {
-			for _, rt := range r.routes {
-				r.recomputeLocked(rt)
-			}
-		}
+		q.dout = max(float64(m.IHU)/255, 0.01) // the next tick weighs it
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
