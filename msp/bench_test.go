@@ -214,6 +214,9 @@ func benchLossyTransfer(b *testing.B, cfg memnet.LinkConfig) {
 	b.ReportMetric(per(e.BytesRetransmitted-e0.BytesRetransmitted)/1024, "e2e-rtx-KB")
 	b.ReportMetric(per(e.PTOs-e0.PTOs), "e2e-PTOs")
 	b.ReportMetric(per(e.SlowStartExits-e0.SlowStartExits), "e2e-hystart-exits")
+	b.ReportMetric(per(e.CongestionEvents-e0.CongestionEvents), "e2e-cwnd-cuts")
+	b.ReportMetric(per(e.CwndUndos-e0.CwndUndos), "e2e-cwnd-undos")
+	b.ReportMetric(per(e.Collapses-e0.Collapses), "e2e-collapses")
 	b.ReportMetric(float64(e.SRTT)/float64(time.Millisecond), "srtt-ms")
 	b.ReportMetric(float64(e.Cwnd)/1024, "cwnd-KB")
 	// The whole picture, with -v.

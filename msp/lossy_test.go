@@ -148,20 +148,22 @@ func TestLossyStreamPerHopAbsorbsLoss(t *testing.T) {
 		b1.Duplicates-b0.Duplicates)
 	t.Logf("end to end: %d packets sent, %d declared lost (%d spurious), %d PTOs, %d bytes retransmitted of %d sent",
 		e2e.PacketsSent, e2e.PacketsLost, e2e.SpuriousRetransmits, e2e.PTOs, e2e.BytesRetransmitted, e2e.BytesSent)
-	if e2e.PacketsLost == 0 {
-		t.Logf("ratio: %d per-hop retransmits, no end-to-end packet declared lost; end-to-end bytes resent %.3f%% of bytes sent",
-			perHop, 100*float64(e2e.BytesRetransmitted)/float64(max(e2e.BytesSent, 1)))
-	} else {
-		t.Logf("ratio: per-hop retransmits / end-to-end packets lost = %d / %d = %.1f; end-to-end bytes resent %.3f%% of bytes sent",
-			perHop, e2e.PacketsLost, float64(perHop)/float64(e2e.PacketsLost),
-			100*float64(e2e.BytesRetransmitted)/float64(max(e2e.BytesSent, 1)))
-	}
+	t.Logf("ratio: per-hop retransmits / end-to-end packets lost (declared and never acknowledged) = %d / %d; end-to-end bytes resent %.3f%% of bytes sent",
+		perHop, e2e.PacketsLost-e2e.SpuriousRetransmits, 100*float64(e2e.BytesRetransmitted)/float64(max(e2e.BytesSent, 1)))
 	if ab.Lost == 0 || ba.Lost == 0 || perHop == 0 {
 		t.Fatalf("no loss seen (lost %d/%d, %d per-hop retransmits): the link settings were not applied", ab.Lost, ba.Lost, perHop)
 	}
 	// The point of per-hop reliability: the end-to-end layer sees (nearly)
-	// none of the loss. A wide margin, so only a broken per-hop layer trips it.
-	if e2e.PacketsLost*4 > perHop {
-		t.Errorf("end to end declared %d packets lost against %d per-hop retransmits: per-hop retransmission did not absorb the loss", e2e.PacketsLost, perHop)
+	// none of the loss. Packets it declares lost and then sees acknowledged
+	// were late (held back by a per-hop retransmission), not lost; those
+	// never acknowledged are what the mesh lost. A wide margin, so only a
+	// broken per-hop layer trips it.
+	if lost := e2e.PacketsLost - e2e.SpuriousRetransmits; lost*20 > perHop {
+		t.Errorf("end to end lost %d packets against %d per-hop retransmits: per-hop retransmission did not absorb the loss", lost, perHop)
+	}
+	// Late packets cost end-to-end retransmissions; they must stay a small
+	// share of the traffic.
+	if e2e.BytesRetransmitted*10 > e2e.BytesSent {
+		t.Errorf("end to end resent %d of %d bytes", e2e.BytesRetransmitted, e2e.BytesSent)
 	}
 }

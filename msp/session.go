@@ -50,7 +50,7 @@ func smuxConfig() *smux.Config {
 	c.KeepAliveDisabled = true // arq keeps the session alive
 	c.MaxFrameSize = 32768
 	c.MaxReceiveBuffer = 16 << 20
-	c.MaxStreamBuffer = 4 << 20
+	c.MaxStreamBuffer = 8 << 20
 	return c
 }
 

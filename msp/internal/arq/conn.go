@@ -151,11 +151,14 @@ type Stats struct {
 	PacketsLost         uint64 // packets declared lost (spurious ones included)
 	SpuriousRetransmits uint64 // packets declared lost and acknowledged afterwards
 	CwndUndos           uint64 // congestion reductions undone because their losses were spurious
+	CongestionEvents    uint64 // loss episodes that cut the congestion window
+	Collapses           uint64 // congestion windows collapsed after consecutive probe timeouts
 	PTOs                uint64 // probe timeouts fired
 	SlowStartExits      uint64 // slow starts ended by rising delay (HyStart) rather than loss
 	DuplicatesReceived  uint64 // packets whose number had been received before
 	MalformedReceived   uint64 // packets that did not decode or acknowledged numbers never sent
-	FlowViolations      uint64 // STREAM frames beyond the advertised window or the reassembly bound: dropped
+	FlowViolations      uint64 // STREAM frames beyond the advertised window: dropped, their packets not acknowledged
+	ReassemblyDrops     uint64 // STREAM frames that would pass the reassembly bound: dropped, their packets not acknowledged
 	OutputErrors        uint64 // errors returned by Output (the packet counts as lost)
 
 	SRTT, RTTVar, MinRTT time.Duration
@@ -227,8 +230,9 @@ type Conn struct {
 	cc           cubic
 	hs           hyStart
 	pace         pacer
-	reoMult      int // reordering window, in units of minRTT/4
-	reoPersist   int // loss episodes left before reoMult resets
+	reoMult      int       // reordering window, in units of minRTT/4
+	reoPersist   int       // loss episodes left before reoMult resets
+	suspects     lossQueue // packets declared lost whose congestion response waits
 
 	// Receive side: stream bytes [readOff, recvNext) are ready for Read; ooo
 	// holds received bytes above recvNext; everything is in rbuf.
@@ -270,7 +274,7 @@ func New(cfg Config) (*Conn, error) {
 		maxPacket:   cfg.MaxPacket,
 		peerMaxData: InitialWindow,
 		maxDataSent: InitialWindow,
-		reoMult:     1,
+		reoMult:     minReoMult,
 	}
 	c.rdl.init()
 	c.wdl.init()

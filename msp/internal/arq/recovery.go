@@ -19,10 +19,12 @@ const (
 	minPTO          = int64(5 * time.Millisecond)
 	maxPTO          = int64(2 * time.Second) // cap of the backed-off PTO
 	initialRTT      = int64(100 * time.Millisecond)
-	persistentPTOs  = 3  // consecutive PTOs that collapse cwnd
-	maxReoMult      = 16 // reordering window cap, in minRTT/4 units (and never above srtt+4*rttvar)
-	reoPersistN     = 16 // loss episodes without spurious loss before the window shrinks back
-	closeTries      = 3  // CLOSE(graceful) transmissions before Shutdown gives up waiting for its ACK
+	persistentPTOs  = 3    // consecutive PTOs that collapse cwnd
+	maxSuspects     = 1024 // losses awaiting their grace period before the congestion response
+	minReoMult      = 4    // reordering window floor, in minRTT/4 units: one minRTT
+	maxReoMult      = 32   // reordering window cap, in minRTT/4 units (and never above 4*srtt)
+	reoPersistN     = 16   // loss episodes without spurious loss before the window shrinks back
+	closeTries      = 3    // CLOSE(graceful) transmissions before Shutdown gives up waiting for its ACK
 	initialCwndPkts = 10
 	minCwndPkts     = 2
 	burstPkts       = 10 // pacer bucket depth
@@ -74,13 +76,18 @@ func (c *Conn) pto() int64 {
 }
 
 // reoWnd is the RACK reordering window:
-// clamp(reoMult * minRTT/4, granularity, srtt + 4*rttvar).
+// clamp(reoMult * minRTT/4, granularity, 4*srtt), reoMult in [4, 16].
+//
+// It starts at one minRTT, not RFC 8985's quarter, and may grow to four:
+// the mesh below retransmits lost frames on every hop and passes on the
+// frames behind them meanwhile, so a packet arriving one or more hop round
+// trips after later ones is normal there, not a sign of loss.
 func (c *Conn) reoWnd() int64 {
 	if !c.rtt.has {
 		return granularity
 	}
 	w := int64(c.reoMult) * c.rtt.minRTT / 4
-	return max(granularity, min(w, c.rtt.srtt+4*c.rtt.rttvar))
+	return max(granularity, min(w, 4*c.rtt.srtt))
 }
 
 // hyStart is the delay-based slow-start exit of HyStart++ (RFC 9406),
@@ -165,6 +172,7 @@ func (c *Conn) onAck(p *Packet, now int64) bool {
 		c.forgetAckedRanges(a.ackOf - 1)
 	}
 	c.detectLosses(now)
+	c.confirmLosses(now)
 	c.retire(now)
 	if a.ackedBytes > 0 {
 		c.cc.onAck(a.ackedBytes, now, c.rtt.srtt)
@@ -237,9 +245,12 @@ func (c *Conn) forgetAckedRanges(largest uint64) {
 // congestion window reduction is undone.
 func (c *Conn) onSpurious(e *sentPacket) {
 	c.stats.SpuriousRetransmits++
-	c.reoMult = min(c.reoMult+1, maxReoMult)
+	c.reoMult = min(c.reoMult+2, maxReoMult)
 	c.reoPersist = reoPersistN
-	if e.episode == c.cc.episode {
+	if e.episode == 0 {
+		c.cc.thaw() // a suspect, not yet confirmed: slow start may go on
+	}
+	if e.episode != 0 && e.episode == c.cc.episode {
 		c.cc.episodeSpurious++
 		if c.cc.episodeSpurious >= c.cc.episodeLost && c.cc.undo() {
 			c.stats.CwndUndos++
@@ -265,16 +276,19 @@ func (c *Conn) detectLosses(now int64) {
 				c.lossTime = due
 				return
 			}
-			c.markLost(e, now)
+			c.markLost(c.lossCursor, e, now)
 		}
 		c.lossCursor++
 	}
 }
 
-// markLost declares e lost: its bytes leave the flight, its stream data
-// goes to the retransmission queue, and the first loss of a new episode
-// cuts the congestion window.
-func (c *Conn) markLost(e *sentPacket, now int64) {
+// markLost declares e lost: its bytes leave the flight and its stream data
+// goes to the retransmission queue at once. The congestion window is cut
+// only if e is still unacknowledged a grace period later (confirmLosses):
+// over a mesh that retransmits per hop, most packets declared lost are
+// merely late, and a cut taken for them costs throughput even when it is
+// undone.
+func (c *Conn) markLost(pn uint64, e *sentPacket, now int64) {
 	e.flags |= sentLost
 	c.stats.PacketsLost++
 	c.cc.inFlight -= int(e.size)
@@ -287,12 +301,54 @@ func (c *Conn) markLost(e *sentPacket, now int64) {
 	if e.flags&sentClose != 0 && c.shutdown {
 		c.closeWanted = true
 	}
+	if e.sent < c.cc.recoveryStartTime {
+		return // part of an episode already answered
+	}
+	// Slow start stops growing at once, though: doubling on while the
+	// loss is confirmed would overshoot a real bottleneck fourfold.
+	c.cc.freeze()
+	if !c.suspects.push(lossSuspect{pn: pn, due: now + c.lossGrace()}) {
+		c.confirmLoss(e, now) // no room to wait
+	}
+}
+
+// lossGrace is how long a packet declared lost may still be acknowledged
+// before its loss counts as congestion: half an srtt. (Longer would spare
+// more cuts that are undone anyway, but let a real bottleneck overflow
+// for longer.)
+func (c *Conn) lossGrace() int64 {
+	srtt, _ := c.rtt.smoothed()
+	return srtt / 2
+}
+
+// confirmLosses answers the suspects whose grace is over and that are
+// still unacknowledged (mu held).
+func (c *Conn) confirmLosses(now int64) {
+	for c.suspects.n > 0 {
+		s := c.suspects.front()
+		if s.due > now {
+			return
+		}
+		c.suspects.pop()
+		if s.pn < c.sent.base {
+			continue // retired: lost packets stay longer than the grace, so it was acknowledged
+		}
+		if e := c.sent.at(s.pn); e.flags&sentAcked == 0 {
+			c.confirmLoss(e, now)
+		}
+	}
+}
+
+// confirmLoss is the congestion response to the loss of e: the first loss
+// of a new episode cuts the congestion window.
+func (c *Conn) confirmLoss(e *sentPacket, now int64) {
 	if e.sent >= c.cc.recoveryStartTime {
+		c.stats.CongestionEvents++
 		c.cc.congestionEvent(now, c.sent.end())
 		if c.reoPersist > 0 {
 			c.reoPersist--
 			if c.reoPersist == 0 {
-				c.reoMult = 1
+				c.reoMult = minReoMult
 			}
 		}
 	}
@@ -301,9 +357,11 @@ func (c *Conn) markLost(e *sentPacket, now int64) {
 }
 
 // retire pops settled entries off the front of the sent queue; lost ones
-// stay 2 PTOs after their send time to catch late (spurious) ACKs.
+// stay max(2 PTOs, 8 srtt) after their send time to catch late (spurious)
+// ACKs: per-hop retransmission below can delay a packet by several round
+// trips, and only a spurious loss that is seen can be undone.
 func (c *Conn) retire(now int64) {
-	keep := 2 * c.pto()
+	keep := max(2*c.pto(), 8*c.rtt.srtt)
 	for c.sent.n > 0 {
 		e := c.sent.front()
 		if !e.resolved() || (e.flags&(sentLost|sentAcked) == sentLost && now-e.sent < keep) {
@@ -333,10 +391,11 @@ func (c *Conn) onPTO(now int64) {
 	if c.ptoCount >= persistentPTOs && c.cc.inFlight > 0 {
 		for pn := max(c.lossCursor, c.sent.base); pn < c.sent.end(); pn++ {
 			if e := c.sent.at(pn); !e.resolved() {
-				c.markLost(e, now)
+				c.markLost(pn, e, now)
 			}
 		}
 		c.cc.collapse()
+		c.stats.Collapses++
 	}
 	c.probes = 2
 }
@@ -366,6 +425,8 @@ type cubic struct {
 
 	recoveryStart     uint64 // packets from here on may grow cwnd again
 	recoveryStartTime int64  // losses of packets sent before this are part of the current episode
+
+	frozen float64 // ssthresh before a suspected loss stopped slow start; 0: none
 
 	episode         uint32
 	episodeLost     int
@@ -434,6 +495,9 @@ func (cc *cubic) congestionEvent(now int64, nextPN uint64) {
 	cc.undone = false
 	cc.undoOK = true
 	cc.priorCwnd, cc.priorSsthresh, cc.priorWMax = cc.cwnd, cc.ssthresh, cc.wMax
+	if cc.frozen != 0 {
+		cc.priorSsthresh, cc.frozen = cc.frozen, 0
+	}
 	cc.recoveryStart = nextPN
 	cc.recoveryStartTime = now
 	if cc.cwnd < cc.wMax {
@@ -444,6 +508,21 @@ func (cc *cubic) congestionEvent(now int64, nextPN uint64) {
 	cc.cwnd = max(cc.cwnd*cubicBeta, cc.minCwnd())
 	cc.ssthresh = cc.cwnd
 	cc.epochStart = -1
+}
+
+// freeze ends slow start without a reduction, until thaw or a
+// congestion event.
+func (cc *cubic) freeze() {
+	if cc.cwnd < cc.ssthresh && cc.frozen == 0 {
+		cc.frozen, cc.ssthresh = cc.ssthresh, cc.cwnd
+	}
+}
+
+// thaw resumes the slow start a suspected loss froze.
+func (cc *cubic) thaw() {
+	if cc.frozen != 0 {
+		cc.ssthresh, cc.frozen = cc.frozen, 0
+	}
 }
 
 // undo restores the state before the latest reduction, once.

@@ -39,7 +39,12 @@ func (c *Conn) Input(pkt []byte) error {
 	c.stats.PacketsReceived++
 	wake, readable := false, false
 	pn := p.Number
+	refused := p.HasStream && !c.streamAcceptable(p.Offset, p.Data)
 	switch {
+	case refused:
+		// Its data cannot be kept: the packet is not acknowledged, so the
+		// peer sends the data again. Its other frames still apply.
+		p.HasStream = false
 	case pn < c.pnFloor:
 		// No longer tracked: apply (every frame is idempotent), do not ACK.
 	case c.recvPN.contains(pn):
@@ -49,7 +54,7 @@ func (c *Conn) Input(pkt []byte) error {
 	default:
 		ooo := c.hasRecv && pn != c.largestRecv+1
 		if c.hasRecv && pn < c.largestRecv {
-			c.late.push(pn) // report it in the next ACK frame
+			c.late.push(latePN{pn, lateReports}) // report it in the next ACK frames
 		}
 		c.recvPN.add(pn, pn+1, nil)
 		if c.recvPN.count() > maxRecvSpans {
@@ -104,15 +109,26 @@ func (c *Conn) Input(pkt []byte) error {
 	return nil
 }
 
-// onStream stores STREAM data at its offset and reports whether bytes
-// became readable. Data beyond the advertised window, or that would need
-// more than maxOOOSpans reassembly ranges, is dropped and counted.
-func (c *Conn) onStream(off uint64, data []byte) bool {
+// streamAcceptable reports whether STREAM data at off can be kept. Data
+// beyond the advertised window (a protocol violation), or that would need
+// more than maxOOOSpans reassembly ranges, cannot; it is counted.
+func (c *Conn) streamAcceptable(off uint64, data []byte) bool {
 	end := off + uint64(len(data))
 	if end > c.maxDataSent {
 		c.stats.FlowViolations++
 		return false
 	}
+	if off > c.recvNext && c.ooo.count() >= maxOOOSpans && !c.ooo.touches(off, end) {
+		c.stats.ReassemblyDrops++
+		return false
+	}
+	return true
+}
+
+// onStream stores STREAM data at its offset (streamAcceptable must hold)
+// and reports whether bytes became readable.
+func (c *Conn) onStream(off uint64, data []byte) bool {
+	end := off + uint64(len(data))
 	if end <= c.recvNext || len(data) == 0 {
 		return false
 	}
@@ -130,10 +146,6 @@ func (c *Conn) onStream(off uint64, data []byte) bool {
 		c.recvNext = end
 		c.stats.BytesReceived += uint64(len(data))
 		return true
-	}
-	if c.ooo.count() >= maxOOOSpans && off != c.recvNext {
-		c.stats.FlowViolations++
-		return false
 	}
 	c.rbuf.write(off, data)
 	c.ooo.add(off, end, nil)

@@ -128,25 +128,62 @@ func (q *sentQueue) pop() {
 	q.base++
 }
 
-// pnQueue is a bounded FIFO of packet numbers; pushing onto a full queue
-// drops the oldest.
+// latePN is a packet number that arrived late and the number of ACK
+// frames that are still to list it.
+type latePN struct {
+	pn   uint64
+	left uint8
+}
+
+// pnQueue is a bounded FIFO of late packet numbers; pushing onto a full
+// queue drops the oldest.
 type pnQueue struct {
-	a    [maxLate]uint64
+	a    [maxLate]latePN
 	head int
 	n    int
 }
 
-func (q *pnQueue) push(pn uint64) {
+func (q *pnQueue) push(e latePN) {
 	if q.n == len(q.a) {
 		q.pop()
 	}
-	q.a[(q.head+q.n)%len(q.a)] = pn
+	q.a[(q.head+q.n)%len(q.a)] = e
 	q.n++
 }
 
-func (q *pnQueue) front() uint64 { return q.a[q.head] }
+func (q *pnQueue) front() latePN { return q.a[q.head] }
 
 func (q *pnQueue) pop() {
+	q.head = (q.head + 1) % len(q.a)
+	q.n--
+}
+
+// lossSuspect is a packet declared lost whose congestion response waits
+// until due.
+type lossSuspect struct {
+	pn  uint64
+	due int64
+}
+
+// lossQueue is a bounded FIFO of loss suspects, in order of due time.
+type lossQueue struct {
+	a    [maxSuspects]lossSuspect
+	head int
+	n    int
+}
+
+func (q *lossQueue) push(s lossSuspect) bool {
+	if q.n == len(q.a) {
+		return false
+	}
+	q.a[(q.head+q.n)%len(q.a)] = s
+	q.n++
+	return true
+}
+
+func (q *lossQueue) front() lossSuspect { return q.a[q.head] }
+
+func (q *lossQueue) pop() {
 	q.head = (q.head + 1) % len(q.a)
 	q.n--
 }

@@ -7,6 +7,7 @@ package arq
 // reused buffer and hands each to Output with the lock released.
 
 import (
+	"encoding/binary"
 	"slices"
 	"sort"
 	"time"
@@ -14,7 +15,8 @@ import (
 
 const (
 	maxRecvSpans = 4096 // received packet-number ranges tracked (duplicate detection horizon)
-	maxLate      = 256  // late packets queued for reporting in ACK frames
+	maxLate      = 512  // late packets queued for reporting in ACK frames
+	lateReports  = 3    // ACK frames that list a late packet: one of them may well be lost
 	maxOOOSpans  = 1024 // out-of-order stream ranges held for reassembly
 )
 
@@ -85,6 +87,7 @@ func (c *Conn) onTimers(now int64) {
 	if c.lossTime != 0 && now >= c.lossTime {
 		c.detectLosses(now)
 	}
+	c.confirmLosses(now)
 	if d := c.ptoDeadline(); d != 0 && now >= d {
 		c.onPTO(now)
 		if c.ended {
@@ -122,9 +125,14 @@ func (c *Conn) nextTimer(now int64) int64 {
 	return max(t, now)
 }
 
-// ackRangesFor is how many ACK ranges a packet of size mss may carry: the
-// ACK frame stays within about a quarter of the packet.
-func ackRangesFor(mss int) int {
+// ackRangesFor is how many ACK ranges a packet of size mss may carry: in a
+// packet that carries data the ACK frame stays within about a quarter of
+// it; a packet of its own may fill the packet, even with every number
+// at its longest encoding.
+func ackRangesFor(mss int, alone bool) int {
+	if alone {
+		return max(1, min(MaxAckRanges, (mss-48)/(2*binary.MaxVarintLen64)))
+	}
 	return max(1, min(MaxAckRanges, (mss/4-24)/6))
 }
 
@@ -132,49 +140,68 @@ func ackRangesFor(mss int) int {
 // highest range, every range holding a packet that arrived late since the
 // last ACK frame (so a reordered packet is reported however many gaps lie
 // above it), then the next highest ranges not yet known to the peer, up to
-// ackRangesFor(mss) ranges.
-func (c *Conn) appendAck(b []byte, now int64, mss int) []byte {
+// ackRangesFor(mss, alone) ranges.
+func (c *Conn) appendAck(b []byte, now int64, mss int, alone bool) []byte {
 	s := c.recvPN.s
-	limit := ackRangesFor(mss)
+	limit := ackRangesFor(mss, alone)
 	var arr [MaxAckRanges]int
 	idx := arr[:0]
 	if len(s) <= limit {
 		for i := len(s) - 1; i >= 0; i-- {
 			idx = append(idx, i)
 		}
-		c.late.n = 0
-	} else {
-		has := func(i int) bool {
-			for _, j := range idx {
-				if j == i {
-					return true
-				}
+		for range c.late.n { // every late packet is listed in this frame
+			e := c.late.front()
+			c.late.pop()
+			if e.left > 1 {
+				c.late.push(latePN{e.pn, e.left - 1})
 			}
-			return false
+		}
+	} else {
+		// idx[1:] stays sorted in descending order, so membership is a
+		// binary search.
+		has := func(i int) bool {
+			if i == idx[0] {
+				return true
+			}
+			rest := idx[1:]
+			j := sort.Search(len(rest), func(k int) bool { return rest[k] <= i })
+			return j < len(rest) && rest[j] == i
+		}
+		insert := func(i int) {
+			rest := idx[1:]
+			j := sort.Search(len(rest), func(k int) bool { return rest[k] <= i })
+			idx = slices.Insert(idx, 1+j, i)
 		}
 		idx = append(idx, len(s)-1)
-		for c.late.n > 0 {
-			pn := c.late.front()
-			i := sort.Search(len(s), func(i int) bool { return s[i].hi > pn })
-			if i == len(s) || s[i].lo > pn || has(i) {
-				c.late.pop() // no longer tracked, or reported in this frame
-				continue
-			}
-			if len(idx) == limit {
-				break
-			}
-			idx = append(idx, i)
+		unlisted := false
+		for range c.late.n {
+			e := c.late.front()
 			c.late.pop()
+			i := sort.Search(len(s), func(i int) bool { return s[i].hi > e.pn })
+			if i == len(s) || s[i].lo > e.pn {
+				continue // no longer tracked
+			}
+			if !has(i) {
+				if len(idx) == limit {
+					c.late.push(e) // no room: a later frame lists it
+					unlisted = true
+					continue
+				}
+				insert(i)
+			}
+			if e.left > 1 {
+				c.late.push(latePN{e.pn, e.left - 1})
+			}
 		}
-		if c.late.n > 0 {
+		if unlisted {
 			c.ackDirty, c.ackNow = true, true // more to report: another ACK frame soon
 		}
 		for i := len(s) - 2; i >= 0 && len(idx) < limit && s[i].hi > c.ackFloor; i-- {
 			if !has(i) {
-				idx = append(idx, i)
+				insert(i)
 			}
 		}
-		slices.SortFunc(idx, func(a, b int) int { return b - a })
 	}
 	delay := uint64(max(now-c.largestAt, 0)) / uint64(time.Microsecond)
 	return appendAckSpans(b, s, idx, delay)
@@ -210,7 +237,7 @@ func (c *Conn) nextPacket(b []byte, now int64) []byte {
 	mss := c.maxPacket
 	if c.hasRecv && (c.ackDirty || ackDue || c.windowWant) {
 		c.ackDirty, c.ackNow, c.ackElicited, c.ackDeadline = false, false, 0, 0
-		b = c.appendAck(b, now, mss)
+		b = c.appendAck(b, now, mss, !data)
 		e.ackOf = c.recvPN.last().hi
 		c.windowWant = true // MAX_DATA rides along every ACK frame
 	}
@@ -291,7 +318,7 @@ func (c *Conn) finalPacket(b []byte, now int64) []byte {
 	}
 	b = appendHeader(b, c.sent.end())
 	if c.hasRecv {
-		b = c.appendAck(b, now, c.maxPacket)
+		b = c.appendAck(b, now, c.maxPacket, true)
 	}
 	if c.sendClose {
 		b = appendClose(b, CloseAbort)

@@ -42,6 +42,13 @@ func (r *spanSet) contains(x uint64) bool {
 	return i < n && r.s[i].lo <= x
 }
 
+// touches reports whether [lo, hi) overlaps or adjoins a span of the set,
+// so that adding it would not make the set longer.
+func (r *spanSet) touches(lo, hi uint64) bool {
+	i := sort.Search(len(r.s), func(i int) bool { return r.s[i].hi >= lo })
+	return i < len(r.s) && r.s[i].lo <= hi
+}
+
 // add inserts [lo, hi) and calls fn (if not nil) for each sub-interval that
 // was not in the set before, in ascending order.
 func (r *spanSet) add(lo, hi uint64, fn func(lo, hi uint64)) {

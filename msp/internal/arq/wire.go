@@ -23,7 +23,7 @@ const (
 )
 
 // MaxAckRanges bounds the number of packet-number ranges in one ACK frame.
-const MaxAckRanges = 32
+const MaxAckRanges = 128
 
 // maxVarint bounds every number on the wire (offsets, packet numbers), so
 // that sums of two never overflow a uint64.
