@@ -229,3 +229,29 @@ func TestKeyringDamagedIsKept(t *testing.T) {
 		t.Fatalf("missing keyring err = %v", err)
 	}
 }
+
+func FuzzResolve(f *testing.F) {
+	a, _ := FromSeed(bytes.Repeat([]byte{1}, SeedLen))
+	b, _ := FromSeed(bytes.Repeat([]byte{2}, SeedLen))
+	known := []SID{a.SID(), b.SID()}
+	f.Add(a.SID().String())
+	f.Add(a.SID().String()[:8])
+	f.Add(strings.ToLower(b.SID().String()[:13]))
+	f.Add("ABCDEFG1")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		sid, err := Resolve(s, known)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedSID) && !errors.Is(err, ErrUnknownSID) && !errors.Is(err, ErrAmbiguousSID) {
+				t.Fatalf("Resolve(%q): unclassified error %v", s, err)
+			}
+			return
+		}
+		if len(s) < MinPrefix || !strings.HasPrefix(sid.String(), strings.ToUpper(s)) {
+			t.Fatalf("Resolve(%q) = %s", s, sid)
+		}
+		if len(s) < 64 && sid != a.SID() && sid != b.SID() {
+			t.Fatalf("Resolve(%q) = %s, not a known node", s, sid)
+		}
+	})
+}
