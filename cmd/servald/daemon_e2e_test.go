@@ -24,7 +24,7 @@ type runningDaemon struct {
 	pid            int
 }
 
-var startedRe = regexp.MustCompile(`^servald: started, SID ([0-9A-F]{64}) pid (\d+) UDP ([0-9.:]+)$`)
+var startedRe = regexp.MustCompile(`^servald: started, SID ([0-9A-F]{64}) pid (\d+) UDP (\S+)$`)
 
 // startDaemon runs `servald start` in inst and stops the daemon when the
 // test ends (killing it if it does not stop).
