@@ -51,15 +51,16 @@ type Client struct {
 	path   string
 	status Status
 
-	mu     sync.Mutex
-	ports  map[*Port]struct{} // open ports; guarded by mu
-	closed bool               // guarded by mu
+	mu      sync.Mutex
+	ports   map[*Port]struct{}   // open ports; guarded by mu
+	adverts map[*Advert]struct{} // standing advertisements; guarded by mu
+	closed  bool                 // guarded by mu
 }
 
 // Dial connects to the daemon listening on sockPath and asks its status.
 // With nothing answering there, the error wraps ErrNotRunning.
 func Dial(ctx context.Context, sockPath string) (*Client, error) {
-	c := &Client{path: sockPath, ports: map[*Port]struct{}{}}
+	c := &Client{path: sockPath, ports: map[*Port]struct{}{}, adverts: map[*Advert]struct{}{}}
 	st, err := c.Status(ctx)
 	if err != nil {
 		return nil, err
@@ -77,8 +78,8 @@ func (c *Client) PID() int { return c.status.PID }
 // UDPAddr returns the daemon node's UDP address (as of Dial).
 func (c *Client) UDPAddr() net.Addr { return c.status.UDP }
 
-// Close closes every port bound through c; later calls return
-// net.ErrClosed.
+// Close closes every port bound and withdraws every service advertised
+// through c; later calls return net.ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -86,11 +87,14 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
-	ports := c.ports
-	c.ports = nil
+	ports, adverts := c.ports, c.adverts
+	c.ports, c.adverts = nil, nil
 	c.mu.Unlock()
 	for p := range ports {
 		p.Close()
+	}
+	for a := range adverts {
+		a.Close()
 	}
 	return nil
 }
@@ -315,6 +319,60 @@ func (c *Client) Stop(ctx context.Context) (int, error) {
 			return pid, nil
 		}
 	}
+}
+
+// Advert is a service the daemon advertises for this client.
+type Advert struct {
+	c    *Client
+	conn net.Conn
+	once sync.Once
+}
+
+// Advertise makes the daemon answer discovery queries for service name at
+// MDP port (a port this client bound, say) until the Advert or the Client
+// is closed, or this process ends. Several clients may advertise the same
+// name.
+func (c *Client) Advertise(ctx context.Context, name string, port uint16) (*Advert, error) {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	err = sendRequest(ctx, conn, request{Op: opAdvertise, Service: name, Port: port})
+	if err != nil {
+		err = refusal(conn, err)
+	} else {
+		_, err = readReply(conn, opAdvertise)
+	}
+	if !stop() {
+		err = ctxErr(ctx, fmt.Errorf("daemon: advertise: %w", ctx.Err()))
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	a := &Advert{c: c, conn: conn}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		conn.Close()
+		return nil, net.ErrClosed
+	}
+	c.adverts[a] = struct{}{}
+	c.mu.Unlock()
+	return a, nil
+}
+
+// Close withdraws the advertisement. It is idempotent.
+func (a *Advert) Close() error {
+	a.once.Do(func() {
+		a.conn.Close()
+		a.c.mu.Lock()
+		delete(a.c.adverts, a)
+		a.c.mu.Unlock()
+	})
+	return nil
 }
 
 // Bind binds an MDP port on the daemon's node (0: any free one) and returns

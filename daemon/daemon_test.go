@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
 )
@@ -519,6 +520,9 @@ func TestMalformed(t *testing.T) {
 		{"wait forever", req(`{"v":1,"op":"wait","sid":"` + strings.Repeat("A", 64) + `","timeout_ms":999999999999}`), "timeout"},
 		{"bad sid", req(`{"v":1,"op":"wait","sid":"XYZ","timeout_ms":10}`), "request"},
 		{"port too big", req(`{"v":1,"op":"bind","port":70000}`), "request"},
+		{"advertise a bad name", req(`{"v":1,"op":"advertise","service":"a b","port":5000}`), "advertise"},
+		{"advertise without a name", req(`{"v":1,"op":"advertise","port":5000}`), "advertise"},
+		{"advertise at port 0", req(`{"v":1,"op":"advertise","service":"ssh"}`), "port 0"},
 		{"datagram first", appendDatagram(nil, mesh.Addr{}, []byte("x")), "before a request"},
 		{"bind then garbage", append(req(`{"v":1,"op":"bind","port":0}`), 0, 0, 0, 1, 'Z'), "bound"},
 		{"bind then short datagram", append(req(`{"v":1,"op":"bind","port":0}`), 0, 0, 0, 2, 'D', 1), "bound"},
@@ -604,5 +608,69 @@ func TestSocketPathTooLong(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 120))
 	if _, err := Listen(Config{Dir: dir, Node: n}); err == nil || !strings.Contains(err.Error(), "too long") {
 		t.Errorf("Listen: %v", err)
+	}
+}
+
+// TestAdvertise: services advertised by several clients of one daemon are
+// all answered on the node's one discovery port, each while its client
+// keeps it; the port itself is the daemon's.
+func TestAdvertise(t *testing.T) {
+	a, b := pair(t)
+	srv, _ := serve(t, a)
+	c1, c2 := dial(t, srv.SocketPath()), dial(t, srv.SocketPath())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ad1, err := c1.Advertise(ctx, "ssh", 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.Advertise(ctx, "web", 5001); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.Advertise(ctx, "bad name", 1); err == nil {
+		t.Error("Advertise accepted a bad name")
+	}
+	if _, err := c1.Bind(ctx, discovery.Port); !errors.Is(err, mesh.ErrPortInUse) {
+		t.Errorf("Bind(discovery port) through the daemon: %v, want ErrPortInUse", err)
+	}
+	// From the other node: every service the daemon's clients advertise.
+	services := func(want int) []string {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			pc, err := b.Bind(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fctx, fcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			got, err := discovery.Find(fctx, pc, b.SID(), []mesh.Route{{SID: a.SID(), Hops: 1}}, "")
+			fcancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, g := range got {
+				if g.SID == a.SID() {
+					out = append(out, g.Service.String())
+				}
+			}
+			// Withdrawing is asynchronous (the daemon sees the
+			// connection close): allow it a moment.
+			if len(out) == want || time.Now().After(deadline) {
+				return out
+			}
+		}
+	}
+	if got := services(2); len(got) != 2 || got[0] != "ssh.mdp.port=5000" || got[1] != "web.mdp.port=5001" {
+		t.Fatalf("services of the daemon: %v", got)
+	}
+	ad1.Close()
+	ad1.Close()
+	if got := services(1); len(got) != 1 || got[0] != "web.mdp.port=5001" {
+		t.Fatalf("after one advertisement was closed: %v", got)
+	}
+	c2.Close() // closing the client withdraws its services too
+	if got := services(0); len(got) != 0 {
+		t.Fatalf("after every client closed: %v", got)
 	}
 }

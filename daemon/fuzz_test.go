@@ -144,6 +144,8 @@ func FuzzServer(f *testing.F) {
 	}
 	f.Add(append(seedFrames()[2], seedFrames()[8]...))
 	f.Add(append(seedFrames()[2], seedFrames()[9]...))
+	adv, _ := json.Marshal(request{V: ProtocolVersion, Op: opAdvertise, Service: "ssh", Port: 5000})
+	f.Add(appendFrame(nil, frameRequest, adv))
 	n := newNode(f)
 	srv, _ := serve(f, n)
 	f.Fuzz(func(t *testing.T, b []byte) {

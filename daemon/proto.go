@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
 )
@@ -211,6 +212,7 @@ const (
 	opWait       = "wait"
 	opStop       = "stop"
 	opBind       = "bind"
+	opAdvertise  = "advertise"
 )
 
 // request is the JSON body of a REQUEST frame.
@@ -219,7 +221,8 @@ type request struct {
 	Op        string        `json:"op"`
 	SID       *identity.SID `json:"sid,omitempty"`        // wait
 	TimeoutMS int64         `json:"timeout_ms,omitempty"` // wait
-	Port      uint16        `json:"port,omitempty"`       // bind
+	Port      uint16        `json:"port,omitempty"`       // bind, advertise
+	Service   string        `json:"service,omitempty"`    // advertise
 }
 
 // maxWait bounds a wait request.
@@ -242,6 +245,13 @@ func parseRequest(body []byte) (request, error) {
 		}
 		if r.TimeoutMS <= 0 || r.TimeoutMS > maxWait.Milliseconds() {
 			return r, fmt.Errorf("%w: wait timeout %d ms out of range", errMalformed, r.TimeoutMS)
+		}
+	case opAdvertise:
+		if err := discovery.ValidName(r.Service); err != nil {
+			return r, fmt.Errorf("%w: advertise: %v", errMalformed, err)
+		}
+		if r.Port == 0 {
+			return r, fmt.Errorf("%w: advertise %s at port 0", errMalformed, r.Service)
 		}
 	default:
 		return r, fmt.Errorf("%w: unknown op %q", errMalformed, r.Op)

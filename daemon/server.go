@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
 )
@@ -67,6 +68,9 @@ type Server struct {
 	started time.Time
 	sem     chan struct{} // one token per connection served
 
+	disc     *discovery.Responder // the node's discovery port, shared by every client's services
+	discOnce sync.Once
+
 	stopReq  chan struct{} // closed by a stop request
 	stopOnce sync.Once
 	served   atomic.Bool
@@ -79,7 +83,9 @@ type Server struct {
 
 // Listen takes the instance lock (unless cfg.Lock holds it already),
 // removes a stale socket, and listens on Dir/servald.sock with mode 0600.
-// A *RunningError means another daemon holds the instance.
+// It binds the node's discovery port (discovery.Port) and answers queries
+// there for the services its clients advertise. A *RunningError means
+// another daemon holds the instance.
 func Listen(cfg Config) (*Server, error) {
 	if cfg.Dir == "" || cfg.Node == nil {
 		return nil, errors.New("daemon: config needs Dir and Node")
@@ -120,8 +126,15 @@ func Listen(cfg Config) (*Server, error) {
 		own.Close()
 		return nil, fmt.Errorf("daemon: socket mode: %w", err)
 	}
+	dpc, err := cfg.Node.Bind(discovery.Port)
+	if err != nil {
+		ln.Close()
+		own.Close()
+		return nil, fmt.Errorf("daemon: discovery port: %w", err)
+	}
 	s := &Server{
 		cfg: cfg, node: cfg.Node, ln: ln, path: path, lock: own,
+		disc:    discovery.NewResponder(dpc, cfg.Logger),
 		log:     cfg.Logger.With("socket", path),
 		started: time.Now(),
 		sem:     make(chan struct{}, cfg.MaxConns),
@@ -181,7 +194,13 @@ accept:
 	cancel()
 	<-watchDone
 	s.wg.Wait()
+	s.closeDiscovery()
 	return nil
+}
+
+// closeDiscovery stops answering discovery queries and unbinds the port.
+func (s *Server) closeDiscovery() {
+	s.discOnce.Do(func() { s.disc.Close() })
 }
 
 // Close releases what Serve left: the lock (when Listen took it) and the
@@ -199,6 +218,7 @@ func (s *Server) Close() error {
 	if !s.served.Load() {
 		s.ln.Close()
 	}
+	s.closeDiscovery()
 	err := s.lock.Close()
 	for _, c := range conns {
 		c.Close()
@@ -259,6 +279,8 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		s.writeReply(c, reply{Neighbours: neighboursToJSON(s.node.Neighbours())})
 	case opWait:
 		s.wait(ctx, c, *req.SID, time.Duration(req.TimeoutMS)*time.Millisecond)
+	case opAdvertise:
+		s.advertise(c, req.Service, req.Port)
 	case opStop:
 		s.mu.Lock()
 		if !s.closed {
@@ -326,6 +348,26 @@ func (s *Server) wait(ctx context.Context, c net.Conn, sid identity.SID, timeout
 	}
 	c.Close()
 	<-gone
+}
+
+// advertise answers discovery queries for (name, port) for as long as the
+// client keeps the connection open (the listener that asked lives).
+func (s *Server) advertise(c net.Conn, name string, port uint16) {
+	withdraw, err := s.disc.Advertise(name, port)
+	if err != nil {
+		s.writeReply(c, errorReply(err))
+		return
+	}
+	defer withdraw()
+	if !s.writeReply(c, reply{}) {
+		return
+	}
+	s.log.Debug("daemon: service advertised", "service", name, "port", port)
+	// The client sends nothing more: a read returning means it left (or
+	// the server is shutting down and closed the connection).
+	var b [1]byte
+	c.Read(b[:])
+	s.log.Debug("daemon: service withdrawn", "service", name, "port", port)
 }
 
 // writeReply writes one reply frame; false if it could not.

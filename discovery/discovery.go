@@ -117,14 +117,28 @@ type PacketConn interface {
 	Close() error
 }
 
-// Responder answers discovery queries for the services added to it.
+// maxPayloader is implemented by MDP ports that know the largest datagram
+// that reaches a node (*mesh.PacketConn, a daemon's port).
+type maxPayloader interface {
+	MaxPayload(sid identity.SID) int
+}
+
+// minAnswerRoom is the answer size assumed when the port cannot say: what
+// every link carries.
+const minAnswerRoom = 1024
+
+// Responder answers discovery queries for the services advertised on it.
+// One name may be advertised at several ports, and one service several
+// times (by several listeners sharing a daemon): it is answered, once,
+// while any of its advertisements stands.
 type Responder struct {
 	pc  PacketConn
 	log *slog.Logger
 	wg  sync.WaitGroup
 
-	mu   sync.Mutex
-	svcs map[string]uint16 // guarded by mu
+	mu     sync.Mutex
+	ads    map[uint64]Service // standing advertisements; guarded by mu
+	nextAd uint64             // guarded by mu
 }
 
 // NewResponder answers queries arriving on pc, the discovery port (Port);
@@ -133,30 +147,47 @@ func NewResponder(pc PacketConn, log *slog.Logger) *Responder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Responder{pc: pc, log: log, svcs: map[string]uint16{}}
+	r := &Responder{pc: pc, log: log, ads: map[uint64]Service{}}
 	r.wg.Add(1)
 	go r.serve()
 	return r
 }
 
-// Add advertises name at port.
+// Add advertises name at port until Remove(name).
 func (r *Responder) Add(name string, port uint16) error {
-	if err := ValidName(name); err != nil {
-		return err
-	}
-	if port == 0 {
-		return fmt.Errorf("discovery: service %s: port 0", name)
-	}
-	r.mu.Lock()
-	r.svcs[name] = port
-	r.mu.Unlock()
-	return nil
+	_, err := r.Advertise(name, port)
+	return err
 }
 
-// Remove stops advertising name.
+// Advertise advertises name at port until withdraw is called (once or
+// more) or Remove(name).
+func (r *Responder) Advertise(name string, port uint16) (withdraw func(), err error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	if port == 0 {
+		return nil, fmt.Errorf("discovery: service %s: port 0", name)
+	}
+	r.mu.Lock()
+	id := r.nextAd
+	r.nextAd++
+	r.ads[id] = Service{Name: name, Port: port}
+	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		delete(r.ads, id)
+		r.mu.Unlock()
+	}, nil
+}
+
+// Remove stops advertising name, at every port.
 func (r *Responder) Remove(name string) {
 	r.mu.Lock()
-	delete(r.svcs, name)
+	for id, s := range r.ads {
+		if s.Name == name {
+			delete(r.ads, id)
+		}
+	}
 	r.mu.Unlock()
 }
 
@@ -180,18 +211,47 @@ func (r *Responder) serve() {
 			r.log.Debug("discovery: bad query", "from", from, "err", err)
 			continue
 		}
-		r.mu.Lock()
-		var match []Service
-		for n, p := range r.svcs {
-			if name == "" || n == name {
-				match = append(match, Service{Name: n, Port: p})
-			}
+		a, ok := from.(mesh.Addr)
+		if !ok {
+			continue
 		}
-		r.mu.Unlock()
 		// An empty answer too, so that Find need not wait for this node.
-		sort.Slice(match, func(i, j int) bool { return match[i].Name < match[j].Name })
-		r.pc.WriteTo(AppendAnswer(nil, match), from)
+		r.pc.WriteTo(r.answer(name, a.SID), from)
 	}
+}
+
+// answer encodes the services matching name, as many as fit one datagram
+// to sid (in name order; an answer is cut, never split).
+func (r *Responder) answer(name string, to identity.SID) []byte {
+	r.mu.Lock()
+	seen := map[Service]bool{}
+	var match []Service
+	for _, s := range r.ads {
+		if (name == "" || s.Name == name) && !seen[s] {
+			seen[s] = true
+			match = append(match, s)
+		}
+	}
+	r.mu.Unlock()
+	sort.Slice(match, func(i, j int) bool {
+		if match[i].Name != match[j].Name {
+			return match[i].Name < match[j].Name
+		}
+		return match[i].Port < match[j].Port
+	})
+	room := minAnswerRoom
+	if mp, ok := r.pc.(maxPayloader); ok {
+		room = max(mp.MaxPayload(to), 1+MaxName+len(".mdp.port=65535\n"))
+	}
+	b := []byte{typeAnswer}
+	for _, s := range match {
+		line := s.String() + "\n"
+		if len(b)+len(line) > room {
+			break
+		}
+		b = append(b, line...)
+	}
+	return b
 }
 
 // Answer is one service found.

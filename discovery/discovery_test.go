@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"reflect"
@@ -328,5 +329,87 @@ func TestResponderIgnoresGarbage(t *testing.T) {
 	pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if k, _, err := pc.ReadFrom(buf); err == nil {
 		t.Fatalf("a second answer: %q", buf[:k])
+	}
+}
+
+func TestAdvertiseStandsUntilEveryWithdraw(t *testing.T) {
+	a, b := meshPair(t)
+	rb := responder(t, b)
+	w1, err := rb.Advertise("ssh", 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := rb.Advertise("ssh", 5000) // a second listener, same service
+	if err != nil {
+		t.Fatal(err)
+	}
+	w3, err := rb.Advertise("ssh", 5001) // the same name at another port
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rb.Advertise("ssh", 0); err == nil {
+		t.Error("Advertise accepted port 0")
+	}
+	ports := func() []uint16 {
+		t.Helper()
+		got, _ := find(t, a, "ssh", 500*time.Millisecond)
+		var out []uint16
+		for _, g := range got {
+			if g.SID == b.SID() {
+				out = append(out, g.Port)
+			}
+		}
+		return out
+	}
+	if got := ports(); !reflect.DeepEqual(got, []uint16{5000, 5001}) {
+		t.Fatalf("three advertisements: ports %v, want [5000 5001] (each service once)", got)
+	}
+	w1()
+	w1() // a second withdraw of the same advertisement changes nothing
+	if got := ports(); !reflect.DeepEqual(got, []uint16{5000, 5001}) {
+		t.Fatalf("after one of two withdrawn: ports %v, want [5000 5001]", got)
+	}
+	w2()
+	if got := ports(); !reflect.DeepEqual(got, []uint16{5001}) {
+		t.Fatalf("after both withdrawn: ports %v, want [5001]", got)
+	}
+	w3()
+	if got := ports(); len(got) != 0 {
+		t.Fatalf("after every withdraw: ports %v", got)
+	}
+}
+
+// fixedRoom is a port whose path carries max bytes; it is never read.
+type fixedRoom struct {
+	PacketConn
+	max int
+}
+
+func (f fixedRoom) MaxPayload(identity.SID) int { return f.max }
+
+func TestAnswerFitsPath(t *testing.T) {
+	const room = 200
+	r := &Responder{pc: fixedRoom{max: room}, ads: map[uint64]Service{}}
+	for i := 0; i < 50; i++ {
+		if _, err := r.Advertise(fmt.Sprintf("service-%02d", i), uint16(1000+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := r.answer("", identity.SID{})
+	if len(b) > room {
+		t.Fatalf("answer of %d bytes for a path of %d", len(b), room)
+	}
+	svcs, err := ParseAnswer(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) == 0 || svcs[0] != (Service{"service-00", 1000}) {
+		t.Fatalf("cut answer %v, want the first services in name order", svcs)
+	}
+	t.Logf("%d of 50 services fit %d bytes", len(svcs), room)
+	// A query for one name still gets it, whatever else is advertised.
+	one, err := ParseAnswer(r.answer("service-49", identity.SID{}))
+	if err != nil || len(one) != 1 || one[0] != (Service{"service-49", 1049}) {
+		t.Fatalf("answer for service-49: %v %v", one, err)
 	}
 }

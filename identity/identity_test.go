@@ -3,6 +3,7 @@ package identity
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -57,19 +58,25 @@ func TestResolvePrefix(t *testing.T) {
 		return s
 	}
 	a, b, c := mk("ABCDEF0011"), mk("ABCDEF0022"), mk("12345678")
-	known := []SID{a, b, c}
+	known := []SID{a, b, c, a} // a repeat is one node
 	for _, tc := range []struct {
 		in      string
 		want    SID
 		errWant string
+		errIs   error
 	}{
-		{"12345678", c, ""},
-		{"abcdef0011", a, ""},
-		{"ABCDEF00", SID{}, "ambiguous"},
-		{"ABCDEF0", SID{}, "malformed"},
-		{"99999999", SID{}, "no known node"},
-		{"XYZXYZXY", SID{}, "not hex"},
-		{a.String(), a, ""},
+		{"12345678", c, "", nil},
+		{"abcdef0011", a, "", nil},
+		{"AbCdEf001", a, "", nil},
+		{a.String(), a, "", nil},
+		{strings.ToLower(b.String()), b, "", nil},
+		{"ABCDEF00", SID{}, "ambiguous SID prefix ABCDEF00 matches 2 nodes", ErrAmbiguousSID},
+		{"ABCDEF0", SID{}, "at least 8", ErrMalformedSID},
+		{"", SID{}, "at least 8", ErrMalformedSID},
+		{"99999999", SID{}, "unknown SID prefix 99999999: no known node has it", ErrUnknownSID},
+		{"XYZXYZXY", SID{}, "not hex", ErrMalformedSID},
+		{"12345678Z", SID{}, "not hex", ErrMalformedSID}, // odd length, last digit bad
+		{a.String() + "0", SID{}, "64 hex digits", ErrMalformedSID},
 	} {
 		got, err := Resolve(tc.in, known)
 		if tc.errWant == "" {
@@ -78,13 +85,46 @@ func TestResolvePrefix(t *testing.T) {
 			}
 			continue
 		}
-		if err == nil || !strings.Contains(err.Error(), tc.errWant) {
-			t.Errorf("Resolve(%q) err = %v, want containing %q", tc.in, err, tc.errWant)
+		if err == nil || !strings.Contains(err.Error(), tc.errWant) || !errors.Is(err, tc.errIs) {
+			t.Errorf("Resolve(%q) err = %v, want %v containing %q", tc.in, err, tc.errIs, tc.errWant)
 		}
 	}
 	_, err := Resolve("ABCDEF00", known)
-	if !strings.Contains(err.Error(), a.String()) || !strings.Contains(err.Error(), b.String()) {
-		t.Errorf("ambiguous error does not list candidates: %v", err)
+	if !strings.Contains(err.Error(), a.String()) || !strings.Contains(err.Error(), b.String()) || strings.Contains(err.Error(), c.String()) {
+		t.Errorf("ambiguous error does not list exactly the candidates: %v", err)
+	}
+	_, err = Resolve("99999999", known)
+	for _, k := range []SID{a, b, c} {
+		if !strings.Contains(err.Error(), k.String()) {
+			t.Errorf("unknown-prefix error does not list known node %s: %v", k, err)
+		}
+	}
+	if strings.Count(err.Error(), a.String()) != 1 {
+		t.Errorf("unknown-prefix error lists a repeated node twice: %v", err)
+	}
+	_, err = Resolve("99999999", nil)
+	if err == nil || !strings.Contains(err.Error(), "no node is known") {
+		t.Errorf("unknown prefix with nothing known: %v", err)
+	}
+	// Many known nodes: the list is cut.
+	var many []SID
+	for i := 0; i < 20; i++ {
+		many = append(many, mk(fmt.Sprintf("AA%02d", i)))
+	}
+	_, err = Resolve("99999999", many)
+	if err == nil || !strings.Contains(err.Error(), "20 known") || strings.Count(err.Error(), "AA") != maxCandidates {
+		t.Errorf("unknown prefix among 20: %v", err)
+	}
+}
+
+func TestMatch(t *testing.T) {
+	x, _ := Generate(nil)
+	y, _ := Generate(nil)
+	if got := Match(x.SID().String()[:10], []SID{y.SID(), x.SID()}); len(got) != 1 || got[0] != x.SID() {
+		t.Fatalf("Match = %v", got)
+	}
+	if got := Match("", []SID{y.SID(), x.SID(), y.SID()}); len(got) != 2 {
+		t.Fatalf("Match(\"\") = %v, want the two distinct SIDs", got)
 	}
 }
 
@@ -188,4 +228,30 @@ func TestKeyringDamagedIsKept(t *testing.T) {
 	if _, err := OpenKeyring(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing keyring err = %v", err)
 	}
+}
+
+func FuzzResolve(f *testing.F) {
+	a, _ := FromSeed(bytes.Repeat([]byte{1}, SeedLen))
+	b, _ := FromSeed(bytes.Repeat([]byte{2}, SeedLen))
+	known := []SID{a.SID(), b.SID()}
+	f.Add(a.SID().String())
+	f.Add(a.SID().String()[:8])
+	f.Add(strings.ToLower(b.SID().String()[:13]))
+	f.Add("ABCDEFG1")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		sid, err := Resolve(s, known)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedSID) && !errors.Is(err, ErrUnknownSID) && !errors.Is(err, ErrAmbiguousSID) {
+				t.Fatalf("Resolve(%q): unclassified error %v", s, err)
+			}
+			return
+		}
+		if len(s) < MinPrefix || !strings.HasPrefix(sid.String(), strings.ToUpper(s)) {
+			t.Fatalf("Resolve(%q) = %s", s, sid)
+		}
+		if len(s) < 64 && sid != a.SID() && sid != b.SID() {
+			t.Fatalf("Resolve(%q) = %s, not a known node", s, sid)
+		}
+	})
 }

@@ -4,11 +4,12 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -61,37 +62,83 @@ func ParseSID(s string) (SID, error) {
 	return sid, nil
 }
 
+// ErrUnknownSID is returned (wrapped) by Resolve for a prefix that no
+// known SID has; ErrAmbiguousSID for one that several have.
+var (
+	ErrUnknownSID   = errors.New("unknown SID prefix")
+	ErrAmbiguousSID = errors.New("ambiguous SID prefix")
+)
+
+// maxCandidates bounds the SIDs an unknown-prefix error lists.
+const maxCandidates = 8
+
+// ParsePrefix checks that s is a full SID or at least MinPrefix hex digits
+// of one, and returns it in upper case.
+func ParsePrefix(s string) (string, error) {
+	if len(s) < MinPrefix || len(s) > 2*SIDLen {
+		return "", fmt.Errorf("identity: %w %q: want 64 hex digits (or a unique prefix of at least %d)", ErrMalformedSID, s, MinPrefix)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return "", fmt.Errorf("identity: %w %q: not hex", ErrMalformedSID, s)
+		}
+	}
+	return strings.ToUpper(s), nil
+}
+
+// Match returns the known SIDs that start with prefix (upper-case hex, as
+// ParsePrefix returns it), sorted and without repeats.
+func Match(prefix string, known []SID) []SID {
+	var out []SID
+	for _, k := range known {
+		if strings.HasPrefix(k.String(), prefix) {
+			out = append(out, k)
+		}
+	}
+	slices.SortFunc(out, func(a, b SID) int { return bytes.Compare(a[:], b[:]) })
+	return slices.Compact(out)
+}
+
 // Resolve parses a full SID, or a unique prefix of at least MinPrefix hex
-// digits of one of the known SIDs. An ambiguous or unknown prefix is an error
-// that lists the candidates.
+// digits of one of the known SIDs. An ambiguous prefix is an error
+// (wrapping ErrAmbiguousSID) that lists the SIDs it matches; an unknown one
+// (wrapping ErrUnknownSID) lists the known SIDs, at most eight of them.
 func Resolve(s string, known []SID) (SID, error) {
 	if len(s) == 2*SIDLen {
 		return ParseSID(s)
 	}
-	if len(s) < MinPrefix || len(s) > 2*SIDLen {
-		return SID{}, fmt.Errorf("identity: %w %q: want 64 hex digits (or a unique prefix of at least %d)", ErrMalformedSID, s, MinPrefix)
+	prefix, err := ParsePrefix(s)
+	if err != nil {
+		return SID{}, err
 	}
-	if _, err := hex.DecodeString(s[:len(s)&^1]); err != nil {
-		return SID{}, fmt.Errorf("identity: %w %q: not hex", ErrMalformedSID, s)
-	}
-	up := strings.ToUpper(s)
-	var match []SID
-	for _, k := range known {
-		if strings.HasPrefix(k.String(), up) {
-			match = append(match, k)
-		}
-	}
-	sort.Slice(match, func(i, j int) bool { return match[i].String() < match[j].String() })
+	match := Match(prefix, known)
 	switch len(match) {
 	case 1:
 		return match[0], nil
 	case 0:
-		return SID{}, fmt.Errorf("identity: no known node has a SID starting with %s (%d known)", up, len(known))
+		return SID{}, fmt.Errorf("identity: %w %s: no known node has it (%s)", ErrUnknownSID, prefix, candidates(known))
 	default:
-		names := make([]string, len(match))
-		for i, m := range match {
-			names[i] = m.String()
-		}
-		return SID{}, fmt.Errorf("identity: SID prefix %s is ambiguous: %s", up, strings.Join(names, ", "))
+		return SID{}, fmt.Errorf("identity: %w %s matches %d nodes: %s", ErrAmbiguousSID, prefix, len(match), joinSIDs(match))
 	}
+}
+
+// candidates describes the known SIDs for an error message.
+func candidates(known []SID) string {
+	all := Match("", known)
+	switch {
+	case len(all) == 0:
+		return "no node is known"
+	case len(all) > maxCandidates:
+		return fmt.Sprintf("%d known, among them: %s, ...", len(all), joinSIDs(all[:maxCandidates]))
+	}
+	return "known: " + joinSIDs(all)
+}
+
+func joinSIDs(sids []SID) string {
+	names := make([]string, len(sids))
+	for i, m := range sids {
+		names[i] = m.String()
+	}
+	return strings.Join(names, ", ")
 }

@@ -284,6 +284,7 @@ func (r *router) recomputeLocked(rt *route) {
 	var bestAd *advert
 	bestM := uint32(math.MaxUint32)
 	var curM uint32 = math.MaxUint32
+	unfeasM := uint32(math.MaxUint32) // cheapest entry we may not select
 	for nb, ads := range r.adverts {
 		ad := ads[rt.origin]
 		if ad == nil || ad.metric == wire.MetricInfinity || ad.seq > rt.seq {
@@ -294,6 +295,7 @@ func (r *router) recomputeLocked(rt *route) {
 			curM = m
 		}
 		if !rt.feasible(ad.seq, ad.metric) {
+			unfeasM = min(unfeasM, m)
 			continue
 		}
 		if m < bestM || (m == bestM && nb == rt.via) {
@@ -324,6 +326,15 @@ func (r *router) recomputeLocked(rt *route) {
 			}
 		}
 		return
+	}
+	// A clearly cheaper route that we may not take yet (our own metric
+	// grew: a link got lossy): ask the origin for a newer sequence number,
+	// which makes it feasible (RFC 8966 3.8.2.2). Without this the route
+	// would stay on the worse path until the origin's next periodic one.
+	if unfeasM != math.MaxUint32 && unfeasM*hysteresisQuarters/4 < bestM && time.Since(rt.asked) > 500*time.Millisecond {
+		rt.asked = time.Now()
+		r.requests = append(r.requests, wire.SeqRequest{Origin: rt.origin, Seq: rt.fdSeq + 1, HopsLeft: 32})
+		r.pending = true
 	}
 	rt.via, rt.metric = best, bestM
 	rt.hops = int(bestAd.hops) + 1

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/servald/servald/daemon"
+	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
@@ -26,6 +29,12 @@ type meshAccess interface {
 	WaitReachable(ctx context.Context, sid identity.SID) error
 	Routes() ([]mesh.Route, error)
 	Neighbours() ([]mesh.Neighbour, error)
+	// Changed returns a channel closed at the next change of neighbours or
+	// routes, or nil when changes are not signalled (look again instead).
+	Changed() <-chan struct{}
+	// Advertise answers discovery queries for service name at MDP port
+	// until the returned Closer is closed.
+	Advertise(name string, port uint16, log *slog.Logger) (io.Closer, error)
 	Close() error
 }
 
@@ -46,7 +55,22 @@ func (e embedded) WaitReachable(ctx context.Context, sid identity.SID) error {
 }
 func (e embedded) Routes() ([]mesh.Route, error)         { return e.n.Routes(), nil }
 func (e embedded) Neighbours() ([]mesh.Neighbour, error) { return e.n.Neighbours(), nil }
-func (e embedded) Close() error                          { return e.n.Close() }
+func (e embedded) Changed() <-chan struct{}              { return e.n.Changed() }
+
+// Advertise binds the node's discovery port: one service per process.
+func (e embedded) Advertise(name string, port uint16, log *slog.Logger) (io.Closer, error) {
+	pc, err := e.n.Bind(discovery.Port)
+	if err != nil {
+		return nil, err
+	}
+	r := discovery.NewResponder(pc, log)
+	if err := r.Add(name, port); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+func (e embedded) Close() error { return e.n.Close() }
 
 // access returns the instance's daemon when one runs, else starts an
 // embedded node with the node options.
@@ -124,6 +148,19 @@ func (d viaDaemon) Neighbours() ([]mesh.Neighbour, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), daemonTimeout)
 	defer cancel()
 	return d.c.Neighbours(ctx)
+}
+func (d viaDaemon) Changed() <-chan struct{} { return nil }
+
+// Advertise asks the daemon, which answers on the discovery port for all
+// its clients.
+func (d viaDaemon) Advertise(name string, port uint16, _ *slog.Logger) (io.Closer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), daemonTimeout)
+	defer cancel()
+	a, err := d.c.Advertise(ctx, name, port)
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 func (d viaDaemon) Close() error { return d.c.Close() }
 

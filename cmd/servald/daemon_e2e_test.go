@@ -24,7 +24,7 @@ type runningDaemon struct {
 	pid            int
 }
 
-var startedRe = regexp.MustCompile(`^servald: started, SID ([0-9A-F]{64}) pid (\d+) UDP ([0-9.:]+)$`)
+var startedRe = regexp.MustCompile(`^servald: started, SID ([0-9A-F]{64}) pid (\d+) UDP (\S+)$`)
 
 // startDaemon runs `servald start` in inst and stops the daemon when the
 // test ends (killing it if it does not stop).
@@ -154,9 +154,9 @@ func TestDaemonLifecycle(t *testing.T) {
 	oneLine(t, errOut, "failed to start: UDP address "+busy.LocalAddr().String()+" is in use")
 }
 
-// TestDaemonSharedByTunnels: two daemons linked; an msp listener runs in
-// one, a tunnel through the other and an embedded one reach it; the mesh
-// commands answer from the daemons.
+// TestDaemonSharedByTunnels: two daemons linked; two msp listeners with a
+// service each run in one, two tunnels through the other and one from an
+// embedded node reach them; the mesh commands answer from the daemons.
 func TestDaemonSharedByTunnels(t *testing.T) {
 	t.Parallel()
 	a := startDaemon(t, instance(t))
@@ -178,13 +178,21 @@ func TestDaemonSharedByTunnels(t *testing.T) {
 	}
 	oneLine(t, errOut, "in use")
 
-	// Tunnel 1 through daemon B; tunnel 2 from an embedded node.
-	p1, p2 := freePort(t), freePort(t)
+	// A second listener in daemon A with a service of its own: both share
+	// the daemon's discovery port.
+	lisWeb := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--service", "web", "--forward", echoPort, "5001")
+	lisWeb.waitLine(`listening as ` + a.sid + ` on MDP port 5001`)
+
+	// Tunnels 1 and 3 through daemon B (to each listener); tunnel 2 from
+	// an embedded node.
+	p1, p2, p3 := freePort(t), freePort(t), freePort(t)
 	c1 := start(t, nil, nil, "msp", "connect", "--instance", b.inst, "--udp", "127.0.0.1:0", "--forward", strconv.Itoa(p1), a.sid, "5000")
 	c2 := start(t, nil, nil, "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", a.udp, "--forward", strconv.Itoa(p2), a.sid, "5000")
+	c3 := start(t, nil, nil, "msp", "connect", "--instance", b.inst, "--udp", "127.0.0.1:0", "--forward", strconv.Itoa(p3), "--service", "web")
 	c1.waitLine("forwarding TCP")
 	c2.waitLine("forwarding TCP")
-	for _, p := range []int{p1, p2} {
+	c3.waitLine("forwarding TCP .* to " + a.sid + " port 5001")
+	for _, p := range []int{p1, p2, p3} {
 		addr := fmt.Sprintf("127.0.0.1:%d", p)
 		dialRetry(t, addr).Close()
 		for i := 0; i < 3; i++ {
@@ -216,6 +224,10 @@ func TestDaemonSharedByTunnels(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != a.sid+" echo.mdp.port=5000" {
 		t.Errorf("service find echo: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", b.inst, "--udp", "127.0.0.1:0")
+	if code != 0 || out != a.sid+" echo.mdp.port=5000\n"+a.sid+" web.mdp.port=5001\n" {
+		t.Errorf("service find (all): exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", b.inst, "--udp", "127.0.0.1:0", "--timeout", "300ms", "nosuch")
 	if code != 1 || out != "" {
 		t.Errorf("service find nosuch: exit %d, stdout %q", code, out)
@@ -228,9 +240,17 @@ func TestDaemonSharedByTunnels(t *testing.T) {
 		t.Errorf("embedded id peers: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
-	// Killing the listener frees its port in the daemon at once.
+	// Killing the listener frees its port in the daemon at once, and
+	// withdraws its service; the other listener's stays.
 	lis.cmd.Process.Kill()
 	lis.wait(5 * time.Second)
+	eventually(t, 10*time.Second, func() string {
+		code, out, errOut := runOnce(t, nil, "service", "find", "--instance", b.inst, "--udp", "127.0.0.1:0")
+		if code != 0 || out != a.sid+" web.mdp.port=5001\n" {
+			return fmt.Sprintf("service find after the echo listener was killed: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		return ""
+	})
 	lis2 := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--forward", echoPort, "5000")
 	lis2.waitLine(`listening as ` + a.sid + ` on MDP port 5000`)
 	// The connect side's session breaks with the old listener; a new TCP
@@ -287,4 +307,42 @@ func TestDaemonIdentityMismatch(t *testing.T) {
 		t.Fatal("exit 0")
 	}
 	oneLine(t, errOut, "restart it")
+}
+
+// TestAllowShortSID: --allow takes a short SID of a node the mesh knows; it
+// stands for that node's full SID, so another node is refused.
+func TestAllowShortSID(t *testing.T) {
+	t.Parallel()
+	a := startDaemon(t, instance(t))
+	b := startDaemon(t, instance(t), "--peer", a.udp)
+	echo := echoServer(t)
+	_, echoPort, _ := net.SplitHostPort(echo.Addr().String())
+	// Through daemon A, which knows B already once B's hellos arrived.
+	eventually(t, 10*time.Second, func() string {
+		if _, out, _ := runOnce(t, nil, "id", "peers", "--instance", a.inst); !strings.Contains(out, b.sid) {
+			return "A does not know B yet: " + out
+		}
+		return ""
+	})
+	lis := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", strings.ToLower(b.sid[:12]), "--forward", echoPort, "5000")
+	lis.waitLine("--allow " + strings.ToLower(b.sid[:12]) + " is " + b.sid + "$")
+	lis.waitLine("listening as")
+	code, out, errOut := runOnce(t, strings.NewReader("let in\n"), "msp", "connect", "--instance", b.inst, "--udp", "127.0.0.1:0", a.sid, "5000")
+	if code != 0 || out != "let in\n" {
+		t.Errorf("B, allowed by prefix: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, _, errOut = runOnce(t, strings.NewReader("keep out\n"), "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", a.udp, a.sid, "5000")
+	if code == 0 {
+		t.Error("a node that is not B got in")
+	}
+	oneLine(t, errOut, "refused")
+	// A prefix of no known node is refused at start, naming the known.
+	code, _, errOut = runOnce(t, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", "00000000", "5001")
+	if code != 1 {
+		t.Errorf("--allow with an unknown prefix: exit %d", code)
+	}
+	oneLine(t, errOut, "unknown SID prefix 00000000")
+	if !strings.Contains(errOut, b.sid) {
+		t.Errorf("the error does not list B: %q", errOut)
+	}
 }

@@ -190,8 +190,9 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// echoServer runs a TCP echo server that half-closes after echoing.
-func echoServer(t testing.TB) net.Listener {
+// tcpService runs a TCP server on loopback that calls handle for each
+// connection (and closes it after); it stops when the test ends.
+func tcpService(t testing.TB, handle func(net.Conn)) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -206,12 +207,20 @@ func echoServer(t testing.TB) net.Listener {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				handle(c)
 			}()
 		}
 	}()
 	return ln
+}
+
+// echoServer runs a TCP echo server that half-closes after echoing.
+func echoServer(t testing.TB) net.Listener {
+	t.Helper()
+	return tcpService(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
 }
 
 // dialRetry dials addr until it answers (the tunnel's TCP port comes up

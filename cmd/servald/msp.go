@@ -88,23 +88,34 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 			return usagef("--service: %v", err)
 		}
 	}
-	var allow func(identity.SID) bool
-	if len(o.allow) > 0 {
-		set := map[identity.SID]bool{}
-		for _, a := range o.allow {
-			sid, err := identity.ParseSID(a)
-			if err != nil {
-				return usagef("--allow: %v", err)
-			}
-			set[sid] = true
+	allowArgs := make([]sidArg, len(o.allow))
+	for i, a := range o.allow {
+		if allowArgs[i], err = parseSIDArg(a); err != nil {
+			return usagef("--allow: %v", err)
 		}
-		allow = func(s identity.SID) bool { return set[s] }
 	}
 	node, err := g.access(&o.node, cmd.Flags())
 	if err != nil {
 		return err
 	}
 	defer node.Close()
+	var allow func(identity.SID) bool
+	if len(allowArgs) > 0 {
+		set := map[identity.SID]bool{}
+		for i, a := range allowArgs {
+			// A short SID stands for the node it names now: a later
+			// connector with the same prefix is not let in.
+			sid, err := a.resolve(ctx, node, allowWait)
+			if err != nil {
+				return fmt.Errorf("--allow %s: %w", o.allow[i], err)
+			}
+			if a.prefix != "" {
+				fmt.Fprintf(g.stderr, "servald: --allow %s is %s\n", o.allow[i], sid)
+			}
+			set[sid] = true
+		}
+		allow = func(s identity.SID) bool { return set[s] }
+	}
 	tr, err := node.Bind(port)
 	if err != nil {
 		return err
@@ -112,11 +123,11 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	lis := msp.ListenTransport(tr, node.Identity(), port, msp.Config{Allow: allow, Logger: g.logger()})
 	defer lis.Close()
 	if o.service != "" {
-		stop, err := g.serveDiscovery(node, o.service, port)
+		ad, err := node.Advertise(o.service, port, g.logger())
 		if err != nil {
-			return err
+			return fmt.Errorf("--service: %w", err)
 		}
-		defer stop()
+		defer ad.Close()
 	}
 	fwd := ""
 	if target != "" {
@@ -152,19 +163,37 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	return lis.Shutdown(sctx)
 }
 
+// allowWait bounds how long `msp listen` waits for the mesh to learn a
+// node named by a short SID in --allow.
+const allowWait = 5 * time.Second
+
 type connectOptions struct {
 	node    nodeOptions
 	once    bool
 	forward string
+	service string
 	timeout time.Duration
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
 	o := &connectOptions{}
 	cmd := &cobra.Command{
-		Use:   "connect [--once] [--forward=[HOST:]TCPPORT] SID MDPPORT",
+		Use:   "connect [--once] [--forward=[HOST:]TCPPORT] (SID MDPPORT | --service=NAME)",
 		Short: "Connect to an MSP listener; serve a local TCP port through it, or stdin/stdout",
-		Args:  cobra.ExactArgs(2),
+		Long: `Connect to the MSP listener at SID MDPPORT, or, with --service=NAME, to the
+nearest node that answers service discovery for NAME (at the MDP port it
+names). SID may be shortened to a unique prefix of at least 8 hex digits of
+a node the mesh knows. With --forward, listen on a local TCP port and tunnel
+each connection; without it, tunnel stdin/stdout over one connection.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.service != "" {
+				if len(args) != 0 {
+					return usagef("with --service, give no SID or MDPPORT: the service's answer names them")
+				}
+				return nil
+			}
+			return cobra.ExactArgs(2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd, g, args)
 		},
@@ -172,18 +201,59 @@ func newConnectCmd(g *globals) *cobra.Command {
 	fs := cmd.Flags()
 	fs.BoolVar(&o.once, "once", false, "handle one TCP connection, then exit when it closes")
 	fs.StringVar(&o.forward, "forward", "", "listen on this local TCP [HOST:]PORT (default host 127.0.0.1) and tunnel each connection; without it, use stdin/stdout")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID to answer")
+	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT)")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
 	o.node.addFlags(fs)
 	return cmd
 }
 
-func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) error {
-	ctx := cmd.Context()
-	sid, err := identity.ParseSID(args[0])
+// connectTarget finds what a connect dials: a fixed (SID, port), or the
+// nearest node offering a service, asked again at each dial.
+type connectTarget struct {
+	arg     sidArg
+	port    uint16
+	service string
+}
+
+func (o *connectOptions) target(args []string) (connectTarget, error) {
+	if o.service != "" {
+		if err := discovery.ValidName(o.service); err != nil {
+			return connectTarget{}, usagef("--service: %v", err)
+		}
+		return connectTarget{service: o.service}, nil
+	}
+	arg, err := parseSIDArg(args[0])
 	if err != nil {
-		return usageError{err}
+		return connectTarget{}, err
 	}
 	port, err := parsePort(args[1])
+	if err != nil {
+		return connectTarget{}, err
+	}
+	return connectTarget{arg: arg, port: port}, nil
+}
+
+// find returns the SID and port to dial, within d; a short SID, once
+// resolved, stays resolved.
+func (t *connectTarget) find(ctx context.Context, a meshAccess, d time.Duration) (identity.SID, uint16, error) {
+	if t.service != "" {
+		ans, err := findService(ctx, a, t.service, d)
+		if err != nil {
+			return identity.SID{}, 0, err
+		}
+		return ans.SID, ans.Port, nil
+	}
+	sid, err := t.arg.resolve(ctx, a, d)
+	if err != nil {
+		return identity.SID{}, 0, err
+	}
+	t.arg = sidArg{sid: sid}
+	return sid, t.port, nil
+}
+
+func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) error {
+	ctx := cmd.Context()
+	tgt, err := o.target(args)
 	if err != nil {
 		return err
 	}
@@ -210,9 +280,20 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	}
 	defer node.Close()
 	cfg := msp.Config{Logger: g.logger()}
+	// dial finds the target and opens a session to it, all within
+	// --timeout.
+	var sid identity.SID
+	var port uint16
 	dial := func(ctx context.Context) (*msp.Session, error) {
 		dctx, cancel := context.WithTimeout(ctx, o.timeout)
 		defer cancel()
+		var err error
+		if sid, port, err = tgt.find(dctx, node, o.timeout); err != nil {
+			return nil, err
+		}
+		if tgt.service != "" {
+			fmt.Fprintf(g.stderr, "servald: service %s is at %s port %d\n", tgt.service, sid, port)
+		}
 		s, err := dialSession(dctx, node, sid, port, cfg)
 		if err != nil && ctx.Err() == nil && dctx.Err() != nil {
 			return nil, fmt.Errorf("%s unreachable after %v: %w", sid, o.timeout, err)
@@ -240,7 +321,8 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	}
 	fmt.Fprintf(g.stderr, "servald: forwarding TCP %s to %s port %d\n", ln.Addr(), sid, port)
 	// A session that ended (the peer restarted, say) is dialled again for
-	// the next connection.
+	// the next connection (with --service, to the nearest node offering it
+	// then).
 	var mu sync.Mutex
 	open := func(ctx context.Context) (net.Conn, error) {
 		mu.Lock()
@@ -267,15 +349,4 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		mu.Unlock()
 	}
 	return err
-}
-
-// serveDiscovery answers discovery queries for name on node.
-func (g *globals) serveDiscovery(node meshAccess, name string, port uint16) (func(), error) {
-	tr, err := node.Bind(discovery.Port)
-	if err != nil {
-		return nil, fmt.Errorf("--service: %w", err)
-	}
-	r := discovery.NewResponder(tr, g.logger())
-	r.Add(name, port)
-	return func() { r.Close() }, nil
 }

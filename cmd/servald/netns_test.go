@@ -5,11 +5,16 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // netnsLAN builds count network namespaces joined by a bridge (itself in a
@@ -115,4 +120,82 @@ func TestBroadcastLAN(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBroadcastLANDaemons: three daemons on one broadcast domain, started
+// with --broadcast and no --peer: each lists the two others as neighbours,
+// and a TCP tunnel between two of them (named by a short SID) runs through
+// the daemons.
+func TestBroadcastLANDaemons(t *testing.T) {
+	ns := netnsLAN(t, 3)
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	insts := make([]string, 3)
+	sids := make([]string, 3)
+	for i := range ns {
+		insts[i] = instance(t)
+		d := inNetns(t, ns[i], devnull, nil, "start", "--foreground", "--instance", insts[i], "--broadcast")
+		sids[i] = d.waitLine(startedRe.String())[1]
+	}
+	for i := range ns {
+		eventually(t, 20*time.Second, func() string {
+			var out bytes.Buffer
+			p := inNetns(t, ns[i], devnull, &out, "id", "peers", "--instance", insts[i])
+			if code := p.wait(30 * time.Second); code != 0 {
+				return fmt.Sprintf("id peers in node %d: exit %d: %s", i, code, p.stderr)
+			}
+			for j := range ns {
+				if j != i && !strings.Contains(out.String(), sids[j]+" hops=1 ") {
+					return fmt.Sprintf("node %d does not list node %d as a neighbour:\n%s", i, j, out.String())
+				}
+			}
+			return ""
+		})
+	}
+	// A TCP tunnel through the daemons of nodes 2 and 0: the echo server
+	// listens on node 0's loopback, the test dials node 2's.
+	var echo net.Listener
+	inNamespace(t, ns[0], func() { echo = echoServer(t) })
+	_, echoPort, _ := net.SplitHostPort(echo.Addr().String())
+	l := inNetns(t, ns[0], devnull, nil, "msp", "listen", "--instance", insts[0], "--forward", echoPort, "5000")
+	l.waitLine("listening as " + sids[0])
+	var fwdPort int
+	inNamespace(t, ns[2], func() { fwdPort = freePort(t) })
+	fwd := fmt.Sprintf("127.0.0.1:%d", fwdPort) // in node 2's namespace
+	c := inNetns(t, ns[2], devnull, nil, "msp", "connect", "--instance", insts[2], "--timeout", "15s", "--forward", fwd, sids[0][:12], "5000")
+	c.waitLine("forwarding TCP " + fwd + " to " + sids[0])
+	inNamespace(t, ns[2], func() { err = echoOnce(fwd, 1<<20) })
+	if err != nil {
+		t.Fatalf("tunnel from node 2 to node 0 through their daemons: %v", err)
+	}
+}
+
+// inNamespace runs f on an OS thread inside network namespace ns, so that
+// the sockets f creates belong to ns (and stay there).
+func inNamespace(t *testing.T, ns string, f func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+	target, err := os.Open(filepath.Join("/run/netns", ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		t.Fatalf("setns %s: %v", ns, err)
+	}
+	defer func() {
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			panic(fmt.Sprintf("cannot return to the test's network namespace: %v", err))
+		}
+	}()
+	f()
 }

@@ -42,13 +42,18 @@ func TestBadInput(t *testing.T) {
 		{"bad --allow", []string{"msp", "listen", "--instance", inst, "--allow", "nope", "5000"}, "--allow"},
 		{"missing argument", []string{"msp", "connect", "--instance", inst, sid}, "accepts 2 arg"},
 		{"unknown flag", []string{"msp", "listen", "--instance", inst, "--bogus", "5000"}, "unknown flag"},
+		{"SID prefix too short", []string{"msp", "connect", "--instance", inst, "ABCDEF1", "5000"}, "at least 8"},
+		{"SID prefix not hex", []string{"msp", "connect", "--instance", inst, "ABCDEF1X", "5000"}, "not hex"},
+		{"--allow prefix too short", []string{"msp", "listen", "--instance", inst, "--allow", "ABCD", "5000"}, "at least 8"},
+		{"--service with a SID", []string{"msp", "connect", "--instance", inst, "--service", "ssh", sid, "5000"}, "with --service, give no SID"},
+		{"bad --service name", []string{"msp", "connect", "--instance", inst, "--service", "a b"}, "--service"},
 		{"bad --peer", []string{"msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "--peer", "nohost", "5000"}, "--peer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := runOnce(t, nil, tc.args...)
-			if code == 0 {
-				t.Fatalf("exit 0, want non-zero")
+			if code != 2 {
+				t.Fatalf("exit %d, want 2 (a usage mistake)", code)
 			}
 			if out != "" {
 				t.Errorf("stdout = %q, want nothing", out)

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp"
+)
+
+// fakeAccess is a meshAccess whose routing table the test sets.
+type fakeAccess struct {
+	id *identity.Identity
+
+	mu      sync.Mutex
+	routes  []mesh.Route  // guarded by mu
+	changed chan struct{} // guarded by mu
+}
+
+func newFakeAccess(t *testing.T) *fakeAccess {
+	t.Helper()
+	id, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeAccess{id: id, changed: make(chan struct{})}
+}
+
+func (f *fakeAccess) setRoutes(sids ...identity.SID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.routes = nil
+	for _, s := range sids {
+		f.routes = append(f.routes, mesh.Route{SID: s, NextHop: s, Hops: 1, Metric: 256})
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func (f *fakeAccess) Identity() *identity.Identity { return f.id }
+func (f *fakeAccess) UDPAddr() net.Addr            { return &net.UDPAddr{} }
+func (f *fakeAccess) Bind(uint16) (msp.Transport, error) {
+	return nil, errors.New("fake: no ports")
+}
+func (f *fakeAccess) WaitReachable(context.Context, identity.SID) error { return nil }
+func (f *fakeAccess) Routes() ([]mesh.Route, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]mesh.Route(nil), f.routes...), nil
+}
+func (f *fakeAccess) Neighbours() ([]mesh.Neighbour, error) { return nil, nil }
+func (f *fakeAccess) Changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.changed
+}
+func (f *fakeAccess) Advertise(string, uint16, *slog.Logger) (io.Closer, error) {
+	return nil, errors.New("fake: no discovery")
+}
+func (f *fakeAccess) Close() error { return nil }
+
+// sidWith returns a SID starting with the hex digits h.
+func sidWith(t *testing.T, h string) identity.SID {
+	t.Helper()
+	s, err := identity.ParseSID(h + strings.Repeat("0", 64-len(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestParseSIDArg(t *testing.T) {
+	full := strings.Repeat("AB", 32)
+	for _, tc := range []struct {
+		in     string
+		prefix string
+		bad    string
+	}{
+		{in: full},
+		{in: strings.ToLower(full)},
+		{in: "abcdef01", prefix: "ABCDEF01"},
+		{in: full[:63], prefix: full[:63]},
+		{in: "abcdef0", bad: "at least 8"},
+		{in: "abcdefgh", bad: "not hex"},
+		{in: strings.Repeat("G", 64), bad: "not hex"},
+		{in: full + "A", bad: "64 hex digits"},
+	} {
+		a, err := parseSIDArg(tc.in)
+		if tc.bad != "" {
+			var ue usageError
+			if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.bad) {
+				t.Errorf("parseSIDArg(%q) = %v, want a usage error mentioning %q", tc.in, err, tc.bad)
+			}
+			continue
+		}
+		if err != nil || a.prefix != tc.prefix || (tc.prefix == "" && a.sid.String() != strings.ToUpper(tc.in)) {
+			t.Errorf("parseSIDArg(%q) = %+v, %v", tc.in, a, err)
+		}
+	}
+}
+
+func TestResolveShortSID(t *testing.T) {
+	ctx := context.Background()
+	x1, x2, y := sidWith(t, "ABCDEF0011"), sidWith(t, "ABCDEF0022"), sidWith(t, "12345678")
+	f := newFakeAccess(t)
+	f.setRoutes(x1, x2, y)
+	arg := func(s string) sidArg {
+		t.Helper()
+		a, err := parseSIDArg(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+
+	if got, err := arg("12345678").resolve(ctx, f, time.Minute); err != nil || got != y {
+		t.Errorf("unique prefix: %v, %v", got, err)
+	}
+	if got, err := arg(f.id.SID().String()[:9]).resolve(ctx, f, time.Minute); err != nil || got != f.id.SID() {
+		t.Errorf("prefix of this node: %v, %v", got, err)
+	}
+	// Ambiguous: a usage error naming both, at once (no waiting).
+	t0 := time.Now()
+	_, err := arg("abcdef00").resolve(ctx, f, time.Minute)
+	var ue usageError
+	if !errors.As(err, &ue) || !errors.Is(err, identity.ErrAmbiguousSID) || !strings.Contains(err.Error(), x1.String()) || !strings.Contains(err.Error(), x2.String()) {
+		t.Errorf("ambiguous prefix: %v", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("ambiguous prefix took %v", d)
+	}
+	// Unknown: after the wait, an error (exit 1) listing what is known.
+	_, err = arg("99999999").resolve(ctx, f, 300*time.Millisecond)
+	if errors.As(err, &ue) || !errors.Is(err, identity.ErrUnknownSID) {
+		t.Errorf("unknown prefix: %v, want ErrUnknownSID, not a usage error", err)
+	}
+	for _, s := range []identity.SID{x1, x2, y, f.id.SID()} {
+		if err != nil && !strings.Contains(err.Error(), s.String()) {
+			t.Errorf("unknown-prefix error does not list %s: %v", s, err)
+		}
+	}
+	// A node that the mesh learns while we wait is found.
+	late := sidWith(t, "FEEDFACE")
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		f.setRoutes(x1, x2, y, late)
+	}()
+	if got, err := arg("feedface").resolve(ctx, f, time.Minute); err != nil || got != late {
+		t.Errorf("prefix of a node learnt while waiting: %v, %v", got, err)
+	}
+	// Cancelled (a signal): the cancellation, not a resolution error.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := arg("77777777").resolve(cctx, f, time.Minute); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+	// A full SID needs no table at all.
+	if got, err := arg(sidWith(t, "55").String()).resolve(ctx, f, 0); err != nil || got != sidWith(t, "55") {
+		t.Errorf("full SID: %v, %v", got, err)
+	}
+}
