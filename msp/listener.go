@@ -6,8 +6,6 @@ import (
 	"net"
 	"sync"
 
-	"github.com/xtaci/smux"
-
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
 )
@@ -87,19 +85,18 @@ func (l *Listener) acceptStreams(s *Session, wg *sync.WaitGroup) {
 		if err != nil {
 			return
 		}
+		ws := s.newStream(st)
 		select {
-		case l.streams <- st:
+		case l.streams <- ws:
 		case <-l.done:
-			st.Close()
+			ws.Close()
 			return
 		case <-s.done:
-			st.Close()
+			ws.Close()
 			return
 		}
 	}
 }
-
-var _ net.Conn = (*smux.Stream)(nil)
 
 // Accept waits for the next stream.
 func (l *Listener) Accept() (net.Conn, error) { return l.AcceptContext(context.Background()) }

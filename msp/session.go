@@ -14,7 +14,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/xtaci/smux"
 
@@ -38,6 +37,9 @@ type Session struct {
 	sealBuf   []byte // owned by the arq goroutine (output)
 	maxPacket atomic.Int64
 
+	open          atomic.Int64  // streams handed to the application and not closed by it
+	streamsClosed chan struct{} // cap 1: open reached zero
+
 	closing   chan struct{}
 	closeOnce sync.Once
 	done      chan struct{}
@@ -60,6 +62,8 @@ func newSession(ep *endpoint, sec *seal.Session, remote net.Addr, client bool) (
 		ep: ep, sec: sec, remote: remote, peer: sec.Peer(), client: client,
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
+
+		streamsClosed: make(chan struct{}, 1),
 	}
 	mp := s.packetLimit()
 	s.maxPacket.Store(int64(mp))
@@ -161,11 +165,9 @@ func (s *Session) watch() {
 // drainStreams waits until the application has closed every stream, or
 // until Close.
 func (s *Session) drainStreams() {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for s.mux.NumStreams() > 0 {
+	for s.open.Load() > 0 {
 		select {
-		case <-t.C:
+		case <-s.streamsClosed:
 		case <-s.closing:
 			return
 		}
@@ -203,13 +205,19 @@ func (s *Session) OpenStream(ctx context.Context) (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("msp: open stream to %s: %w", s.peer.Short(), err)
 	}
-	return st, nil
+	return s.newStream(st), nil
 }
 
 // Shutdown ends the session gracefully: it waits (until ctx ends) for every
 // byte written to be acknowledged, then tells the peer and closes.
 func (s *Session) Shutdown(ctx context.Context) error {
 	err := s.conn.Shutdown(ctx)
+	if err != nil && errors.Is(s.conn.Err(), arq.ErrPeerClosed) {
+		// The peer shut down first, or at the same time: it ends a session
+		// only when done with it, so what it did not acknowledge it no
+		// longer needed (smux window updates after both streams ended).
+		err = nil
+	}
 	s.Close()
 	return err
 }
@@ -248,7 +256,10 @@ func (p *arqPipe) Read(b []byte) (int, error) {
 		if n > 0 {
 			return n, nil
 		}
-		<-p.s.closing
+		select {
+		case <-p.s.closing:
+		case <-p.s.done:
+		}
 		return 0, ErrSessionEnded
 	}
 	return n, err

@@ -22,7 +22,7 @@ const (
 	persistentPTOs  = 3    // consecutive PTOs that collapse cwnd
 	maxSuspects     = 1024 // losses awaiting their grace period before the congestion response
 	minReoMult      = 4    // reordering window floor, in minRTT/4 units: one minRTT
-	maxReoMult      = 32   // reordering window cap, in minRTT/4 units (and never above 4*srtt)
+	maxReoMult      = 32   // reordering window cap, in minRTT/4 units: eight minRTT (and never above 4*srtt)
 	reoPersistN     = 16   // loss episodes without spurious loss before the window shrinks back
 	closeTries      = 3    // CLOSE(graceful) transmissions before Shutdown gives up waiting for its ACK
 	initialCwndPkts = 10
@@ -76,9 +76,9 @@ func (c *Conn) pto() int64 {
 }
 
 // reoWnd is the RACK reordering window:
-// clamp(reoMult * minRTT/4, granularity, 4*srtt), reoMult in [4, 16].
+// clamp(reoMult * minRTT/4, granularity, 4*srtt), reoMult in [4, 32].
 //
-// It starts at one minRTT, not RFC 8985's quarter, and may grow to four:
+// It starts at one minRTT, not RFC 8985's quarter, and may grow to eight:
 // the mesh below retransmits lost frames on every hop and passes on the
 // frames behind them meanwhile, so a packet arriving one or more hop round
 // trips after later ones is normal there, not a sign of loss.
