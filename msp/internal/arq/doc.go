@@ -22,23 +22,29 @@
 //   - Every packet has a fresh packet number; lost data is re-sent in new
 //     packets, re-cut to the current MaxPacket (SetMaxPacket takes effect
 //     for the next packet built, retransmissions included).
-//   - ACK frames list up to MaxAckRanges ranges (fewer in small packets, so
-//     the frame stays within about a quarter of the packet): the highest
-//     range, the ranges of packets that arrived late since the previous ACK
-//     frame (so a reordered packet is reported whatever lies above it), then
-//     the next highest ranges the peer has not yet seen acknowledged (once a
-//     packet carrying our ACK frame is acknowledged, ranges below its
+//   - ACK frames list up to MaxAckRanges ranges (in a packet that carries
+//     data, fewer, so the frame stays within about a quarter of it): the
+//     highest range, the ranges of packets that arrived late (each listed
+//     in lateReports frames, so that one lost ACK does not hide it), then
+//     the next highest ranges the peer has not yet seen acknowledged (once
+//     a packet carrying our ACK frame is acknowledged, ranges below its
 //     largest are no longer repeated). The receiver acknowledges every 2nd
 //     ack-eliciting packet, any out-of-order one at once, and otherwise
 //     within 1 ms; ACKs ride on data packets whenever there are any.
 //   - Loss detection is time based (RACK): a packet sent before the
 //     largest acknowledged one is lost once it is older than that packet's
 //     RTT plus a reordering window, reoWnd = clamp(k*minRTT/4, 1 ms,
-//     srtt+4*rttvar), k starting at 1. There is no packet-count threshold.
-//     An ACK for a packet already declared lost marks a spurious loss:
-//     k grows by one (up to 16) and stays grown for 16 loss episodes; if
-//     every loss of the latest episode turns out spurious, that episode's
-//     congestion-window reduction is undone.
+//     4*srtt), k starting at 4 (one minRTT: the mesh below retransmits per
+//     hop and passes later frames on meanwhile). There is no packet-count
+//     threshold. An ACK for a packet already declared lost marks a
+//     spurious loss: k grows by two (up to 32) and stays grown for 16 loss
+//     episodes.
+//   - A lost packet's data is resent at once, but its congestion response
+//     waits half an srtt: only if the packet is still unacknowledged then
+//     is cwnd cut (slow start stops growing at once, though). If every
+//     loss of the latest episode turns out spurious, that episode's cut is
+//     undone. Lost packets stay max(2 PTO, 8 srtt) in the sent queue, so
+//     late ACKs are seen.
 //   - A probe timeout, PTO = max(srtt + max(4*rttvar, 1 ms) + 1 ms,
 //     5 ms + 2*rttvar), doubled per consecutive expiry (capped at 2 s),
 //     sends two probes (the oldest unacknowledged data, or a PING) outside
@@ -78,10 +84,12 @@
 //
 // Bounds: the send ring holds at most SendBuffer bytes (Write blocks
 // beyond), the receive ring at most RecvWindow bytes (rounded up to a power
-// of two), out-of-order reassembly at most 1024 ranges, received packet
+// of two), out-of-order reassembly at most 1024 ranges (a packet whose data
+// would need more is not acknowledged, so it comes again), received packet
 // numbers at most 4096 ranges (older ones are no longer checked for
 // duplicates and not acknowledged again), late packet numbers waiting to
-// be reported at most 256, cwnd at most 4*SendBuffer + 64 MiB.
+// be reported at most 512, loss suspects waiting for their grace period at
+// most 1024, cwnd at most 4*SendBuffer + 64 MiB.
 //
 // # Wire format
 //
