@@ -151,6 +151,7 @@ func (s *Session) watch() {
 	if errors.Is(err, arq.ErrPeerClosed) {
 		s.drainStreams() // a clean end: let the application read what arrived
 	}
+	s.abort() // arqPipe.Read waits for it after a clean end
 	s.conn.Close()
 	s.mux.Close()
 	s.err = err
@@ -217,13 +218,17 @@ func (s *Session) Shutdown(ctx context.Context) error {
 // Close ends the session at once; the peer's streams break. It returns when
 // the session's goroutines have ended.
 func (s *Session) Close() error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.abort()
 	<-s.done
 	if s.ep.ownsTransport {
 		s.ep.wg.Wait()
 	}
 	return nil
 }
+
+// abort asks the session to end at once, without waiting for it (for
+// goroutines its end waits for).
+func (s *Session) abort() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // SessionStats are a session's counters.
 type SessionStats = arq.Stats
