@@ -48,8 +48,8 @@ type Stats struct {
 	DialFailures      uint64 // failed connection attempts (client)
 }
 
-// plus returns the sum of two sets of counters.
-func (a Stats) plus(b Stats) Stats {
+// Add returns the sum of two sets of counters (for totals over sessions).
+func (a Stats) Add(b Stats) Stats {
 	return Stats{
 		BytesSent:         a.BytesSent + b.BytesSent,
 		BytesReceived:     a.BytesReceived + b.BytesReceived,

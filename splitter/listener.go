@@ -165,7 +165,7 @@ func (l *Listener) Stats() ListenerStats {
 	sum := l.ended
 	l.mu.Unlock()
 	for _, s := range live {
-		sum = sum.plus(s.Stats())
+		sum = sum.Add(s.Stats())
 	}
 	return ListenerStats{
 		SessionsAccepted: l.accepted.Load(),
@@ -411,7 +411,7 @@ func (l *Listener) forget(s *Conn) {
 	l.mu.Lock()
 	if l.sessions[s.id] == s {
 		delete(l.sessions, s.id)
-		l.ended = l.ended.plus(st)
+		l.ended = l.ended.Add(st)
 	}
 	l.mu.Unlock()
 }

@@ -396,3 +396,20 @@ func TestFirstConnectionKeepsItsSlot(t *testing.T) {
 		t.Errorf("no join refused: %+v", st)
 	}
 }
+
+// TestServerClosesAtOnce: a listener that closes a session while the
+// client's other connections are still joining: the client reads io.EOF
+// (a clean end), not the refusal of a join to a session that is gone.
+func TestServerClosesAtOnce(t *testing.T) {
+	cfg := testConfig()
+	ln := listen(t, cfg)
+	for i := range 20 {
+		c, s := pair(t, ln, ln.Addr().String(), cfg)
+		s.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("session %d: client Read = %d, %v; want 0, EOF", i, n, err)
+		}
+		c.Close()
+	}
+}
