@@ -151,7 +151,6 @@ func (s *Session) watch() {
 	if errors.Is(err, arq.ErrPeerClosed) {
 		s.drainStreams() // a clean end: let the application read what arrived
 	}
-	s.abort() // arqPipe.Read waits for it after a clean end
 	s.conn.Close()
 	s.mux.Close()
 	s.err = err
@@ -211,6 +210,13 @@ func (s *Session) OpenStream(ctx context.Context) (net.Conn, error) {
 // byte written to be acknowledged, then tells the peer and closes.
 func (s *Session) Shutdown(ctx context.Context) error {
 	err := s.conn.Shutdown(ctx)
+	if err != nil && errors.Is(s.conn.Err(), arq.ErrPeerClosed) {
+		// The peer ended the session cleanly while we shut it down (both
+		// ends finish at once, as stdio does). A peer does so only once
+		// its streams have finished: what it had not acknowledged here
+		// yet is nothing it wanted (smux window updates, an ACK race).
+		err = nil
+	}
 	s.Close()
 	return err
 }
@@ -253,7 +259,10 @@ func (p *arqPipe) Read(b []byte) (int, error) {
 		if n > 0 {
 			return n, nil
 		}
-		<-p.s.closing
+		select {
+		case <-p.s.closing:
+		case <-p.s.done: // the session ended without Close (its endpoint forgot it)
+		}
 		return 0, ErrSessionEnded
 	}
 	return n, err

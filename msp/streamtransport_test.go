@@ -145,7 +145,7 @@ func TestStreamTransportEnds(t *testing.T) {
 	echoServer(t, l)
 
 	// Clean ends: the listener keeps no endpoint per finished session.
-	for range 20 {
+	for i := range 20 {
 		s, _, err := dialStream(t, addr, client, server.SID(), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -154,10 +154,12 @@ func TestStreamTransportEnds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st.Write([]byte("hi"))
+		if _, err := st.Write([]byte("hi")); err != nil {
+			t.Fatalf("session %d: write: %v (session: %v)", i, err, s.Err())
+		}
 		st.(interface{ CloseWrite() error }).CloseWrite()
 		if b, err := io.ReadAll(st); err != nil || string(b) != "hi" {
-			t.Fatalf("echo %q, %v", b, err)
+			t.Fatalf("session %d: echo %q, %v (session: %v, %+v)", i, b, err, s.Err(), s.Stats())
 		}
 		st.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
