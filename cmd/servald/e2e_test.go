@@ -58,7 +58,16 @@ func TestTunnelManyConnections(t *testing.T) {
 	l2 := startListen(t, nil, nil, "--once", "--forward", strconv.Itoa(sink.Addr().(*net.TCPAddr).Port), "5001")
 	port2 := freePort(t)
 	start(t, nil, nil, connectArgs(t, l2, "--once", "--forward", strconv.Itoa(port2), l2.sid, "5001")...)
-	c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port2))
+	sendHashed(t, fmt.Sprintf("127.0.0.1:%d", port2), sink, big)
+}
+
+// sendHashed sends size random bytes into the tunnel at addr, whose far
+// end forwards to sink, and checks that sink receives them with the same
+// SHA-256.
+func sendHashed(t *testing.T, addr string, sink net.Listener, size int64) {
+	t.Helper()
+	c := dialRetry(t, addr)
+	defer c.Close()
 	got := make(chan [32]byte, 1)
 	go func() {
 		s, err := sink.Accept()
@@ -69,29 +78,23 @@ func TestTunnelManyConnections(t *testing.T) {
 		h := sha256.New()
 		io.Copy(h, s)
 		s.Close()
-		var sum [32]byte
-		copy(sum[:], h.Sum(nil))
-		got <- sum
+		got <- [32]byte(h.Sum(nil))
 	}()
 	h := sha256.New()
-	src := io.TeeReader(io.LimitReader(rand.Reader, big), h)
 	start := time.Now()
-	if _, err := io.Copy(c, src); err != nil {
+	if _, err := io.Copy(c, io.TeeReader(io.LimitReader(rand.Reader, size), h)); err != nil {
 		t.Fatal(err)
 	}
 	c.(*net.TCPConn).CloseWrite()
-	var want [32]byte
-	copy(want[:], h.Sum(nil))
 	select {
 	case sum := <-got:
-		if sum != want {
-			t.Fatalf("%d MiB transfer: SHA-256 differs", big>>20)
+		if sum != [32]byte(h.Sum(nil)) {
+			t.Fatalf("%d MiB transfer: SHA-256 differs", size>>20)
 		}
 	case <-time.After(5 * time.Minute):
-		t.Fatal("big transfer did not finish")
+		t.Fatalf("%d MiB transfer did not finish", size>>20)
 	}
-	t.Logf("%d MiB in %v", big>>20, time.Since(start).Round(time.Millisecond))
-	c.Close()
+	t.Logf("%d MiB in %v", size>>20, time.Since(start).Round(time.Millisecond))
 }
 
 func echoOnce(addr string, size int) error {
@@ -124,40 +127,55 @@ func TestStdio(t *testing.T) {
 	if testing.Short() {
 		size = 8 << 20
 	}
-	dir := t.TempDir()
-	in := filepath.Join(dir, "in")
+	stdioBothWays(t, size, func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string) {
+		l := startListen(t, stdin, stdout, "5000")
+		return l.proc, connectArgs(t, l, l.sid, "5000")
+	})
+}
+
+// stdioBothWays moves size random bytes through stdin/stdout, connect to
+// listen and then listen to connect: listen starts the listener and
+// returns the arguments of the connect to it. Both must exit 0, and the
+// data arrive identical with nothing the other way.
+func stdioBothWays(t *testing.T, size int, listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
+	t.Helper()
+	in := filepath.Join(t.TempDir(), "in")
 	data := make([]byte, size)
 	rand.Read(data)
 	if err := os.WriteFile(in, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, dirn := range []string{"connect-to-listen", "listen-to-connect"} {
-		t.Run(dirn, func(t *testing.T) {
-			inF, _ := os.Open(in)
-			defer inF.Close()
-			empty, _ := os.Open(os.DevNull)
-			defer empty.Close()
-			var lOut, cOut bytes.Buffer
-			lIn, cIn := empty, inF
-			if dirn == "listen-to-connect" {
-				lIn, cIn = inF, empty
-			}
-			l := startListen(t, lIn, &lOut, "5000")
-			c := start(t, cIn, &cOut, connectArgs(t, l, l.sid, "5000")...)
-			if code := c.wait(2 * time.Minute); code != 0 {
-				t.Fatalf("connect exited %d: %s", code, c.stderr)
-			}
-			if code := l.wait(30 * time.Second); code != 0 {
-				t.Fatalf("listen exited %d: %s", code, l.stderr)
-			}
-			got := lOut.Bytes()
-			if dirn == "listen-to-connect" {
-				got = cOut.Bytes()
-			}
-			if !bytes.Equal(got, data) {
-				t.Fatalf("%d bytes arrived, want %d identical", len(got), len(data))
-			}
-		})
+		t.Run(dirn, func(t *testing.T) { stdioCase(t, in, data, dirn, listen) })
+	}
+}
+
+// stdioCase is one direction of stdioBothWays; file in holds data.
+func stdioCase(t *testing.T, in string, data []byte, dirn string, listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
+	t.Helper()
+	inF, _ := os.Open(in)
+	defer inF.Close()
+	empty, _ := os.Open(os.DevNull)
+	defer empty.Close()
+	var lOut, cOut bytes.Buffer
+	lIn, cIn := empty, inF
+	if dirn == "listen-to-connect" {
+		lIn, cIn = inF, empty
+	}
+	l, args := listen(t, lIn, &lOut)
+	c := start(t, cIn, &cOut, args...)
+	if code := c.wait(2 * time.Minute); code != 0 {
+		t.Fatalf("connect exited %d: %s", code, c.stderr)
+	}
+	if code := l.wait(30 * time.Second); code != 0 {
+		t.Fatalf("listen exited %d: %s", code, l.stderr)
+	}
+	got, other := lOut.Bytes(), cOut.Bytes()
+	if dirn == "listen-to-connect" {
+		got, other = other, got
+	}
+	if !bytes.Equal(got, data) || len(other) != 0 {
+		t.Fatalf("%d bytes arrived (want %d identical), %d went the other way", len(got), len(data), len(other))
 	}
 }
 
