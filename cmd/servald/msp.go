@@ -141,7 +141,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, sid, port)
 	if ss != nil {
 		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", ss.Addr(), o.split.fec)
-		fmt.Fprintf(g.stderr, "servald: or over split transport: %s\n", ss.connectHint(sid, port, o.split.fec, cmd.Flags().Changed("fec")))
+		fmt.Fprintf(g.stderr, "servald: or over split transport: %s\n", ss.connectHint(fwd, sid, port, o.split.fec, cmd.Flags().Changed("fec")))
 	}
 
 	if target != "" {

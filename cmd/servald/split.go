@@ -258,7 +258,7 @@ func serveSplit(lis *msp.Listener, addr string, cfg splitter.Config) (*splitServ
 func (s *splitServer) Addr() net.Addr { return s.ln.Addr() }
 
 // connectHint is the split connect line printed at start.
-func (s *splitServer) connectHint(sid identity.SID, port uint16, fec string, fecSet bool) string {
+func (s *splitServer) connectHint(fwd string, sid identity.SID, port uint16, fec string, fecSet bool) string {
 	host, p, _ := net.SplitHostPort(s.Addr().String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "HOST"
@@ -267,7 +267,7 @@ func (s *splitServer) connectHint(sid identity.SID, port uint16, fec string, fec
 	if fecSet {
 		opt = " --fec=" + fec
 	}
-	return fmt.Sprintf("servald msp connect --split=%s%s %s %d", net.JoinHostPort(host, p), opt, sid, port)
+	return fmt.Sprintf("servald msp connect --split=%s%s %s%s %d", net.JoinHostPort(host, p), opt, fwd, sid, port)
 }
 
 // Close stops accepting split sessions and ends those open (with the
