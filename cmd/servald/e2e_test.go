@@ -127,10 +127,7 @@ func TestStdio(t *testing.T) {
 	if testing.Short() {
 		size = 8 << 20
 	}
-	stdioBothWays(t, size, func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string) {
-		l := startListen(t, stdin, stdout, "5000")
-		return l.proc, connectArgs(t, l, l.sid, "5000")
-	})
+	stdioBothWays(t, size, meshStdioListen)
 }
 
 // stdioBothWays moves size random bytes through stdin/stdout, connect to
@@ -307,38 +304,37 @@ func TestKillPeer(t *testing.T) {
 			}
 		})
 	}
-	t.Run("stdio/kill-listen", func(t *testing.T) {
-		t.Parallel()
-		pr, pw := io.Pipe()
-		defer pw.Close()
-		go io.Copy(pw, io.LimitReader(rand.Reader, 1<<40))
-		l := startListen(t, nil, io.Discard, "5000")
-		cp := start(t, pr, io.Discard, connectArgs(t, l, l.sid, "5000")...)
-		time.Sleep(time.Second)
-		l.cmd.Process.Signal(syscall.SIGKILL)
-		t0 := time.Now()
-		code := cp.wait(20 * time.Second)
-		if code == 0 {
-			t.Fatalf("connect exited 0 after its peer was killed")
-		}
-		t.Logf("connect exited %d %v after the kill: %s", code, time.Since(t0).Round(time.Millisecond), lastLine(cp.stderr.String()))
-	})
-	t.Run("stdio/kill-connect", func(t *testing.T) {
-		t.Parallel()
-		pr, pw := io.Pipe()
-		defer pw.Close()
-		go io.Copy(pw, io.LimitReader(rand.Reader, 1<<40))
-		l := startListen(t, nil, io.Discard, "5000")
-		cp := start(t, pr, io.Discard, connectArgs(t, l, l.sid, "5000")...)
-		time.Sleep(time.Second)
-		cp.cmd.Process.Signal(syscall.SIGKILL)
-		t0 := time.Now()
-		code := l.wait(20 * time.Second)
-		if code == 0 {
-			t.Fatalf("listen exited 0 after its peer was killed")
-		}
-		t.Logf("listen exited %d %v after the kill: %s", code, time.Since(t0).Round(time.Millisecond), lastLine(l.stderr.String()))
-	})
+	for _, victim := range []string{"listen", "connect"} {
+		t.Run("stdio/kill-"+victim, func(t *testing.T) {
+			t.Parallel()
+			killStdio(t, victim, meshStdioListen)
+		})
+	}
+}
+
+// killStdio streams random bytes from connect's stdin to the listener's
+// stdout, kills one of them (victim "listen" or "connect") with SIGKILL
+// and checks that the other exits non-zero within 20 s; listen starts the
+// listener and returns the arguments of the connect to it.
+func killStdio(t *testing.T, victim string, listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go io.Copy(pw, io.LimitReader(rand.Reader, 1<<40))
+	l, args := listen(t, nil, io.Discard)
+	cp := start(t, pr, io.Discard, args...)
+	time.Sleep(time.Second)
+	killed, survivor := l, cp
+	if victim == "connect" {
+		killed, survivor = cp, l
+	}
+	killed.cmd.Process.Signal(syscall.SIGKILL)
+	t0 := time.Now()
+	code := survivor.wait(20 * time.Second)
+	if code == 0 {
+		t.Fatalf("the survivor exited 0 after %s was killed", victim)
+	}
+	t.Logf("survivor exited %d %v after the kill of %s: %s", code, time.Since(t0).Round(time.Millisecond), victim, lastLine(survivor.stderr.String()))
 }
 
 func lastLine(s string) string {
@@ -347,4 +343,11 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
+}
+
+// meshStdioListen starts a listener on MDP port 5000 for the stdio tests
+// and returns it with the arguments of the connect to it.
+func meshStdioListen(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string) {
+	l := startListen(t, stdin, stdout, "5000")
+	return l.proc, connectArgs(t, l, l.sid, "5000")
 }

@@ -95,10 +95,19 @@ func TestSplitTransfer(t *testing.T) {
 // each direction.
 func TestSplitStdio(t *testing.T) {
 	t.Parallel()
-	stdioBothWays(t, 4<<20, func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string) {
-		l := startSplitListen(t, stdin, stdout, "5000")
-		return l.proc, splitConnectArgs(t, l, l.sid, "5000")
-	})
+	stdioBothWays(t, 4<<20, splitStdioListen)
+}
+
+// TestSplitKillPeer: kill -9 of either side of a stdio tunnel over split
+// transport makes the other exit non-zero, as over the mesh.
+func TestSplitKillPeer(t *testing.T) {
+	t.Parallel()
+	for _, victim := range []string{"listen", "connect"} {
+		t.Run("stdio/kill-"+victim, func(t *testing.T) {
+			t.Parallel()
+			killStdio(t, victim, splitStdioListen)
+		})
+	}
 }
 
 // TestSplitRefusals: a SID that is not the listener's, a client not in
@@ -211,4 +220,11 @@ func TestSplitBadInput(t *testing.T) {
 			oneLine(t, errOut, tc.want)
 		})
 	}
+}
+
+// splitStdioListen starts a split listener on MDP port 5000 for the stdio tests
+// and returns it with the arguments of the connect to it.
+func splitStdioListen(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string) {
+	l := startSplitListen(t, stdin, stdout, "5000")
+	return l.proc, splitConnectArgs(t, l, l.sid, "5000")
 }
