@@ -68,9 +68,14 @@ func DialTransport(ctx context.Context, tr Transport, id *identity.Identity, pee
 			ep.mu.Lock()
 			ep.hs = nil
 			ep.sessions[idx] = s
+			ended := ep.readDone // the transport ended after the answer came
 			ep.mu.Unlock()
 			ep.wg.Add(1)
 			go s.watch()
+			if ended {
+				s.Close()
+				return nil, fmt.Errorf("msp: dial %s: transport closed during the handshake: %w", peer, net.ErrClosed)
+			}
 			if err := s.confirm(); err != nil {
 				s.Close()
 				return nil, fmt.Errorf("msp: dial %s: %w", peer, err)

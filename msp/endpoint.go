@@ -47,6 +47,8 @@ type endpoint struct {
 	hs       *seal.Initiator     // dialing: the handshake under way; guarded by mu
 	hsResult chan hsResult       // dialing: where the handshake's end goes
 	closed   bool                // guarded by mu
+	readDone bool                // the read loop has ended: nothing more arrives; guarded by mu
+	released bool                // transport closed and endpoint dropped; guarded by mu
 	wg       sync.WaitGroup
 }
 
@@ -82,6 +84,7 @@ func (ep *endpoint) newIndexLocked() uint32 {
 
 func (ep *endpoint) readLoop() {
 	defer ep.wg.Done()
+	defer ep.transportEnded()
 	buf := make([]byte, 65536)
 	plain := make([]byte, 0, 65536)
 	for {
@@ -152,6 +155,14 @@ func (ep *endpoint) handleInit(pkt []byte, from net.Addr) {
 	in, err := seal.ParseInit(pkt, ep.id, time.Now())
 	if err != nil {
 		ep.stats.badInit.Add(1)
+		if _, stream := from.(StreamAddr); stream && errors.Is(err, seal.ErrMisaddressed) {
+			// A stream transport reaches this node only, not a mesh
+			// that routes by SID: the peer dialled another SID. Hang up
+			// so that it fails at once instead of waiting for an answer.
+			ep.log.Warn("msp: refused a session over a stream transport: it asked for another SID", "from", from, "self", ep.id.SID().String())
+			ep.tr.Close()
+			return
+		}
 		ep.log.Debug("msp: INIT rejected", "from", from, "err", err)
 		return
 	}
@@ -223,19 +234,61 @@ func (ep *endpoint) handleReply(pkt []byte) {
 	}
 }
 
-// removeSession forgets an ended session; a dialing endpoint closes with it.
+// removeSession forgets an ended session. A dialing endpoint closes with
+// its session, a listener's endpoint whose transport has ended with its
+// last session.
 func (ep *endpoint) removeSession(s *Session) {
 	ep.mu.Lock()
 	if ep.sessions[s.sec.LocalIndex()] == s {
 		delete(ep.sessions, s.sec.LocalIndex())
 	}
-	last := ep.ownsTransport && len(ep.sessions) == 0
-	if last {
-		ep.closed = true
-	}
+	last := len(ep.sessions) == 0 && (ep.ownsTransport || ep.readDone)
 	ep.mu.Unlock()
 	if last {
-		ep.tr.Close()
+		ep.release()
+	}
+}
+
+// transportEnded runs when the read loop stops: nothing more can arrive,
+// so sessions still running end now (their streams break, as when the
+// peer dies) while those the peer ended cleanly keep draining into the
+// application. Once no session is left the endpoint is released: a
+// listener does not keep endpoints of transports that have ended (such
+// as split connections that closed).
+func (ep *endpoint) transportEnded() {
+	ep.mu.Lock()
+	ep.readDone = true
+	var running []*Session
+	for _, s := range ep.sessions {
+		select {
+		case <-s.conn.Done():
+		default:
+			running = append(running, s)
+		}
+	}
+	empty := len(ep.sessions) == 0
+	ep.mu.Unlock()
+	for _, s := range running {
+		s.abort()
+	}
+	if empty {
+		ep.release()
+	}
+}
+
+// release closes the transport and drops the endpoint from its listener,
+// once.
+func (ep *endpoint) release() {
+	ep.mu.Lock()
+	done := ep.released
+	ep.released, ep.closed = true, true
+	ep.mu.Unlock()
+	if done {
+		return
+	}
+	ep.tr.Close()
+	if ep.lis != nil {
+		ep.lis.forget(ep)
 	}
 }
 

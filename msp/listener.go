@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 
 	"github.com/servald/servald/identity"
@@ -77,6 +78,18 @@ func (l *Listener) serve(tr Transport) {
 	ep.start()
 }
 
+// forget drops an endpoint that was released (its transport ended).
+func (l *Listener) forget(ep *endpoint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, e := range l.eps {
+		if e == ep {
+			l.eps = slices.Delete(l.eps, i, i+1)
+			return
+		}
+	}
+}
+
 // acceptStreams moves a session's new streams to the accept queue.
 func (l *Listener) acceptStreams(s *Session, wg *sync.WaitGroup) {
 	defer wg.Done()
@@ -121,7 +134,7 @@ func (l *Listener) Close() error {
 	l.once.Do(func() {
 		l.mu.Lock()
 		close(l.done)
-		eps := l.eps
+		eps := slices.Clone(l.eps) // forget edits l.eps in place
 		l.mu.Unlock()
 		for _, ep := range eps {
 			ep.close()
@@ -142,7 +155,7 @@ func (l *Listener) Close() error {
 // everything written to be acknowledged, then closes the listener.
 func (l *Listener) Shutdown(ctx context.Context) error {
 	l.mu.Lock()
-	eps := l.eps
+	eps := slices.Clone(l.eps) // forget edits l.eps in place
 	l.mu.Unlock()
 	var ss []*Session
 	for _, ep := range eps {

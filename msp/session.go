@@ -213,9 +213,10 @@ func (s *Session) OpenStream(ctx context.Context) (net.Conn, error) {
 func (s *Session) Shutdown(ctx context.Context) error {
 	err := s.conn.Shutdown(ctx)
 	if err != nil && errors.Is(s.conn.Err(), arq.ErrPeerClosed) {
-		// The peer shut down first, or at the same time: it ends a session
-		// only when done with it, so what it did not acknowledge it no
-		// longer needed (smux window updates after both streams ended).
+		// The peer ended the session cleanly while we shut it down (both
+		// ends finish at once, as stdio does). A peer does so only once
+		// its streams have finished: what it had not acknowledged here
+		// yet is nothing it wanted (smux window updates, an ACK race).
 		err = nil
 	}
 	s.Close()
@@ -225,13 +226,17 @@ func (s *Session) Shutdown(ctx context.Context) error {
 // Close ends the session at once; the peer's streams break. It returns when
 // the session's goroutines have ended.
 func (s *Session) Close() error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.abort()
 	<-s.done
 	if s.ep.ownsTransport {
 		s.ep.wg.Wait()
 	}
 	return nil
 }
+
+// abort asks the session to end at once, without waiting for it (for
+// goroutines its end waits for).
+func (s *Session) abort() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // SessionStats are a session's counters.
 type SessionStats = arq.Stats
@@ -258,7 +263,7 @@ func (p *arqPipe) Read(b []byte) (int, error) {
 		}
 		select {
 		case <-p.s.closing:
-		case <-p.s.done:
+		case <-p.s.done: // the session ended without Close (its endpoint forgot it)
 		}
 		return 0, ErrSessionEnded
 	}

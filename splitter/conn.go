@@ -48,6 +48,32 @@ type Stats struct {
 	DialFailures      uint64 // failed connection attempts (client)
 }
 
+// Add returns the sum of two sets of counters (for totals over sessions).
+func (a Stats) Add(b Stats) Stats {
+	return Stats{
+		BytesSent:         a.BytesSent + b.BytesSent,
+		BytesReceived:     a.BytesReceived + b.BytesReceived,
+		WireBytesSent:     a.WireBytesSent + b.WireBytesSent,
+		WireBytesReceived: a.WireBytesReceived + b.WireBytesReceived,
+		BlocksSent:        a.BlocksSent + b.BlocksSent,
+		BlocksReceived:    a.BlocksReceived + b.BlocksReceived,
+		BlocksRebuilt:     a.BlocksRebuilt + b.BlocksRebuilt,
+		BlocksRerequested: a.BlocksRerequested + b.BlocksRerequested,
+		ShardsSent:        a.ShardsSent + b.ShardsSent,
+		ShardsReceived:    a.ShardsReceived + b.ShardsReceived,
+		ShardsResent:      a.ShardsResent + b.ShardsResent,
+		ShardsLost:        a.ShardsLost + b.ShardsLost,
+		ShardsDiscarded:   a.ShardsDiscarded + b.ShardsDiscarded,
+		Probes:            a.Probes + b.Probes,
+		ConnsOpened:       a.ConnsOpened + b.ConnsOpened,
+		ConnsReopened:     a.ConnsReopened + b.ConnsReopened,
+		ConnsLost:         a.ConnsLost + b.ConnsLost,
+		ConnsStalled:      a.ConnsStalled + b.ConnsStalled,
+		ConnsLive:         a.ConnsLive + b.ConnsLive,
+		DialFailures:      a.DialFailures + b.DialFailures,
+	}
+}
+
 type counters struct {
 	bytesSent, bytesReceived         atomic.Uint64
 	wireSent, wireReceived           atomic.Uint64

@@ -57,17 +57,20 @@ const readBufSize = 8 << 10
 // addLane attaches an established connection (handshake done) to the
 // session and starts its goroutines. It fails if the session is over or
 // full.
-func (s *Conn) addLane(c net.Conn) error {
+func (s *Conn) addLane(c net.Conn) error { return s.addLaneAt(c, -1) }
+
+// addLaneAt is addLane into a slot reserved earlier (slot >= 0) or into
+// any free one (slot < 0).
+func (s *Conn) addLaneAt(c net.Conn, slot int) error {
 	s.mu.Lock()
 	if s.dead {
+		err := s.deadErr // set with dead, under mu
 		s.mu.Unlock()
-		return s.Err()
+		return err
 	}
-	slot := -1
-	for i := 0; i < s.maxLanes && i < len(s.slots); i++ {
+	for i := 0; slot < 0 && i < s.maxLanes && i < len(s.slots); i++ {
 		if !s.slots[i] {
 			slot = i
-			break
 		}
 	}
 	if slot < 0 {

@@ -45,6 +45,7 @@ type Listener struct {
 	sessions map[uint64]*Conn
 	pending  int
 	hs       map[net.Conn]struct{}
+	ended    Stats // counters of the sessions that have ended
 
 	accepted, refused, joinsRefused, hsErrors atomic.Uint64
 }
@@ -56,6 +57,9 @@ type ListenerStats struct {
 	JoinsRefused     uint64 // connections refused joining a session (unknown id, bad token, full)
 	HandshakeErrors  uint64 // connections dropped during the handshake (garbage, timeout, overload)
 	SessionsLive     int    // sessions running now
+	// Sessions sums the counters of every session the listener opened,
+	// ended ones included (ConnsLive counts the live sessions' only).
+	Sessions Stats
 }
 
 // Listen listens on the TCP address addr.
@@ -154,14 +158,22 @@ func (l *Listener) Close() error {
 // Stats returns the Listener's counters.
 func (l *Listener) Stats() ListenerStats {
 	l.mu.Lock()
-	live := len(l.sessions)
+	live := make([]*Conn, 0, len(l.sessions))
+	for _, s := range l.sessions {
+		live = append(live, s)
+	}
+	sum := l.ended
 	l.mu.Unlock()
+	for _, s := range live {
+		sum = sum.Add(s.Stats())
+	}
 	return ListenerStats{
 		SessionsAccepted: l.accepted.Load(),
 		SessionsRefused:  l.refused.Load(),
 		JoinsRefused:     l.joinsRefused.Load(),
 		HandshakeErrors:  l.hsErrors.Load(),
-		SessionsLive:     live,
+		SessionsLive:     len(live),
+		Sessions:         sum,
 	}
 }
 
@@ -326,6 +338,10 @@ func (l *Listener) newSession(c net.Conn, h wire.Hello, remote string) bool {
 	rand.Read(token[:])
 	s := newConn(l.cfg, false, id, token, h.Window)
 	s.onTeardown = l.forget
+	// Slot 0 is this connection's: joins that the client sends as soon
+	// as it has the reply may arrive before addLane below, and must not
+	// take every slot.
+	s.slots[0] = true
 	l.sessions[id] = s
 	l.pending++
 	l.mu.Unlock()
@@ -333,14 +349,13 @@ func (l *Listener) newSession(c net.Conn, h wire.Hello, remote string) bool {
 	err := l.reply(c, wire.Reply{Status: wire.StatusOK, Session: id, Token: token, Window: uint32(s.wnd)})
 	if err == nil {
 		c.SetDeadline(time.Time{})
-		err = s.addLane(c)
+		err = s.addLaneAt(c, 0)
 	}
 	if err != nil {
 		l.mu.Lock()
-		delete(l.sessions, id)
 		l.pending--
 		l.mu.Unlock()
-		s.cancel()
+		s.teardown(err, -1, "") // also ends lanes that joined meanwhile; forget removes it
 		l.hsErrors.Add(1)
 		l.log.Debug("splitter: session setup failed", "remote", remote, "err", err)
 		return false
@@ -391,9 +406,12 @@ func (s *Conn) liveLanes() int {
 
 // forget removes a finished session from the join table.
 func (l *Listener) forget(s *Conn) {
+	st := s.Stats()
+	st.ConnsLive = 0
 	l.mu.Lock()
 	if l.sessions[s.id] == s {
 		delete(l.sessions, s.id)
+		l.ended = l.ended.Add(st)
 	}
 	l.mu.Unlock()
 }

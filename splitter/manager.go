@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/servald/servald/splitter/internal/wire"
 )
 
 func (s *Conn) manage() {
@@ -148,12 +150,25 @@ func (s *Conn) dialLane() {
 		s.st.dialFailures.Add(1)
 		s.log.Debug("splitter: dial failed", "err", err)
 		var re *RefusedError
-		if errors.As(err, &re) && re.fatal() {
+		if errors.As(err, &re) && re.fatal() && !s.closingRace(re) {
 			s.fail(err)
 			return
 		}
 	}
 	signal(s.managerWake)
+}
+
+// closingRace reports whether a join refused as naming an unknown
+// session can be the listener ending the session while our live
+// connections still carry its CLOSE: then the refusal is not the reason
+// the session ends (the CLOSE is, or the loss of those connections).
+func (s *Conn) closingRace(re *RefusedError) bool {
+	if re.code != wire.RefuseUnknownSession {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.lanes) > 0
 }
 
 // backoff returns the wait after n consecutive failed dials: 50 ms

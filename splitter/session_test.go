@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -332,7 +333,83 @@ func TestNoLeaks(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if st := ln.Stats(); st.SessionsAccepted != uint64(n) || st.SessionsLive != 0 {
+	st := ln.Stats()
+	if st.SessionsAccepted != uint64(n) || st.SessionsLive != 0 {
 		t.Errorf("listener stats %+v, want %d accepted, 0 live", st, n)
+	}
+	// The listener's totals keep the counters of ended sessions.
+	if want := uint64(n * len(msg)); st.Sessions.BytesReceived != want || st.Sessions.ConnsLive != 0 {
+		t.Errorf("listener session totals %+v, want %d bytes received, 0 connections live", st.Sessions, want)
+	}
+}
+
+// slowReplyListener delays, after the reply, the handling of the first
+// connection it accepts: the client's joins then arrive before the
+// listener has attached that connection to its new session.
+type slowReplyListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *slowReplyListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil && l.n.Add(1) == 1 {
+		return &slowReplyConn{Conn: c}, nil
+	}
+	return c, err
+}
+
+type slowReplyConn struct {
+	net.Conn
+	once sync.Once
+}
+
+func (c *slowReplyConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.once.Do(func() { time.Sleep(300 * time.Millisecond) })
+	return n, err
+}
+
+// TestFirstConnectionKeepsItsSlot: joins racing the first connection of
+// a session cannot take the last slot from it (the session would be
+// dropped after the client was told it exists).
+func TestFirstConnectionKeepsItsSlot(t *testing.T) {
+	scfg := testConfig()
+	scfg.Conns, scfg.MaxConns = 1, 1
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := NewListener(&slowReplyListener{Listener: tl}, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	cfg := testConfig()
+	cfg.Conns = 2
+	c, s := pair(t, ln, ln.Addr().String(), cfg)
+	transfer(t, c, s, 1<<20, true, nil)
+	if n := s.Stats().ConnsLive; n != 1 {
+		t.Errorf("server session has %d connections, cap 1", n)
+	}
+	if st := ln.Stats(); st.JoinsRefused == 0 {
+		t.Errorf("no join refused: %+v", st)
+	}
+}
+
+// TestServerClosesAtOnce: a listener that closes a session while the
+// client's other connections are still joining: the client reads io.EOF
+// (a clean end), not the refusal of a join to a session that is gone.
+func TestServerClosesAtOnce(t *testing.T) {
+	cfg := testConfig()
+	ln := listen(t, cfg)
+	for i := range 20 {
+		c, s := pair(t, ln, ln.Addr().String(), cfg)
+		s.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("session %d: client Read = %d, %v; want 0, EOF", i, n, err)
+		}
+		c.Close()
 	}
 }

@@ -3,6 +3,7 @@ package main
 // Benchmarks of the whole tunnel with two real servald processes on loopback:
 //
 //	client ─TCP─► connect --forward ─UDP (mesh, msp)─► listen --forward ─TCP─► target
+//	client ─TCP─► connect --split --forward ═8 TCP (splitter, msp)═► listen --split --forward ─TCP─► target
 //
 // beside raw loopback TCP (client ─TCP─► target) measured in the same run.
 // The target reads a mode byte first: 'S' sinks everything and answers with
@@ -81,8 +82,10 @@ type tunnelResults struct {
 }
 
 // BenchmarkTunnel measures single-stream throughput and 64-byte echo round
-// trips through `msp connect --forward` -> `msp listen --forward`, and raw
-// loopback TCP to the same target in the same run. The two servald
+// trips through `msp connect --forward` -> `msp listen --forward`, over
+// the mesh (servald) and over split transport with 8 connections and FEC
+// 10:3 (servald-split), and raw loopback TCP to the same target in the
+// same run. The two servald
 // processes are started once for all sub-benchmarks. Metrics: MB/s and
 // ratio-vs-raw (servald MB/s / raw MB/s); p50-us, p99-us and
 // p50-x-raw / p99-x-raw (servald latency / raw latency).
@@ -102,37 +105,52 @@ func BenchmarkTunnel(b *testing.B) {
 		b.Fatal("no warm-up round trip")
 	}
 	c.Close()
+	// The same tunnel over split transport (8 connections, FEC 10:3).
+	sl := startSplitListen(b, nil, nil, "--forward", tport, "5000")
+	sport := freePort(b)
+	start(b, nil, nil, splitConnectArgs(b, sl, "--conns=8", "--fec=10:3", "--forward", strconv.Itoa(sport), sl.sid, "5000")...)
+	split := fmt.Sprintf("127.0.0.1:%d", sport)
+	c = dialRetry(b, split)
+	startEcho(b, c)
+	if d := echoRounds(b, c, 1); len(d) != 1 {
+		b.Fatal("no warm-up round trip over split")
+	}
+	c.Close()
 
 	var res tunnelResults
 	b.Run("throughput/raw-tcp", func(b *testing.B) {
 		res.rawMBs = throughput(b, raw)
 	})
-	b.Run("throughput/servald", func(b *testing.B) {
-		mbs := throughput(b, tunnel)
-		if res.rawMBs == 0 { // raw-tcp filtered out: measure it here, untimed
-			b.StopTimer()
-			res.rawMBs = rawThroughputOnce(b, raw)
-			b.StartTimer()
-		}
-		b.ReportMetric(mbs/res.rawMBs, "ratio-vs-raw")
-	})
+	for _, tc := range []struct{ name, addr string }{{"servald", tunnel}, {"servald-split", split}} {
+		b.Run("throughput/"+tc.name, func(b *testing.B) {
+			mbs := throughput(b, tc.addr)
+			if res.rawMBs == 0 { // raw-tcp filtered out: measure it here, untimed
+				b.StopTimer()
+				res.rawMBs = rawThroughputOnce(b, raw)
+				b.StartTimer()
+			}
+			b.ReportMetric(mbs/res.rawMBs, "ratio-vs-raw")
+		})
+	}
 	b.Run("echo/raw-tcp", func(b *testing.B) {
 		res.rawP50, res.rawP99 = echo(b, raw)
 	})
-	b.Run("echo/servald", func(b *testing.B) {
-		p50, p99 := echo(b, tunnel)
-		if res.rawP50 == 0 {
-			b.StopTimer()
-			c := dialRetry(b, raw)
-			startEcho(b, c)
-			d := echoRounds(b, c, 20000)
-			c.Close()
-			res.rawP50, res.rawP99 = percentile(d, 0.50), percentile(d, 0.99)
-			b.StartTimer()
-		}
-		b.ReportMetric(p50/res.rawP50, "p50-x-raw")
-		b.ReportMetric(p99/res.rawP99, "p99-x-raw")
-	})
+	for _, tc := range []struct{ name, addr string }{{"servald", tunnel}, {"servald-split", split}} {
+		b.Run("echo/"+tc.name, func(b *testing.B) {
+			p50, p99 := echo(b, tc.addr)
+			if res.rawP50 == 0 {
+				b.StopTimer()
+				c := dialRetry(b, raw)
+				startEcho(b, c)
+				d := echoRounds(b, c, 20000)
+				c.Close()
+				res.rawP50, res.rawP99 = percentile(d, 0.50), percentile(d, 0.99)
+				b.StartTimer()
+			}
+			b.ReportMetric(p50/res.rawP50, "p50-x-raw")
+			b.ReportMetric(p99/res.rawP99, "p99-x-raw")
+		})
+	}
 }
 
 // throughput sends b.N chunks over one new connection to addr in sink mode

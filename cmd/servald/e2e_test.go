@@ -58,7 +58,16 @@ func TestTunnelManyConnections(t *testing.T) {
 	l2 := startListen(t, nil, nil, "--once", "--forward", strconv.Itoa(sink.Addr().(*net.TCPAddr).Port), "5001")
 	port2 := freePort(t)
 	start(t, nil, nil, connectArgs(t, l2, "--once", "--forward", strconv.Itoa(port2), l2.sid, "5001")...)
-	c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port2))
+	sendToSink(t, fmt.Sprintf("127.0.0.1:%d", port2), sink, big)
+}
+
+// sendToSink sends size random bytes into the tunnel at addr, whose far
+// end forwards to sink, and checks that sink receives them with the same
+// SHA-256.
+func sendToSink(t *testing.T, addr string, sink net.Listener, size int64) {
+	t.Helper()
+	c := dialRetry(t, addr)
+	defer c.Close()
 	got := make(chan [32]byte, 1)
 	go func() {
 		s, err := sink.Accept()
@@ -69,29 +78,23 @@ func TestTunnelManyConnections(t *testing.T) {
 		h := sha256.New()
 		io.Copy(h, s)
 		s.Close()
-		var sum [32]byte
-		copy(sum[:], h.Sum(nil))
-		got <- sum
+		got <- [32]byte(h.Sum(nil))
 	}()
 	h := sha256.New()
-	src := io.TeeReader(io.LimitReader(rand.Reader, big), h)
 	start := time.Now()
-	if _, err := io.Copy(c, src); err != nil {
+	if _, err := io.Copy(c, io.TeeReader(io.LimitReader(rand.Reader, size), h)); err != nil {
 		t.Fatal(err)
 	}
 	c.(*net.TCPConn).CloseWrite()
-	var want [32]byte
-	copy(want[:], h.Sum(nil))
 	select {
 	case sum := <-got:
-		if sum != want {
-			t.Fatalf("%d MiB transfer: SHA-256 differs", big>>20)
+		if sum != [32]byte(h.Sum(nil)) {
+			t.Fatalf("%d MiB transfer: SHA-256 differs", size>>20)
 		}
 	case <-time.After(5 * time.Minute):
-		t.Fatal("big transfer did not finish")
+		t.Fatalf("%d MiB transfer did not finish", size>>20)
 	}
-	t.Logf("%d MiB in %v", big>>20, time.Since(start).Round(time.Millisecond))
-	c.Close()
+	t.Logf("%d MiB in %v", size>>20, time.Since(start).Round(time.Millisecond))
 }
 
 func echoOnce(addr string, size int) error {
@@ -124,40 +127,52 @@ func TestStdio(t *testing.T) {
 	if testing.Short() {
 		size = 8 << 20
 	}
-	dir := t.TempDir()
-	in := filepath.Join(dir, "in")
+	stdioBothWays(t, size, meshStdioListen)
+}
+
+// stdioBothWays moves size random bytes through stdin/stdout, connect to
+// listen and then listen to connect: listen starts the listener and
+// returns the arguments of the connect to it. Both must exit 0, and the
+// data arrive identical with nothing the other way.
+func stdioBothWays(t *testing.T, size int, listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
+	t.Helper()
+	in := filepath.Join(t.TempDir(), "in")
 	data := make([]byte, size)
 	rand.Read(data)
 	if err := os.WriteFile(in, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, dirn := range []string{"connect-to-listen", "listen-to-connect"} {
-		t.Run(dirn, func(t *testing.T) {
-			inF, _ := os.Open(in)
-			defer inF.Close()
-			empty, _ := os.Open(os.DevNull)
-			defer empty.Close()
-			var lOut, cOut bytes.Buffer
-			lIn, cIn := empty, inF
-			if dirn == "listen-to-connect" {
-				lIn, cIn = inF, empty
-			}
-			l := startListen(t, lIn, &lOut, "5000")
-			c := start(t, cIn, &cOut, connectArgs(t, l, l.sid, "5000")...)
-			if code := c.wait(2 * time.Minute); code != 0 {
-				t.Fatalf("connect exited %d: %s", code, c.stderr)
-			}
-			if code := l.wait(30 * time.Second); code != 0 {
-				t.Fatalf("listen exited %d: %s", code, l.stderr)
-			}
-			got := lOut.Bytes()
-			if dirn == "listen-to-connect" {
-				got = cOut.Bytes()
-			}
-			if !bytes.Equal(got, data) {
-				t.Fatalf("%d bytes arrived, want %d identical", len(got), len(data))
-			}
-		})
+		t.Run(dirn, func(t *testing.T) { stdioCase(t, in, data, dirn, listen) })
+	}
+}
+
+// stdioCase is one direction of stdioBothWays; file in holds data.
+func stdioCase(t *testing.T, in string, data []byte, dirn string, listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
+	t.Helper()
+	inF, _ := os.Open(in)
+	defer inF.Close()
+	empty, _ := os.Open(os.DevNull)
+	defer empty.Close()
+	var lOut, cOut bytes.Buffer
+	lIn, cIn := empty, inF
+	if dirn == "listen-to-connect" {
+		lIn, cIn = inF, empty
+	}
+	l, args := listen(t, lIn, &lOut)
+	c := start(t, cIn, &cOut, args...)
+	if code := c.wait(2 * time.Minute); code != 0 {
+		t.Fatalf("connect exited %d: %s", code, c.stderr)
+	}
+	if code := l.wait(30 * time.Second); code != 0 {
+		t.Fatalf("listen exited %d: %s", code, l.stderr)
+	}
+	got, other := lOut.Bytes(), cOut.Bytes()
+	if dirn == "listen-to-connect" {
+		got, other = other, got
+	}
+	if !bytes.Equal(got, data) || len(other) != 0 {
+		t.Fatalf("%d bytes arrived (want %d identical), %d went the other way", len(got), len(data), len(other))
 	}
 }
 
@@ -289,38 +304,37 @@ func TestKillPeer(t *testing.T) {
 			}
 		})
 	}
-	t.Run("stdio/kill-listen", func(t *testing.T) {
-		t.Parallel()
-		pr, pw := io.Pipe()
-		defer pw.Close()
-		go io.Copy(pw, io.LimitReader(rand.Reader, 1<<40))
-		l := startListen(t, nil, io.Discard, "5000")
-		cp := start(t, pr, io.Discard, connectArgs(t, l, l.sid, "5000")...)
-		time.Sleep(time.Second)
-		l.cmd.Process.Signal(syscall.SIGKILL)
-		t0 := time.Now()
-		code := cp.wait(20 * time.Second)
-		if code == 0 {
-			t.Fatalf("connect exited 0 after its peer was killed")
-		}
-		t.Logf("connect exited %d %v after the kill: %s", code, time.Since(t0).Round(time.Millisecond), lastLine(cp.stderr.String()))
-	})
-	t.Run("stdio/kill-connect", func(t *testing.T) {
-		t.Parallel()
-		pr, pw := io.Pipe()
-		defer pw.Close()
-		go io.Copy(pw, io.LimitReader(rand.Reader, 1<<40))
-		l := startListen(t, nil, io.Discard, "5000")
-		cp := start(t, pr, io.Discard, connectArgs(t, l, l.sid, "5000")...)
-		time.Sleep(time.Second)
-		cp.cmd.Process.Signal(syscall.SIGKILL)
-		t0 := time.Now()
-		code := l.wait(20 * time.Second)
-		if code == 0 {
-			t.Fatalf("listen exited 0 after its peer was killed")
-		}
-		t.Logf("listen exited %d %v after the kill: %s", code, time.Since(t0).Round(time.Millisecond), lastLine(l.stderr.String()))
-	})
+	for _, victim := range []string{"listen", "connect"} {
+		t.Run("stdio/kill-"+victim, func(t *testing.T) {
+			t.Parallel()
+			killStdio(t, victim, meshStdioListen)
+		})
+	}
+}
+
+// killStdio streams random bytes from connect's stdin to the listener's
+// stdout, kills one of them (victim "listen" or "connect") with SIGKILL
+// and checks that the other exits non-zero within 20 s; listen starts the
+// listener and returns the arguments of the connect to it.
+func killStdio(t *testing.T, victim string, listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go io.Copy(pw, io.LimitReader(rand.Reader, 1<<40))
+	l, args := listen(t, nil, io.Discard)
+	cp := start(t, pr, io.Discard, args...)
+	time.Sleep(time.Second)
+	killed, survivor := l, cp
+	if victim == "connect" {
+		killed, survivor = cp, l
+	}
+	killed.cmd.Process.Signal(syscall.SIGKILL)
+	t0 := time.Now()
+	code := survivor.wait(20 * time.Second)
+	if code == 0 {
+		t.Fatalf("the survivor exited 0 after %s was killed", victim)
+	}
+	t.Logf("survivor exited %d %v after the kill of %s: %s", code, time.Since(t0).Round(time.Millisecond), victim, lastLine(survivor.stderr.String()))
 }
 
 func lastLine(s string) string {
@@ -329,4 +343,11 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
+}
+
+// meshStdioListen starts a listener on MDP port 5000 for the stdio tests
+// and returns it with the arguments of the connect to it.
+func meshStdioListen(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string) {
+	l := startListen(t, stdin, stdout, "5000")
+	return l.proc, connectArgs(t, l, l.sid, "5000")
 }

@@ -46,6 +46,7 @@ func parseTarget(s string) (string, error) {
 
 type listenOptions struct {
 	node    nodeOptions
+	split   splitOptions
 	once    bool
 	forward string
 	service string
@@ -55,7 +56,7 @@ type listenOptions struct {
 func newListenCmd(g *globals) *cobra.Command {
 	o := &listenOptions{}
 	cmd := &cobra.Command{
-		Use:   "listen [--once] [--forward=[HOST:]TCPPORT] [--service=NAME] [--allow=SID]... MDPPORT",
+		Use:   "listen [--once] [--forward=[HOST:]TCPPORT] [--service=NAME] [--allow=SID]... [--split=[HOST:]PORT [--fec=D:P]] MDPPORT",
 		Short: "Accept MSP connections on MDPPORT; forward each to a TCP port, or stdin/stdout",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -67,6 +68,7 @@ func newListenCmd(g *globals) *cobra.Command {
 	fs.StringVar(&o.forward, "forward", "", "connect each stream to this TCP [HOST:]PORT (default host 127.0.0.1); without it, use stdin/stdout for one connection")
 	fs.StringVar(&o.service, "service", "", "answer service discovery for NAME")
 	fs.StringArrayVar(&o.allow, "allow", nil, "only this SID may connect (repeatable)")
+	o.split.addFlags(fs, false)
 	o.node.addFlags(fs)
 	return cmd
 }
@@ -93,6 +95,10 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		if allowArgs[i], err = parseSIDArg(a); err != nil {
 			return usagef("--allow: %v", err)
 		}
+	}
+	splitCfg, split, err := o.split.config(cmd.Flags(), false, g)
+	if err != nil {
+		return err
 	}
 	node, err := g.access(&o.node, cmd.Flags())
 	if err != nil {
@@ -122,6 +128,13 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	}
 	lis := msp.ListenTransport(tr, node.Identity(), port, msp.Config{Allow: allow, Logger: g.logger()})
 	defer lis.Close()
+	var ss *splitServer
+	if split {
+		if ss, err = serveSplit(lis, o.split.addr, splitCfg); err != nil {
+			return err
+		}
+		defer ss.Close(g)
+	}
 	if o.service != "" {
 		ad, err := node.Advertise(o.service, port, g.logger())
 		if err != nil {
@@ -137,6 +150,10 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	sid := node.Identity().SID()
 	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, sid, port)
+	if ss != nil {
+		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", ss.Addr(), o.split.fec)
+		fmt.Fprintf(g.stderr, "servald: or over split transport: %s\n", ss.connectHint(fwd, sid, port, o.split.fec, cmd.Flags().Changed("fec")))
+	}
 
 	if target != "" {
 		err := forward.ServeStreams(ctx, lis.AcceptContext, target, o.once, nil, g.logger())
@@ -169,6 +186,7 @@ const allowWait = 5 * time.Second
 
 type connectOptions struct {
 	node    nodeOptions
+	split   splitOptions
 	once    bool
 	forward string
 	service string
@@ -178,7 +196,7 @@ type connectOptions struct {
 func newConnectCmd(g *globals) *cobra.Command {
 	o := &connectOptions{}
 	cmd := &cobra.Command{
-		Use:   "connect [--once] [--forward=[HOST:]TCPPORT] (SID MDPPORT | --service=NAME)",
+		Use:   "connect [--once] [--forward=[HOST:]TCPPORT] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | --service=NAME)",
 		Short: "Connect to an MSP listener; serve a local TCP port through it, or stdin/stdout",
 		Long: `Connect to the MSP listener at SID MDPPORT, or, with --service=NAME, to the
 nearest node that answers service discovery for NAME (at the MDP port it
@@ -203,6 +221,7 @@ each connection; without it, tunnel stdin/stdout over one connection.`,
 	fs.StringVar(&o.forward, "forward", "", "listen on this local TCP [HOST:]PORT (default host 127.0.0.1) and tunnel each connection; without it, use stdin/stdout")
 	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
+	o.split.addFlags(fs, true)
 	o.node.addFlags(fs)
 	return cmd
 }
@@ -260,6 +279,10 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	if o.timeout <= 0 {
 		return usagef("--timeout must be positive")
 	}
+	splitCfg, split, err := o.split.config(cmd.Flags(), true, g)
+	if err != nil {
+		return err
+	}
 	var ln net.Listener
 	if o.forward != "" {
 		target, err := parseTarget(o.forward)
@@ -274,27 +297,45 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		}
 		defer ln.Close()
 	}
-	node, err := g.access(&o.node, cmd.Flags())
-	if err != nil {
-		return err
-	}
-	defer node.Close()
 	cfg := msp.Config{Logger: g.logger()}
 	// dial finds the target and opens a session to it, all within
-	// --timeout.
+	// --timeout: over split transport straight to the listener (no mesh
+	// node, so the SID must be given in full), else through the mesh.
 	var sid identity.SID
 	var port uint16
+	var dialVia func(ctx context.Context) (*msp.Session, error)
+	if split {
+		if tgt.service != "" || tgt.arg.prefix != "" {
+			return usagef("--split reaches one listener directly, without the mesh: give its full SID and MDPPORT")
+		}
+		sid, port = tgt.arg.sid, tgt.port
+		sd, err := g.newSplitDialer(o.split.addr, splitCfg)
+		if err != nil {
+			return err
+		}
+		defer sd.report(g) // after the session below has closed
+		dialVia = func(ctx context.Context) (*msp.Session, error) { return sd.dial(ctx, sid, port, cfg) }
+	} else {
+		node, err := g.access(&o.node, cmd.Flags())
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		dialVia = func(ctx context.Context) (*msp.Session, error) {
+			var err error
+			if sid, port, err = tgt.find(ctx, node, o.timeout); err != nil {
+				return nil, err
+			}
+			if tgt.service != "" {
+				fmt.Fprintf(g.stderr, "servald: service %s is at %s port %d\n", tgt.service, sid, port)
+			}
+			return dialSession(ctx, node, sid, port, cfg)
+		}
+	}
 	dial := func(ctx context.Context) (*msp.Session, error) {
 		dctx, cancel := context.WithTimeout(ctx, o.timeout)
 		defer cancel()
-		var err error
-		if sid, port, err = tgt.find(dctx, node, o.timeout); err != nil {
-			return nil, err
-		}
-		if tgt.service != "" {
-			fmt.Fprintf(g.stderr, "servald: service %s is at %s port %d\n", tgt.service, sid, port)
-		}
-		s, err := dialSession(dctx, node, sid, port, cfg)
+		s, err := dialVia(dctx)
 		if err != nil && ctx.Err() == nil && dctx.Err() != nil {
 			return nil, fmt.Errorf("%s unreachable after %v: %w", sid, o.timeout, err)
 		}

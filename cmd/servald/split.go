@@ -1,0 +1,296 @@
+package main
+
+// Split transport for msp listen / msp connect (--split): the MSP session
+// runs over one splitter session (N TCP connections with Reed-Solomon FEC)
+// instead of the mesh. The session on top is the same: same handshake and
+// SID check, same --allow, same encryption and streams.
+//
+//	connect: splitter.Dial -> msp.NewStreamTransport -> msp.DialTransport
+//	listen:  splitter.Listener.Accept -> msp.NewStreamTransport -> msp.Listener.Serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/msp"
+	"github.com/servald/servald/splitter"
+)
+
+// splitOptions are the --split flags.
+type splitOptions struct {
+	addr    string
+	conns   int
+	fec     string
+	payload int
+}
+
+func (o *splitOptions) addFlags(fs *pflag.FlagSet, connect bool) {
+	def := splitter.DefaultConfig()
+	if connect {
+		fs.StringVar(&o.addr, "split", "", "reach the listener over split transport at TCP HOST:PORT (many TCP connections with FEC) instead of the mesh")
+		fs.IntVar(&o.conns, "conns", def.Conns, "with --split: TCP connections to keep open")
+	} else {
+		fs.StringVar(&o.addr, "split", "", "also accept split sessions (many TCP connections with FEC) on TCP [HOST:]PORT (default host: all interfaces)")
+	}
+	fs.StringVar(&o.fec, "fec", fmt.Sprintf("%d:%d", def.DataShards, def.ParityShards), "with --split: Reed-Solomon data:parity shards per block (0:0 off); both sides must agree")
+	fs.IntVar(&o.payload, "payload", def.PayloadSize, "with --split: bytes per shard; both sides must agree")
+}
+
+// splitFlags are the flags that only mean something with --split.
+var splitFlags = []string{"conns", "fec", "payload"}
+
+// nodeFlags are the flags of the embedded node, which connect --split
+// does not start.
+var nodeFlags = []string{"udp", "peer", "broadcast", "config"}
+
+// config checks the flags and returns the splitter settings; ok is false
+// without --split.
+func (o *splitOptions) config(fs *pflag.FlagSet, connect bool, g *globals) (cfg splitter.Config, ok bool, err error) {
+	if o.addr == "" {
+		for _, name := range splitFlags {
+			if f := fs.Lookup(name); f != nil && f.Changed {
+				return cfg, false, usagef("--%s needs --split", name)
+			}
+		}
+		return cfg, false, nil
+	}
+	addr, err := parseSplitAddr(o.addr, connect)
+	if err != nil {
+		return cfg, false, err
+	}
+	o.addr = addr
+	cfg = splitter.DefaultConfig()
+	if connect {
+		for _, name := range nodeFlags {
+			if f := fs.Lookup(name); f != nil && f.Changed {
+				return cfg, false, usagef("--%s does not apply with --split: connect --split reaches the listener directly, without a mesh node", name)
+			}
+		}
+		if o.conns < 1 || o.conns > splitter.MaxConnsPerSession {
+			return cfg, false, usagef("--conns %d: want 1-%d", o.conns, splitter.MaxConnsPerSession)
+		}
+		cfg.Conns = o.conns
+	}
+	if cfg.DataShards, cfg.ParityShards, err = parseFEC(o.fec); err != nil {
+		return cfg, false, err
+	}
+	if o.payload < splitter.MinPayloadSize || o.payload > splitter.MaxPayloadSize {
+		return cfg, false, usagef("--payload %d: want %d-%d bytes", o.payload, splitter.MinPayloadSize, splitter.MaxPayloadSize)
+	}
+	cfg.PayloadSize = o.payload
+	cfg.Logger = g.logger()
+	if err := cfg.Validate(); err != nil {
+		return cfg, false, usagef("--split: %v", err)
+	}
+	return cfg, true, nil
+}
+
+// parseSplitAddr parses --split: HOST:PORT for connect, [HOST:]PORT for
+// listen (no host: every interface; port 0: any free port).
+func parseSplitAddr(s string, connect bool) (string, error) {
+	host, port := "", s
+	if strings.Contains(s, ":") {
+		var err error
+		if host, port, err = net.SplitHostPort(s); err != nil {
+			return "", usagef("--split %q: want HOST:PORT (an IPv6 host as [ADDR]:PORT)", s)
+		}
+	}
+	p, err := strconv.Atoi(port)
+	lo := 0
+	if connect {
+		lo = 1
+	}
+	if err != nil || p < lo || p > 65535 || strings.ContainsAny(port, "+-") {
+		return "", usagef("--split %q: TCP port must be a number %d-65535", s, lo)
+	}
+	if connect && host == "" {
+		return "", usagef("--split %q: want HOST:PORT of the listener", s)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
+}
+
+// parseFEC parses --fec D:P.
+func parseFEC(s string) (d, p int, err error) {
+	ds, ps, ok := strings.Cut(s, ":")
+	d, err1 := strconv.Atoi(ds)
+	p, err2 := strconv.Atoi(ps)
+	if !ok || err1 != nil || err2 != nil || d < 0 || p < 0 {
+		return 0, 0, usagef("--fec %q: want DATA:PARITY shards, e.g. 10:3 (0:0 turns FEC off)", s)
+	}
+	if d == 0 && p != 0 {
+		return 0, 0, usagef("--fec %s: parity needs data shards (0:0 turns FEC off)", s)
+	}
+	if d+p > 256 {
+		return 0, 0, usagef("--fec %s: at most 256 shards in all", s)
+	}
+	return d, p, nil
+}
+
+// splitError words a failure to open a split session for the command line.
+func splitError(addr string, err error) error {
+	var ne *splitter.NegotiationError
+	if errors.As(err, &ne) {
+		hint := ""
+		switch ne.Param {
+		case "fec":
+			hint = " (both sides need the same --fec)"
+		case "payload size":
+			hint = " (both sides need the same --payload)"
+		}
+		return fmt.Errorf("split %s: %s mismatch: ours %s, the listener's %s%s", addr, ne.Param, ne.Local, ne.Peer, hint)
+	}
+	return fmt.Errorf("split %s: %w", addr, err)
+}
+
+// splitDialer opens MSP sessions over split sessions to one listener.
+type splitDialer struct {
+	addr string
+	cfg  splitter.Config
+	id   *identity.Identity
+
+	mu    sync.Mutex
+	conns []*splitter.Conn // split sessions that may still run
+	ended splitter.Stats   // counters of those that ended
+	count int              // split sessions opened
+}
+
+func (g *globals) newSplitDialer(addr string, cfg splitter.Config) (*splitDialer, error) {
+	id, err := g.identity()
+	if err != nil {
+		return nil, err
+	}
+	return &splitDialer{addr: addr, cfg: cfg, id: id}, nil
+}
+
+// dial opens a split session and an MSP session with sid on it; the MSP
+// session owns the split session and closes it when it ends.
+func (d *splitDialer) dial(ctx context.Context, sid identity.SID, port uint16, cfg msp.Config) (*msp.Session, error) {
+	c, err := splitter.Dial(ctx, d.addr, d.cfg)
+	if err != nil {
+		return nil, splitError(d.addr, err)
+	}
+	d.mu.Lock()
+	// Fold the sessions that ended into the totals: a long-running
+	// connect --forward redials, and must not keep every session's buffers.
+	d.conns = slices.DeleteFunc(d.conns, func(c *splitter.Conn) bool {
+		if c.Err() == nil {
+			return false
+		}
+		st := c.Stats()
+		st.ConnsLive = 0
+		d.ended = d.ended.Add(st)
+		return true
+	})
+	d.conns = append(d.conns, c)
+	d.count++
+	d.mu.Unlock()
+	s, err := msp.DialTransport(ctx, msp.NewStreamTransport(c), d.id, sid, msp.StreamAddr{Addr: c.RemoteAddr()}, port, cfg)
+	if err != nil && !errors.Is(err, msp.ErrRefused) && errors.Is(c.Err(), splitter.ErrPeerClosed) {
+		// The listener hangs up on a handshake for a SID it does not hold.
+		return nil, fmt.Errorf("split %s: the node there is not %s (it hung up on the handshake)", d.addr, sid)
+	}
+	return s, err
+}
+
+// Stats sums the counters of every split session opened, and counts them.
+func (d *splitDialer) Stats() (sessions int, sum splitter.Stats) {
+	d.mu.Lock()
+	conns, sum, sessions := slices.Clone(d.conns), d.ended, d.count
+	d.mu.Unlock()
+	for _, c := range conns {
+		sum = sum.Add(c.Stats())
+	}
+	return sessions, sum
+}
+
+// report prints the counters with -v.
+func (d *splitDialer) report(g *globals) {
+	if g.verbose == 0 {
+		return
+	}
+	n, st := d.Stats()
+	fmt.Fprintf(g.stderr, "servald: split counters: sessions %d, %s\n", n, formatSplitStats(st))
+}
+
+// splitServer accepts split sessions and serves MSP over each of them on
+// an msp.Listener (which also serves the mesh).
+type splitServer struct {
+	ln  *splitter.Listener
+	lis *msp.Listener
+	wg  sync.WaitGroup
+}
+
+// serveSplit listens for split sessions on addr and hands each to lis.
+func serveSplit(lis *msp.Listener, addr string, cfg splitter.Config) (*splitServer, error) {
+	ln, err := splitter.Listen(addr, cfg)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("--split: TCP address %s is in use", addr)
+		}
+		return nil, fmt.Errorf("--split: %w", err)
+	}
+	s := &splitServer{ln: ln, lis: lis}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.AcceptContext(context.Background())
+			if err != nil {
+				return // closed
+			}
+			lis.Serve(msp.NewStreamTransport(c))
+		}
+	}()
+	return s, nil
+}
+
+// Addr is where split sessions are accepted.
+func (s *splitServer) Addr() net.Addr { return s.ln.Addr() }
+
+// connectHint is the split connect line printed at start.
+func (s *splitServer) connectHint(fwd string, sid identity.SID, port uint16, fec string, fecSet bool) string {
+	host, p, _ := net.SplitHostPort(s.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "HOST"
+	}
+	opt := ""
+	if fecSet {
+		opt = " --fec=" + fec
+	}
+	return fmt.Sprintf("servald msp connect --split=%s%s %s%s %d", net.JoinHostPort(host, p), opt, fwd, sid, port)
+}
+
+// Close stops accepting split sessions and ends those open (with the
+// MSP listener), then prints the counters with -v.
+func (s *splitServer) Close(g *globals) {
+	s.ln.Close()
+	s.wg.Wait()
+	s.lis.Close()
+	if g.verbose == 0 {
+		return
+	}
+	st := s.Stats()
+	fmt.Fprintf(g.stderr, "servald: split counters: sessions %d (refused %d), %s\n",
+		st.SessionsAccepted, st.SessionsRefused, formatSplitStats(st.Sessions))
+}
+
+// Stats returns the split listener's counters, with the totals of its
+// sessions (ended ones included).
+func (s *splitServer) Stats() splitter.ListenerStats { return s.ln.Stats() }
+
+// formatSplitStats is the counters part of the -v exit line.
+func formatSplitStats(st splitter.Stats) string {
+	return fmt.Sprintf("shards sent %d received %d resent %d, blocks rebuilt by FEC %d re-requested %d, connections opened %d re-opened %d lost %d stalled %d",
+		st.ShardsSent, st.ShardsReceived, st.ShardsResent, st.BlocksRebuilt, st.BlocksRerequested,
+		st.ConnsOpened, st.ConnsReopened, st.ConnsLost, st.ConnsStalled)
+}
