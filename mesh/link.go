@@ -52,6 +52,7 @@ type link struct {
 	nb      *neighbour
 	win     uint64
 	wake    chan struct{}
+	timer   *time.Timer // the link goroutine's; Reset only with mu held
 	done    chan struct{}
 	stopped sync.Once
 	wg      sync.WaitGroup
@@ -63,6 +64,12 @@ type link struct {
 	ack      wire.Ack
 	rxAck    wire.Ack
 	rxAckBuf []byte
+
+	// sendMu is held by whoever changes or writes frames in flight
+	// (enqueue's fast path, flush), so that first transmissions go out in
+	// sequence order and a frame is not rewritten while being sent. Taken
+	// before mu.
+	sendMu sync.Mutex
 
 	mu sync.Mutex
 	// sender state, guarded by mu
@@ -80,8 +87,9 @@ type link struct {
 	rackSent  time.Time // when that frame was sent
 	progress  time.Time // when an ACK last acknowledged a frame not acknowledged before
 	backoff   int       // timer expiries since progress
-	nextTimer time.Time
-	peerCum   uint64 // the neighbour's last cumulative ack
+	nextTimer time.Time // the earliest deadline of a frame in flight
+	armed     time.Time // what timer is set for; zero: not set
+	peerCum   uint64    // the neighbour's last cumulative ack
 	skipDue   bool
 	sent      float64 // decaying count of transmissions
 	resent    float64 // decaying count of retransmissions
@@ -117,11 +125,15 @@ const maxCtlHeld = 64
 // Out-of-order and duplicate frames are acknowledged at once.
 const ackEvery = 8
 
+// ackDelay bounds how long the receiver holds an ACK back for more frames.
+const ackDelay = time.Millisecond
+
 func newLink(n *Node, nb *neighbour) *link {
 	w := (uint64(n.cfg.LinkWindow) + 63) &^ 63 // whole words of the seen bitmap
 	return &link{
 		n: n, nb: nb, win: w,
 		wake:  make(chan struct{}, 1),
+		timer: stoppedTimer(),
 		done:  make(chan struct{}),
 		ring:  make([]txEntry, w),
 		seen:  make([]uint64, (w+63)/64),
@@ -175,9 +187,46 @@ func (l *link) enqueue(bp *[]byte, wait <-chan struct{}) error {
 		l.mu.Unlock()
 		return ErrNoRoute
 	}
-	l.queue = append(l.queue, bp)
+	if len(l.queue) > 0 || l.nextSeq-l.base >= l.win {
+		l.queue = append(l.queue, bp)
+		l.mu.Unlock()
+		l.kick()
+		return nil
+	}
+	// Nothing waits before it and the window has room: send it from here,
+	// not after the link goroutine gets to run (a wakeup that costs more
+	// than the send on a busy machine). sendMu comes before mu.
 	l.mu.Unlock()
-	l.kick()
+	l.sendMu.Lock()
+	l.mu.Lock()
+	if l.dead || len(l.queue) > 0 || l.nextSeq-l.base >= l.win {
+		dead := l.dead
+		if !dead {
+			l.queue = append(l.queue, bp)
+		}
+		l.mu.Unlock()
+		l.sendMu.Unlock()
+		if dead {
+			return ErrNoRoute
+		}
+		l.kick()
+		return nil
+	}
+	s := l.nextSeq
+	l.nextSeq++
+	l.ring[s%l.win] = txEntry{buf: bp, sentAt: time.Now(), tries: 1}
+	wire.PutLinkFields(*bp, l.n.epoch, s, l.base)
+	l.sent++
+	if l.nextTimer.IsZero() {
+		l.nextTimer = l.deadlineLocked(&l.ring[s%l.win])
+		l.armLocked(l.nextTimer)
+	}
+	l.mu.Unlock()
+	err := l.n.send(*bp, l.nb.address())
+	l.sendMu.Unlock()
+	if err != nil && errors.Is(err, syscall.EMSGSIZE) {
+		l.nb.lowerMTU(len(*bp))
+	}
 	return nil
 }
 
@@ -216,36 +265,48 @@ func (l *link) deadlineLocked(e *txEntry) time.Time {
 // run is the link goroutine.
 func (l *link) run() {
 	defer l.n.wg.Done()
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
+	defer l.timer.Stop()
 	for {
 		select {
 		case <-l.wake:
-		case <-t.C:
+		case <-l.timer.C:
+			l.mu.Lock()
+			l.armed = time.Time{}
+			l.mu.Unlock()
 		case <-l.done:
 			l.release()
 			return
 		}
-		next := l.flush()
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		if !next.IsZero() {
-			t.Reset(time.Until(next))
-		} else {
-			t.Reset(time.Hour)
-		}
+		l.flush()
 	}
 }
 
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}
+
+// armLocked makes the timer fire at when, unless it fires sooner already.
+// Called with mu held.
+func (l *link) armLocked(when time.Time) {
+	if when.IsZero() || (!l.armed.IsZero() && !when.Before(l.armed)) {
+		return
+	}
+	l.armed = when
+	l.timer.Reset(time.Until(when))
+}
+
 // flush sends what is due: the ACK, frames marked lost, frames whose timer
-// ran out, new frames the window has room for. It returns when to look again.
-func (l *link) flush() time.Time {
+// ran out, new frames the window has room for, and arms the timer for when
+// to look again.
+func (l *link) flush() {
 	bufs := l.n.bufs
 	addr := l.nb.address()
+	// sendMu for the whole flush: frames are changed (resent ones get a
+	// new base) and written in sequence order, none while enqueue writes.
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
 	l.mu.Lock()
 	for _, b := range l.free {
 		bufs.put(b)
@@ -347,6 +408,7 @@ func (l *link) flush() time.Time {
 	if l.skipDue && next.IsZero() {
 		next = now.Add(l.rto())
 	}
+	l.armLocked(next)
 	l.mu.Unlock()
 
 	if sendAck {
@@ -364,7 +426,6 @@ func (l *link) flush() time.Time {
 	}
 	clear(out)
 	l.out = out[:0]
-	return next
 }
 
 // advanceLocked moves base past done frames. Called with mu held.
@@ -433,11 +494,17 @@ func (l *link) receiveAck(a *wire.Ack) {
 		lost++
 	}
 	l.advanceLocked()
+	// The link goroutine has work only if something is to be resent or
+	// waits for the window. (Freed buffers and a timer armed for frames
+	// now acknowledged keep until it runs for another reason.)
+	work := lost > 0 || len(l.queue) > 0
 	l.mu.Unlock()
 	if lost > 0 {
 		l.n.stats.fastRetransmits.Add(uint64(lost))
 	}
-	l.kick()
+	if work {
+		l.kick()
+	}
 }
 
 func (l *link) rttSampleLocked(r time.Duration) {
@@ -572,9 +639,13 @@ func (l *link) receiveData(bp *[]byte) {
 		l.n.stats.ackOut.Add(uint64(len(l.rxAckBuf)))
 		l.n.send(l.rxAckBuf, l.nb.address())
 	} else {
-		l.ackPending = true
+		// The link goroutine sends it within ackDelay, with whatever
+		// else arrived meanwhile (or sooner, if it runs anyway).
+		if !l.ackPending {
+			l.ackPending = true
+			l.armLocked(time.Now().Add(ackDelay))
+		}
 		l.mu.Unlock()
-		l.kick()
 	}
 	l.routeAll(ctl)
 	if !fresh {
@@ -645,6 +716,8 @@ func (l *link) buildAckLocked(a *wire.Ack) {
 
 // release frees every buffer when the link ends.
 func (l *link) release() {
+	l.sendMu.Lock() // no frame is being written
+	defer l.sendMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, b := range l.free {

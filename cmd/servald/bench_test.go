@@ -79,6 +79,7 @@ func benchTarget(b *testing.B) net.Listener {
 // measured after them, so that it can report the ratio.
 type tunnelResults struct {
 	rawMBs, rawP50, rawP99 float64
+	relayP50               float64
 }
 
 // BenchmarkTunnel measures single-stream throughput and 64-byte echo round
@@ -88,7 +89,10 @@ type tunnelResults struct {
 // same run. The two servald
 // processes are started once for all sub-benchmarks. Metrics: MB/s and
 // ratio-vs-raw (servald MB/s / raw MB/s); p50-us, p99-us and
-// p50-x-raw / p99-x-raw (servald latency / raw latency).
+// p50-x-raw / p99-x-raw (servald latency / raw latency). echo/tcp-relay-x2
+// is the same echo through two plain TCP relay processes in series (no
+// encryption, no mesh): the floor under a two-process tunnel, beside which
+// p50-x-relays puts servald.
 func BenchmarkTunnel(b *testing.B) {
 	target := benchTarget(b)
 	tport := strconv.Itoa(target.Addr().(*net.TCPAddr).Port)
@@ -116,6 +120,9 @@ func BenchmarkTunnel(b *testing.B) {
 		b.Fatal("no warm-up round trip over split")
 	}
 	c.Close()
+	// Two plain TCP relay processes in series: the latency floor of any
+	// tunnel made of two processes on this machine.
+	relays := startRelay(b, startRelay(b, raw))
 
 	var res tunnelResults
 	b.Run("throughput/raw-tcp", func(b *testing.B) {
@@ -135,6 +142,9 @@ func BenchmarkTunnel(b *testing.B) {
 	b.Run("echo/raw-tcp", func(b *testing.B) {
 		res.rawP50, res.rawP99 = echo(b, raw)
 	})
+	b.Run("echo/tcp-relay-x2", func(b *testing.B) {
+		res.relayP50, _ = echo(b, relays)
+	})
 	for _, tc := range []struct{ name, addr string }{{"servald", tunnel}, {"servald-split", split}} {
 		b.Run("echo/"+tc.name, func(b *testing.B) {
 			p50, p99 := echo(b, tc.addr)
@@ -149,6 +159,9 @@ func BenchmarkTunnel(b *testing.B) {
 			}
 			b.ReportMetric(p50/res.rawP50, "p50-x-raw")
 			b.ReportMetric(p99/res.rawP99, "p99-x-raw")
+			if res.relayP50 > 0 {
+				b.ReportMetric(p50/res.relayP50, "p50-x-relays")
+			}
 		})
 	}
 }

@@ -21,6 +21,7 @@ import (
 var servaldBin string
 
 func TestMain(m *testing.M) {
+	runRelayIfAsked()
 	dir, err := os.MkdirTemp("", "servald-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
