@@ -62,6 +62,11 @@ type Client struct {
 func Dial(ctx context.Context, sockPath string) (*Client, error) {
 	c := &Client{path: sockPath, ports: map[*Port]struct{}{}, adverts: map[*Advert]struct{}{}}
 	st, err := c.Status(ctx)
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		// It took the connection and died (or is dying: stop, kill -9)
+		// before it answered.
+		return nil, fmt.Errorf("%w (the daemon on %s went away: %v)", ErrNotRunning, sockPath, err)
+	}
 	if err != nil {
 		return nil, err
 	}
