@@ -42,7 +42,10 @@ type Config struct {
 	// Allow, on a listener, admits initiators; nil admits everyone.
 	// Refused ones get a signed refusal before any stream exists.
 	Allow func(identity.SID) bool
-	// Window is the receive window of a session in bytes. Default 8 MiB.
+	// Window is the receive window of a session in bytes (and its send
+	// buffer). Default 16 MiB: over lossy hops the oldest unacknowledged
+	// byte waits for the slowest retransmission, so the window must cover
+	// rate x (RTT + that wait). Buffers grow only as far as they are used.
 	Window int
 	// MaxSessions bounds a listener's sessions. Default 1024.
 	MaxSessions int
@@ -58,7 +61,7 @@ func (c Config) withDefaults() Config {
 		c.IdleTimeout = 10 * time.Second
 	}
 	if c.Window <= 0 {
-		c.Window = 8 << 20
+		c.Window = 16 << 20
 	}
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 1024

@@ -51,8 +51,8 @@ func smuxConfig() *smux.Config {
 	c.Version = 2
 	c.KeepAliveDisabled = true // arq keeps the session alive
 	c.MaxFrameSize = 32768
-	c.MaxReceiveBuffer = 16 << 20
-	c.MaxStreamBuffer = 8 << 20
+	c.MaxReceiveBuffer = 32 << 20
+	c.MaxStreamBuffer = 16 << 20
 	return c
 }
 

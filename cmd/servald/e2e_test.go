@@ -314,7 +314,7 @@ func TestKillPeer(t *testing.T) {
 
 // killStdio streams random bytes from connect's stdin to the listener's
 // stdout, kills one of them (victim "listen" or "connect") with SIGKILL
-// and checks that the other exits non-zero within 20 s; listen starts the
+// and checks that the other exits non-zero within 15 s; listen starts the
 // listener and returns the arguments of the connect to it.
 func killStdio(t *testing.T, victim string, listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
 	t.Helper()
@@ -333,6 +333,9 @@ func killStdio(t *testing.T, victim string, listen func(t *testing.T, stdin io.R
 	code := survivor.wait(20 * time.Second)
 	if code == 0 {
 		t.Fatalf("the survivor exited 0 after %s was killed", victim)
+	}
+	if d := time.Since(t0); d > 15*time.Second {
+		t.Fatalf("the survivor exited %v after the kill of %s, want within 15 s", d, victim)
 	}
 	t.Logf("survivor exited %d %v after the kill of %s: %s", code, time.Since(t0).Round(time.Millisecond), victim, lastLine(survivor.stderr.String()))
 }

@@ -222,12 +222,8 @@ func AppendAck(b []byte, a *Ack) []byte {
 }
 
 func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], v)
 }
 
 // ParseAck decodes an ACK frame into a, reusing a.Ranges' storage. Numbers
