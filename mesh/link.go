@@ -187,15 +187,18 @@ func (l *link) enqueue(bp *[]byte, wait <-chan struct{}) error {
 		l.mu.Unlock()
 		return ErrNoRoute
 	}
-	if len(l.queue) > 0 || l.nextSeq-l.base >= l.win {
+	if wait == nil || len(l.queue) > 0 || l.nextSeq-l.base >= l.win {
 		l.queue = append(l.queue, bp)
 		l.mu.Unlock()
 		l.kick()
 		return nil
 	}
-	// Nothing waits before it and the window has room: send it from here,
-	// not after the link goroutine gets to run (a wakeup that costs more
-	// than the send on a busy machine). sendMu comes before mu.
+	// A local sender's frame with nothing waiting before it and room in
+	// the window: send it from here, not after the link goroutine gets to
+	// run (a wakeup that costs more than the send on a busy machine).
+	// Relayed frames (wait nil, on the read loop) always go through the
+	// queue, so that the read loop never waits for a socket. sendMu comes
+	// before mu.
 	l.mu.Unlock()
 	l.sendMu.Lock()
 	l.mu.Lock()
