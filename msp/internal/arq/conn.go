@@ -178,6 +178,7 @@ type Conn struct {
 	log    *slog.Logger
 	epoch  time.Time
 	wake   chan struct{} // cap 1: pokes the sender goroutine
+	timer  *time.Timer   // the sender goroutine's; Reset only with mu held
 	readC  chan struct{} // cap 1: data (or the end) for a blocked Read
 	writeC chan struct{} // cap 1: buffer space (or the end) for a blocked Write
 	done   chan struct{} // closed when the Conn ends
@@ -221,6 +222,8 @@ type Conn struct {
 	rackPN       uint64 // largest packet number acknowledged
 	rackRTT      int64  // RTT measured on it
 	lossTime     int64  // when the RACK timer fires; 0: not armed
+	sleeping     bool   // the sender goroutine waits for timer (or a poke)
+	armedAt      int64  // while sleeping: when timer fires
 	lastElicit   int64  // time the last ack-eliciting packet was sent
 	ptoCount     int
 	probes       int  // probe packets to send now (PTO)
@@ -267,6 +270,7 @@ func New(cfg Config) (*Conn, error) {
 		log:         cfg.Logger,
 		epoch:       cfg.Now(),
 		wake:        make(chan struct{}, 1),
+		timer:       time.NewTimer(time.Hour),
 		readC:       make(chan struct{}, 1),
 		writeC:      make(chan struct{}, 1),
 		done:        make(chan struct{}),

@@ -7,11 +7,15 @@
 // # Shape
 //
 // A Conn is a state machine guarded by one mutex plus one goroutine (the
-// sender), which is the only caller of Output and owns the only timer.
+// sender), which is the only caller of Output and sleeps on the only timer.
 // Write copies into the send ring and pokes the sender; Input decodes,
-// updates state, copies STREAM data into the receive ring and pokes the
-// sender (if an ACK is due or the window moved) and readers; Read copies
-// out. Input never calls Output and never waits for the sender. Per packet
+// updates state, copies STREAM data into the receive ring, pokes readers,
+// and pokes the sender only if it has something to send now (an ACK due at
+// once, data the window now lets out, a Shutdown to finish); a deadline
+// that moved earlier (a delayed ACK, a loss timer) is set on the sleeping
+// sender's timer directly, under the mutex, so that it is not woken just
+// to set it. Read copies out. Input never calls Output and never waits for
+// the sender. Per packet
 // the work is O(1) amortized: sent packets live in a ring indexed by packet
 // number, interval sets (spans.go) hold received packet numbers, stream
 // bytes received out of order, acknowledged and to-be-retransmitted stream

@@ -73,13 +73,12 @@ func (c *Conn) Input(pkt []byte) error {
 				c.ackNow = true
 				wake = true
 			} else if c.ackDeadline == 0 {
-				c.ackDeadline = now + maxAckDelay
-				wake = true
+				c.ackDeadline = now + maxAckDelay // rearm below
 			}
 		}
 	}
-	if p.HasAck && c.onAck(&p, now) {
-		wake = true
+	if p.HasAck && c.onAck(&p, now) && c.senderHasWork() {
+		wake = true // the window opened for data waiting, or a Shutdown may end
 	}
 	if p.HasMaxData && p.MaxData > c.peerMaxData {
 		c.peerMaxData = p.MaxData
@@ -98,6 +97,9 @@ func (c *Conn) Input(pkt []byte) error {
 			c.end(ErrPeerAborted)
 		}
 		readable = true
+	}
+	if !wake {
+		c.rearm(now)
 	}
 	c.mu.Unlock()
 	if wake {

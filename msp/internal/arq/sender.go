@@ -23,8 +23,7 @@ const (
 func (c *Conn) run() {
 	defer close(c.exited)
 	var buf []byte
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	defer c.timer.Stop()
 	c.mu.Lock()
 	for {
 		now := c.now()
@@ -58,15 +57,37 @@ func (c *Conn) run() {
 		if c.ended {
 			continue
 		}
-		wait := time.Duration(c.nextTimer(now) - now)
+		c.sleeping, c.armedAt = true, c.nextTimer(now)
+		c.timer.Reset(max(time.Duration(c.armedAt-now), 0))
 		c.mu.Unlock()
-		timer.Reset(max(wait, 0))
 		select {
 		case <-c.wake:
-		case <-timer.C:
+		case <-c.timer.C:
 		}
 		c.mu.Lock()
+		c.sleeping = false
 	}
+}
+
+// rearm brings the sleeping sender's timer forward when a deadline moved
+// earlier (a delayed ACK, a loss timer), so that Input need not wake it
+// just to set a timer (mu held).
+func (c *Conn) rearm(now int64) {
+	if !c.sleeping {
+		return // it computes its timer before it sleeps again
+	}
+	if t := c.nextTimer(now); t < c.armedAt {
+		c.armedAt = t
+		c.timer.Reset(max(time.Duration(t-now), 0))
+	}
+}
+
+// senderHasWork reports whether the sender goroutine can do something now
+// (mu held): send an ACK, data, a window update, a CLOSE or a PING, or
+// finish a Shutdown.
+func (c *Conn) senderHasWork() bool {
+	return c.ackNow || c.windowWant || c.closeWanted || c.pingWanted || c.probes > 0 ||
+		c.shutdown || !c.rtx.empty() || (c.sndNxt < c.sndEnd && c.sndNxt < c.peerMaxData)
 }
 
 // flowBlocked reports whether data waits only for the peer's window.
