@@ -160,6 +160,25 @@ func TestNotRunning(t *testing.T) {
 	if _, err := Dial(ctx, SocketPath(dir)); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("stale socket: %v, want ErrNotRunning", err)
 	}
+	// A daemon that takes the connection and dies before it answers (as
+	// one does just after stop or kill -9).
+	os.Remove(SocketPath(dir))
+	ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: SocketPath(dir), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c, err := ln.AcceptUnix()
+		if err == nil {
+			c.Read(make([]byte, 1)) // the request has come; the rest is left unread
+			c.Close()
+		}
+	}()
+	if _, err := Dial(ctx, SocketPath(dir)); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("a daemon hanging up at once: %v, want ErrNotRunning", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
 	// And a stale pid file with it: the next daemon takes over.
 	os.WriteFile(PidPath(dir), []byte("999999\n"), 0o600)
 	if _, running := Probe(dir); running {
