@@ -36,6 +36,18 @@ func parsePort(s string) (uint16, error) {
 	return uint16(p), nil
 }
 
+// listenTCP listens on the local TCP address of connect --forward.
+func listenTCP(target string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", target)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("TCP port %s is in use", target)
+		}
+		return nil, fmt.Errorf("listen on TCP %s: %w", target, err)
+	}
+	return ln, nil
+}
+
 func parseTarget(s string) (string, error) {
 	t, err := forward.ParseTarget(s)
 	if err != nil {
@@ -152,7 +164,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, sid, port)
 	if ss != nil {
 		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", ss.Addr(), o.split.fec)
-		fmt.Fprintf(g.stderr, "servald: or over split transport: %s\n", ss.connectHint(fwd, sid, port, o.split.fec, cmd.Flags().Changed("fec")))
+		fmt.Fprintf(g.stderr, "servald: or over split transport: %s\n", ss.connectHint(fwd, sid, port, o.split.hintFlags(cmd.Flags())))
 	}
 
 	if target != "" {
@@ -289,11 +301,8 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		if err != nil {
 			return err
 		}
-		if ln, err = net.Listen("tcp", target); err != nil {
-			if errors.Is(err, syscall.EADDRINUSE) {
-				return fmt.Errorf("TCP port %s is in use", target)
-			}
-			return fmt.Errorf("listen on TCP %s: %w", target, err)
+		if ln, err = listenTCP(target); err != nil {
+			return err
 		}
 		defer ln.Close()
 	}
