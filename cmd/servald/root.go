@@ -41,7 +41,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return 0
 	}
-	msg := err.Error()
+	// One line, even for joined errors (errors.Join puts each on its own).
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
 	if !strings.HasPrefix(msg, "servald") {
 		msg = "servald: " + msg
 	}
