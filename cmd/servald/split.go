@@ -188,17 +188,26 @@ func parseFEC(s string) (d, p int, err error) {
 func splitError(addr string, err error) error {
 	var ne *splitter.NegotiationError
 	if errors.As(err, &ne) {
-		hint := ""
-		switch ne.Param {
-		case "fec":
-			hint = " (both sides need the same --fec)"
-		case "payload size":
-			hint = " (both sides need the same --payload)"
-		}
-		return fmt.Errorf("split %s: %s mismatch: ours %s, the listener's %s%s", addr, ne.Param, ne.Local, ne.Peer, hint)
+		err = mismatchError{ne}
 	}
 	return fmt.Errorf("split %s: %w", addr, err)
 }
+
+// mismatchError words a parameter mismatch from the connecting side.
+type mismatchError struct{ *splitter.NegotiationError }
+
+func (e mismatchError) Error() string {
+	hint := ""
+	switch e.Param {
+	case "fec":
+		hint = " (both sides need the same --fec)"
+	case "payload size":
+		hint = " (both sides need the same --payload)"
+	}
+	return fmt.Sprintf("%s mismatch: ours %s, the listener's %s%s", e.Param, e.Local, e.Peer, hint)
+}
+
+func (e mismatchError) Unwrap() error { return e.NegotiationError }
 
 // splitSessions counts the split sessions a connecting side opens, for
 // the -v exit line.
