@@ -434,6 +434,21 @@ func (s *Conn) Close() error {
 	return nil
 }
 
+// Reset ends the session at once, without the end of stream: what is not
+// yet acknowledged is dropped, and the peer's Read returns the data it
+// holds and then ErrPeerClosed, never io.EOF, so a stream cut short is
+// not mistaken for a complete one (Close, by contrast, ends the stream
+// first). Blocked Read and Write calls return at once. Later calls of
+// Reset or Close return net.ErrClosed.
+func (s *Conn) Reset() error {
+	if !s.closeFlag.CompareAndSwap(false, true) {
+		return errClosed
+	}
+	s.teardown(errClosed, wire.CloseError, "reset")
+	s.wg.Wait()
+	return nil
+}
+
 func (s *Conn) alive() bool {
 	select {
 	case <-s.done:

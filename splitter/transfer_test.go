@@ -275,6 +275,49 @@ func TestCloseSemantics(t *testing.T) {
 	}
 }
 
+// TestReset: after Reset the peer reads what arrived and then
+// ErrPeerClosed, not io.EOF (a stream cut short must not look complete),
+// even though the resetting end had sent everything it wrote; blocked and
+// later calls on the reset end return net.ErrClosed.
+func TestReset(t *testing.T) {
+	cfg := testConfig()
+	cfg.Conns = 2
+	ln := listen(t, cfg)
+	c, s := pair(t, ln, ln.Addr().String(), cfg)
+	if _, err := c.Write([]byte("partial")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 7)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "partial" {
+		t.Fatalf("server read %q, %v", buf, err)
+	}
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		blocked <- err
+	}()
+	if err := c.Reset(); err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	select {
+	case err := <-blocked:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("blocked Read after Reset = %v, want net.ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Reset did not unblock Read")
+	}
+	if _, err := s.Read(buf); !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("server Read after peer Reset = %v, want ErrPeerClosed", err)
+	}
+	for name, err := range map[string]error{"Reset": c.Reset(), "Close": c.Close()} {
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s after Reset = %v, want net.ErrClosed", name, err)
+		}
+	}
+}
+
 // TestCloseUnblocks checks that Close wakes a blocked Read and Write.
 func TestCloseUnblocks(t *testing.T) {
 	cfg := testConfig()

@@ -160,6 +160,15 @@ func (p *proc) wait(d time.Duration) int {
 	return -1
 }
 
+// exitsZero waits up to d for the process, which the test calls what, to
+// exit 0.
+func (p *proc) exitsZero(d time.Duration, what string) {
+	p.t.Helper()
+	if code := p.wait(d); code != 0 {
+		p.t.Fatalf("%s exited %d: %s", what, code, p.stderr)
+	}
+}
+
 // listener is a running `msp listen` with what it printed.
 type listener struct {
 	*proc

@@ -179,31 +179,30 @@ func stdioCase(t *testing.T, in string, data []byte, dirn string, listen func(t 
 // TestHalfCloseReply: a client that half-closes still gets the whole reply.
 func TestHalfCloseReply(t *testing.T) {
 	t.Parallel()
-	// The service reads the whole request, then answers with 4 MiB.
-	svc, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	reply := make([]byte, 4<<20)
-	rand.Read(reply)
-	go func() {
-		for {
-			c, err := svc.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(io.Discard, c)
-				c.Write(reply)
-			}()
-		}
-	}()
+	svc, reply := replyService(t)
 	l := startListen(t, nil, nil, "--forward", strconv.Itoa(svc.Addr().(*net.TCPAddr).Port), "5000")
 	port := freePort(t)
 	start(t, nil, nil, connectArgs(t, l, "--forward", strconv.Itoa(port), l.sid, "5000")...)
-	c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port))
+	halfCloseReply(t, fmt.Sprintf("127.0.0.1:%d", port), reply)
+}
+
+// replyService runs a TCP service that reads each request to its end,
+// then answers with the 4 MiB it returns.
+func replyService(t *testing.T) (net.Listener, []byte) {
+	t.Helper()
+	reply := make([]byte, 4<<20)
+	rand.Read(reply)
+	return tcpService(t, func(c net.Conn) {
+		io.Copy(io.Discard, c)
+		c.Write(reply)
+	}), reply
+}
+
+// halfCloseReply sends a request through the tunnel at addr to a
+// replyService, half-closes, and checks that the whole reply arrives.
+func halfCloseReply(t *testing.T, addr string, reply []byte) {
+	t.Helper()
+	c := dialRetry(t, addr)
 	defer c.Close()
 	c.Write([]byte("request"))
 	c.(*net.TCPConn).CloseWrite()
@@ -242,81 +241,100 @@ func TestOnceAndIdle(t *testing.T) {
 	time.Sleep(idle)
 	ping()
 	c.Close()
-	if code := cp.wait(20 * time.Second); code != 0 {
-		t.Fatalf("connect --once exited %d: %s", code, cp.stderr)
-	}
-	if code := l.wait(20 * time.Second); code != 0 {
-		t.Fatalf("listen --once exited %d: %s", code, l.stderr)
-	}
+	cp.exitsZero(20*time.Second, "connect --once")
+	l.exitsZero(20*time.Second, "listen --once")
 }
 
 // TestKillPeer: kill -9 of either side mid-transfer closes the other side's
 // TCP connections within 15 s; in stdio mode the survivor exits non-zero.
 func TestKillPeer(t *testing.T) {
 	t.Parallel()
+	killPeerCases(t, func(t *testing.T, svcPort string) (*proc, *proc, int) {
+		l := startListen(t, nil, nil, "--forward", svcPort, "5000")
+		port := freePort(t)
+		cp := start(t, nil, nil, connectArgs(t, l, "--forward", strconv.Itoa(port), l.sid, "5000")...)
+		return l.proc, cp, port
+	}, meshStdioListen)
+}
+
+// killPeerCases runs, in parallel, killForward with tunnel (unless nil)
+// and killStdio with listen, each with either side as the victim of
+// SIGKILL.
+func killPeerCases(t *testing.T, tunnel func(t *testing.T, svcPort string) (l, c *proc, port int),
+	listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
+	t.Helper()
 	for _, victim := range []string{"listen", "connect"} {
-		t.Run("forward/kill-"+victim, func(t *testing.T) {
-			t.Parallel()
-			// A service that reads forever, so the transfer is mid-way.
-			svc, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer svc.Close()
-			svcConns := make(chan net.Conn, 1)
-			go func() {
-				c, err := svc.Accept()
-				if err == nil {
-					svcConns <- c
-					io.Copy(io.Discard, c)
-				}
-			}()
-			l := startListen(t, nil, nil, "--forward", strconv.Itoa(svc.Addr().(*net.TCPAddr).Port), "5000")
-			port := freePort(t)
-			cp := start(t, nil, nil, connectArgs(t, l, "--forward", strconv.Itoa(port), l.sid, "5000")...)
-			c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port))
-			defer c.Close()
-			go io.Copy(c, io.LimitReader(rand.Reader, 1<<40))
-			var sc net.Conn
-			select {
-			case sc = <-svcConns:
-			case <-time.After(15 * time.Second):
-				t.Fatal("service got no connection")
-			}
-			time.Sleep(300 * time.Millisecond)
-			survivor := sc // the listener side's TCP connection
-			if victim == "listen" {
-				l.cmd.Process.Signal(syscall.SIGKILL)
-				survivor = c
-			} else {
-				cp.cmd.Process.Signal(syscall.SIGKILL)
-			}
-			t0 := time.Now()
-			survivor.SetReadDeadline(time.Now().Add(20 * time.Second))
-			_, err = io.Copy(io.Discard, survivor)
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				t.Fatalf("surviving TCP connection still open after 20 s")
-			}
-			if d := time.Since(t0); d > 15*time.Second {
-				t.Fatalf("surviving TCP connection closed after %v, want within 15 s", d)
-			} else {
-				t.Logf("surviving TCP connection closed %v after the kill", d.Round(time.Millisecond))
-			}
-		})
-	}
-	for _, victim := range []string{"listen", "connect"} {
+		if tunnel != nil {
+			t.Run("forward/kill-"+victim, func(t *testing.T) {
+				t.Parallel()
+				killForward(t, victim, tunnel)
+			})
+		}
 		t.Run("stdio/kill-"+victim, func(t *testing.T) {
 			t.Parallel()
-			killStdio(t, victim, meshStdioListen)
+			killStdio(t, victim, syscall.SIGKILL, listen)
 		})
 	}
 }
 
+// killForward streams random bytes through a --forward tunnel to a service
+// that reads forever, kills one side (victim "listen" or "connect") with
+// SIGKILL mid-transfer and checks that the other side's TCP connection
+// (the client's, or the listener's to the service) is closed within 15 s.
+// tunnel starts the listener, forwarding to svcPort, and the connector,
+// and returns them with the connector's local TCP port.
+func killForward(t *testing.T, victim string, tunnel func(t *testing.T, svcPort string) (l, c *proc, port int)) {
+	t.Helper()
+	// A service that reads forever, so the transfer is mid-way.
+	svc, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	svcConns := make(chan net.Conn, 1)
+	go func() {
+		c, err := svc.Accept()
+		if err == nil {
+			svcConns <- c
+			io.Copy(io.Discard, c)
+		}
+	}()
+	l, cp, port := tunnel(t, strconv.Itoa(svc.Addr().(*net.TCPAddr).Port))
+	c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port))
+	defer c.Close()
+	go io.Copy(c, io.LimitReader(rand.Reader, 1<<40))
+	var sc net.Conn
+	select {
+	case sc = <-svcConns:
+	case <-time.After(15 * time.Second):
+		t.Fatal("service got no connection")
+	}
+	time.Sleep(300 * time.Millisecond)
+	survivor := sc // the listener side's TCP connection
+	if victim == "listen" {
+		l.cmd.Process.Signal(syscall.SIGKILL)
+		survivor = c
+	} else {
+		cp.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	t0 := time.Now()
+	survivor.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err = io.Copy(io.Discard, survivor)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("surviving TCP connection still open after 20 s")
+	}
+	if d := time.Since(t0); d > 15*time.Second {
+		t.Fatalf("surviving TCP connection closed after %v, want within 15 s", d)
+	} else {
+		t.Logf("surviving TCP connection closed %v after the kill", d.Round(time.Millisecond))
+	}
+}
+
 // killStdio streams random bytes from connect's stdin to the listener's
-// stdout, kills one of them (victim "listen" or "connect") with SIGKILL
+// stdout, kills one of them (victim "listen" or "connect") with sig
 // and checks that the other exits non-zero within 15 s; listen starts the
 // listener and returns the arguments of the connect to it.
-func killStdio(t *testing.T, victim string, listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
+func killStdio(t *testing.T, victim string, sig syscall.Signal, listen func(t *testing.T, stdin io.Reader, stdout io.Writer) (*proc, []string)) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	defer pw.Close()
@@ -328,11 +346,11 @@ func killStdio(t *testing.T, victim string, listen func(t *testing.T, stdin io.R
 	if victim == "connect" {
 		killed, survivor = cp, l
 	}
-	killed.cmd.Process.Signal(syscall.SIGKILL)
+	killed.cmd.Process.Signal(sig)
 	t0 := time.Now()
 	code := survivor.wait(20 * time.Second)
 	if code == 0 {
-		t.Fatalf("the survivor exited 0 after %s was killed", victim)
+		t.Fatalf("the survivor exited 0 after %s got %v", victim, sig)
 	}
 	if d := time.Since(t0); d > 15*time.Second {
 		t.Fatalf("the survivor exited %v after the kill of %s, want within 15 s", d, victim)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/forward"
@@ -36,6 +37,18 @@ func parsePort(s string) (uint16, error) {
 	return uint16(p), nil
 }
 
+// listenTCP listens on the local TCP address of connect --forward.
+func listenTCP(target string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", target)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("TCP port %s is in use", target)
+		}
+		return nil, fmt.Errorf("listen on TCP %s: %w", target, err)
+	}
+	return ln, nil
+}
+
 func parseTarget(s string) (string, error) {
 	t, err := forward.ParseTarget(s)
 	if err != nil {
@@ -44,11 +57,34 @@ func parseTarget(s string) (string, error) {
 	return t, nil
 }
 
-type listenOptions struct {
-	node    nodeOptions
-	split   splitOptions
+// tunnelFlags are --once and --forward, alike on every listen and connect.
+type tunnelFlags struct {
 	once    bool
 	forward string
+}
+
+func (f *tunnelFlags) addFlags(fs *pflag.FlagSet, connect bool) {
+	if connect {
+		fs.BoolVar(&f.once, "once", false, "handle one TCP connection, then exit when it closes")
+		fs.StringVar(&f.forward, "forward", "", "listen on this local TCP [HOST:]PORT (default host 127.0.0.1) and tunnel each connection; without it, use stdin/stdout")
+		return
+	}
+	fs.BoolVar(&f.once, "once", false, "handle one connection, then exit when it closes")
+	fs.StringVar(&f.forward, "forward", "", "connect each tunnelled connection to this TCP [HOST:]PORT (default host 127.0.0.1); without it, use stdin/stdout for one connection")
+}
+
+// forwardTarget is the --forward address, "" without --forward.
+func (f *tunnelFlags) forwardTarget() (string, error) {
+	if f.forward == "" {
+		return "", nil
+	}
+	return parseTarget(f.forward)
+}
+
+type listenOptions struct {
+	node  nodeOptions
+	split splitOptions
+	tunnelFlags
 	service string
 	allow   []string
 }
@@ -64,8 +100,7 @@ func newListenCmd(g *globals) *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.BoolVar(&o.once, "once", false, "handle one connection, then exit when it closes")
-	fs.StringVar(&o.forward, "forward", "", "connect each stream to this TCP [HOST:]PORT (default host 127.0.0.1); without it, use stdin/stdout for one connection")
+	o.tunnelFlags.addFlags(fs, false)
 	fs.StringVar(&o.service, "service", "", "answer service discovery for NAME")
 	fs.StringArrayVar(&o.allow, "allow", nil, "only this SID may connect (repeatable)")
 	o.split.addFlags(fs, false)
@@ -79,11 +114,9 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
-	target := ""
-	if o.forward != "" {
-		if target, err = parseTarget(o.forward); err != nil {
-			return err
-		}
+	target, err := o.forwardTarget()
+	if err != nil {
+		return err
 	}
 	if o.service != "" {
 		if err := discovery.ValidName(o.service); err != nil {
@@ -152,7 +185,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, sid, port)
 	if ss != nil {
 		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", ss.Addr(), o.split.fec)
-		fmt.Fprintf(g.stderr, "servald: or over split transport: %s\n", ss.connectHint(fwd, sid, port, o.split.fec, cmd.Flags().Changed("fec")))
+		fmt.Fprintf(g.stderr, "servald: or over split transport: %s\n", ss.connectHint(fwd, sid, port, o.split.hintFlags(cmd.Flags())))
 	}
 
 	if target != "" {
@@ -185,10 +218,9 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 const allowWait = 5 * time.Second
 
 type connectOptions struct {
-	node    nodeOptions
-	split   splitOptions
-	once    bool
-	forward string
+	node  nodeOptions
+	split splitOptions
+	tunnelFlags
 	service string
 	timeout time.Duration
 }
@@ -217,8 +249,7 @@ each connection; without it, tunnel stdin/stdout over one connection.`,
 		},
 	}
 	fs := cmd.Flags()
-	fs.BoolVar(&o.once, "once", false, "handle one TCP connection, then exit when it closes")
-	fs.StringVar(&o.forward, "forward", "", "listen on this local TCP [HOST:]PORT (default host 127.0.0.1) and tunnel each connection; without it, use stdin/stdout")
+	o.tunnelFlags.addFlags(fs, true)
 	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
 	o.split.addFlags(fs, true)
@@ -283,17 +314,14 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	if err != nil {
 		return err
 	}
+	target, err := o.forwardTarget()
+	if err != nil {
+		return err
+	}
 	var ln net.Listener
-	if o.forward != "" {
-		target, err := parseTarget(o.forward)
-		if err != nil {
+	if target != "" {
+		if ln, err = listenTCP(target); err != nil {
 			return err
-		}
-		if ln, err = net.Listen("tcp", target); err != nil {
-			if errors.Is(err, syscall.EADDRINUSE) {
-				return fmt.Errorf("TCP port %s is in use", target)
-			}
-			return fmt.Errorf("listen on TCP %s: %w", target, err)
 		}
 		defer ln.Close()
 	}

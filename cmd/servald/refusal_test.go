@@ -23,6 +23,38 @@ func runOnce(t *testing.T, stdin io.Reader, args ...string) (int, string, string
 	return code, out.String(), p.stderr.String()
 }
 
+// refusalCase is a command line that must exit with code, print nothing
+// on stdout and one line on stderr mentioning want; with after set, not
+// before that long (a bounded wait) nor much later.
+type refusalCase struct {
+	name  string
+	args  []string
+	code  int
+	want  string
+	after time.Duration
+}
+
+// checkRefusals runs each case in a subtest.
+func checkRefusals(t *testing.T, cases []refusalCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t0 := time.Now()
+			code, out, errOut := runOnce(t, nil, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d", code, tc.code)
+			}
+			if out != "" {
+				t.Errorf("stdout = %q, want nothing", out)
+			}
+			oneLine(t, errOut, tc.want)
+			if d := time.Since(t0); tc.after > 0 && (d < tc.after || d > tc.after+7*time.Second) {
+				t.Errorf("gave up after %v, want after %v", d, tc.after)
+			}
+		})
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	inst := instance(t)
@@ -160,6 +192,14 @@ func TestForwardTargetDown(t *testing.T) {
 	l := startListen(t, nil, nil, "--forward", strconv.Itoa(dead), "5000")
 	port := freePort(t)
 	start(t, nil, nil, connectArgs(t, l, "--forward", strconv.Itoa(port), l.sid, "5000")...)
+	targetDown(t, l.proc, port)
+}
+
+// targetDown checks that connections to the local TCP port of a tunnel
+// whose listener l forwards to a port where nothing listens are closed
+// without data, and that l keeps serving after each.
+func targetDown(t *testing.T, l *proc, port int) {
+	t.Helper()
 	for i := 0; i < 2; i++ { // the listener keeps serving after a failure
 		c := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port))
 		c.SetReadDeadline(time.Now().Add(15 * time.Second))

@@ -41,7 +41,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return 0
 	}
-	msg := err.Error()
+	// One line, even for joined errors (errors.Join puts each on its own).
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
 	if !strings.HasPrefix(msg, "servald") {
 		msg = "servald: " + msg
 	}
@@ -73,7 +74,7 @@ func newRootCmd(g *globals) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.instance, "instance", "", "instance directory (keyring, config, daemon socket); $SERVALINSTANCE_PATH wins when set")
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more to stderr (-v info, -vv debug)")
-	root.AddCommand(newKeyringCmd(g), withSubcommands(newIDCmd(g), newPeersCmd(g)), newMSPCmd(g), newStartCmd(g), newStopCmd(g), newStatusCmd(g), newRouteCmd(g), newServiceCmd(g))
+	root.AddCommand(newKeyringCmd(g), withSubcommands(newIDCmd(g), newPeersCmd(g)), newMSPCmd(g), newStartCmd(g), newStopCmd(g), newStatusCmd(g), newRouteCmd(g), newServiceCmd(g), newSplitCmd(g))
 	return root
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/servald/servald/forward"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/msp"
 	"github.com/servald/servald/splitter"
@@ -28,22 +29,75 @@ import (
 
 // splitOptions are the --split flags.
 type splitOptions struct {
-	addr    string
+	addr string
+	splitParams
+}
+
+func (o *splitOptions) addFlags(fs *pflag.FlagSet, connect bool) {
+	if connect {
+		fs.StringVar(&o.addr, "split", "", "reach the listener over split transport at TCP HOST:PORT (many TCP connections with FEC) instead of the mesh")
+	} else {
+		fs.StringVar(&o.addr, "split", "", "also accept split sessions (many TCP connections with FEC) on TCP [HOST:]PORT (default host: all interfaces)")
+	}
+	o.splitParams.addFlags(fs, connect, "with --split: ")
+}
+
+// splitParams are the splitter settings of the command line (--conns,
+// --fec, --payload), shared by msp listen/connect --split and split
+// listen/connect.
+type splitParams struct {
 	conns   int
 	fec     string
 	payload int
 }
 
-func (o *splitOptions) addFlags(fs *pflag.FlagSet, connect bool) {
+// addFlags adds --conns (connect only), --fec and --payload; with starts
+// their help.
+func (p *splitParams) addFlags(fs *pflag.FlagSet, connect bool, with string) {
 	def := splitter.DefaultConfig()
 	if connect {
-		fs.StringVar(&o.addr, "split", "", "reach the listener over split transport at TCP HOST:PORT (many TCP connections with FEC) instead of the mesh")
-		fs.IntVar(&o.conns, "conns", def.Conns, "with --split: TCP connections to keep open")
-	} else {
-		fs.StringVar(&o.addr, "split", "", "also accept split sessions (many TCP connections with FEC) on TCP [HOST:]PORT (default host: all interfaces)")
+		fs.IntVar(&p.conns, "conns", def.Conns, with+"TCP connections to keep open")
 	}
-	fs.StringVar(&o.fec, "fec", fmt.Sprintf("%d:%d", def.DataShards, def.ParityShards), "with --split: Reed-Solomon data:parity shards per block (0:0 off); both sides must agree")
-	fs.IntVar(&o.payload, "payload", def.PayloadSize, "with --split: bytes per shard; both sides must agree")
+	fs.StringVar(&p.fec, "fec", fmt.Sprintf("%d:%d", def.DataShards, def.ParityShards), with+"Reed-Solomon data:parity shards per block (0:0 off); both sides must agree")
+	fs.IntVar(&p.payload, "payload", def.PayloadSize, with+"bytes per shard; both sides must agree")
+}
+
+// config checks the values and returns the splitter settings (--conns
+// only on connect).
+func (p *splitParams) config(connect bool, g *globals) (splitter.Config, error) {
+	cfg := splitter.DefaultConfig()
+	if connect {
+		if p.conns < 1 || p.conns > splitter.MaxConnsPerSession {
+			return cfg, usagef("--conns %d: want 1-%d", p.conns, splitter.MaxConnsPerSession)
+		}
+		cfg.Conns = p.conns
+	}
+	var err error
+	if cfg.DataShards, cfg.ParityShards, err = parseFEC(p.fec); err != nil {
+		return cfg, err
+	}
+	if p.payload < splitter.MinPayloadSize || p.payload > splitter.MaxPayloadSize {
+		return cfg, usagef("--payload %d: want %d-%d bytes", p.payload, splitter.MinPayloadSize, splitter.MaxPayloadSize)
+	}
+	cfg.PayloadSize = p.payload
+	cfg.Logger = g.logger()
+	if err := cfg.Validate(); err != nil {
+		return cfg, usagef("%v", err)
+	}
+	return cfg, nil
+}
+
+// hintFlags are the flags a connect line must repeat to match this
+// listener: --fec and --payload where they were given.
+func (p *splitParams) hintFlags(fs *pflag.FlagSet) string {
+	s := ""
+	if fs.Changed("fec") {
+		s += " --fec=" + p.fec
+	}
+	if fs.Changed("payload") {
+		s += " --payload=" + strconv.Itoa(p.payload)
+	}
+	return s
 }
 
 // splitFlags are the flags that only mean something with --split.
@@ -64,45 +118,33 @@ func (o *splitOptions) config(fs *pflag.FlagSet, connect bool, g *globals) (cfg 
 		}
 		return cfg, false, nil
 	}
-	addr, err := parseSplitAddr(o.addr, connect)
+	addr, err := parseSplitAddr("--split", o.addr, connect)
 	if err != nil {
 		return cfg, false, err
 	}
 	o.addr = addr
-	cfg = splitter.DefaultConfig()
 	if connect {
 		for _, name := range nodeFlags {
 			if f := fs.Lookup(name); f != nil && f.Changed {
 				return cfg, false, usagef("--%s does not apply with --split: connect --split reaches the listener directly, without a mesh node", name)
 			}
 		}
-		if o.conns < 1 || o.conns > splitter.MaxConnsPerSession {
-			return cfg, false, usagef("--conns %d: want 1-%d", o.conns, splitter.MaxConnsPerSession)
-		}
-		cfg.Conns = o.conns
 	}
-	if cfg.DataShards, cfg.ParityShards, err = parseFEC(o.fec); err != nil {
+	if cfg, err = o.splitParams.config(connect, g); err != nil {
 		return cfg, false, err
-	}
-	if o.payload < splitter.MinPayloadSize || o.payload > splitter.MaxPayloadSize {
-		return cfg, false, usagef("--payload %d: want %d-%d bytes", o.payload, splitter.MinPayloadSize, splitter.MaxPayloadSize)
-	}
-	cfg.PayloadSize = o.payload
-	cfg.Logger = g.logger()
-	if err := cfg.Validate(); err != nil {
-		return cfg, false, usagef("--split: %v", err)
 	}
 	return cfg, true, nil
 }
 
-// parseSplitAddr parses --split: HOST:PORT for connect, [HOST:]PORT for
-// listen (no host: every interface; port 0: any free port).
-func parseSplitAddr(s string, connect bool) (string, error) {
+// parseSplitAddr parses the TCP address of a split listener, which the
+// command line calls name: HOST:PORT for connect, [HOST:]PORT for listen
+// (no host: every interface; port 0: any free port).
+func parseSplitAddr(name, s string, connect bool) (string, error) {
 	host, port := "", s
 	if strings.Contains(s, ":") {
 		var err error
 		if host, port, err = net.SplitHostPort(s); err != nil {
-			return "", usagef("--split %q: want HOST:PORT (an IPv6 host as [ADDR]:PORT)", s)
+			return "", usagef("%s %q: want HOST:PORT (an IPv6 host as [ADDR]:PORT)", name, s)
 		}
 	}
 	p, err := strconv.Atoi(port)
@@ -111,10 +153,16 @@ func parseSplitAddr(s string, connect bool) (string, error) {
 		lo = 1
 	}
 	if err != nil || p < lo || p > 65535 || strings.ContainsAny(port, "+-") {
-		return "", usagef("--split %q: TCP port must be a number %d-65535", s, lo)
+		return "", usagef("%s %q: TCP port must be a number %d-65535", name, s, lo)
 	}
 	if connect && host == "" {
-		return "", usagef("--split %q: want HOST:PORT of the listener", s)
+		return "", usagef("%s %q: want HOST:PORT of the listener", name, s)
+	}
+	if host != "" {
+		// The host rules of --forward: an IP address or a DNS name.
+		if _, err := forward.ParseTarget(net.JoinHostPort(host, "1")); err != nil {
+			return "", usagef("%s %q: bad host %q: want an IP address or a DNS name", name, s, host)
+		}
 	}
 	return net.JoinHostPort(host, strconv.Itoa(p)), nil
 }
@@ -140,16 +188,73 @@ func parseFEC(s string) (d, p int, err error) {
 func splitError(addr string, err error) error {
 	var ne *splitter.NegotiationError
 	if errors.As(err, &ne) {
-		hint := ""
-		switch ne.Param {
-		case "fec":
-			hint = " (both sides need the same --fec)"
-		case "payload size":
-			hint = " (both sides need the same --payload)"
-		}
-		return fmt.Errorf("split %s: %s mismatch: ours %s, the listener's %s%s", addr, ne.Param, ne.Local, ne.Peer, hint)
+		err = mismatchError{ne}
 	}
 	return fmt.Errorf("split %s: %w", addr, err)
+}
+
+// mismatchError words a parameter mismatch from the connecting side.
+type mismatchError struct{ *splitter.NegotiationError }
+
+func (e mismatchError) Error() string {
+	hint := ""
+	switch e.Param {
+	case "fec":
+		hint = " (both sides need the same --fec)"
+	case "payload size":
+		hint = " (both sides need the same --payload)"
+	}
+	return fmt.Sprintf("%s mismatch: ours %s, the listener's %s%s", e.Param, e.Local, e.Peer, hint)
+}
+
+func (e mismatchError) Unwrap() error { return e.NegotiationError }
+
+// splitSessions counts the split sessions a connecting side opens, for
+// the -v exit line.
+type splitSessions struct {
+	mu    sync.Mutex
+	conns []*splitter.Conn // split sessions that may still run
+	ended splitter.Stats   // counters of those that ended
+	count int              // split sessions opened
+}
+
+// add counts c, and folds the sessions that ended into the totals: a
+// long-running connect --forward opens many, and must not keep every
+// session's buffers.
+func (ss *splitSessions) add(c *splitter.Conn) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.conns = slices.DeleteFunc(ss.conns, func(c *splitter.Conn) bool {
+		if c.Err() == nil {
+			return false
+		}
+		st := c.Stats()
+		st.ConnsLive = 0
+		ss.ended = ss.ended.Add(st)
+		return true
+	})
+	ss.conns = append(ss.conns, c)
+	ss.count++
+}
+
+// Stats sums the counters of every split session opened, and counts them.
+func (ss *splitSessions) Stats() (sessions int, sum splitter.Stats) {
+	ss.mu.Lock()
+	conns, sum, sessions := slices.Clone(ss.conns), ss.ended, ss.count
+	ss.mu.Unlock()
+	for _, c := range conns {
+		sum = sum.Add(c.Stats())
+	}
+	return sessions, sum
+}
+
+// report prints the counters with -v.
+func (ss *splitSessions) report(g *globals) {
+	if g.verbose == 0 {
+		return
+	}
+	n, st := ss.Stats()
+	fmt.Fprintf(g.stderr, "servald: split counters: sessions %d, %s\n", n, formatSplitStats(st))
 }
 
 // splitDialer opens MSP sessions over split sessions to one listener.
@@ -157,11 +262,7 @@ type splitDialer struct {
 	addr string
 	cfg  splitter.Config
 	id   *identity.Identity
-
-	mu    sync.Mutex
-	conns []*splitter.Conn // split sessions that may still run
-	ended splitter.Stats   // counters of those that ended
-	count int              // split sessions opened
+	splitSessions
 }
 
 func (g *globals) newSplitDialer(addr string, cfg splitter.Config) (*splitDialer, error) {
@@ -179,47 +280,13 @@ func (d *splitDialer) dial(ctx context.Context, sid identity.SID, port uint16, c
 	if err != nil {
 		return nil, splitError(d.addr, err)
 	}
-	d.mu.Lock()
-	// Fold the sessions that ended into the totals: a long-running
-	// connect --forward redials, and must not keep every session's buffers.
-	d.conns = slices.DeleteFunc(d.conns, func(c *splitter.Conn) bool {
-		if c.Err() == nil {
-			return false
-		}
-		st := c.Stats()
-		st.ConnsLive = 0
-		d.ended = d.ended.Add(st)
-		return true
-	})
-	d.conns = append(d.conns, c)
-	d.count++
-	d.mu.Unlock()
+	d.add(c)
 	s, err := msp.DialTransport(ctx, msp.NewStreamTransport(c), d.id, sid, msp.StreamAddr{Addr: c.RemoteAddr()}, port, cfg)
 	if err != nil && !errors.Is(err, msp.ErrRefused) && errors.Is(c.Err(), splitter.ErrPeerClosed) {
 		// The listener hangs up on a handshake for a SID it does not hold.
 		return nil, fmt.Errorf("split %s: the node there is not %s (it hung up on the handshake)", d.addr, sid)
 	}
 	return s, err
-}
-
-// Stats sums the counters of every split session opened, and counts them.
-func (d *splitDialer) Stats() (sessions int, sum splitter.Stats) {
-	d.mu.Lock()
-	conns, sum, sessions := slices.Clone(d.conns), d.ended, d.count
-	d.mu.Unlock()
-	for _, c := range conns {
-		sum = sum.Add(c.Stats())
-	}
-	return sessions, sum
-}
-
-// report prints the counters with -v.
-func (d *splitDialer) report(g *globals) {
-	if g.verbose == 0 {
-		return
-	}
-	n, st := d.Stats()
-	fmt.Fprintf(g.stderr, "servald: split counters: sessions %d, %s\n", n, formatSplitStats(st))
 }
 
 // splitServer accepts split sessions and serves MSP over each of them on
@@ -232,12 +299,9 @@ type splitServer struct {
 
 // serveSplit listens for split sessions on addr and hands each to lis.
 func serveSplit(lis *msp.Listener, addr string, cfg splitter.Config) (*splitServer, error) {
-	ln, err := splitter.Listen(addr, cfg)
+	ln, err := listenSplit("--split", addr, cfg)
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("--split: TCP address %s is in use", addr)
-		}
-		return nil, fmt.Errorf("--split: %w", err)
+		return nil, err
 	}
 	s := &splitServer{ln: ln, lis: lis}
 	s.wg.Add(1)
@@ -254,20 +318,36 @@ func serveSplit(lis *msp.Listener, addr string, cfg splitter.Config) (*splitServ
 	return s, nil
 }
 
+// listenSplit opens a splitter listener on addr, which the command line
+// calls name.
+func listenSplit(name, addr string, cfg splitter.Config) (*splitter.Listener, error) {
+	ln, err := splitter.Listen(addr, cfg)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%s: TCP address %s is in use", name, addr)
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return ln, nil
+}
+
 // Addr is where split sessions are accepted.
 func (s *splitServer) Addr() net.Addr { return s.ln.Addr() }
 
-// connectHint is the split connect line printed at start.
-func (s *splitServer) connectHint(fwd string, sid identity.SID, port uint16, fec string, fecSet bool) string {
-	host, p, _ := net.SplitHostPort(s.Addr().String())
+// connectHint is the split connect line printed at start; opts are the
+// splitter flags it must repeat (splitParams.hintFlags).
+func (s *splitServer) connectHint(fwd string, sid identity.SID, port uint16, opts string) string {
+	return fmt.Sprintf("servald msp connect --split=%s%s %s%s %d", hintAddr(s.Addr()), opts, fwd, sid, port)
+}
+
+// hintAddr is a listening address as a connect line names it: HOST where
+// the listener takes every interface.
+func hintAddr(a net.Addr) string {
+	host, p, _ := net.SplitHostPort(a.String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "HOST"
 	}
-	opt := ""
-	if fecSet {
-		opt = " --fec=" + fec
-	}
-	return fmt.Sprintf("servald msp connect --split=%s%s %s%s %d", net.JoinHostPort(host, p), opt, fwd, sid, port)
+	return net.JoinHostPort(host, p)
 }
 
 // Close stops accepting split sessions and ends those open (with the
@@ -276,10 +356,15 @@ func (s *splitServer) Close(g *globals) {
 	s.ln.Close()
 	s.wg.Wait()
 	s.lis.Close()
+	reportListener(g, s.ln)
+}
+
+// reportListener prints a split listener's counters with -v.
+func reportListener(g *globals, ln *splitter.Listener) {
 	if g.verbose == 0 {
 		return
 	}
-	st := s.Stats()
+	st := ln.Stats()
 	fmt.Fprintf(g.stderr, "servald: split counters: sessions %d (refused %d), %s\n",
 		st.SessionsAccepted, st.SessionsRefused, formatSplitStats(st.Sessions))
 }

@@ -102,12 +102,7 @@ func TestSplitStdio(t *testing.T) {
 // transport makes the other exit non-zero, as over the mesh.
 func TestSplitKillPeer(t *testing.T) {
 	t.Parallel()
-	for _, victim := range []string{"listen", "connect"} {
-		t.Run("stdio/kill-"+victim, func(t *testing.T) {
-			t.Parallel()
-			killStdio(t, victim, splitStdioListen)
-		})
-	}
+	killPeerCases(t, nil, splitStdioListen)
 }
 
 // TestSplitRefusals: a SID that is not the listener's, a client not in
@@ -186,40 +181,23 @@ func TestSplitBadInput(t *testing.T) {
 	listen := func(a ...string) []string {
 		return append([]string{"msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0"}, append(a, "5000")...)
 	}
-	cases := []struct {
-		name string
-		args []string
-		code int
-		want string
-	}{
-		{"conns zero", connect("--split", "127.0.0.1:9", "--conns", "0"), 2, "--conns 0"},
-		{"conns too many", connect("--split", "127.0.0.1:9", "--conns", "65"), 2, "--conns 65"},
-		{"conns not a number", connect("--split", "127.0.0.1:9", "--conns", "x"), 2, "--conns"},
-		{"fec garbage", connect("--split", "127.0.0.1:9", "--fec", "ten"), 2, "--fec"},
-		{"fec parity only", listen("--split", "127.0.0.1:0", "--fec", "0:2"), 2, "--fec 0:2"},
-		{"fec too many shards", connect("--split", "127.0.0.1:9", "--fec", "200:100"), 2, "--fec 200:100"},
-		{"payload too small", connect("--split", "127.0.0.1:9", "--payload", "10"), 2, "--payload"},
-		{"fec without split", connect("--fec", "10:3"), 2, "needs --split"},
-		{"conns without split", connect("--conns", "4"), 2, "needs --split"},
-		{"split without host", connect("--split", "7000"), 2, "HOST:PORT"},
-		{"split port garbage", listen("--split", "127.0.0.1:x"), 2, "--split"},
-		{"split port too big", listen("--split", "70000"), 2, "--split"},
-		{"split with --peer", connect("--split", "127.0.0.1:9", "--peer", "127.0.0.1:4110"), 2, "--peer"},
-		{"split port in use", listen("--split", busy.Addr().String()), 1, "in use"},
-		{"nothing at the split address", connect("--split", "127.0.0.1:"+strconv.Itoa(freePort(t))), 1, "refused"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			code, out, errOut := runOnce(t, nil, tc.args...)
-			if code != tc.code {
-				t.Errorf("exit %d, want %d", code, tc.code)
-			}
-			if out != "" {
-				t.Errorf("stdout = %q, want nothing", out)
-			}
-			oneLine(t, errOut, tc.want)
-		})
-	}
+	checkRefusals(t, []refusalCase{
+		{"conns zero", connect("--split", "127.0.0.1:9", "--conns", "0"), 2, "--conns 0", 0},
+		{"conns too many", connect("--split", "127.0.0.1:9", "--conns", "65"), 2, "--conns 65", 0},
+		{"conns not a number", connect("--split", "127.0.0.1:9", "--conns", "x"), 2, "--conns", 0},
+		{"fec garbage", connect("--split", "127.0.0.1:9", "--fec", "ten"), 2, "--fec", 0},
+		{"fec parity only", listen("--split", "127.0.0.1:0", "--fec", "0:2"), 2, "--fec 0:2", 0},
+		{"fec too many shards", connect("--split", "127.0.0.1:9", "--fec", "200:100"), 2, "--fec 200:100", 0},
+		{"payload too small", connect("--split", "127.0.0.1:9", "--payload", "10"), 2, "--payload", 0},
+		{"fec without split", connect("--fec", "10:3"), 2, "needs --split", 0},
+		{"conns without split", connect("--conns", "4"), 2, "needs --split", 0},
+		{"split without host", connect("--split", "7000"), 2, "HOST:PORT", 0},
+		{"split port garbage", listen("--split", "127.0.0.1:x"), 2, "--split", 0},
+		{"split port too big", listen("--split", "70000"), 2, "--split", 0},
+		{"split with --peer", connect("--split", "127.0.0.1:9", "--peer", "127.0.0.1:4110"), 2, "--peer", 0},
+		{"split port in use", listen("--split", busy.Addr().String()), 1, "in use", 0},
+		{"nothing at the split address", connect("--split", "127.0.0.1:"+strconv.Itoa(freePort(t))), 1, "refused", 0},
+	})
 }
 
 // splitStdioListen starts a split listener on MDP port 5000 for the stdio tests

@@ -1,0 +1,352 @@
+package main
+
+// split listen / split connect: a plain point-to-point tunnel over the
+// splitter. One splitter session (N TCP connections with Reed-Solomon FEC)
+// carries one tunnelled connection; there is no MSP, no mesh node and no
+// keyring, so nothing is authenticated or encrypted.
+//
+//	connect: TCP accept (or stdio) -> splitter.Dial -> Join
+//	listen:  splitter.Listener.AcceptContext -> TCP dial of the target (or stdio) -> Join
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/servald/servald/forward"
+	"github.com/servald/servald/splitter"
+)
+
+func newSplitCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "split",
+		Short: "Tunnel TCP or stdio over many TCP connections with FEC, point to point (not authenticated, not encrypted)",
+		Long: `A plain point-to-point tunnel over split transport: each tunnelled
+connection is one splitter session of N TCP connections with Reed-Solomon
+FEC, with no mesh node, no keys and no MSP.
+
+The tunnel is neither authenticated nor encrypted: anyone who reaches the
+listener's port gets its forward target (or its stdin/stdout), and anyone
+on the path reads and can change the bytes. For authentication and
+encryption use msp listen/connect --split.`,
+	}
+	cmd.AddCommand(newSplitListenCmd(g), newSplitConnectCmd(g))
+	return cmd
+}
+
+// splitTunnelConfig adjusts splitter settings for a session that is the
+// tunnelled connection itself: Close may wait as long for the far end to
+// take the last bytes as a session waits for a lost peer to come back.
+func splitTunnelConfig(cfg splitter.Config) splitter.Config {
+	cfg.Linger = cfg.PeerTimeout
+	return cfg
+}
+
+type splitListenOptions struct {
+	params splitParams
+	tunnelFlags
+}
+
+func newSplitListenCmd(g *globals) *cobra.Command {
+	o := &splitListenOptions{}
+	cmd := &cobra.Command{
+		Use:   "listen [--once] [--forward=[HOST:]TCPPORT] [--fec=D:P] [--payload=BYTES] ADDR",
+		Short: "Accept split sessions on TCP [HOST:]PORT; forward each to a TCP port, or stdin/stdout",
+		Long: `Accept split sessions on TCP ADDR, [HOST:]PORT (no HOST: every interface;
+port 0: any free port, printed). With --forward, connect each session to
+that TCP target; without it, tunnel stdin/stdout over one session.
+
+Not authenticated, not encrypted: anyone who reaches ADDR gets the forward
+target (or this process's stdin/stdout). For authentication and encryption
+use msp listen/connect --split.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd, g, args)
+		},
+	}
+	fs := cmd.Flags()
+	o.tunnelFlags.addFlags(fs, false)
+	o.params.addFlags(fs, false, "")
+	return cmd
+}
+
+func (o *splitListenOptions) run(cmd *cobra.Command, g *globals, args []string) error {
+	ctx := cmd.Context()
+	addr, err := parseSplitAddr("ADDR", args[0], false)
+	if err != nil {
+		return err
+	}
+	target, err := o.forwardTarget()
+	if err != nil {
+		return err
+	}
+	cfg, err := o.params.config(false, g)
+	if err != nil {
+		return err
+	}
+	ln, err := listenSplit("split listen", addr, splitTunnelConfig(cfg))
+	if err != nil {
+		return err
+	}
+	log := g.logger()
+	var wg sync.WaitGroup // the goroutine turning sessions away
+	defer func() {
+		ln.Close()
+		wg.Wait()
+		reportListener(g, ln)
+	}()
+	turnAway := sync.OnceFunc(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			turnAwaySessions(ln, log)
+		}()
+	})
+
+	fwd := ""
+	if target != "" {
+		_, p, _ := net.SplitHostPort(target)
+		fwd = " --forward=" + p
+	}
+	fmt.Fprintf(g.stderr, "servald: split listening on TCP %s (fec %s, payload %d)\n", ln.Addr(), o.params.fec, o.params.payload)
+	fmt.Fprintf(g.stderr, "servald: connect with: servald split connect%s%s %s\n", o.params.hintFlags(cmd.Flags()), fwd, hintAddr(ln.Addr()))
+	gets := "this process's stdin/stdout"
+	if target != "" {
+		gets = "a connection to " + target
+	}
+	fmt.Fprintf(g.stderr, "servald: warning: the tunnel is neither authenticated nor encrypted: anyone who reaches TCP %s gets %s; for authentication and encryption use msp listen/connect --split\n", ln.Addr(), gets)
+
+	if target != "" {
+		accept := func(ctx context.Context) (net.Conn, error) {
+			c, err := ln.AcceptContext(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if o.once {
+				turnAway()
+			}
+			return newSplitStream(c), nil
+		}
+		err := forward.ServeStreams(ctx, accept, target, o.once, nil, log)
+		if errors.Is(err, context.Canceled) {
+			return nil // stopped by a signal
+		}
+		return err
+	}
+	c, err := ln.AcceptContext(ctx)
+	if err != nil {
+		return fmt.Errorf("no connection: %w", err)
+	}
+	turnAway()
+	if _, _, err := forward.Join(ctx, stdio(cmd), newSplitStream(c)); err != nil {
+		return fmt.Errorf("stream broke: %w", err)
+	}
+	return nil
+}
+
+// turnAwaySessions resets every session that arrives once a stdio or
+// --once listener has the one it serves, so that its client fails at once
+// instead of waiting; it returns when ln is closed. The listener stays
+// open meanwhile: the session it serves re-opens lost connections there.
+func turnAwaySessions(ln *splitter.Listener, log *slog.Logger) {
+	for {
+		c, err := ln.AcceptContext(context.Background())
+		if err != nil {
+			return // closed
+		}
+		log.Warn("split listen: turned a session away: this listener serves one connection", "remote", c.RemoteAddr())
+		c.Reset()
+	}
+}
+
+type splitConnectOptions struct {
+	params splitParams
+	tunnelFlags
+	timeout time.Duration
+}
+
+func newSplitConnectCmd(g *globals) *cobra.Command {
+	o := &splitConnectOptions{}
+	cmd := &cobra.Command{
+		Use:   "connect [--once] [--forward=[HOST:]TCPPORT] [--conns=N] [--fec=D:P] [--payload=BYTES] [--timeout=10s] HOST:PORT",
+		Short: "Connect to a split listener; serve a local TCP port through it, or stdin/stdout",
+		Long: `Connect to the split listener at HOST:PORT. With --forward, listen on a
+local TCP port and open one split session (of --conns TCP connections) per
+connection accepted there; without it, tunnel stdin/stdout over one session.
+
+Not authenticated, not encrypted: whoever answers at HOST:PORT gets the
+tunnelled bytes. For authentication and encryption use msp listen/connect
+--split.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd, g, args)
+		},
+	}
+	fs := cmd.Flags()
+	o.tunnelFlags.addFlags(fs, true)
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the listener to answer")
+	o.params.addFlags(fs, true, "")
+	return cmd
+}
+
+func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string) error {
+	ctx := cmd.Context()
+	addr, err := parseSplitAddr("ADDR", args[0], true)
+	if err != nil {
+		return err
+	}
+	if o.timeout <= 0 {
+		return usagef("--timeout must be positive")
+	}
+	target, err := o.forwardTarget()
+	if err != nil {
+		return err
+	}
+	cfg, err := o.params.config(true, g)
+	if err != nil {
+		return err
+	}
+	cfg = splitTunnelConfig(cfg)
+	var sessions splitSessions
+	defer sessions.report(g) // after every session has closed
+	dial := func(ctx context.Context) (*splitter.Conn, error) {
+		c, err := dialSplit(ctx, addr, cfg, o.timeout)
+		if err != nil {
+			return nil, err
+		}
+		sessions.add(c)
+		return c, nil
+	}
+
+	if target == "" {
+		c, err := dial(ctx)
+		if err != nil {
+			return err
+		}
+		if _, _, err := forward.Join(ctx, stdio(cmd), newSplitStream(c)); err != nil {
+			return fmt.Errorf("stream broke: %w", err)
+		}
+		return nil
+	}
+	ln, err := listenTCP(target)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	// Sessions open per TCP connection; check now that the listener is
+	// there, as msp connect opens its session at start.
+	if err := untilAnswer(ctx, addr, o.timeout, func(ctx context.Context) error {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stderr, "servald: forwarding TCP %s to split listener %s (%d connections per session, fec %s)\n", ln.Addr(), addr, cfg.Conns, o.params.fec)
+	// A parameter mismatch is the same for every session: stop at the first.
+	sctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	open := func(ctx context.Context) (net.Conn, error) {
+		c, err := dial(ctx)
+		if err != nil {
+			if isMismatch(err) {
+				stop(err)
+			}
+			return nil, err
+		}
+		return newSplitStream(c), nil
+	}
+	err = forward.Serve(sctx, ln, open, o.once, g.logger())
+	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil // stopped by a signal
+	}
+	return err
+}
+
+// dialSplit opens a split session to the listener at addr, trying again
+// while nothing answers there, for at most timeout.
+func dialSplit(ctx context.Context, addr string, cfg splitter.Config, timeout time.Duration) (*splitter.Conn, error) {
+	var c *splitter.Conn
+	err := untilAnswer(ctx, addr, timeout, func(ctx context.Context) error {
+		var err error
+		c, err = splitter.Dial(ctx, addr, cfg)
+		return err
+	})
+	return c, err
+}
+
+// untilAnswer runs try until it succeeds, with back-off, for at most
+// timeout; a parameter mismatch and the end of ctx end it at once.
+func untilAnswer(ctx context.Context, addr string, timeout time.Duration, try func(context.Context) error) error {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var backoff time.Duration
+	var last error // the last failure not caused by the timeout
+	for {
+		err := try(dctx)
+		switch {
+		case err == nil:
+			return nil
+		case isMismatch(err) || ctx.Err() != nil:
+			return splitError(addr, err)
+		case dctx.Err() == nil || last == nil:
+			last = err
+		}
+		backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-dctx.Done():
+			t.Stop()
+			if ctx.Err() != nil {
+				return splitError(addr, ctx.Err())
+			}
+			return splitError(addr, fmt.Errorf("unreachable after %v: %w", timeout, last))
+		}
+	}
+}
+
+// isMismatch reports whether err is a parameter on which the two ends
+// disagree.
+func isMismatch(err error) bool {
+	var ne *splitter.NegotiationError
+	return errors.As(err, &ne)
+}
+
+// splitStream is a splitter session used as one tunnelled connection. Its
+// Close ends the stream cleanly only once this side's direction has ended
+// (CloseWrite); a Close before that (the other side of the join failed,
+// the process is stopping) resets the session, so that the far end sees
+// the tunnel break instead of a stream that looks complete.
+type splitStream struct {
+	*splitter.Conn
+	ended atomic.Bool // CloseWrite was called
+}
+
+func newSplitStream(c *splitter.Conn) *splitStream { return &splitStream{Conn: c} }
+
+// CloseWrite ends this direction; the far end reads io.EOF.
+func (s *splitStream) CloseWrite() error {
+	s.ended.Store(true)
+	return s.Conn.CloseWrite()
+}
+
+// Close closes the session, cleanly after CloseWrite, else by Reset.
+func (s *splitStream) Close() error {
+	if s.ended.Load() {
+		return s.Conn.Close()
+	}
+	return s.Conn.Reset()
+}
