@@ -89,15 +89,11 @@ Through the instance's daemon when it runs; otherwise a node is started with
 the node options and listens for at most --wait.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, err := o.open(cmd, g)
+			a, routes, err := o.routes(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer a.Close()
-			routes, err := a.Routes()
-			if err != nil {
-				return err
-			}
 			out := cmd.OutOrStdout()
 			for _, r := range routes {
 				fmt.Fprintf(out, "%s hops=%d via=%s metric=%d\n", r.SID, r.Hops, r.NextHop.Short(), r.Metric)
@@ -110,6 +106,21 @@ the node options and listens for at most --wait.`,
 	}
 	o.addFlags(cmd)
 	return cmd
+}
+
+// routes reaches the mesh and reads its routing table; the caller closes
+// the access.
+func (o *meshCmdOptions) routes(cmd *cobra.Command, g *globals) (meshAccess, []mesh.Route, error) {
+	a, err := o.open(cmd, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	routes, err := a.Routes()
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, routes, nil
 }
 
 func noRoutesHint(w io.Writer) {
@@ -145,15 +156,11 @@ Through the instance's daemon when it runs; otherwise a node is started with
 the node options and listens for at most --wait.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, err := o.open(cmd, g)
+			a, routes, err := o.routes(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer a.Close()
-			routes, err := a.Routes()
-			if err != nil {
-				return err
-			}
 			if dot {
 				nbs, err := a.Neighbours()
 				if err != nil {
@@ -252,15 +259,11 @@ options and listens for at most --wait before asking.`,
 			if timeout <= 0 {
 				return usagef("--timeout must be positive")
 			}
-			a, err := o.open(cmd, g)
+			a, routes, err := o.routes(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer a.Close()
-			routes, err := a.Routes()
-			if err != nil {
-				return err
-			}
 			pc, err := a.Bind(0)
 			if err != nil {
 				return err
