@@ -55,7 +55,6 @@ type link struct {
 	timer   *time.Timer // the link goroutine's; Reset only with mu held
 	done    chan struct{}
 	stopped sync.Once
-	wg      sync.WaitGroup
 
 	// out, ack and ackBuf are owned by the link goroutine; rxAck and
 	// rxAckBuf by the node's read loop.

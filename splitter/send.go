@@ -309,11 +309,6 @@ func (s *Conn) healthyCountLocked() int {
 	return n
 }
 
-// moreWorkLocked reports whether shards wait for a lane.
-func (s *Conn) moreWorkLocked() bool {
-	return s.retxHead < len(s.retx) || s.sendHead < s.next
-}
-
 // laneByIDLocked returns the live lane with id, or nil.
 func (s *Conn) laneByIDLocked(id uint64) *lane {
 	for _, l := range s.lanes {

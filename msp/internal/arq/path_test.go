@@ -7,7 +7,6 @@ package arq
 
 import (
 	"container/heap"
-	"context"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -260,11 +259,4 @@ func (pr *pair) close() {
 	pr.b.Close()
 	pr.ab.close()
 	pr.ba.close()
-}
-
-// withTimeout is a context for a blocking step of a test.
-func withTimeout(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }

@@ -27,8 +27,6 @@ func (r *spanSet) first() span { return r.s[0] }
 
 func (r *spanSet) last() span { return r.s[len(r.s)-1] }
 
-func (r *spanSet) reset() { r.s = r.s[:0] }
-
 // contains reports whether x is in the set.
 func (r *spanSet) contains(x uint64) bool {
 	n := len(r.s)
