@@ -109,7 +109,15 @@ func (s *Conn) addLaneAt(c net.Conn, slot int) error {
 }
 
 // killLane removes l from the session and closes its connection.
-func (s *Conn) killLane(l *lane, stalled bool, err error) {
+func (s *Conn) killLane(l *lane, stalled bool, err error) { s.retireLane(l, stalled, false, err) }
+
+// retireLane removes l from the session. Without drain it closes the
+// connection at once. With drain it only ends the writing side and leaves
+// the reader up to closeWriteTimeout to read what the peer sent before
+// (its CLOSE frame above all), then the reader closes the connection:
+// closing a socket that holds unread bytes sends a TCP reset, and a reset
+// makes the peer's kernel drop what its reader had not taken yet.
+func (s *Conn) retireLane(l *lane, stalled, drain bool, err error) {
 	s.mu.Lock()
 	if l.dead {
 		s.mu.Unlock()
@@ -133,7 +141,14 @@ func (s *Conn) killLane(l *lane, stalled bool, err error) {
 	s.kickLocked()
 	s.mu.Unlock()
 	close(l.done)
-	l.conn.Close()
+	if drain {
+		if cw, ok := l.conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		l.conn.SetReadDeadline(time.Now().Add(closeWriteTimeout))
+	} else {
+		l.conn.Close()
+	}
 	if sessionDead {
 		return
 	}
@@ -153,6 +168,7 @@ func (l *lane) readLoop() {
 		s.fail(err)
 	}
 	s.killLane(l, false, err)
+	l.conn.Close() // a draining lane's connection is still open
 }
 
 func (l *lane) readFrames() error {
@@ -162,6 +178,14 @@ func (l *lane) readFrames() error {
 	entries := make([]wire.NackEntry, 0, wire.MaxNackEntries)
 	pinged := false
 	for {
+		select {
+		case <-s.done:
+			// The session is over; read out what the peer still sends,
+			// until it closes or the drain deadline passes.
+			io.Copy(io.Discard, l.br)
+			return net.ErrClosed
+		default:
+		}
 		if l.br.Buffered() == 0 {
 			// About to block: acknowledge what was read if the peer may
 			// be waiting for it.
@@ -429,7 +453,7 @@ func (l *lane) writeLoop() {
 		s.st.wireSent.Add(uint64(total))
 		if err != nil {
 			l.release(written)
-			s.killLane(l, false, err)
+			s.retireLane(l, false, true, err)
 			return
 		}
 		s.st.shardsSent.Add(uint64(len(items)))
@@ -464,5 +488,5 @@ func (l *lane) finish(written []txItem) {
 	if send && !dead {
 		l.conn.Write(wire.AppendClose(nil, cf))
 	}
-	s.killLane(l, false, net.ErrClosed)
+	s.retireLane(l, false, send, net.ErrClosed)
 }
