@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 )
@@ -89,18 +90,21 @@ func splitTransfer(b *testing.B, c, s *Conn, n int64) time.Duration {
 
 func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 1e6 }
 
+// loopbackCases are the sessions BenchmarkLoopback and BenchmarkEcho
+// measure (scripts/bench names them in its table).
+var loopbackCases = []struct {
+	name        string
+	conns, d, p int
+}{
+	{"conns=8/fec=10:3", 8, 10, 3},
+	{"conns=8/fec=0:0", 8, 0, 0},
+	{"conns=1/fec=0:0", 1, 0, 0},
+}
+
 // BenchmarkLoopback compares the throughput of one splitter session over
 // loopback with one plain TCP connection, measured in the same run.
 func BenchmarkLoopback(b *testing.B) {
-	cases := []struct {
-		name        string
-		conns, d, p int
-	}{
-		{"conns=8/fec=10:3", 8, 10, 3},
-		{"conns=8/fec=0:0", 8, 0, 0},
-		{"conns=1/fec=0:0", 1, 0, 0},
-	}
-	for _, tc := range cases {
+	for _, tc := range loopbackCases {
 		b.Run(tc.name, func(b *testing.B) {
 			const size = 128 << 20
 			cfg := DefaultConfig()
@@ -164,6 +168,71 @@ func BenchmarkCapped(b *testing.B) {
 			b.ReportMetric(rraw, "tcp-MB/s")
 			b.ReportMetric(r8/r1, "8/1")
 			b.ReportMetric(r8/rraw, "8/tcp")
+		})
+	}
+}
+
+// echoP50 sends 64-byte messages over c, which an echo returns, and
+// returns the median round trip of rounds of them.
+func echoP50(b *testing.B, c net.Conn, rounds int) time.Duration {
+	b.Helper()
+	msg := make([]byte, 64)
+	d := make([]time.Duration, rounds)
+	for i := range d {
+		start := time.Now()
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, msg); err != nil {
+			b.Fatal(err)
+		}
+		d[i] = time.Since(start)
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+// BenchmarkEcho compares the round trip of a 64-byte message over one
+// splitter session with one over plain loopback TCP, measured in the same
+// run: what the splitter adds to interactive traffic (ssh, a request).
+func BenchmarkEcho(b *testing.B) {
+	const rounds = 2000
+	for _, tc := range loopbackCases {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg := DefaultConfig()
+			cfg.Conns, cfg.DataShards, cfg.ParityShards = tc.conns, tc.d, tc.p
+			ln := listen(b, cfg)
+			c, s := pair(b, ln, ln.Addr().String(), cfg)
+			waitLive(b, c, cfg.Conns)
+			go io.Copy(s, s)
+			rl, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer rl.Close()
+			go func() {
+				rc, err := rl.Accept()
+				if err == nil {
+					io.Copy(rc, rc)
+					rc.Close()
+				}
+			}()
+			raw, err := net.Dial("tcp", rl.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer raw.Close()
+			var split, tcp []time.Duration
+			for b.Loop() {
+				split = append(split, echoP50(b, c, rounds))
+				tcp = append(tcp, echoP50(b, raw, rounds))
+			}
+			slices.Sort(split)
+			slices.Sort(tcp)
+			sp, tp := split[len(split)/2], tcp[len(tcp)/2]
+			b.ReportMetric(float64(sp.Nanoseconds())/1e3, "split-p50-us")
+			b.ReportMetric(float64(tp.Nanoseconds())/1e3, "tcp-p50-us")
+			b.ReportMetric(sp.Seconds()/tp.Seconds(), "split/tcp")
 		})
 	}
 }

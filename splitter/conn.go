@@ -105,13 +105,14 @@ type Conn struct {
 	addr     string // client: address dialled for every lane
 	id       uint64
 	token    [16]byte
-	d, p     int // effective shards per block: d >= 1 (FEC off is 1:0)
-	shards   int // d + p
+	d, p     int // shards of a full block: d >= 1 (FEC off is 1:0)
+	shards   int // d + p, the most any block has
 	ps       int // largest shard payload
 	blockMax int // d * ps
 	wnd      int // local window in blocks (rx ring and tx ring size)
 	maxLanes int // cap on lanes open at once
-	enc      reedsolomon.Encoder
+	encMu    sync.Mutex
+	encs     []reedsolomon.Encoder // by data shards (see geometry), made when first needed
 	tick     time.Duration
 	laneAck  uint64 // receiver acks a lane after this many unacknowledged bytes
 	maxData  int    // largest DATA frame body
@@ -223,14 +224,7 @@ func newConn(cfg Config, client bool, id uint64, token [16]byte, peerWindow uint
 		s.maxLanes = cfg.listenerMaxConns()
 	}
 	s.log = cfg.logger().With("session", id, "role", role)
-	if p > 0 {
-		// New only fails for shard counts Validate has already refused.
-		enc, err := reedsolomon.New(d, p, reedsolomon.WithAutoGoroutines(cfg.PayloadSize))
-		if err != nil {
-			panic("splitter: reedsolomon.New: " + err.Error())
-		}
-		s.enc = enc
-	}
+	s.encs = make([]reedsolomon.Encoder, d+1)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.tx = make([]*txBlock, s.wnd)
 	s.limit = uint64(max(peerWindow, 1))

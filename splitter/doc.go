@@ -6,8 +6,10 @@
 // The client (Dial) opens every connection, so it works from behind NAT;
 // the listener sends its direction over the same connections. One end's
 // writes are cut into blocks of up to D*PayloadSize bytes; each block is
-// split into D data shards plus P parity shards; shards are spread over the
-// connections and the block is rebuilt at the far end from any D of them,
+// split into D data shards plus P parity shards (a short block, sealed
+// because a connection was idle, into fewer of both); shards are spread over
+// the connections and the block is rebuilt at the far end from as many of
+// them as it has data shards,
 // then delivered in order. Blocks are kept by the sender until the receiver
 // acknowledges them; a block that parity cannot rebuild is asked for again,
 // never skipped. Both directions work alike; CloseWrite ends one direction
@@ -67,11 +69,14 @@
 //	6 LANEACK bytes u64
 //	7 CLOSE   code u8 | reason length u8 | reserved [6] | next u64 | end offset u64 | reason
 //
-// DATA carries shard index (0..D-1 data, D..D+P-1 parity) of block number
+// DATA carries shard index (0..d-1 data, d..d+p-1 parity) of block number
 // block (from 0, 64 bits: no wrap), whose first byte is at stream offset
-// offset and which holds data length (1..D*payload size) stream bytes.
-// Every shard of a block is ceil(data length/D) bytes: the data is laid
-// out contiguously over the D data shards and zero-padded, the parity is
+// offset and which holds data length (1..D*payload size) stream bytes. A
+// full block has d = D, p = P; a shorter one d = min(max(ceil(data length /
+// payload size), 1), D) and p = ceil(P*d/D), so that a small write is a
+// few frames (both ends derive d and p from data length).
+// Every shard of a block is ceil(data length/d) bytes: the data is laid
+// out contiguously over the d data shards and zero-padded, the parity is
 // computed over the padded shards. Flag 1 marks a re-sent shard. A receiver
 // rejects a block beyond its window or beyond the end of stream, and shards
 // of one block that disagree on length or offset (protocol error: the

@@ -21,8 +21,11 @@ func fuzzConfig() Config {
 	return c
 }
 
+// dataFrame is a DATA frame of fuzzConfig's geometry (up to 2 data shards
+// of 512 bytes: a block of up to 512 bytes has one).
 func dataFrame(block, offset uint64, dlen, index int, fill byte) []byte {
-	sl := (dlen + 1) / 2
+	d := min(max((dlen+511)/512, 1), 2)
+	sl := (dlen + d - 1) / d
 	b := wire.AppendData(nil, wire.DataHeader{Block: block, Offset: offset, DataLen: dlen, Index: index}, sl)
 	for range sl {
 		b = append(b, fill)
@@ -47,17 +50,8 @@ func FuzzSessionInput(f *testing.F) {
 	f.Add(append(wire.AppendPing(nil), wire.AppendClose(nil, wire.CloseFrame{Code: wire.CloseError, Reason: "x"})...))
 	f.Add(dataFrame(5, 0, 1, 0, 'z'))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		s := newConn(fuzzConfig(), false, 1, [16]byte{}, 4)
-		a, z := net.Pipe()
-		if err := s.addLane(a); err != nil {
-			t.Fatal(err)
-		}
-		s.start()
-		drained := make(chan struct{})
-		go func() {
-			io.Copy(io.Discard, z)
-			close(drained)
-		}()
+		s, z, stop := pipeSession(t)
+		defer stop()
 		z.SetWriteDeadline(time.Now().Add(time.Second))
 		z.Write(in)
 		s.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
@@ -67,11 +61,30 @@ func FuzzSessionInput(f *testing.F) {
 				break
 			}
 		}
+	})
+}
+
+// pipeSession is a listener-side session of fuzzConfig with one lane, an
+// in-memory pipe whose far end z the test writes the peer's bytes to
+// (what the session sends there is read and dropped). stop ends it all.
+func pipeSession(t testing.TB) (s *Conn, z net.Conn, stop func()) {
+	s = newConn(fuzzConfig(), false, 1, [16]byte{}, 4)
+	a, z := net.Pipe()
+	if err := s.addLane(a); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	drained := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, z)
+		close(drained)
+	}()
+	return s, z, func() {
 		s.teardown(errClosed, -1, "")
 		s.wg.Wait()
 		z.Close()
 		<-drained
-	})
+	}
 }
 
 // FuzzListenerHandshake sends arbitrary bytes as the first message to a
@@ -81,7 +94,7 @@ func FuzzListenerHandshake(f *testing.F) {
 	cfg.HandshakeTimeout = 50 * time.Millisecond
 	f.Add(wire.AppendHello(nil, wire.Hello{Version: wire.Version, Kind: wire.KindNew, Params: cfg.params(), Window: 4}))
 	f.Add(wire.AppendHello(nil, wire.Hello{Version: wire.Version, Kind: wire.KindJoin, Params: cfg.params(), Session: 1}))
-	f.Add(wire.AppendHello(nil, wire.Hello{Version: 2, Kind: wire.KindNew}))
+	f.Add(wire.AppendHello(nil, wire.Hello{Version: wire.Version + 1, Kind: wire.KindNew}))
 	ln, err := Listen("127.0.0.1:0", cfg)
 	if err != nil {
 		f.Fatal(err)

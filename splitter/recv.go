@@ -4,7 +4,8 @@ package splitter
 //
 //	lane reader -> onData: the shard payload is read from TCP straight into
 //	its own buffer; the block's record is in the rx ring at block mod window.
-//	A block with D shards is complete (Reed-Solomon rebuilds missing data
+//	A block with as many shards as it has data shards (D, fewer for a short
+//	block: see geometry) is complete (Reed-Solomon rebuilds missing data
 //	shards); complete blocks below the first incomplete one are acknowledged
 //	cumulatively; Read copies their data out in order (the one copy) and
 //	frees them, which opens the window. A block known to exist (a later
@@ -25,8 +26,9 @@ const noBlock = ^uint64(0)
 // rxBlock is a block being reassembled or waiting to be read. Guarded by Conn.rmu.
 type rxBlock struct {
 	block      uint64 // noBlock when the slot is free
-	meta       bool   // dlen, sl and offset are known
+	meta       bool   // dlen, sl, d, n and offset are known
 	dlen, sl   int
+	d, n       int // data shards and all shards (see geometry)
 	offset     uint64
 	shards     [][]byte // nil when missing
 	have       int
@@ -92,10 +94,14 @@ func (s *Conn) learnLocked(upto uint64, since time.Time) {
 // onData handles a DATA frame whose header has been read; it reads the
 // payload of plen bytes from br.
 func (s *Conn) onData(br *bufio.Reader, dh wire.DataHeader, plen int) error {
-	if dh.Index >= s.shards {
-		return protoErrf("shard index %d of %d", dh.Index, s.shards)
+	if dh.DataLen > s.blockMax {
+		return protoErrf("block of %d bytes, at most %d", dh.DataLen, s.blockMax)
 	}
-	if dh.DataLen > s.blockMax || (dh.DataLen+s.d-1)/s.d != plen {
+	d, p := s.geometry(dh.DataLen)
+	if dh.Index >= d+p {
+		return protoErrf("shard index %d of %d in a block of %d bytes", dh.Index, d+p, dh.DataLen)
+	}
+	if (dh.DataLen+d-1)/d != plen {
 		return protoErrf("block of %d bytes with %d-byte shards", dh.DataLen, plen)
 	}
 	b := dh.Block
@@ -117,6 +123,7 @@ func (s *Conn) onData(br *bufio.Reader, dh wire.DataHeader, plen int) error {
 	e := &s.rx[b%uint64(s.wnd)]
 	if !e.meta {
 		e.meta, e.dlen, e.sl, e.offset = true, dh.DataLen, plen, dh.Offset
+		e.d, e.n = d, d+p
 	} else if e.dlen != dh.DataLen || e.offset != dh.Offset {
 		s.rmu.Unlock()
 		return protoErrf("block %d shards disagree on length or offset", b)
@@ -148,12 +155,12 @@ func (s *Conn) onData(br *bufio.Reader, dh wire.DataHeader, plen int) error {
 	e.have++
 	e.knownSince = time.Now() // the hold time runs from the last shard seen
 	s.st.shardsReceived.Add(1)
-	if e.have < s.d {
+	if e.have < e.d {
 		s.rmu.Unlock()
 		return nil
 	}
 	missing := false
-	for i := 0; i < s.d; i++ {
+	for i := 0; i < e.d; i++ {
 		if e.shards[i] == nil {
 			missing = true
 			break
@@ -177,23 +184,24 @@ func (s *Conn) onData(br *bufio.Reader, dh wire.DataHeader, plen int) error {
 // while Reed-Solomon runs (shards arriving meanwhile are discarded).
 func (s *Conn) rebuildLocked(e *rxBlock) error {
 	e.rebuilding = true
-	work := make([][]byte, s.shards)
+	work := make([][]byte, e.n)
 	for i := range work {
 		switch {
 		case e.shards[i] != nil:
 			work[i] = e.shards[i]
-		case i < s.d:
+		case i < e.d:
 			work[i] = s.getRxBufLocked()[:0]
 		}
 	}
+	enc := s.encoder(e.d)
 	s.rmu.Unlock()
-	err := s.enc.ReconstructData(work)
+	err := enc.ReconstructData(work)
 	s.rmu.Lock()
 	e.rebuilding = false
 	if err != nil {
 		return protoErrf("rebuilding block %d: %v", e.block, err)
 	}
-	for i := 0; i < s.d; i++ {
+	for i := 0; i < e.d; i++ {
 		if e.shards[i] == nil {
 			e.shards[i] = work[i][:e.sl]
 		}
@@ -206,7 +214,7 @@ func (s *Conn) rebuildLocked(e *rxBlock) error {
 // cumulative ack; it reports whether an ACK should be sent.
 func (s *Conn) completeLocked(e *rxBlock) bool {
 	e.complete = true
-	for i := s.d; i < s.shards; i++ {
+	for i := e.d; i < len(e.shards); i++ {
 		if e.shards[i] != nil {
 			s.putRxBufLocked(e.shards[i])
 			e.shards[i] = nil
@@ -267,7 +275,7 @@ func (s *Conn) readLocked(p []byte) (int, error, bool) {
 			break
 		}
 		s.readOffset += uint64(e.dlen)
-		for i := 0; i < s.d; i++ {
+		for i := 0; i < e.d; i++ {
 			if e.shards[i] != nil {
 				s.putRxBufLocked(e.shards[i])
 				e.shards[i] = nil

@@ -4,9 +4,10 @@ package splitter
 //
 //	Write copies into the open block (one copy). A full block, or a partly
 //	filled one when a lane is hungry, is sealed: padded, Reed-Solomon
-//	encoded in place and put in the tx ring under the next block number.
+//	encoded in place and put in the tx ring under the next block number
+//	(a partly filled block has fewer shards: see geometry).
 //	Lane writers pull shards (re-sends first, then new shards of the oldest
-//	blocks, in index order), taking at most ceil((D+P)/healthy lanes) shards
+//	blocks, in index order), taking at most ceil(shards/healthy lanes)
 //	of one block each, so that losing one lane costs a block few shards;
 //	one write may carry shards of many blocks. For every shard the ring
 //	records the lane and the lane byte count after it: a NACK re-sends a
@@ -17,6 +18,8 @@ package splitter
 import (
 	"time"
 
+	"github.com/klauspost/reedsolomon"
+
 	"github.com/servald/servald/splitter/internal/wire"
 )
 
@@ -26,7 +29,8 @@ type txBlock struct {
 	offset  uint64
 	dlen    int
 	sl      int    // shard length
-	buf     []byte // shards at i*sl, (d+p)*ps bytes
+	d, n    int    // data shards and all shards (data and parity)
+	buf     []byte // shards at i*sl, room for (D+P)*ps bytes
 	refs    int    // the ring's reference plus one per shard being written
 	nextIdx int    // shards below nextIdx have been handed to lanes
 	lost    int    // shards lost with their lane
@@ -92,16 +96,17 @@ func (s *Conn) canSealLocked() bool {
 // returns its shard length.
 func (s *Conn) encode() int {
 	dlen := s.openN
-	sl := (dlen + s.d - 1) / s.d
+	d, p := s.geometry(dlen)
+	sl := (dlen + d - 1) / d
 	buf := s.open
-	clear(buf[dlen : s.d*sl])
-	if s.enc != nil {
-		sh := s.shardScratch
+	clear(buf[dlen : d*sl])
+	if p > 0 {
+		sh := s.shardScratch[:d+p]
 		for i := range sh {
 			sh[i] = buf[i*sl : (i+1)*sl]
 		}
 		// Encode only fails on shard shape errors, impossible here.
-		if err := s.enc.Encode(sh); err != nil {
+		if err := s.encoder(d).Encode(sh); err != nil {
 			panic("splitter: encode: " + err.Error())
 		}
 	}
@@ -125,6 +130,8 @@ func (s *Conn) installLocked(sl int, now time.Time) {
 	b.offset = s.txOffset
 	b.dlen = s.openN
 	b.sl = sl
+	d, p := s.geometry(b.dlen)
+	b.d, b.n = d, d+p
 	b.buf = s.open
 	b.refs = 1
 	if s.cum == s.next {
@@ -275,14 +282,14 @@ func (s *Conn) pullLocked(l *lane, items []txItem, budget int) ([]txItem, pullRe
 	}
 	s.sendHead = max(s.sendHead, s.cum)
 	healthy := max(s.healthyCountLocked(), 1)
-	perBlock := (s.shards + healthy - 1) / healthy
 	for bn, scanned := s.sendHead, 0; bn < s.next && len(items) < maxBatch && scanned < maxScan; bn, scanned = bn+1, scanned+1 {
 		b := s.tx[bn%uint64(s.wnd)]
+		perBlock := (b.n + healthy - 1) / healthy
 		room := perBlock - int(b.perLane[l.slot])
-		if b.nextIdx < s.shards && room <= 0 {
+		if b.nextIdx < b.n && room <= 0 {
 			r.capped = true
 		}
-		for ; room > 0 && b.nextIdx < s.shards && len(items) < maxBatch; room-- {
+		for ; room > 0 && b.nextIdx < b.n && len(items) < maxBatch; room-- {
 			if !fits(b.sl) {
 				return items, r
 			}
@@ -291,7 +298,7 @@ func (s *Conn) pullLocked(l *lane, items []txItem, budget int) ([]txItem, pullRe
 			items = append(items, txItem{blk: b, index: b.nextIdx})
 			b.nextIdx++
 		}
-		if bn == s.sendHead && b.nextIdx == s.shards {
+		if bn == s.sendHead && b.nextIdx == b.n {
 			s.sendHead++
 		}
 	}
@@ -370,18 +377,18 @@ func (s *Conn) onNack(n wire.Nack) error {
 			continue
 		}
 		have := 0
-		for i := 0; i < s.shards; i++ {
+		for i := 0; i < b.n; i++ {
 			if e.Have[i/8]&(1<<(i%8)) != 0 {
 				have++
 			}
 		}
-		need := s.d - have
+		need := b.d - have
 		if need <= 0 {
 			continue
 		}
 		// Data shards first (no reconstruction needed). Shards not handed
 		// out yet, or in flight on a healthy lane, are on their way.
-		for i := 0; i < s.shards && need > 0; i++ {
+		for i := 0; i < b.n && need > 0; i++ {
 			if e.Have[i/8]&(1<<(i%8)) != 0 {
 				continue
 			}
@@ -483,7 +490,7 @@ func (s *Conn) requeueLaneLocked(l *lane, lost bool) int {
 				b.lost++
 				loc.lane = 0
 			}
-			if risk > s.p && b.retxQ[i/64]&(1<<(i%64)) == 0 {
+			if risk > b.n-b.d && b.retxQ[i/64]&(1<<(i%64)) == 0 {
 				b.retxQ[i/64] |= 1 << (i % 64)
 				s.retx = append(s.retx, txItem{blk: b, index: i, retx: true})
 				if lost {
@@ -496,4 +503,36 @@ func (s *Conn) requeueLaneLocked(l *lane, lost bool) int {
 		s.kickLocked()
 	}
 	return n
+}
+
+// geometry returns the data and parity shards of a block of dlen bytes. A
+// full block has D+P. A shorter one (sealed because a lane was idle: a
+// small write, an echo) has only as many data shards as it fills, at least
+// one, and parity in the same proportion, at least one when P > 0: so a
+// short write costs a few frames on a few lanes, and its reader waits for
+// the first of them, not for D shards from nearly every lane. Both ends
+// derive it from the block's length, which every DATA frame carries.
+func (s *Conn) geometry(dlen int) (d, p int) {
+	d = min(max((dlen+s.ps-1)/s.ps, 1), s.d)
+	if s.p > 0 {
+		p = (s.p*d + s.d - 1) / s.d
+	}
+	return d, p
+}
+
+// encoder returns the Reed-Solomon codec for blocks of d data shards
+// (geometry gives their parity). Codecs are safe for concurrent use.
+func (s *Conn) encoder(d int) reedsolomon.Encoder {
+	s.encMu.Lock()
+	defer s.encMu.Unlock()
+	if s.encs[d] == nil {
+		_, p := s.geometry(d * s.ps)
+		// New only fails for shard counts Validate has already refused.
+		enc, err := reedsolomon.New(d, p, reedsolomon.WithAutoGoroutines(s.ps))
+		if err != nil {
+			panic("splitter: reedsolomon.New: " + err.Error())
+		}
+		s.encs[d] = enc
+	}
+	return s.encs[d]
 }

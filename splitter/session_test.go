@@ -3,9 +3,11 @@ package splitter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -127,11 +129,11 @@ func TestVersionMismatch(t *testing.T) {
 	}
 	// As the newer peer would see it (its local version is ours + 1).
 	e := refusalError(r, cfg.params(), "x").(*NegotiationError)
-	if e.Param != "version" || e.Peer != "1" {
+	if e.Param != "version" || e.Peer != strconv.Itoa(wire.Version) {
 		t.Errorf("refusal %+v", e)
 	}
 	errs := got.wait(t, 1)
-	if len(errs) != 1 || errs[0].Error() != "splitter: refused session from "+c.LocalAddr().String()+": version mismatch: local 1, peer 2" {
+	if len(errs) != 1 || errs[0].Error() != fmt.Sprintf("splitter: refused session from %s: version mismatch: local %d, peer %d", c.LocalAddr(), wire.Version, wire.Version+1) {
 		t.Errorf("listener reported %v", errs)
 	}
 }
@@ -181,7 +183,7 @@ func TestListenerGarbage(t *testing.T) {
 	cfg := testConfig()
 	cfg.HandshakeTimeout = 200 * time.Millisecond
 	ln := listen(t, cfg)
-	for _, junk := range []string{"GET / HTTP/1.1\r\n\r\n", "SPLT\x01\x07\x00\x00", ""} {
+	for _, junk := range []string{"GET / HTTP/1.1\r\n\r\n", wire.Magic + string([]byte{wire.Version, 7, 0, 0}), ""} {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)

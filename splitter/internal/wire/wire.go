@@ -17,8 +17,9 @@ import (
 // Magic opens every handshake message.
 const Magic = "SPLT"
 
-// Version is the protocol version spoken by this package.
-const Version = 1
+// Version is the protocol version spoken by this package (2: a short
+// block has fewer shards, derived from its length).
+const Version = 2
 
 // Sizes of the fixed parts of messages.
 const (
