@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -135,27 +136,31 @@ func TestChainLossy(t *testing.T) {
 
 // BenchmarkChainGoodput: a 4-hop chain with 5 ms delay per link, lossless
 // and at 10% loss per link; the lossy figure is reported as a fraction of
-// the lossless one measured in the same run (target >= 50%).
+// the lossless one (target >= 50%). Each iteration moves the same stream
+// over both chains, one right after the other, and the figures are the
+// medians over iterations (scripts/bench runs 3): on a shared machine
+// one transfer's speed moves by half from run to run, and a ratio of two
+// transfers far apart in time measures the machine more than the stack.
 func BenchmarkChainGoodput(b *testing.B) {
 	const size = 128 << 20 // long enough that slow start is a small part
-	var clean float64
-	for _, loss := range []float64{0, 0.1} {
-		b.Run(map[float64]string{0: "lossless", 0.1: "loss=10%"}[loss], func(b *testing.B) {
-			nodes := memChain(b, 5, memnet.LinkConfig{Loss: loss, Delay: 5 * time.Millisecond})
-			b.SetBytes(size)
-			var total time.Duration
-			for b.Loop() {
-				d, st := sendThrough(b, nodes[0], nodes[4], size)
-				total += d
-				b.Logf("%v; sender %+v", d.Round(time.Millisecond), st)
-			}
-			mbs := float64(size) * float64(b.N) / total.Seconds() / 1e6
-			b.ReportMetric(mbs, "MB/s")
-			if loss == 0 {
-				clean = mbs
-			} else if clean > 0 {
-				b.ReportMetric(mbs/clean, "of-lossless")
-			}
-		})
+	clean := memChain(b, 5, memnet.LinkConfig{Delay: 5 * time.Millisecond})
+	lossy := memChain(b, 5, memnet.LinkConfig{Loss: 0.1, Delay: 5 * time.Millisecond})
+	mbs := func(d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
+	var cleanMBs, lossyMBs, ratios []float64
+	for b.Loop() {
+		dc, _ := sendThrough(b, clean[0], clean[4], size)
+		dl, st := sendThrough(b, lossy[0], lossy[4], size)
+		b.Logf("lossless %v, 10%% loss %v; lossy sender %+v", dc.Round(time.Millisecond), dl.Round(time.Millisecond), st)
+		cleanMBs = append(cleanMBs, mbs(dc))
+		lossyMBs = append(lossyMBs, mbs(dl))
+		ratios = append(ratios, dc.Seconds()/dl.Seconds())
 	}
+	median := func(v []float64) float64 {
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	b.ReportMetric(median(cleanMBs), "lossless-MB/s")
+	b.ReportMetric(median(lossyMBs), "lossy-MB/s")
+	b.ReportMetric(median(ratios), "of-lossless")
+	b.ReportMetric(slices.Min(ratios), "min-of-lossless")
 }
