@@ -118,7 +118,8 @@ func benchSinkStreams(b *testing.B, l *Listener) chan benchSinkResult {
 // hop-dups the DATA frames received twice, i.e. the spurious ones);
 // hop-abandoned; e2e-lost-pkts, e2e-rtx-KB, e2e-PTOs and e2e-hystart-exits
 // (the sender's msp session; the last counts slow starts ended by rising
-// delay); srtt-ms and cwnd-KB at the end. With -v the full counters are
+// delay), e2e-css-resumes (delay rises that proved transient, so slow start
+// went on); srtt-ms and cwnd-KB at the end. With -v the full counters are
 // logged.
 //
 // There is no raw baseline: memnet carries datagrams only, and nothing
@@ -214,6 +215,7 @@ func benchLossyTransfer(b *testing.B, cfg memnet.LinkConfig) {
 	b.ReportMetric(per(e.BytesRetransmitted-e0.BytesRetransmitted)/1024, "e2e-rtx-KB")
 	b.ReportMetric(per(e.PTOs-e0.PTOs), "e2e-PTOs")
 	b.ReportMetric(per(e.SlowStartExits-e0.SlowStartExits), "e2e-hystart-exits")
+	b.ReportMetric(per(e.CSSResumes-e0.CSSResumes), "e2e-css-resumes")
 	b.ReportMetric(per(e.CongestionEvents-e0.CongestionEvents), "e2e-cwnd-cuts")
 	b.ReportMetric(per(e.CwndUndos-e0.CwndUndos), "e2e-cwnd-undos")
 	b.ReportMetric(per(e.Collapses-e0.Collapses), "e2e-collapses")

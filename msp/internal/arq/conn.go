@@ -155,6 +155,7 @@ type Stats struct {
 	Collapses           uint64 // congestion windows collapsed after consecutive probe timeouts
 	PTOs                uint64 // probe timeouts fired
 	SlowStartExits      uint64 // slow starts ended by rising delay (HyStart) rather than loss
+	CSSResumes          uint64 // conservative slow starts ended by the delay falling back (slow start resumed)
 	DuplicatesReceived  uint64 // packets whose number had been received before
 	MalformedReceived   uint64 // packets that did not decode or acknowledged numbers never sent
 	FlowViolations      uint64 // STREAM frames beyond the advertised window: dropped, their packets not acknowledged

@@ -229,6 +229,33 @@ func TestThroughputLongPath(t *testing.T) {
 	}
 }
 
+// TestTransientDelayKeepsSlowStart: two rounds of 15 ms extra delay early
+// in slow start (a busy machine, a per-hop retransmission) turn slow start
+// conservative, and when the delay falls back it resumes instead of
+// ending for good at a small window.
+func TestTransientDelayKeepsSlowStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ms := time.Millisecond
+		pa := pathConfig{Delay: 10 * ms, Bump: 15 * ms, BumpFrom: 150 * ms, BumpFor: 40 * ms, Seed: *seedFlag}
+		pb := pathConfig{Delay: 10 * ms, Seed: *seedFlag + 100}
+		pr := newPair(t, Config{IdleTimeout: time.Minute}, Config{IdleTimeout: time.Minute}, pa, pb)
+		data := pseudoRandom(16<<20, 7)
+		errc := make(chan error, 1)
+		go func() { errc <- writeAll(pr.a, data, 1) }()
+		if err := readCheck(pr.b, data, 2); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		s := pr.a.Stats()
+		t.Logf("sender %+v", s)
+		if s.CSSResumes == 0 || s.SlowStartExits != 0 {
+			t.Errorf("%d conservative slow starts resumed, %d slow starts ended by delay; want >= 1 and 0", s.CSSResumes, s.SlowStartExits)
+		}
+	})
+}
+
 func TestFlowControl(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const win = 256 << 10

@@ -59,10 +59,11 @@
 //     from 10 packets, one reduction per episode (losses of packets sent
 //     before the reduction do not reduce again), growth only on
 //     acknowledgements of packets sent while at least half of cwnd was in
-//     flight, and a minimum of 2 packets. Slow start also ends when the
-//     minimum RTT of a round exceeds the previous round's by
-//     clamp(prev/8, 4 ms, 16 ms) (HyStart++'s delay test, RFC 9406), so a
-//     deep queue is not filled to overflow.
+//     flight, and a minimum of 2 packets. When the minimum RTT of a round
+//     exceeds the previous round's by clamp(prev/8, 4 ms, 16 ms), slow
+//     start turns conservative (a quarter of the growth) and ends 3 rounds
+//     later, so a deep queue is not filled to overflow; it resumes if the
+//     RTT falls back meanwhile (HyStart++, RFC 9406).
 //   - A pacer releases data packets at 2*cwnd/srtt in slow start and
 //     1.25*cwnd/srtt after, with a bucket of 10 packets, so a large window
 //     is not dumped into the mesh's queues at once. ACKs, probes and CLOSE

@@ -21,6 +21,9 @@ type pathConfig struct {
 	Jitter     time.Duration // extra delay, uniform in [0, Jitter): reorders
 	Spike      float64       // probability a packet is held SpikeDelay longer (a hop retransmitting)
 	SpikeDelay time.Duration
+	Bump       time.Duration // extra delay of packets sent BumpFrom..BumpFrom+BumpFor after the path starts
+	BumpFrom   time.Duration
+	BumpFor    time.Duration
 	Rate       float64 // bytes per second; 0: unlimited
 	Queue      int     // packets queued before drop-tail; default 4096
 	Seed       uint64
@@ -61,6 +64,7 @@ type path struct {
 	q       pktHeap
 	seq     uint64
 	depart  time.Time // rate limit: when the link is free again
+	started time.Time
 	blocked bool      // drop everything (a cut)
 	check   func(pkt []byte)
 
@@ -79,7 +83,8 @@ func newPath(cfg pathConfig) *path {
 	p := &path{
 		cfg:  cfg,
 		rng:  rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		sync: cfg.Delay == 0 && cfg.Jitter == 0 && cfg.Rate == 0 && cfg.Spike == 0,
+		sync: cfg.Delay == 0 && cfg.Jitter == 0 && cfg.Rate == 0 && cfg.Spike == 0 && cfg.Bump == 0,
+		started: time.Now(),
 		kick: make(chan struct{}, 1),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
@@ -160,6 +165,9 @@ func (p *path) output(pkt []byte) error {
 		}
 		if p.cfg.Spike > 0 && p.rng.Float64() < p.cfg.Spike {
 			at = at.Add(p.cfg.SpikeDelay)
+		}
+		if since := now.Sub(p.started); p.cfg.Bump > 0 && since >= p.cfg.BumpFrom && since < p.cfg.BumpFrom+p.cfg.BumpFor {
+			at = at.Add(p.cfg.Bump)
 		}
 		p.seq++
 		heap.Push(&p.q, queued{at: at, seq: p.seq, pkt: append([]byte(nil), pkt...)})

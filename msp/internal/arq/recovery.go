@@ -90,22 +90,46 @@ func (c *Conn) reoWnd() int64 {
 	return max(granularity, min(w, 4*c.rtt.srtt))
 }
 
-// hyStart is the delay-based slow-start exit of HyStart++ (RFC 9406),
-// without its conservative phase: when the minimum RTT of a round exceeds
-// the previous round's by clamp(prev/8, 4 ms, 16 ms), slow start ends
-// before the queue overflows.
+// hyStart is the delay-based slow-start exit of HyStart++ (RFC 9406):
+// when the minimum RTT of a round exceeds the previous round's by
+// clamp(prev/8, 4 ms, 16 ms), slow start turns conservative (cwnd grows a
+// quarter as fast) and ends after cssRounds more rounds; if meanwhile a
+// round's minimum RTT falls below the one that started it, the rise was
+// not a queue (a busy machine, a per-hop retransmission) and slow start
+// resumes. Without that phase, one slow round left slow start for good at
+// a fraction of the path's capacity.
 type hyStart struct {
-	roundEnd uint64 // the round ends when a packet from here on is acknowledged
-	lastMin  int64  // minimum RTT of the previous round; 0: none
-	curMin   int64
-	samples  int
+	roundEnd  uint64 // the round ends when a packet from here on is acknowledged
+	lastMin   int64  // minimum RTT of the previous round; 0: none
+	curMin    int64
+	samples   int
+	cssBase   int64 // the round minimum that started conservative slow start; 0: not in it
+	cssRounds int
 }
+
+const (
+	hsSamples = 8 // RTT samples a round needs before its minimum counts
+	cssRounds = 3 // rounds of conservative slow start before it ends
+	cssDiv    = 4 // conservative slow start grows cwnd by acked/cssDiv
+)
 
 func (c *Conn) hystart(pn uint64) {
 	h := &c.hs
+	if !c.cc.css {
+		h.cssBase = 0 // a congestion event ended it
+	}
 	if pn >= h.roundEnd {
 		if h.samples > 0 {
 			h.lastMin = h.curMin
+		}
+		if h.cssBase > 0 {
+			h.cssRounds++
+			if h.cssRounds >= cssRounds {
+				c.cc.ssthresh = c.cc.cwnd
+				c.cc.css = false
+				h.cssBase = 0
+				c.stats.SlowStartExits++
+			}
 		}
 		h.roundEnd = c.sent.end()
 		h.curMin = 0
@@ -115,12 +139,20 @@ func (c *Conn) hystart(pn uint64) {
 		h.curMin = c.rtt.latest
 	}
 	h.samples++
-	if h.samples >= 8 && h.lastMin > 0 {
+	if h.samples < hsSamples || h.lastMin == 0 || c.cc.cwnd >= c.cc.ssthresh {
+		return
+	}
+	switch {
+	case h.cssBase == 0:
 		thresh := min(max(h.lastMin/8, 4*int64(time.Millisecond)), 16*int64(time.Millisecond))
 		if h.curMin >= h.lastMin+thresh {
-			c.cc.ssthresh = c.cc.cwnd
-			c.stats.SlowStartExits++
+			h.cssBase, h.cssRounds = h.curMin, 0
+			c.cc.css = true
 		}
+	case h.curMin < h.cssBase:
+		h.cssBase = 0
+		c.cc.css = false
+		c.stats.CSSResumes++
 	}
 }
 
@@ -427,6 +459,7 @@ type cubic struct {
 	recoveryStartTime int64  // losses of packets sent before this are part of the current episode
 
 	frozen float64 // ssthresh before a suspected loss stopped slow start; 0: none
+	css    bool    // slow start is conservative (see hyStart)
 
 	episode         uint32
 	episodeLost     int
@@ -463,6 +496,9 @@ func (cc *cubic) canSend() bool { return float64(cc.inFlight) < cc.cwnd }
 func (cc *cubic) onAck(acked int64, now, srtt int64) {
 	a := float64(acked)
 	if cc.cwnd < cc.ssthresh {
+		if cc.css {
+			a /= cssDiv
+		}
 		cc.cwnd = min(cc.cwnd+a, cc.maxCwnd)
 		return
 	}
@@ -508,6 +544,7 @@ func (cc *cubic) congestionEvent(now int64, nextPN uint64) {
 	cc.cwnd = max(cc.cwnd*cubicBeta, cc.minCwnd())
 	cc.ssthresh = cc.cwnd
 	cc.epochStart = -1
+	cc.css = false
 }
 
 // freeze ends slow start without a reduction, until thaw or a
@@ -544,6 +581,7 @@ func (cc *cubic) collapse() {
 	cc.undoOK = false
 	cc.cwnd = cc.minCwnd()
 	cc.epochStart = -1
+	cc.css = false
 }
 
 // pacer spreads packets at gain*cwnd/srtt with a bucket of burstPkts
