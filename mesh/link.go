@@ -76,6 +76,7 @@ type link struct {
 	nextSeq   uint64
 	base      uint64 // lowest sequence number not done
 	queue     []*[]byte
+	ctlQueue  []*[]byte     // this node's routing messages: sent before queue, never behind it
 	space     chan struct{} // closed and replaced when the queue shrinks
 	lostList  []uint64
 	free      []*[]byte // done frames to return to the pool by the goroutine
@@ -164,6 +165,32 @@ func (l *link) kick() {
 	}
 }
 
+// maxCtlQueue bounds the routing messages waiting for one neighbour. The
+// router sends a few per hello interval; more means the window has been
+// shut for a long time, and the next full table says it all again.
+const maxCtlQueue = 64
+
+// enqueueControl queues one of this node's routing messages. It goes out
+// before any queued data: behind a relay's full data queue it would wait
+// a whole queue's worth of transmissions, and dropped for a full queue
+// (as relayed data is) routes would expire under load, in the middle of
+// the transfer that filled the queue.
+func (l *link) enqueueControl(bp *[]byte) error {
+	l.mu.Lock()
+	switch {
+	case l.dead:
+		l.mu.Unlock()
+		return ErrNoRoute
+	case len(l.ctlQueue) >= maxCtlQueue:
+		l.mu.Unlock()
+		return errQueueFull
+	}
+	l.ctlQueue = append(l.ctlQueue, bp)
+	l.mu.Unlock()
+	l.kick()
+	return nil
+}
+
 // enqueue queues a DATA frame for sending. With wait nil a full queue drops
 // the frame; otherwise enqueue waits for room until wait is closed.
 func (l *link) enqueue(bp *[]byte, wait <-chan struct{}) error {
@@ -186,7 +213,7 @@ func (l *link) enqueue(bp *[]byte, wait <-chan struct{}) error {
 		l.mu.Unlock()
 		return ErrNoRoute
 	}
-	if wait == nil || len(l.queue) > 0 || l.nextSeq-l.base >= l.win {
+	if wait == nil || len(l.queue)+len(l.ctlQueue) > 0 || l.nextSeq-l.base >= l.win {
 		l.queue = append(l.queue, bp)
 		l.mu.Unlock()
 		l.kick()
@@ -201,7 +228,7 @@ func (l *link) enqueue(bp *[]byte, wait <-chan struct{}) error {
 	l.mu.Unlock()
 	l.sendMu.Lock()
 	l.mu.Lock()
-	if l.dead || len(l.queue) > 0 || l.nextSeq-l.base >= l.win {
+	if l.dead || len(l.queue)+len(l.ctlQueue) > 0 || l.nextSeq-l.base >= l.win {
 		dead := l.dead
 		if !dead {
 			l.queue = append(l.queue, bp)
@@ -372,16 +399,26 @@ func (l *link) flush() {
 		}
 		skip = l.skipDue
 	}
-	for len(l.queue) > 0 && l.nextSeq-l.base < l.win {
-		b := l.queue[0]
-		l.queue[0] = nil
-		l.queue = l.queue[1:]
+	first := func(b *[]byte) {
 		s := l.nextSeq
 		l.nextSeq++
 		l.ring[s%l.win] = txEntry{buf: b, sentAt: now, tries: 1}
 		wire.PutLinkFields(*b, epoch, s, l.base)
 		out = append(out, b)
 		l.sent++
+	}
+	for len(l.ctlQueue) > 0 && l.nextSeq-l.base < l.win {
+		first(l.ctlQueue[0])
+		l.ctlQueue[0] = nil
+		l.ctlQueue = l.ctlQueue[1:]
+	}
+	if len(l.ctlQueue) == 0 {
+		l.ctlQueue = l.ctlQueue[:0:0]
+	}
+	for len(l.queue) > 0 && l.nextSeq-l.base < l.win {
+		first(l.queue[0])
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
 		if len(l.queue) == 0 || len(l.queue) == l.n.cfg.LinkQueue-1 {
 			close(l.space)
 			l.space = make(chan struct{})
@@ -499,7 +536,7 @@ func (l *link) receiveAck(a *wire.Ack) {
 	// The link goroutine has work only if something is to be resent or
 	// waits for the window. (Freed buffers and a timer armed for frames
 	// now acknowledged keep until it runs for another reason.)
-	work := lost > 0 || len(l.queue) > 0
+	work := lost > 0 || len(l.queue) > 0 || len(l.ctlQueue) > 0
 	l.mu.Unlock()
 	if lost > 0 {
 		l.n.stats.fastRetransmits.Add(uint64(lost))
@@ -736,6 +773,10 @@ func (l *link) release() {
 		l.n.bufs.put(b)
 	}
 	l.queue = nil
+	for _, b := range l.ctlQueue {
+		l.n.bufs.put(b)
+	}
+	l.ctlQueue = nil
 	for _, f := range l.ctlHeld {
 		l.n.bufs.put(f.bp)
 	}

@@ -285,6 +285,8 @@ func (r *router) recomputeLocked(rt *route) {
 	bestM := uint32(math.MaxUint32)
 	var curM uint32 = math.MaxUint32
 	unfeasM := uint32(math.MaxUint32) // cheapest entry we may not select
+	var keepAd *advert                // the current next hop's entry, grown unfeasible
+	var keepM uint32
 	for nb, ads := range r.adverts {
 		ad := ads[rt.origin]
 		if ad == nil || ad.metric == wire.MetricInfinity || ad.seq > rt.seq {
@@ -296,6 +298,9 @@ func (r *router) recomputeLocked(rt *route) {
 		}
 		if !rt.feasible(ad.seq, ad.metric) {
 			unfeasM = min(unfeasM, m)
+			if nb == rt.via {
+				keepAd, keepM = ad, m
+			}
 			continue
 		}
 		if m < bestM || (m == bestM && nb == rt.via) {
@@ -306,6 +311,20 @@ func (r *router) recomputeLocked(rt *route) {
 		// Stay on the current route: the other is not enough cheaper.
 		best, bestM = rt.via, curM
 		bestAd = r.adverts[rt.via][rt.origin]
+	}
+	if best == nil && keepAd != nil {
+		// The next hop in use says its metric grew (a link behind it got
+		// lossy or loaded), which makes its entry unfeasible. As babeld
+		// does, keep using it with the larger metric, the feasibility
+		// distance unchanged, and ask the origin for a newer sequence
+		// number that makes it feasible again: retracting the route would
+		// cut every stream through it until the answer came.
+		best, bestAd, bestM = rt.via, keepAd, keepM
+		if time.Since(rt.asked) > 500*time.Millisecond {
+			rt.asked = time.Now()
+			r.requests = append(r.requests, wire.SeqRequest{Origin: rt.origin, Seq: rt.fdSeq + 1, HopsLeft: 32})
+			r.pending = true
+		}
 	}
 	oldVia, oldM, oldSeq := rt.via, rt.metric, rt.fdSeq
 	if best == nil {

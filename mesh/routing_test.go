@@ -268,3 +268,48 @@ func TestRouteGoneAfterNodeDies(t *testing.T) {
 }
 
 var _ = fmt.Sprint
+
+// TestRoutingThroughFullQueue: a relay whose queue towards a slow next hop
+// is kept full by traffic it forwards (and drops) still gets its routing
+// messages through, ahead of the data, so no route expires under load.
+// Dropped like relayed data, they used to be lost for as long as the
+// queue stayed full, and the far node lost its routes within advertHold.
+func TestRoutingThroughFullQueue(t *testing.T) {
+	cfg := Config{HelloInterval: 20 * time.Millisecond, NeighbourTimeout: 3 * time.Second, LinkWindow: 64, LinkQueue: 16}
+	m := newMemMesh(t, 3, [][2]int{{0, 1}, {1, 2}}, cfg)
+	m.waitRoute(2, 0, 2, 1, 10*time.Second)
+	m.waitRoute(0, 2, 2, 1, 10*time.Second)
+	// 200 KB/s from the relay to node 2: a window of 64 frames of 1 KB
+	// waits 0.3 s there, and the relay's queue stays full.
+	m.net.SetLink(m.conns[1].LocalAddr(), m.conns[2].LocalAddr(), memnet.LinkConfig{Bandwidth: 200e3, QueueBytes: 1 << 20})
+	p, err := m.nodes[0].Bind(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	to := Addr{SID: m.nodes[2].SID(), Port: 9}
+	lost0 := m.nodes[2].Stats().RoutesLost
+	drops0 := m.nodes[1].Stats().RelayDrops
+	msg := make([]byte, 1000)
+	var writeErr error
+	// Saturate for 3 advertHold periods.
+	for end := time.Now().Add(3 * advertHold * cfg.HelloInterval); time.Now().Before(end); {
+		p.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := p.WriteTo(msg, to); err != nil && writeErr == nil {
+			writeErr = err // a lost route shows here too
+		}
+	}
+	drops := m.nodes[1].Stats().RelayDrops - drops0
+	lost := m.nodes[2].Stats().RoutesLost - lost0
+	t.Logf("relay dropped %d frames; node 2 lost %d routes; first write error: %v", drops, lost, writeErr)
+	if writeErr != nil {
+		t.Errorf("node 0 could not send during the load: %v", writeErr)
+	}
+	if drops == 0 {
+		t.Fatal("the relay dropped nothing: its queue was never full, so nothing was tested")
+	}
+	if lost != 0 {
+		t.Errorf("node 2 lost %d routes while the relay's queue was full; routes: %v", lost, m.nodes[2].Routes())
+	}
+	m.waitRoute(2, 0, 2, 1, 0)
+}
