@@ -65,7 +65,7 @@ type path struct {
 	seq     uint64
 	depart  time.Time // rate limit: when the link is free again
 	started time.Time
-	blocked bool      // drop everything (a cut)
+	blocked bool // drop everything (a cut)
 	check   func(pkt []byte)
 
 	kick chan struct{}
@@ -81,13 +81,13 @@ func newPath(cfg pathConfig) *path {
 		cfg.Queue = 256 << 10
 	}
 	p := &path{
-		cfg:  cfg,
-		rng:  rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		sync: cfg.Delay == 0 && cfg.Jitter == 0 && cfg.Rate == 0 && cfg.Spike == 0 && cfg.Bump == 0,
+		cfg:     cfg,
+		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		sync:    cfg.Delay == 0 && cfg.Jitter == 0 && cfg.Rate == 0 && cfg.Spike == 0 && cfg.Bump == 0,
 		started: time.Now(),
-		kick: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	if p.sync {
 		close(p.done)
