@@ -142,19 +142,29 @@ func (n *Node) sendHello(to net.Addr, toSID identity.SID, flags byte) {
 	n.send(wire.AppendHello(nil, h, n.id), to)
 }
 
+// Probe rounds: the first fullProbeRounds try every size above the link's
+// MTU; up to probeRounds in all (one per hello interval) retry only the
+// smallest, which costs little and keeps a link that lost its first
+// probes (or their answers) from staying at baseMTU for good.
+const (
+	fullProbeRounds = 3
+	probeRounds     = 10
+)
+
 // probe sends one round of MTU probes to nb for the sizes above its MTU.
 func (n *Node) probe(nb *neighbour) {
 	nb.mu.Lock()
-	if nb.probes >= 3 {
+	if nb.probes >= probeRounds {
 		nb.mu.Unlock()
 		return
 	}
 	nb.probes++
+	round := nb.probes
 	peerMTU, addr := nb.peerMTU, nb.addr
 	nb.mu.Unlock()
 	cur := int(nb.mtu.Load())
-	for _, size := range probeSizes {
-		if size <= cur || size > peerMTU {
+	for i, size := range probeSizes {
+		if size <= cur || size > peerMTU || (round > fullProbeRounds && i < len(probeSizes)-1) {
 			continue
 		}
 		n.stats.controlOut.Add(uint64(size))
@@ -174,7 +184,7 @@ func (nb *neighbour) probeAcked(id uint32, size int) {
 		}
 	}
 	nb.mu.Lock()
-	nb.probes = 3
+	nb.probes = probeRounds
 	nb.mu.Unlock()
 	nb.n.router.mtuChanged(nb)
 }

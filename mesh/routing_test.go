@@ -313,3 +313,58 @@ func TestRoutingThroughFullQueue(t *testing.T) {
 	}
 	m.waitRoute(2, 0, 2, 1, 0)
 }
+
+// TestMTUProbeRetried: a link whose first probe rounds all fail (here the
+// network passes nothing above 1300 bytes at first, as if the probes or
+// their answers were lost) still finds its MTU once probes get through:
+// after the full rounds the smallest probe size is retried.
+func TestMTUProbeRetried(t *testing.T) {
+	nw := memnet.New(time.Now().UnixNano())
+	defer nw.Close()
+	nw.SetMTU(1300)
+	a, b := nw.Listen(), nw.Listen()
+	nw.SetLinkBoth(a.LocalAddr(), b.LocalAddr(), memnet.LinkConfig{})
+	const hello = 20 * time.Millisecond
+	var nodes []*Node
+	for _, c := range []struct {
+		conn  *memnet.Conn
+		peers []net.Addr
+	}{{a, []net.Addr{b.LocalAddr()}}, {b, nil}} {
+		id, err := identity.Generate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := New(Config{Identity: id, Conn: c.conn, Peers: c.peers, HelloInterval: hello, NeighbourTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		nodes = append(nodes, n)
+	}
+	mtu := func() int {
+		for _, r := range nodes[0].Routes() {
+			if r.SID == nodes[1].SID() {
+				return r.MTU
+			}
+		}
+		return 0
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for mtu() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no route to the neighbour")
+		}
+		time.Sleep(hello)
+	}
+	time.Sleep((fullProbeRounds + 2) * hello) // the full rounds are over
+	if m := mtu(); m != baseMTU {
+		t.Fatalf("MTU %d with nothing above 1300 bytes passing, want %d", m, baseMTU)
+	}
+	nw.SetMTU(1500)
+	for deadline := time.Now().Add(probeRounds * hello * 4); mtu() != probeSizes[len(probeSizes)-1]; {
+		if time.Now().After(deadline) {
+			t.Fatalf("MTU still %d after the network passed 1500 bytes", mtu())
+		}
+		time.Sleep(hello / 2)
+	}
+}
