@@ -320,11 +320,7 @@ func (r *router) recomputeLocked(rt *route) {
 		// number that makes it feasible again: retracting the route would
 		// cut every stream through it until the answer came.
 		best, bestAd, bestM = rt.via, keepAd, keepM
-		if time.Since(rt.asked) > 500*time.Millisecond {
-			rt.asked = time.Now()
-			r.requests = append(r.requests, wire.SeqRequest{Origin: rt.origin, Seq: rt.fdSeq + 1, HopsLeft: 32})
-			r.pending = true
-		}
+		r.askSeqLocked(rt)
 	}
 	oldVia, oldM, oldSeq := rt.via, rt.metric, rt.fdSeq
 	if best == nil {
@@ -337,10 +333,8 @@ func (r *router) recomputeLocked(rt *route) {
 		}
 		// Ask for a newer sequence number when an entry exists we may not use.
 		for _, ads := range r.adverts {
-			if ad := ads[rt.origin]; ad != nil && ad.metric != wire.MetricInfinity && time.Since(rt.asked) > 500*time.Millisecond {
-				rt.asked = time.Now()
-				r.requests = append(r.requests, wire.SeqRequest{Origin: rt.origin, Seq: rt.fdSeq + 1, HopsLeft: 32})
-				r.pending = true
+			if ad := ads[rt.origin]; ad != nil && ad.metric != wire.MetricInfinity {
+				r.askSeqLocked(rt)
 				break
 			}
 		}
@@ -350,10 +344,8 @@ func (r *router) recomputeLocked(rt *route) {
 	// grew: a link got lossy): ask the origin for a newer sequence number,
 	// which makes it feasible (RFC 8966 3.8.2.2). Without this the route
 	// would stay on the worse path until the origin's next periodic one.
-	if unfeasM != math.MaxUint32 && unfeasM*hysteresisQuarters/4 < bestM && time.Since(rt.asked) > 500*time.Millisecond {
-		rt.asked = time.Now()
-		r.requests = append(r.requests, wire.SeqRequest{Origin: rt.origin, Seq: rt.fdSeq + 1, HopsLeft: 32})
-		r.pending = true
+	if unfeasM != math.MaxUint32 && unfeasM*hysteresisQuarters/4 < bestM {
+		r.askSeqLocked(rt)
 	}
 	rt.via, rt.metric = best, bestM
 	rt.hops = int(bestAd.hops) + 1
@@ -370,6 +362,17 @@ func (r *router) recomputeLocked(rt *route) {
 	if oldVia != best {
 		r.changed = true
 	}
+}
+
+// askSeqLocked asks the origin of rt for a sequence number newer than the
+// feasibility distance's, at most every 500 ms per origin (mu held).
+func (r *router) askSeqLocked(rt *route) {
+	if time.Since(rt.asked) <= 500*time.Millisecond {
+		return
+	}
+	rt.asked = time.Now()
+	r.requests = append(r.requests, wire.SeqRequest{Origin: rt.origin, Seq: rt.fdSeq + 1, HopsLeft: 32})
+	r.pending = true
 }
 
 // changedEnough reports a metric change worth telling neighbours at once.

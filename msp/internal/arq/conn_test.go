@@ -203,17 +203,8 @@ func TestThroughputLongPath(t *testing.T) {
 				pa, pb := tc.path, tc.path
 				pa.Seed, pb.Seed = *seedFlag, *seedFlag+100
 				pb.Rate = 0
-				pr := newPair(t, Config{IdleTimeout: time.Minute}, Config{IdleTimeout: time.Minute}, pa, pb)
-				data := pseudoRandom(n, 3)
 				start := time.Now()
-				errc := make(chan error, 1)
-				go func() { errc <- writeAll(pr.a, data, 1) }()
-				if err := readCheck(pr.b, data, 2); err != nil {
-					t.Fatal(err)
-				}
-				if err := <-errc; err != nil {
-					t.Fatal(err)
-				}
+				pr := transferOver(t, pa, pb, pseudoRandom(n, 3))
 				el := time.Since(start)
 				mbps := float64(n) / el.Seconds() / 1e6
 				s := pr.a.Stats()
@@ -229,6 +220,22 @@ func TestThroughputLongPath(t *testing.T) {
 	}
 }
 
+// transferOver moves data from a to b of a new pair over paths pa (a to b)
+// and pb, checking it arrives intact, and returns the pair.
+func transferOver(t *testing.T, pa, pb pathConfig, data []byte) *pair {
+	t.Helper()
+	pr := newPair(t, Config{IdleTimeout: time.Minute}, Config{IdleTimeout: time.Minute}, pa, pb)
+	errc := make(chan error, 1)
+	go func() { errc <- writeAll(pr.a, data, 1) }()
+	if err := readCheck(pr.b, data, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return pr
+}
+
 // TestTransientDelayKeepsSlowStart: two rounds of 15 ms extra delay early
 // in slow start (a busy machine, a per-hop retransmission) turn slow start
 // conservative, and when the delay falls back it resumes instead of
@@ -238,16 +245,7 @@ func TestTransientDelayKeepsSlowStart(t *testing.T) {
 		ms := time.Millisecond
 		pa := pathConfig{Delay: 10 * ms, Bump: 15 * ms, BumpFrom: 150 * ms, BumpFor: 40 * ms, Seed: *seedFlag}
 		pb := pathConfig{Delay: 10 * ms, Seed: *seedFlag + 100}
-		pr := newPair(t, Config{IdleTimeout: time.Minute}, Config{IdleTimeout: time.Minute}, pa, pb)
-		data := pseudoRandom(16<<20, 7)
-		errc := make(chan error, 1)
-		go func() { errc <- writeAll(pr.a, data, 1) }()
-		if err := readCheck(pr.b, data, 2); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
+		pr := transferOver(t, pa, pb, pseudoRandom(16<<20, 7))
 		s := pr.a.Stats()
 		t.Logf("sender %+v", s)
 		if s.CSSResumes == 0 || s.SlowStartExits != 0 {
