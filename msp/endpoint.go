@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/servald/servald/identity"
-	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp/internal/seal"
 )
 
@@ -155,10 +154,10 @@ func (ep *endpoint) handleInit(pkt []byte, from net.Addr) {
 	in, err := seal.ParseInit(pkt, ep.id, time.Now())
 	if err != nil {
 		ep.stats.badInit.Add(1)
-		if _, stream := from.(StreamAddr); stream && errors.Is(err, seal.ErrMisaddressed) {
-			// A stream transport reaches this node only, not a mesh
-			// that routes by SID: the peer dialled another SID. Hang up
-			// so that it fails at once instead of waiting for an answer.
+		if errors.Is(err, seal.ErrMisaddressed) && singleNode(ep.tr) {
+			// The transport reaches this node only, not a mesh that
+			// routes by SID: the peer dialled another SID. Hang up so
+			// that it fails at once instead of waiting for an answer.
 			ep.log.Warn("msp: refused a session over a stream transport: it asked for another SID", "from", from, "self", ep.id.SID().String())
 			ep.tr.Close()
 			return
@@ -167,8 +166,9 @@ func (ep *endpoint) handleInit(pkt []byte, from net.Addr) {
 		return
 	}
 	peer := in.Peer()
-	if ma, ok := from.(mesh.Addr); ok && ma.SID != peer {
-		// The mesh says it came from another node than the one who signed.
+	if !ep.tr.FromNode(from, peer) {
+		// The transport says it came from another node than the one who
+		// signed.
 		ep.stats.badInit.Add(1)
 		return
 	}

@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/servald/servald/identity"
-	"github.com/servald/servald/mesh"
 )
 
 // acceptQueue bounds streams accepted by sessions but not yet by Accept.
@@ -29,22 +28,11 @@ type Listener struct {
 	eps []*endpoint // guarded by mu
 }
 
-// Listen binds MDP port on node and accepts sessions and streams there.
-func Listen(node *mesh.Node, port uint16, cfg Config) (*Listener, error) {
-	if port == 0 {
-		return nil, fmt.Errorf("msp: listen: port 0")
-	}
-	pc, err := node.Bind(port)
-	if err != nil {
-		return nil, fmt.Errorf("msp: listen: %w", err)
-	}
-	return ListenTransport(pc, node.Identity(), port, cfg), nil
-}
-
-// ListenTransport accepts sessions for MDP port on tr (an MDP port bound
-// elsewhere, such as through a daemon) as identity id. With tr nil it
-// accepts only on transports added later with Serve.
-func ListenTransport(tr Transport, id *identity.Identity, port uint16, cfg Config) *Listener {
+// Listen accepts sessions for MDP port, and the streams in them, as
+// identity id on tr (an MDP port bound on a node or through its daemon),
+// and on transports added later with Serve. With tr nil it accepts only on
+// those. The listener closes its transports when it closes.
+func Listen(tr Transport, id *identity.Identity, port uint16, cfg Config) *Listener {
 	l := &Listener{
 		id: id, port: port, cfg: cfg.withDefaults(),
 		streams: make(chan net.Conn, acceptQueue),
@@ -126,8 +114,18 @@ func (l *Listener) AcceptContext(ctx context.Context) (net.Conn, error) {
 	}
 }
 
-// Addr returns the node's SID and the port.
-func (l *Listener) Addr() net.Addr { return mesh.Addr{SID: l.id.SID(), Port: l.port} }
+// Addr returns the node's SID and the port, as "SID:port" on network
+// "mdp".
+func (l *Listener) Addr() net.Addr { return listenAddr{sid: l.id.SID(), port: l.port} }
+
+// listenAddr is a listener's address.
+type listenAddr struct {
+	sid  identity.SID
+	port uint16
+}
+
+func (a listenAddr) Network() string { return "mdp" }
+func (a listenAddr) String() string  { return fmt.Sprintf("%s:%d", a.sid, a.port) }
 
 // Close stops accepting and ends every session at once.
 func (l *Listener) Close() error {

@@ -14,11 +14,11 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/xtaci/smux"
 
 	"github.com/servald/servald/identity"
-	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp/internal/arq"
 	"github.com/servald/servald/msp/internal/seal"
 )
@@ -111,7 +111,7 @@ func (s *Session) output(pkt []byte) error {
 	s.sealBuf = b
 	if _, err := s.ep.tr.WriteTo(b, s.remote); err != nil {
 		s.ep.stats.writeErrors.Add(1)
-		if errors.Is(err, mesh.ErrTooLarge) {
+		if tooLarge(err) {
 			s.maxPacket.Store(0) // look again before the next packet
 		}
 		return err
@@ -238,11 +238,73 @@ func (s *Session) Close() error {
 // goroutines its end waits for).
 func (s *Session) abort() { s.closeOnce.Do(func() { close(s.closing) }) }
 
-// SessionStats are a session's counters.
-type SessionStats = arq.Stats
+// SessionStats are a session's counters and the state of its reliable
+// byte stream (the one all its streams share), at one moment.
+type SessionStats struct {
+	PacketsSent         uint64 // sealed packets handed to the transport
+	PacketsReceived     uint64 // well-formed packets received (duplicates included)
+	BytesSent           uint64 // stream bytes sent for the first time
+	BytesRetransmitted  uint64 // stream bytes sent again (loss or probe)
+	BytesReceived       uint64 // stream bytes delivered in order
+	PacketsLost         uint64 // packets declared lost (spurious ones included)
+	SpuriousRetransmits uint64 // packets declared lost and acknowledged afterwards
+	CwndUndos           uint64 // congestion reductions undone because their losses were spurious
+	CongestionEvents    uint64 // loss episodes that cut the congestion window
+	Collapses           uint64 // congestion windows collapsed after consecutive probe timeouts
+	PTOs                uint64 // probe timeouts fired
+	SlowStartExits      uint64 // slow starts ended by rising delay (HyStart) rather than loss
+	CSSResumes          uint64 // conservative slow starts ended by the delay falling back
+	DuplicatesReceived  uint64 // packets whose number had been received before
+	MalformedReceived   uint64 // packets that did not decode, or acknowledged numbers never sent
+	FlowViolations      uint64 // data beyond the advertised window: dropped
+	ReassemblyDrops     uint64 // data that would pass the reassembly bound: dropped
+	OutputErrors        uint64 // transport write errors (the packet counts as lost)
 
-// Stats returns the session's transport counters.
-func (s *Session) Stats() SessionStats { return s.conn.Stats() }
+	SRTT, RTTVar, MinRTT time.Duration // smoothed round-trip time, its variation, the least seen
+	ReorderWindow        time.Duration // how late a packet may arrive before it counts as lost
+	Cwnd                 int           // congestion window, bytes
+	BytesInFlight        int           // bytes sent, neither acknowledged nor lost
+	SendBuffered         int           // bytes written, not yet acknowledged
+	RecvBuffered         int           // bytes received in order, not yet read
+	PeerWindow           uint64        // stream offset the peer allows us to send up to
+	MaxPacket            int           // current packet size bound, before sealing
+}
+
+// Stats returns the session's counters.
+func (s *Session) Stats() SessionStats { return sessionStats(s.conn.Stats()) }
+
+func sessionStats(a arq.Stats) SessionStats {
+	return SessionStats{
+		PacketsSent:         a.PacketsSent,
+		PacketsReceived:     a.PacketsReceived,
+		BytesSent:           a.BytesSent,
+		BytesRetransmitted:  a.BytesRetransmitted,
+		BytesReceived:       a.BytesReceived,
+		PacketsLost:         a.PacketsLost,
+		SpuriousRetransmits: a.SpuriousRetransmits,
+		CwndUndos:           a.CwndUndos,
+		CongestionEvents:    a.CongestionEvents,
+		Collapses:           a.Collapses,
+		PTOs:                a.PTOs,
+		SlowStartExits:      a.SlowStartExits,
+		CSSResumes:          a.CSSResumes,
+		DuplicatesReceived:  a.DuplicatesReceived,
+		MalformedReceived:   a.MalformedReceived,
+		FlowViolations:      a.FlowViolations,
+		ReassemblyDrops:     a.ReassemblyDrops,
+		OutputErrors:        a.OutputErrors,
+		SRTT:                a.SRTT,
+		RTTVar:              a.RTTVar,
+		MinRTT:              a.MinRTT,
+		ReorderWindow:       a.ReorderWindow,
+		Cwnd:                a.Cwnd,
+		BytesInFlight:       a.BytesInFlight,
+		SendBuffered:        a.SendBuffered,
+		RecvBuffered:        a.RecvBuffered,
+		PeerWindow:          a.PeerWindow,
+		MaxPacket:           a.MaxPacket,
+	}
+}
 
 // arqPipe is what smux runs over: the arq byte stream, with addresses, and
 // with the end of the session reported as an error rather than EOF (a
