@@ -13,8 +13,9 @@ import (
 // acceptQueue bounds streams accepted by sessions but not yet by Accept.
 const acceptQueue = 64
 
-// Listener accepts streams from any number of sessions on one MDP port (and
-// on transports added with Serve). It implements net.Listener.
+// Listener accepts streams from any number of sessions for one MDP port,
+// on the transport given to Listen and on those added with Serve. It
+// implements net.Listener.
 type Listener struct {
 	id   *identity.Identity
 	port uint16
@@ -99,10 +100,10 @@ func (l *Listener) acceptStreams(s *Session, wg *sync.WaitGroup) {
 	}
 }
 
-// Accept waits for the next stream.
+// Accept waits for the next stream (a *Stream).
 func (l *Listener) Accept() (net.Conn, error) { return l.AcceptContext(context.Background()) }
 
-// AcceptContext waits for the next stream or for ctx to end.
+// AcceptContext waits for the next stream (a *Stream) or for ctx to end.
 func (l *Listener) AcceptContext(ctx context.Context) (net.Conn, error) {
 	select {
 	case st := <-l.streams:

@@ -193,7 +193,7 @@ func (s *Session) Err() error {
 	}
 }
 
-// OpenStream opens a new stream to the peer.
+// OpenStream opens a new stream (a *Stream) to the peer.
 func (s *Session) OpenStream(ctx context.Context) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

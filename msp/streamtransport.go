@@ -35,7 +35,9 @@ type streamTransport struct {
 }
 
 // NewStreamTransport carries MSP datagrams over c, which the transport
-// closes with Close.
+// closes with Close. Dial over it with Dialer.Dial (whatever the peer's
+// SID, the datagrams go to c's far end), accept over it with
+// Listener.Serve.
 func NewStreamTransport(c net.Conn) Transport {
 	return &streamTransport{c: c, remote: streamAddr{c.RemoteAddr()}, r: bufio.NewReaderSize(c, 64<<10)}
 }
