@@ -87,6 +87,11 @@ func (l *Listener) acceptStreams(s *Session, wg *sync.WaitGroup) {
 		if err != nil {
 			return
 		}
+		if s.open.Load() >= int64(l.cfg.MaxStreams) {
+			st.Close() // the peer's stream fails; the session goes on
+			l.cfg.Logger.Debug("msp: stream refused: too many open", "peer", s.peer.Short(), "max", l.cfg.MaxStreams)
+			continue
+		}
 		ws := s.newStream(st)
 		select {
 		case l.streams <- ws:

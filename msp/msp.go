@@ -92,6 +92,17 @@ type Config struct {
 	Window int
 	// MaxSessions bounds a listener's sessions. Default 1024.
 	MaxSessions int
+	// StreamWindow is how many bytes of one stream may be in flight or
+	// unread at the receiver (smux's per-stream window). Default 8 MiB:
+	// a full window per round trip keeps one stream at speed over a lossy
+	// path, and a stream whose reader stops holds no more than this.
+	StreamWindow int
+	// MaxStreams bounds the streams open at once in one session: a
+	// listener resets streams beyond it, OpenStream fails. Default 128.
+	// The session's receive buffer holds MaxStreams full windows (at most
+	// 1 GiB; it grows only as used), so streams whose readers stop stop
+	// only themselves, never the streams beside them.
+	MaxStreams int
 	// Logger receives logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -109,11 +120,23 @@ func (c Config) withDefaults() Config {
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 1024
 	}
+	if c.StreamWindow <= 0 {
+		c.StreamWindow = 8 << 20
+	}
+	c.StreamWindow = min(c.StreamWindow, maxSessionBuffer)
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 128
+	}
+	c.MaxStreams = min(c.MaxStreams, maxSessionBuffer/c.StreamWindow)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
 }
+
+// maxSessionBuffer bounds a session's smux receive buffer (smux counts it
+// in an int32).
+const maxSessionBuffer = 1 << 30
 
 // Errors callers branch on.
 var (

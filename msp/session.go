@@ -46,13 +46,17 @@ type Session struct {
 	err       error // why it ended; set before done closes
 }
 
-func smuxConfig() *smux.Config {
+// smuxConfig: per-stream windows (smux v2) of cfg.StreamWindow, and a
+// session buffer of MaxStreams of them, so that the session-wide buffer,
+// when full, stops every stream at once only if more streams than a
+// session may hold stopped reading.
+func smuxConfig(cfg Config) *smux.Config {
 	c := smux.DefaultConfig()
 	c.Version = 2
 	c.KeepAliveDisabled = true // arq keeps the session alive
 	c.MaxFrameSize = 32768
-	c.MaxReceiveBuffer = 32 << 20
-	c.MaxStreamBuffer = 16 << 20
+	c.MaxStreamBuffer = cfg.StreamWindow
+	c.MaxReceiveBuffer = cfg.StreamWindow * cfg.MaxStreams
 	return c
 }
 
@@ -82,9 +86,9 @@ func newSession(ep *endpoint, sec *seal.Session, remote net.Addr, client bool) (
 	s.conn = conn
 	pipe := &arqPipe{c: conn, s: s}
 	if client {
-		s.mux, err = smux.Client(pipe, smuxConfig())
+		s.mux, err = smux.Client(pipe, smuxConfig(ep.cfg))
 	} else {
-		s.mux, err = smux.Server(pipe, smuxConfig())
+		s.mux, err = smux.Server(pipe, smuxConfig(ep.cfg))
 	}
 	if err != nil {
 		conn.Close()
@@ -197,6 +201,9 @@ func (s *Session) Err() error {
 func (s *Session) OpenStream(ctx context.Context) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if n := s.open.Load(); n >= int64(s.ep.cfg.MaxStreams) {
+		return nil, fmt.Errorf("msp: open stream to %s: %d streams open, the most a session holds", s.peer.Short(), n)
 	}
 	st, err := s.mux.OpenStream()
 	if err != nil {
