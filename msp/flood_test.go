@@ -60,9 +60,11 @@ func (t *chanTransport) WriteTo(p []byte, _ net.Addr) (int, error) {
 	}
 }
 
-func (t *chanTransport) LocalAddr() net.Addr         { return t.self }
-func (t *chanTransport) Close() error                { t.close.Do(func() { close(t.done) }); return nil }
-func (t *chanTransport) MaxPayload(identity.SID) int { return 1400 }
+func (t *chanTransport) PeerAddr(identity.SID, uint16) net.Addr { return t.peer.self }
+func (t *chanTransport) FromNode(net.Addr, identity.SID) bool   { return true }
+func (t *chanTransport) LocalAddr() net.Addr                    { return t.self }
+func (t *chanTransport) Close() error                           { t.close.Do(func() { close(t.done) }); return nil }
+func (t *chanTransport) MaxPayload(identity.SID) int            { return 1400 }
 
 // TestInitFloodCostsNoSessions: INITs from fresh identities, each valid,
 // cost the listener a pending handshake and no goroutine, so a legitimate
@@ -73,7 +75,7 @@ func TestInitFloodCostsNoSessions(t *testing.T) {
 	server, _ := identity.Generate(nil)
 	client, _ := identity.Generate(nil)
 	dialSide, lisSide := chanPair()
-	l := ListenTransport(lisSide, server, 5000, Config{MaxSessions: 64})
+	l := Listen(lisSide, server, 5000, Config{MaxSessions: 64})
 	defer l.Close()
 	echoServer(t, l)
 	base := runtime.NumGoroutine()
@@ -111,7 +113,7 @@ func TestInitFloodCostsNoSessions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	start := time.Now()
-	s, err := DialTransport(ctx, dialSide, client, server.SID(), chanAddr("b"), 5000, Config{})
+	s, err := Dialer{Identity: client}.Dial(ctx, dialSide, server.SID(), 5000)
 	if err != nil {
 		close(stop)
 		<-flooded
@@ -158,7 +160,7 @@ func TestReplayedInit(t *testing.T) {
 	server, _ := identity.Generate(nil)
 	client, _ := identity.Generate(nil)
 	_, lisSide := chanPair()
-	l := ListenTransport(lisSide, server, 5000, Config{})
+	l := Listen(lisSide, server, 5000, Config{})
 	defer l.Close()
 	hs, _ := seal.NewInitiator(client, server.SID(), 7, portParams(5000), time.Now())
 	newer, _ := seal.NewInitiator(client, server.SID(), 8, portParams(5000), time.Now().Add(time.Millisecond))

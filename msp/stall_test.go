@@ -20,7 +20,7 @@ func TestStalledReadersStopOnlyThemselves(t *testing.T) {
 		t.Skip("pushes 4 stream windows")
 	}
 	a, b := udpNodes(t)
-	l, err := Listen(b, 5000, Config{})
+	l, err := listenMesh(b, 5000, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestStalledReadersStopOnlyThemselves(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, err := DialSession(ctx, a, b.SID(), 5000, Config{})
+	s, err := dialMesh(ctx, a, b.SID(), 5000, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestStalledReadersStopOnlyThemselves(t *testing.T) {
 // listener resets one more, OpenStream refuses one more.
 func TestMaxStreams(t *testing.T) {
 	a, b := udpNodes(t)
-	l, err := Listen(b, 5000, Config{MaxStreams: 2})
+	l, err := listenMesh(b, 5000, Config{MaxStreams: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestMaxStreams(t *testing.T) {
 	echoServer(t, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := DialSession(ctx, a, b.SID(), 5000, Config{MaxStreams: 3})
+	s, err := dialMesh(ctx, a, b.SID(), 5000, Config{MaxStreams: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
