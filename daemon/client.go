@@ -638,12 +638,7 @@ func (p *Port) MaxPayload(sid identity.SID) int {
 // WriteTo sends b to addr (a mesh.Addr) through the daemon. It waits while
 // 256 KiB are already on their way to the daemon.
 func (p *Port) WriteTo(b []byte, addr net.Addr) (int, error) {
-	a, ok := addr.(mesh.Addr)
-	if !ok {
-		if ap, isPtr := addr.(*mesh.Addr); isPtr && ap != nil {
-			a, ok = *ap, true
-		}
-	}
+	a, ok := mesh.AddrOf(addr)
 	if !ok {
 		return 0, fmt.Errorf("daemon: write to %v: not an MDP address", addr)
 	}

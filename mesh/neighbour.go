@@ -1,7 +1,8 @@
+package mesh
+
 // Neighbours: nodes heard directly. A neighbour exists once a HELLO signed
 // by its SID arrived; its address is where its frames come from, so a node
 // behind NAT is reached at the address it was heard at.
-package mesh
 
 import (
 	"net"

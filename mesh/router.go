@@ -1,3 +1,5 @@
+package mesh
+
 // Routing: which neighbour leads towards each SID.
 //
 // A distance-vector protocol in the manner of Babel (RFC 8966), with signed
@@ -22,7 +24,6 @@
 // bound, so steady random loss never moves a metric. Full tables go to every neighbour every DumpEvery hello
 // intervals and changes at once, so control traffic per node grows linearly
 // with the number of nodes.
-package mesh
 
 import (
 	"math"
