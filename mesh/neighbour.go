@@ -119,7 +119,7 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 	nb.mu.Unlock()
 	nb.heard()
 	if isNew {
-		n.router.neighbourUpLocked(nb)
+		n.router.neighbourUpUnderNodeMu(nb)
 	} else if unicast {
 		n.router.helloHeard(nb)
 	}
@@ -257,7 +257,7 @@ func (n *Node) expire() {
 				delete(n.byAddr, nb.address().String())
 			}
 			gone = append(gone, nb)
-			n.router.neighbourDownLocked(nb)
+			n.router.neighbourDownUnderNodeMu(nb)
 		}
 	}
 	if len(gone) > 0 {

@@ -339,7 +339,7 @@ func (n *Node) WaitReachable(ctx context.Context, sid identity.SID) error {
 	for {
 		n.mu.RLock()
 		ch := n.changed
-		ok := sid == n.sid || n.bySID[sid] != nil || n.router.lookupLocked(sid) != nil
+		ok := sid == n.sid || n.bySID[sid] != nil || n.router.hasRoute(sid)
 		n.mu.RUnlock()
 		if ok {
 			return nil
