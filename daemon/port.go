@@ -136,9 +136,9 @@ func (p *Port) protocolError(err error) error {
 	return fmt.Errorf("daemon: %v: %w", err, ErrDaemonGone)
 }
 
-func (p *Port) learnMTU(sid identity.SID, max int) {
-	p.mpMu.Lock()
-	defer p.mpMu.Unlock()
+// mtuEntryLocked returns sid's MaxPayload cache entry, made if need be
+// (the cache is emptied when full). Called with p.mpMu held.
+func (p *Port) mtuEntryLocked(sid identity.SID) *mtuEntry {
 	e := p.mp[sid]
 	if e == nil {
 		if len(p.mp) >= maxMTUEntries {
@@ -147,6 +147,13 @@ func (p *Port) learnMTU(sid identity.SID, max int) {
 		e = &mtuEntry{}
 		p.mp[sid] = e
 	}
+	return e
+}
+
+func (p *Port) learnMTU(sid identity.SID, max int) {
+	p.mpMu.Lock()
+	defer p.mpMu.Unlock()
+	e := p.mtuEntryLocked(sid)
 	e.max, e.at = max, time.Now()
 }
 
@@ -186,14 +193,7 @@ func (p *Port) MaxPayload(sid identity.SID) int {
 	}
 	now := time.Now()
 	p.mpMu.Lock()
-	e := p.mp[sid]
-	if e == nil {
-		if len(p.mp) >= maxMTUEntries {
-			clear(p.mp)
-		}
-		e = &mtuEntry{}
-		p.mp[sid] = e
-	}
+	e := p.mtuEntryLocked(sid)
 	max := e.max
 	ask := now.Sub(e.at) > mtuTTL && now.Sub(e.askedAt) > mtuTTL
 	if ask {

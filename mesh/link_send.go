@@ -47,35 +47,29 @@ const maxCtlQueue = 64
 // (as relayed data is) routes would expire under load, in the middle of
 // the transfer that filled the queue.
 func (l *link) enqueueControl(bp *[]byte) error {
-	l.mu.Lock()
-	switch {
-	case l.dead:
-		l.mu.Unlock()
-		return ErrNoRoute
-	case len(l.tx.ctlQueue) >= maxCtlQueue:
-		l.mu.Unlock()
-		return errQueueFull
-	}
-	l.tx.ctlQueue = append(l.tx.ctlQueue, bp)
-	l.mu.Unlock()
-	l.kick()
-	return nil
+	return l.push(&l.tx.ctlQueue, maxCtlQueue, bp)
 }
 
 // enqueueRelay queues a relayed DATA frame. It runs on the read loop, so
 // it never waits: a full queue drops the frame (errQueueFull), and the
 // frame always goes through the queue, written by the link goroutine.
 func (l *link) enqueueRelay(bp *[]byte) error {
+	return l.push(&l.tx.queue, l.n.cfg.LinkQueue, bp)
+}
+
+// push appends bp to q (a queue of tx) unless it holds limit frames or the
+// link is dead, and kicks the link goroutine.
+func (l *link) push(q *[]*[]byte, limit int, bp *[]byte) error {
 	l.mu.Lock()
 	switch {
 	case l.dead:
 		l.mu.Unlock()
 		return ErrNoRoute
-	case len(l.tx.queue) >= l.n.cfg.LinkQueue:
+	case len(*q) >= limit:
 		l.mu.Unlock()
 		return errQueueFull
 	}
-	l.tx.queue = append(l.tx.queue, bp)
+	*q = append(*q, bp)
 	l.mu.Unlock()
 	l.kick()
 	return nil

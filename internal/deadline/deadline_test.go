@@ -31,6 +31,16 @@ func wait(d *Timer) *waiter {
 	return w
 }
 
+// expect waits until the bubble is idle and fails with msg unless the
+// waiter has returned and d expired (want), or neither.
+func (w *waiter) expect(t *testing.T, d *Timer, want bool, msg string) {
+	t.Helper()
+	synctest.Wait()
+	if ok, _ := w.woken(); ok != want || d.Expired() != want {
+		t.Fatal(msg)
+	}
+}
+
 func (w *waiter) woken() (bool, time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -42,15 +52,9 @@ func TestZeroValueHasNoDeadline(t *testing.T) {
 		var d Timer
 		w := wait(&d)
 		time.Sleep(time.Hour)
-		synctest.Wait()
-		if ok, _ := w.woken(); ok || d.Expired() {
-			t.Fatal("a Timer never set expired")
-		}
+		w.expect(t, &d, false, "a Timer never set expired")
 		d.Set(time.Now()) // wake the waiter so the bubble can end
-		synctest.Wait()
-		if ok, _ := w.woken(); !ok {
-			t.Fatal("Set(now) did not wake the waiter")
-		}
+		w.expect(t, &d, true, "Set(now) did not wake the waiter")
 	})
 }
 
@@ -61,10 +65,7 @@ func TestPassesAtDeadline(t *testing.T) {
 		d.Set(start.Add(time.Second))
 		w := wait(&d)
 		time.Sleep(999 * time.Millisecond)
-		synctest.Wait()
-		if ok, _ := w.woken(); ok || d.Expired() {
-			t.Fatal("expired before the deadline")
-		}
+		w.expect(t, &d, false, "expired before the deadline")
 		time.Sleep(time.Millisecond)
 		synctest.Wait()
 		ok, at := w.woken()
@@ -137,16 +138,10 @@ func TestClearedDeadline(t *testing.T) {
 		w := wait(&d)
 		d.Set(time.Time{})
 		time.Sleep(time.Hour)
-		synctest.Wait()
-		if ok, _ := w.woken(); ok || d.Expired() {
-			t.Fatal("a cleared deadline passed")
-		}
+		w.expect(t, &d, false, "a cleared deadline passed")
 		d.Set(time.Now().Add(time.Second))
 		time.Sleep(time.Second)
-		synctest.Wait()
-		if ok, _ := w.woken(); !ok {
-			t.Fatal("a deadline set after clearing did not wake the blocked call")
-		}
+		w.expect(t, &d, true, "a deadline set after clearing did not wake the blocked call")
 	})
 }
 
@@ -170,10 +165,7 @@ func TestRearmAfterExpiry(t *testing.T) {
 		}
 		w := wait(&d)
 		time.Sleep(time.Second)
-		synctest.Wait()
-		if ok, _ := w.woken(); !ok {
-			t.Fatal("the re-armed deadline did not pass")
-		}
+		w.expect(t, &d, true, "the re-armed deadline did not pass")
 		d.Set(time.Time{})
 		if d.Expired() {
 			t.Fatal("a passed deadline, cleared, still reads as expired")
