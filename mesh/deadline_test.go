@@ -5,8 +5,6 @@ import (
 	"os"
 	"testing"
 	"time"
-
-	"github.com/servald/servald/identity"
 )
 
 // TestReadFromSeesMovedDeadline: a ReadFrom blocked with no deadline, or
@@ -15,19 +13,7 @@ import (
 // applies to pending calls). Before, a ReadFrom that began without a
 // deadline never saw one set later.
 func TestReadFromSeesMovedDeadline(t *testing.T) {
-	id, err := identity.Generate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uc, err := ListenUDP("127.0.0.1:0", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := New(Config{Identity: id, Conn: uc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := forgedNode(t, forgedNet(t).Listen())
 	pc, err := n.Bind(0)
 	if err != nil {
 		t.Fatal(err)
