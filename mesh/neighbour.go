@@ -1,7 +1,8 @@
+package mesh
+
 // Neighbours: nodes heard directly. A neighbour exists once a HELLO signed
 // by its SID arrived; its address is where its frames come from, so a node
 // behind NAT is reached at the address it was heard at.
-package mesh
 
 import (
 	"net"
@@ -118,7 +119,7 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 	nb.mu.Unlock()
 	nb.heard()
 	if isNew {
-		n.router.neighbourUpLocked(nb)
+		n.router.neighbourUpUnderNodeMu(nb)
 	} else if unicast {
 		n.router.helloHeard(nb)
 	}
@@ -256,7 +257,7 @@ func (n *Node) expire() {
 				delete(n.byAddr, nb.address().String())
 			}
 			gone = append(gone, nb)
-			n.router.neighbourDownLocked(nb)
+			n.router.neighbourDownUnderNodeMu(nb)
 		}
 	}
 	if len(gone) > 0 {

@@ -1,13 +1,17 @@
 // Package mesh runs a node: one datagram socket, the neighbours heard on it,
 // per-hop reliable delivery of frames to them, routing through relays, and
 // MDP ports ((SID, port) addressed datagrams) on top.
-//
-// Packet path (this file): the read loop takes each datagram off the socket
-// and dispatches it by frame type: HELLO to the neighbour table, DATA to the
-// sending neighbour's link (which orders it and hands it on: to a local port
-// or to the next hop's link), ACK to the acknowledged link, PROBE/PROBEACK to
-// MTU discovery, ROUTE to the router.
 package mesh
+
+// The node and its read loop.
+//
+// Packet path: the read loop takes each datagram off the socket and
+// dispatches it by frame type: HELLO to the neighbour table, DATA to the
+// sending neighbour's link (link_recv.go: it drops duplicates and hands the
+// frame on as it arrives, not held back behind a lost one, to deliver in
+// relay.go: a local port or the next hop's link), ACK and SKIP to that
+// link, PROBE/PROBEACK to MTU discovery; routing messages travel in DATA
+// frames to RoutingPort and reach the router through the link.
 
 import (
 	"context"
@@ -341,7 +345,7 @@ func (n *Node) WaitReachable(ctx context.Context, sid identity.SID) error {
 	for {
 		n.mu.RLock()
 		ch := n.changed
-		ok := sid == n.sid || n.bySID[sid] != nil || n.router.lookupLocked(sid) != nil
+		ok := sid == n.sid || n.bySID[sid] != nil || n.router.hasRoute(sid)
 		n.mu.RUnlock()
 		if ok {
 			return nil

@@ -1,3 +1,5 @@
+package mesh
+
 // Routing: which neighbour leads towards each SID.
 //
 // A distance-vector protocol in the manner of Babel (RFC 8966), with signed
@@ -22,7 +24,6 @@
 // bound, so steady random loss never moves a metric. Full tables go to every neighbour every DumpEvery hello
 // intervals and changes at once, so control traffic per node grows linearly
 // with the number of nodes.
-package mesh
 
 import (
 	"math"
@@ -144,6 +145,9 @@ func (q *linkQuality) update() bool {
 	return true
 }
 
+// router is the routing state of a node. A method named …Locked is called
+// with r.mu held; one that the caller calls with the node's n.mu held says
+// so in its name (…UnderNodeMu). n.mu is taken before r.mu.
 type router struct {
 	n *Node
 
@@ -175,15 +179,17 @@ func newRouter(n *Node) *router {
 	return r
 }
 
-// originate issues sequence number seq for this node. Called with mu held
+// originate issues sequence number seq for this node. Called with r.mu held
 // (or before the router is shared).
 func (r *router) originate(seq uint64) {
 	r.selfSeq = seq
 	copy(r.selfSig[:], r.n.id.Sign(wire.SignedOrigin(r.n.sid, seq)))
 }
 
-// neighbourUpLocked is called with n.mu held when a neighbour appears.
-func (r *router) neighbourUpLocked(nb *neighbour) {
+// neighbourUpUnderNodeMu starts routing state for a neighbour that just
+// appeared. The caller holds n.mu (the node's lock, taken before r.mu), so
+// that it runs in the order neighbours come and go.
+func (r *router) neighbourUpUnderNodeMu(nb *neighbour) {
 	r.mu.Lock()
 	r.adverts[nb] = map[identity.SID]*advert{}
 	q := &linkQuality{din: 1, dout: 1, ewma: 1}
@@ -194,8 +200,9 @@ func (r *router) neighbourUpLocked(nb *neighbour) {
 	r.sendTable(nb, true)
 }
 
-// neighbourDownLocked is called with n.mu held when a neighbour is dropped.
-func (r *router) neighbourDownLocked(nb *neighbour) {
+// neighbourDownUnderNodeMu forgets a neighbour that was dropped and moves
+// the routes through it. The caller holds n.mu (taken before r.mu).
+func (r *router) neighbourDownUnderNodeMu(nb *neighbour) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.adverts, nb)
@@ -218,7 +225,7 @@ func (r *router) helloHeard(nb *neighbour) {
 	r.mu.Unlock()
 }
 
-// cost is the cost of the link to nb. Called with mu held.
+// costLocked is the cost of the link to nb. Called with r.mu held.
 func (r *router) costLocked(nb *neighbour) uint32 {
 	q := r.quality[nb]
 	if q == nil {
@@ -237,10 +244,11 @@ func (r *router) linkInfo(nb *neighbour) (float64, int) {
 	return 0, 0
 }
 
-// lookupLocked returns the next hop towards sid (n.mu held or not; takes r.mu).
-func (r *router) lookupLocked(sid identity.SID) *neighbour {
+// hasRoute reports whether routing knows a next hop towards sid. It takes
+// r.mu, so the caller may hold n.mu.
+func (r *router) hasRoute(sid identity.SID) bool {
 	nb, _ := r.lookup(sid)
-	return nb
+	return nb != nil
 }
 
 func (r *router) lookup(sid identity.SID) (*neighbour, int) {
@@ -278,7 +286,7 @@ func (rt *route) feasible(seq uint64, metric uint16) bool {
 	return seq == rt.fdSeq && uint32(metric) < rt.fdMetric
 }
 
-// recomputeLocked selects the best route to rt.origin. Called with mu held.
+// recomputeLocked selects the best route to rt.origin. Called with r.mu held.
 func (r *router) recomputeLocked(rt *route) {
 	var best *neighbour
 	var bestAd *advert
@@ -365,7 +373,7 @@ func (r *router) recomputeLocked(rt *route) {
 }
 
 // askSeqLocked asks the origin of rt for a sequence number newer than the
-// feasibility distance's, at most every 500 ms per origin (mu held).
+// feasibility distance's, at most every 500 ms per origin (r.mu held).
 func (r *router) askSeqLocked(rt *route) {
 	if time.Since(rt.asked) <= 500*time.Millisecond {
 		return
@@ -465,7 +473,7 @@ func (r *router) receive(nb *neighbour, payload []byte) {
 	}
 }
 
-// handleRequestLocked answers or forwards a seqno request. Called with mu held.
+// handleRequestLocked answers or forwards a seqno request. Called with r.mu held.
 func (r *router) handleRequestLocked(from *neighbour, q wire.SeqRequest) {
 	if q.Origin == r.n.sid {
 		if q.Seq > r.selfSeq && time.Since(r.lastBump) > 200*time.Millisecond {
@@ -593,13 +601,13 @@ func (r *router) flushTriggered() {
 }
 
 // selfBumpedFor reports whether nb has not had our current sequence number.
-// Called with mu held.
+// Called with r.mu held.
 func (r *router) selfBumpedFor(nb *neighbour) bool {
 	s := r.sentSeq[nb]
 	return s != nil && s[r.n.sid] != r.selfSeq
 }
 
-// selfEntryLocked is our own origin entry. Called with mu held.
+// selfEntryLocked is our own origin entry. Called with r.mu held.
 func (r *router) selfEntryLocked(nb *neighbour) wire.RouteEntry {
 	if s := r.sentSeq[nb]; s != nil {
 		s[r.n.sid] = r.selfSeq
@@ -609,7 +617,7 @@ func (r *router) selfEntryLocked(nb *neighbour) wire.RouteEntry {
 
 // entryLocked is the entry for rt as nb should hear it: with poison reverse
 // (infinite when nb is our next hop), and the signature when nb may lack it.
-// Called with mu held.
+// Called with r.mu held.
 func (r *router) entryLocked(nb *neighbour, rt *route, forceSig bool) wire.RouteEntry {
 	e := wire.RouteEntry{Origin: rt.origin, Seq: rt.seq, Metric: wire.MetricInfinity, MTU: uint16(min(rt.mtu, maxDatagram))}
 	if rt.via != nil && rt.via != nb {
@@ -625,6 +633,7 @@ func (r *router) entryLocked(nb *neighbour, rt *route, forceSig bool) wire.Route
 	return e
 }
 
+// ihuLocked adds to m how well nb's hellos arrive. Called with r.mu held.
 func (r *router) ihuLocked(nb *neighbour, m *wire.RouteMsg) {
 	if q := r.quality[nb]; q != nil {
 		m.HasIHU, m.IHU = true, uint8(math.Round(q.din*255))
