@@ -190,10 +190,10 @@ func serverHandshake(rw io.ReadWriter, auth *Auth) (Addr, error) {
 	case errors.Is(err, ErrAddrType):
 		_, _ = rw.Write(socksReply(AddressTypeNotSupported, Addr{}))
 		return Addr{}, err
+	case errors.Is(err, errEmptyName):
+		_, _ = rw.Write(socksReply(GeneralFailure, Addr{}))
+		return Addr{}, err
 	case err != nil:
-		if b != nil { // a malformed address, not a read error
-			_, _ = rw.Write(socksReply(GeneralFailure, Addr{}))
-		}
 		return Addr{}, fmt.Errorf("read request: %w", err)
 	case b[0] != socksVersion:
 		_, _ = rw.Write(socksReply(GeneralFailure, Addr{}))

@@ -36,6 +36,8 @@ var ErrShort = errors.New("socks: message cut short")
 // ErrAddrType means an address type other than IPv4, domain name or IPv6.
 var ErrAddrType = errors.New("socks: address type not supported")
 
+var errEmptyName = errors.New("socks: empty domain name")
+
 // Status is a SOCKS5 reply code (RFC 1928, section 6).
 type Status byte
 
@@ -84,13 +86,14 @@ func (a Addr) String() string {
 	return net.JoinHostPort(a.Name, strconv.Itoa(int(a.Port)))
 }
 
-// Append appends the address as ATYP | address | port. An IPv4-mapped IPv6
-// address is written as IPv4; a Name longer than 255 bytes is cut.
+// Append appends the address as ATYP | address | port; an IPv4-mapped IPv6
+// address stays IPv6 (the exit matches and dials it as IPv4). A Name longer
+// than 255 bytes is cut. The zone of an IPv6 address is not sent.
 func (a Addr) Append(b []byte) []byte {
 	switch {
-	case a.IP.Is4() || a.IP.Is4In6():
+	case a.IP.Is4():
 		b = append(b, atypIPv4)
-		b = append(b, a.IP.Unmap().AsSlice()...)
+		b = append(b, a.IP.AsSlice()...)
 	case a.IP.Is6():
 		b = append(b, atypIPv6)
 		b = append(b, a.IP.AsSlice()...)
@@ -112,7 +115,7 @@ func addrSize(head []byte) (int, error) {
 		return 1 + 16 + 2, nil
 	case atypDomain:
 		if head[1] == 0 {
-			return 0, errors.New("socks: empty domain name")
+			return 0, errEmptyName
 		}
 		return 1 + 1 + int(head[1]) + 2, nil
 	}
@@ -222,19 +225,22 @@ const maxMessage = 3 + 1 + 1 + 255 + 2
 
 // readMessage reads one message made of fixed bytes (at most 3) followed by
 // an Addr, exactly as long as its encoding says, so nothing after it is
-// consumed.
+// consumed. On an error it returns what it has read.
 func readMessage(r io.Reader, fixed int) ([]byte, error) {
 	b := make([]byte, fixed+2, maxMessage)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, err
+	if n, err := io.ReadFull(r, b); err != nil {
+		return b[:n], err
 	}
 	n, err := addrSize(b[fixed:])
 	if err != nil {
 		return b, err
 	}
 	b = b[:fixed+n]
-	if _, err := io.ReadFull(r, b[fixed+2:]); err != nil {
-		return nil, err
+	if n, err := io.ReadFull(r, b[fixed+2:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return b[:fixed+2+n], err
 	}
 	return b, nil
 }
