@@ -26,7 +26,7 @@ func ParseAuth(r io.Reader) (*Auth, error) {
 	a := &Auth{users: make(map[string][sha256.Size]byte)}
 	sc := bufio.NewScanner(io.LimitReader(r, maxAuthFile))
 	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSuffix(sc.Text(), "\r")
+		line := sc.Text() // without its "\n" or "\r\n"
 		if trimmed := strings.TrimSpace(line); trimmed == "" || trimmed[0] == '#' {
 			continue
 		}
