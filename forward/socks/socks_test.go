@@ -417,3 +417,43 @@ func TestCurl(t *testing.T) {
 	t.Logf("curl to a refused destination: %s", bytes.TrimSpace(out))
 	waitLog(t, e.exitLog, "destination refused by the rules")
 }
+
+// A dial that does not complete within DialTimeout is answered TTLExpired.
+func TestDialTimeout(t *testing.T) {
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: ctx.Err()}
+	}
+	e := startEnv(t, &Exit{Rules: AllowAll(), Dial: dial, DialTimeout: 50 * time.Millisecond}, nil)
+	if _, st, err := socksDial(e.proxy, Addr{IP: netip.MustParseAddr("192.0.2.1"), Port: 80}, "", ""); err != nil || st != TTLExpired {
+		t.Fatalf("CONNECT with a dial that times out: %v, %v; want %v", st, err, TTLExpired)
+	}
+}
+
+// Cancelling the context ends open connections and both Serve calls.
+func TestCancelEndsConnections(t *testing.T) {
+	ap := echoServer(t, "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	streamLn := listen(t)
+	exit := &Exit{Rules: AllowAll()}
+	srv := &Server{Open: func(ctx context.Context) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", streamLn.Addr().String())
+	}}
+	proxyLn := listen(t)
+	var wg sync.WaitGroup
+	wg.Go(func() { exit.Serve(ctx, func(context.Context) (net.Conn, error) { return streamLn.Accept() }) })
+	srvDone := make(chan error, 1)
+	wg.Go(func() { srvDone <- srv.Serve(ctx, proxyLn) })
+	c := mustDial(t, proxyLn.Addr().String(), ipAddr(ap))
+	cancel()
+	streamLn.Close()
+	c.SetReadDeadline(time.Now().Add(promptly))
+	if _, err := io.Copy(io.Discard, c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client connection did not end: %v", err)
+	}
+	if err := <-srvDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("Server.Serve = %v, want context.Canceled", err)
+	}
+	wg.Wait()
+}
