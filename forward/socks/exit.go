@@ -147,7 +147,7 @@ func (e *Exit) connect(ctx context.Context, dest Addr) (net.Conn, Status, error)
 		if !byName && !e.Rules.addrRulesFor(dest.Port) {
 			return nil, NotAllowed, errRefused // no need to resolve
 		}
-		if !validName(dest.Name) {
+		if !forward.ValidName(dest.Name) {
 			return nil, HostUnreachable, fmt.Errorf("%q is not a host name", dest.Name)
 		}
 		resolver := e.Resolver

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/servald/servald/forward"
 )
 
 // Rule is one destination an exit may connect to: a set of addresses or a
@@ -93,7 +95,7 @@ func ParseRule(s string) (Rule, error) {
 	default:
 		name := strings.ToLower(strings.TrimSuffix(host, "."))
 		r.name, r.wildcard = strings.CutPrefix(name, "*.")
-		if !validName(r.name) {
+		if r.name == "" || strings.HasSuffix(r.name, ".") || !forward.ValidName(r.name) {
 			return bad("want CIDR, ADDR, HOST or *, then optionally :PORT or :LOW-HIGH")
 		}
 	}
@@ -138,27 +140,6 @@ func parsePort(s string) (uint16, error) {
 		return 0, fmt.Errorf("port %q out of range 1-65535", s)
 	}
 	return uint16(p), nil
-}
-
-// validName reports whether s is a DNS name: dot-separated labels of 1-63
-// letters, digits, '-' and '_' (not starting or ending with '-'), 253 bytes
-// at most.
-func validName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // String returns the rule as it was parsed.

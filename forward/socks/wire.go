@@ -246,23 +246,20 @@ func readMessage(r io.Reader, fixed int) ([]byte, error) {
 }
 
 // ReadRequest reads one Request from r, consuming nothing after it.
-func ReadRequest(r io.Reader) (Request, error) {
-	b, err := readVersioned(r, 1)
-	if err != nil {
-		return Request{}, err
-	}
-	req, _, err := ParseRequest(b)
-	return req, err
-}
+func ReadRequest(r io.Reader) (Request, error) { return readParsed(r, 1, ParseRequest) }
 
 // ReadReply reads one Reply from r, consuming nothing after it.
-func ReadReply(r io.Reader) (Reply, error) {
-	b, err := readVersioned(r, 2)
+func ReadReply(r io.Reader) (Reply, error) { return readParsed(r, 2, ParseReply) }
+
+// readParsed reads a message with readVersioned and decodes it with parse.
+func readParsed[T any](r io.Reader, fixed int, parse func([]byte) (T, int, error)) (T, error) {
+	b, err := readVersioned(r, fixed)
 	if err != nil {
-		return Reply{}, err
+		var zero T
+		return zero, err
 	}
-	rep, _, err := ParseReply(b)
-	return rep, err
+	v, _, err := parse(b)
+	return v, err
 }
 
 // readVersioned is readMessage for a message that starts with Version; a
