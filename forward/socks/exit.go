@@ -58,7 +58,7 @@ func (e *Exit) Serve(ctx context.Context, accept func(context.Context) (net.Conn
 // and the stream is closed. Handle always closes stream; its error says why
 // the connection failed (nil for a clean end).
 func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
-	log := logger(e.Logger).With("stream", stream.RemoteAddr().String())
+	log := logger(e.Logger).With("stream", remote(stream))
 	timeout := e.HeaderTimeout
 	if timeout <= 0 {
 		timeout = SetupTimeout
@@ -75,11 +75,11 @@ func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 		}
 		_, _ = stream.Write(Reply{Status: status}.Append(nil))
 		_ = stream.Close()
-		return fmt.Errorf("socks: stream %s: read request: %w", stream.RemoteAddr(), err)
+		return fmt.Errorf("socks: stream %s: read request: %w", remote(stream), err)
 	}
 	if !headerInTime {
 		_ = stream.Close()
-		return fmt.Errorf("socks: stream %s: no request within %v", stream.RemoteAddr(), timeout)
+		return fmt.Errorf("socks: stream %s: no request within %v", remote(stream), timeout)
 	}
 
 	c, status, err := e.connect(ctx, req.Dest)
@@ -91,7 +91,7 @@ func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 		} else {
 			log.Info("socks: cannot reach destination", "dest", req.Dest.String(), "status", status.String(), "err", err)
 		}
-		return fmt.Errorf("socks: stream %s: %s: %w", stream.RemoteAddr(), req.Dest, err)
+		return fmt.Errorf("socks: stream %s: %s: %w", remote(stream), req.Dest, err)
 	}
 	var bound Addr
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
@@ -101,14 +101,14 @@ func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 	if _, err := stream.Write(Reply{Status: Succeeded, Bound: bound}.Append(nil)); err != nil {
 		_ = stream.Close()
 		_ = c.Close()
-		return fmt.Errorf("socks: stream %s: write reply: %w", stream.RemoteAddr(), err)
+		return fmt.Errorf("socks: stream %s: write reply: %w", remote(stream), err)
 	}
-	log.Debug("socks: connected", "dest", req.Dest.String(), "addr", c.RemoteAddr().String())
+	log.Debug("socks: connected", "dest", req.Dest.String(), "addr", remote(c))
 	start := time.Now()
 	down, up, err := forward.Join(ctx, stream, c)
 	log.Debug("socks: closed", "dest", req.Dest.String(), "sent", down, "received", up, "duration", time.Since(start), "err", err)
 	if err != nil {
-		return fmt.Errorf("socks: stream %s: %s: %w", stream.RemoteAddr(), req.Dest, err)
+		return fmt.Errorf("socks: stream %s: %s: %w", remote(stream), req.Dest, err)
 	}
 	return nil
 }
@@ -155,6 +155,9 @@ func (e *Exit) connect(ctx context.Context, dest Addr) (net.Conn, Status, error)
 			resolver = net.DefaultResolver
 		}
 		ips, err := resolver.LookupNetIP(ctx, "ip", dest.Name)
+		if err == nil && len(ips) == 0 {
+			err = fmt.Errorf("%s has no address", dest.Name)
+		}
 		if err != nil {
 			return nil, HostUnreachable, fmt.Errorf("resolve: %w", err)
 		}

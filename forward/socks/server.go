@@ -67,7 +67,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // It always closes c. The error says why the connection failed (nil for a
 // clean end).
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
-	log := logger(s.Logger).With("client", c.RemoteAddr().String())
+	log := logger(s.Logger).With("client", remote(c))
 	timeout := s.Timeout
 	if timeout <= 0 {
 		timeout = SetupTimeout
@@ -101,7 +101,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 		if sctx.Err() != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%w (setup took longer than %v)", err, timeout)
 		}
-		return fmt.Errorf("socks: client %s: %w", c.RemoteAddr(), err)
+		return fmt.Errorf("socks: client %s: %w", remote(c), err)
 	}
 
 	dest, err := serverHandshake(c, s.Auth)
@@ -142,7 +142,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	up, down, err := forward.Join(ctx, c, stream)
 	log.Debug("socks: closed", "dest", dest.String(), "sent", up, "received", down, "duration", time.Since(start), "err", err)
 	if err != nil {
-		return fmt.Errorf("socks: client %s: %w", c.RemoteAddr(), err)
+		return fmt.Errorf("socks: client %s: %w", remote(c), err)
 	}
 	return nil
 }
@@ -241,6 +241,15 @@ func checkUserPass(rw io.ReadWriter, auth *Auth) error {
 // socksReply encodes a SOCKS5 reply: VER REP RSV ATYP BND.ADDR BND.PORT.
 func socksReply(s Status, bound Addr) []byte {
 	return unspecified(bound).Append([]byte{socksVersion, byte(s), 0})
+}
+
+// remote names the peer of c, which may have no address (a Unix socket
+// client).
+func remote(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil && a.String() != "" {
+		return a.String()
+	}
+	return "?"
 }
 
 func logger(l *slog.Logger) *slog.Logger {

@@ -198,10 +198,12 @@ func TestConnectionRefused(t *testing.T) {
 }
 
 func TestUnresolvableName(t *testing.T) {
-	exit := &Exit{Rules: AllowAll(), Resolver: fakeResolver{}}
+	exit := &Exit{Rules: AllowAll(), Resolver: fakeResolver{"empty.test": {}}}
 	e := startEnv(t, exit, nil)
-	if _, st, err := socksDial(e.proxy, Addr{Name: "nowhere.test", Port: 80}, "", ""); err != nil || st != HostUnreachable {
-		t.Fatalf("CONNECT to an unknown name: %v, %v; want %v", st, err, HostUnreachable)
+	for _, name := range []string{"nowhere.test", "empty.test", "bad name"} {
+		if _, st, err := socksDial(e.proxy, Addr{Name: name, Port: 80}, "", ""); err != nil || st != HostUnreachable {
+			t.Errorf("CONNECT to %q: %v, %v; want %v", name, st, err, HostUnreachable)
+		}
 	}
 }
 
