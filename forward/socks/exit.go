@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,6 +43,25 @@ type Exit struct {
 	// Logger receives refused destinations at Warn, failed dials at Info,
 	// the rest at Debug; nil for silence.
 	Logger *slog.Logger
+
+	streams, connected, refused, unreachable, badRequests atomic.Uint64
+}
+
+// ExitStats counts what an Exit did with its streams.
+type ExitStats struct {
+	Streams     uint64 // streams handled
+	Connected   uint64 // destinations connected to
+	Refused     uint64 // destinations the rules refused
+	Unreachable uint64 // destinations that could not be reached
+	BadRequests uint64 // streams without a valid Request in time
+}
+
+// Stats returns the Exit's counters.
+func (e *Exit) Stats() ExitStats {
+	return ExitStats{
+		Streams: e.streams.Load(), Connected: e.connected.Load(), Refused: e.refused.Load(),
+		Unreachable: e.unreachable.Load(), BadRequests: e.badRequests.Load(),
+	}
 }
 
 // Serve accepts streams with accept(ctx) and handles each with Handle, at
@@ -59,6 +79,7 @@ func (e *Exit) Serve(ctx context.Context, accept func(context.Context) (net.Conn
 // the connection failed (nil for a clean end).
 func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 	log := logger(e.Logger).With("stream", remote(stream))
+	e.streams.Add(1)
 	timeout := e.HeaderTimeout
 	if timeout <= 0 {
 		timeout = SetupTimeout
@@ -68,6 +89,9 @@ func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 	req, err := ReadRequest(stream)
 	headerInTime := stopHeader()
 	cancel()
+	if err != nil || !headerInTime {
+		e.badRequests.Add(1)
+	}
 	if err != nil {
 		status := GeneralFailure
 		if errors.Is(err, ErrAddrType) {
@@ -87,8 +111,10 @@ func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 		_, _ = stream.Write(Reply{Status: status}.Append(nil))
 		_ = stream.Close()
 		if status == NotAllowed {
+			e.refused.Add(1)
 			log.Warn("socks: destination refused by the rules", "dest", req.Dest.String(), "why", err)
 		} else {
+			e.unreachable.Add(1)
 			log.Info("socks: cannot reach destination", "dest", req.Dest.String(), "status", status.String(), "err", err)
 		}
 		return fmt.Errorf("socks: stream %s: %s: %w", remote(stream), req.Dest, err)
@@ -103,6 +129,7 @@ func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 		_ = c.Close()
 		return fmt.Errorf("socks: stream %s: write reply: %w", remote(stream), err)
 	}
+	e.connected.Add(1)
 	log.Debug("socks: connected", "dest", req.Dest.String(), "addr", remote(c))
 	start := time.Now()
 	down, up, err := forward.Join(ctx, stream, c)

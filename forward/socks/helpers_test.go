@@ -58,6 +58,10 @@ func (s *syncBuffer) String() string {
 type env struct {
 	proxy   string      // the SOCKS server's address
 	exitLog *syncBuffer // what the exit logged
+	srv     *Server
+	// stop ends both Serve calls and waits for every connection to end,
+	// so that counters are final; it also runs at cleanup.
+	stop func()
 }
 
 // startEnv runs exit behind a SOCKS server with auth until cleanup.
@@ -70,7 +74,7 @@ func startEnv(t *testing.T, exit *Exit, auth *Auth) env {
 	streamLn := listen(t)
 	proxyLn := listen(t)
 	e.proxy = proxyLn.Addr().String()
-	srv := &Server{
+	e.srv = &Server{
 		Open: func(ctx context.Context) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "tcp", streamLn.Addr().String())
 		},
@@ -82,11 +86,17 @@ func startEnv(t *testing.T, exit *Exit, auth *Auth) env {
 	wg.Go(func() {
 		exitErr = exit.Serve(ctx, func(context.Context) (net.Conn, error) { return streamLn.Accept() })
 	})
-	wg.Go(func() { srvErr = srv.Serve(ctx, proxyLn) })
+	wg.Go(func() { srvErr = e.srv.Serve(ctx, proxyLn) })
+	var once sync.Once
+	e.stop = func() {
+		once.Do(func() {
+			cancel()
+			streamLn.Close()
+			wg.Wait()
+		})
+	}
 	t.Cleanup(func() {
-		cancel()
-		streamLn.Close()
-		wg.Wait()
+		e.stop()
 		if exitErr != nil && !errors.Is(exitErr, context.Canceled) {
 			t.Errorf("Exit.Serve = %v", exitErr)
 		}

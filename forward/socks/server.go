@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/servald/servald/forward"
@@ -51,6 +52,25 @@ type Server struct {
 	// Logger receives per-connection errors at Warn, the rest at Debug;
 	// nil for silence.
 	Logger *slog.Logger
+
+	clients, connected, authFailures, badClients, exitFailures atomic.Uint64
+}
+
+// ServerStats counts what a Server did with its clients.
+type ServerStats struct {
+	Clients      uint64 // connections handled
+	Connected    uint64 // clients connected through the exit
+	AuthFailures uint64 // wrong username or password
+	BadClients   uint64 // other handshake failures (protocol errors, closed early)
+	ExitFailures uint64 // no stream, no reply, or a reply other than Succeeded
+}
+
+// Stats returns the Server's counters.
+func (s *Server) Stats() ServerStats {
+	return ServerStats{
+		Clients: s.clients.Load(), Connected: s.connected.Load(), AuthFailures: s.authFailures.Load(),
+		BadClients: s.badClients.Load(), ExitFailures: s.exitFailures.Load(),
+	}
 }
 
 // Serve accepts SOCKS clients on ln and handles each with ServeConn, at
@@ -68,6 +88,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // clean end).
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	log := logger(s.Logger).With("client", remote(c))
+	s.clients.Add(1)
 	timeout := s.Timeout
 	if timeout <= 0 {
 		timeout = SetupTimeout
@@ -106,6 +127,11 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 
 	dest, err := serverHandshake(c, s.Auth)
 	if err != nil {
+		if errors.Is(err, errBadPassword) {
+			s.authFailures.Add(1)
+		} else {
+			s.badClients.Add(1)
+		}
 		return fail(err)
 	}
 	st, err := s.Open(sctx)
@@ -116,15 +142,18 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	}
 	mu.Unlock()
 	if err != nil {
+		s.exitFailures.Add(1)
 		_, _ = c.Write(socksReply(GeneralFailure, Addr{}))
 		return fail(fmt.Errorf("open stream: %w", err))
 	}
 	if _, err := stream.Write(Request{Dest: dest}.Append(nil)); err != nil {
+		s.exitFailures.Add(1)
 		_, _ = c.Write(socksReply(GeneralFailure, Addr{}))
 		return fail(fmt.Errorf("send request: %w", err))
 	}
 	rep, err := ReadReply(stream)
 	if err != nil {
+		s.exitFailures.Add(1)
 		_, _ = c.Write(socksReply(GeneralFailure, Addr{}))
 		return fail(fmt.Errorf("no reply from the exit: %w", err))
 	}
@@ -132,11 +161,13 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 		return fail(err)
 	}
 	if rep.Status != Succeeded {
+		s.exitFailures.Add(1)
 		return fail(fmt.Errorf("exit: %s: %s", dest, rep.Status))
 	}
 	if !stopSetup() {
 		return fail(errors.New("setup timed out"))
 	}
+	s.connected.Add(1)
 	log.Debug("socks: connected", "dest", dest.String(), "bound", rep.Bound.String())
 	start := time.Now()
 	up, down, err := forward.Join(ctx, c, stream)
@@ -210,6 +241,10 @@ func serverHandshake(rw io.ReadWriter, auth *Auth) (Addr, error) {
 	return dest, nil
 }
 
+// errBadPassword is the error of a client that gave a wrong username or
+// password.
+var errBadPassword = errors.New("wrong username or password")
+
 // checkUserPass runs the RFC 1929 subnegotiation.
 func checkUserPass(rw io.ReadWriter, auth *Auth) error {
 	// VER ULEN UNAME PLEN PASSWD
@@ -232,7 +267,7 @@ func checkUserPass(rw io.ReadWriter, auth *Auth) error {
 	}
 	if !auth.Check(user, string(b[3+ulen:3+ulen+plen])) {
 		_, _ = rw.Write([]byte{userPassVersion, userPassFailure})
-		return fmt.Errorf("wrong username or password for %q", user)
+		return fmt.Errorf("%w for %q", errBadPassword, user)
 	}
 	_, err := rw.Write([]byte{userPassVersion, userPassSuccess})
 	return err

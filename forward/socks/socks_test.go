@@ -162,7 +162,8 @@ func TestRefusedByRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := startEnv(t, &Exit{Rules: tt.rules}, nil)
+			exit := &Exit{Rules: tt.rules}
+			e := startEnv(t, exit, nil)
 			c, st, err := socksDial(e.proxy, tt.dest, "", "")
 			if err != nil {
 				t.Fatal(err)
@@ -174,6 +175,13 @@ func TestRefusedByRules(t *testing.T) {
 				t.Fatalf("status %v, want %v", st, NotAllowed)
 			}
 			waitLog(t, e.exitLog, "destination refused by the rules")
+			e.stop()
+			if st := exit.Stats(); st != (ExitStats{Streams: 1, Refused: 1}) {
+				t.Errorf("exit stats %+v", st)
+			}
+			if st := e.srv.Stats(); st != (ServerStats{Clients: 1, ExitFailures: 1}) {
+				t.Errorf("server stats %+v", st)
+			}
 		})
 	}
 }
@@ -191,9 +199,14 @@ func waitLog(t *testing.T, log *syncBuffer, want string) {
 }
 
 func TestConnectionRefused(t *testing.T) {
-	e := startEnv(t, &Exit{Rules: mustRules(t, "127.0.0.1")}, nil)
+	exit := &Exit{Rules: mustRules(t, "127.0.0.1")}
+	e := startEnv(t, exit, nil)
 	if _, st, err := socksDial(e.proxy, ipAddr(closedPort(t)), "", ""); err != nil || st != ConnectionRefused {
 		t.Fatalf("CONNECT to a closed port: %v, %v; want %v", st, err, ConnectionRefused)
+	}
+	e.stop()
+	if st := exit.Stats(); st != (ExitStats{Streams: 1, Unreachable: 1}) {
+		t.Errorf("exit stats %+v", st)
 	}
 }
 
@@ -272,6 +285,10 @@ func TestAuth(t *testing.T) {
 	defer c.Close()
 	if err := exchange(c, []byte("authenticated")); err != nil {
 		t.Fatal(err)
+	}
+	e.stop()
+	if st := e.srv.Stats(); st != (ServerStats{Clients: 6, Connected: 1, AuthFailures: 4, BadClients: 1}) {
+		t.Errorf("server stats %+v", st)
 	}
 }
 
