@@ -80,10 +80,7 @@ func (e *Exit) Serve(ctx context.Context, accept func(context.Context) (net.Conn
 func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 	log := logger(e.Logger).With("stream", remote(stream))
 	e.streams.Add(1)
-	timeout := e.HeaderTimeout
-	if timeout <= 0 {
-		timeout = SetupTimeout
-	}
+	timeout := orDefault(e.HeaderTimeout, SetupTimeout)
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	stopHeader := context.AfterFunc(hctx, func() { _ = stream.Close() })
 	req, err := ReadRequest(stream)
@@ -147,11 +144,7 @@ var errRefused = errors.New("not allowed by the rules")
 // first allowed address that accepts. On failure it returns the SOCKS5 code
 // that says why.
 func (e *Exit) connect(ctx context.Context, dest Addr) (net.Conn, Status, error) {
-	timeout := e.DialTimeout
-	if timeout <= 0 {
-		timeout = forward.DialTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, orDefault(e.DialTimeout, forward.DialTimeout))
 	defer cancel()
 
 	if !dest.IP.IsValid() {

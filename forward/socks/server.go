@@ -89,10 +89,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	log := logger(s.Logger).With("client", remote(c))
 	s.clients.Add(1)
-	timeout := s.Timeout
-	if timeout <= 0 {
-		timeout = SetupTimeout
-	}
+	timeout := orDefault(s.Timeout, SetupTimeout)
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// When the setup takes too long or ctx is done, closing the stream (or
@@ -285,6 +282,14 @@ func remote(c net.Conn) string {
 		return a.String()
 	}
 	return "?"
+}
+
+// orDefault returns d, or def if d is not positive.
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 func logger(l *slog.Logger) *slog.Logger {
