@@ -50,7 +50,7 @@ type Exit struct {
 // ExitStats counts what an Exit did with its streams.
 type ExitStats struct {
 	Streams     uint64 // streams handled
-	Connected   uint64 // destinations connected to
+	Connected   uint64 // destinations connected to (whether the reply got through or not)
 	Refused     uint64 // destinations the rules refused
 	Unreachable uint64 // destinations that could not be reached
 	BadRequests uint64 // streams without a valid Request in time
@@ -105,8 +105,8 @@ func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 
 	c, status, err := e.connect(ctx, req.Dest)
 	if err != nil {
-		_, _ = stream.Write(Reply{Status: status}.Append(nil))
-		_ = stream.Close()
+		// Counted and logged before the reply, so that a client that has
+		// it finds both.
 		if status == NotAllowed {
 			e.refused.Add(1)
 			log.Warn("socks: destination refused by the rules", "dest", req.Dest.String(), "why", err)
@@ -114,6 +114,8 @@ func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 			e.unreachable.Add(1)
 			log.Info("socks: cannot reach destination", "dest", req.Dest.String(), "status", status.String(), "err", err)
 		}
+		_, _ = stream.Write(Reply{Status: status}.Append(nil))
+		_ = stream.Close()
 		return fmt.Errorf("socks: stream %s: %s: %w", remote(stream), req.Dest, err)
 	}
 	var bound Addr
@@ -121,12 +123,12 @@ func (e *Exit) Handle(ctx context.Context, stream net.Conn) error {
 		ap := ta.AddrPort()
 		bound = Addr{IP: ap.Addr().Unmap(), Port: ap.Port()}
 	}
+	e.connected.Add(1)
 	if _, err := stream.Write(Reply{Status: Succeeded, Bound: bound}.Append(nil)); err != nil {
 		_ = stream.Close()
 		_ = c.Close()
 		return fmt.Errorf("socks: stream %s: write reply: %w", remote(stream), err)
 	}
-	e.connected.Add(1)
 	log.Debug("socks: connected", "dest", req.Dest.String(), "addr", remote(c))
 	start := time.Now()
 	down, up, err := forward.Join(ctx, stream, c)
