@@ -1,0 +1,300 @@
+package probe
+
+// The responder: answers echo requests on EchoPort and trace requests on
+// TracePort.
+//
+// Packet path: one goroutine per bound port reads a request, parses it
+// (malformed: dropped, counted), asks the limiter (over the source's rate or
+// the total: dropped, counted), looks the answer up in a snapshot of the
+// routing table taken at most every TableTTL, and writes the reply, never
+// longer than the request, back to the address the request came from.
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/mesh"
+)
+
+// ResponderConfig configures a Responder. Zero limits take the defaults of
+// DefaultResponderConfig.
+type ResponderConfig struct {
+	// Self is the SID of the node the responder answers for (required).
+	Self identity.SID
+	// Table is the node's routing table (required).
+	Table Table
+	// Echo is the node's EchoPort; nil: echo requests are not answered.
+	Echo PacketConn
+	// Trace is the node's TracePort; nil: trace requests are not answered.
+	Trace PacketConn
+	// Rate is how many requests a second one source gets answered, and
+	// Burst how many in a row. Default 10 and 20.
+	Rate  float64
+	Burst int
+	// TotalRate and TotalBurst bound the requests answered from all
+	// sources together. Default 100 and 200.
+	TotalRate  float64
+	TotalBurst int
+	// MaxSources bounds the sources whose rate is tracked. Default 1024.
+	MaxSources int
+	// TableTTL is how long a snapshot of the routing table answers
+	// requests. Default 250 ms.
+	TableTTL time.Duration
+	// Logger receives the responder's logs; nil is silent.
+	Logger *slog.Logger
+}
+
+// DefaultResponderConfig returns the default limits.
+func DefaultResponderConfig() ResponderConfig {
+	return ResponderConfig{
+		Rate: 10, Burst: 20,
+		TotalRate: 100, TotalBurst: 200,
+		MaxSources: 1024,
+		TableTTL:   250 * time.Millisecond,
+	}
+}
+
+func (c *ResponderConfig) fill() {
+	d := DefaultResponderConfig()
+	if c.Rate <= 0 {
+		c.Rate = d.Rate
+	}
+	if c.Burst <= 0 {
+		c.Burst = d.Burst
+	}
+	if c.TotalRate <= 0 {
+		c.TotalRate = d.TotalRate
+	}
+	if c.TotalBurst <= 0 {
+		c.TotalBurst = d.TotalBurst
+	}
+	if c.MaxSources <= 0 {
+		c.MaxSources = d.MaxSources
+	}
+	if c.TableTTL <= 0 {
+		c.TableTTL = d.TableTTL
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *ResponderConfig) Validate() error {
+	switch {
+	case c.Self.IsZero():
+		return errors.New("probe: responder config has no SID")
+	case c.Table == nil:
+		return errors.New("probe: responder config has no routing table")
+	}
+	return nil
+}
+
+// ResponderStats counts what a Responder did.
+type ResponderStats struct {
+	Echoes      uint64 // echo requests answered
+	Traces      uint64 // trace requests answered
+	Malformed   uint64 // requests dropped as malformed (or not requests)
+	RateLimited uint64 // requests dropped over a rate limit
+	WriteErrors uint64 // replies that could not be sent
+	TableErrors uint64 // failed reads of the routing table
+}
+
+// Responder answers echo and trace requests for one node.
+type Responder struct {
+	cfg  ResponderConfig
+	wg   sync.WaitGroup
+	once sync.Once
+
+	mu    sync.Mutex
+	lim   *limiter  // guarded by mu
+	snap  snapshot  // guarded by mu
+	snapT time.Time // when snap was taken; guarded by mu
+
+	echoes, traces, malformed, limited, writeErrs, tableErrs atomic.Uint64
+}
+
+// snapshot is what the responder needs of the routing table, by SID.
+type snapshot struct {
+	routes map[identity.SID]mesh.Route
+	addrs  map[identity.SID]string // neighbours' UDP addresses
+}
+
+// NewResponder answers requests on cfg.Echo and cfg.Trace until Close,
+// which closes them.
+func NewResponder(cfg ResponderConfig) (*Responder, error) {
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := newResponder(cfg, time.Now())
+	for _, p := range []struct {
+		pc   PacketConn
+		port uint16
+	}{{cfg.Echo, EchoPort}, {cfg.Trace, TracePort}} {
+		if p.pc != nil {
+			r.wg.Add(1)
+			go r.serve(p.pc, p.port)
+		}
+	}
+	return r, nil
+}
+
+func newResponder(cfg ResponderConfig, now time.Time) *Responder {
+	return &Responder{cfg: cfg, lim: newLimiter(cfg, now)}
+}
+
+// Close stops answering and closes the ports.
+func (r *Responder) Close() error {
+	r.once.Do(func() {
+		if r.cfg.Echo != nil {
+			r.cfg.Echo.Close()
+		}
+		if r.cfg.Trace != nil {
+			r.cfg.Trace.Close()
+		}
+	})
+	r.wg.Wait()
+	return nil
+}
+
+// Stats returns the responder's counters.
+func (r *Responder) Stats() ResponderStats {
+	return ResponderStats{
+		Echoes: r.echoes.Load(), Traces: r.traces.Load(),
+		Malformed: r.malformed.Load(), RateLimited: r.limited.Load(),
+		WriteErrors: r.writeErrs.Load(), TableErrors: r.tableErrs.Load(),
+	}
+}
+
+func (r *Responder) serve(pc PacketConn, port uint16) {
+	defer r.wg.Done()
+	log := r.cfg.Logger.With("port", port)
+	// One byte more than the largest request, so that a longer one is seen
+	// to be too long rather than cut to fit.
+	buf := make([]byte, HeaderLen+MaxData+1)
+	out := make([]byte, 0, HeaderLen+MaxData)
+	for {
+		k, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				log.Warn("probe: responder stops", "err", err)
+			}
+			return
+		}
+		a, ok := mesh.AddrOf(from)
+		if !ok {
+			r.malformed.Add(1)
+			continue
+		}
+		reply := r.handle(port, buf[:k], out, a.SID, time.Now())
+		if reply == nil {
+			continue
+		}
+		if _, err := pc.WriteTo(reply, from); err != nil {
+			r.writeErrs.Add(1)
+			log.Debug("probe: reply not sent", "to", a.SID.Short(), "err", err)
+		}
+	}
+}
+
+// handle answers request b, which arrived on port from node src at now,
+// with a reply appended to out[:0] (never longer than b), or returns nil
+// when b gets no answer.
+func (r *Responder) handle(port uint16, b, out []byte, src identity.SID, now time.Time) []byte {
+	var reply []byte
+	switch port {
+	case EchoPort:
+		e, _, err := ParseEcho(b)
+		if err != nil || e.Reply {
+			r.malformed.Add(1)
+			return nil
+		}
+		snap, ok := r.admit(src, now)
+		if !ok {
+			return nil
+		}
+		e.Reply, e.Hops = true, HopsUnknown
+		if src == r.cfg.Self {
+			e.Hops = 0
+		} else if rt, ok := snap.routes[src]; ok {
+			e.Hops = rt.Hops
+		}
+		reply = e.Append(out[:0])
+		r.echoes.Add(1)
+	case TracePort:
+		q, _, err := ParseTraceRequest(b)
+		if err != nil {
+			r.malformed.Add(1)
+			return nil
+		}
+		snap, ok := r.admit(src, now)
+		if !ok {
+			return nil
+		}
+		t := TraceReply{ID: q.ID, Seq: q.Seq, Status: StatusNoRoute}
+		if q.Dst == r.cfg.Self {
+			t.Status = StatusDestination
+		} else if rt, ok := snap.routes[q.Dst]; ok && !rt.NextHop.IsZero() {
+			t.Status, t.Next, t.Hops, t.Addr = StatusNext, rt.NextHop, rt.Hops, snap.addrs[rt.NextHop]
+		}
+		reply = t.Append(out[:0])
+		r.traces.Add(1)
+	default:
+		return nil
+	}
+	if len(reply) > len(b) {
+		// The codecs make this impossible; a reply must never amplify.
+		r.cfg.Logger.Error("probe: reply longer than its request", "reply", len(reply), "request", len(b))
+		return nil
+	}
+	return reply
+}
+
+// admit asks the limiter whether src may be answered now, and returns the
+// routing table snapshot to answer from.
+func (r *Responder) admit(src identity.SID, now time.Time) (snapshot, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.lim.allow(src, now) {
+		r.limited.Add(1)
+		return snapshot{}, false
+	}
+	if r.snapT.IsZero() || now.Sub(r.snapT) >= r.cfg.TableTTL || now.Before(r.snapT) {
+		r.refreshLocked(now)
+	}
+	return r.snap, true
+}
+
+// refreshLocked takes a new snapshot of the routing table. On error the
+// old one stays, for another TableTTL.
+func (r *Responder) refreshLocked(now time.Time) {
+	r.snapT = now
+	routes, err := r.cfg.Table.Routes()
+	if err != nil {
+		r.tableErrs.Add(1)
+		r.cfg.Logger.Debug("probe: routing table", "err", err)
+		return
+	}
+	nbs, err := r.cfg.Table.Neighbours()
+	if err != nil {
+		r.tableErrs.Add(1)
+		r.cfg.Logger.Debug("probe: neighbours", "err", err)
+		return
+	}
+	s := snapshot{routes: make(map[identity.SID]mesh.Route, len(routes)), addrs: make(map[identity.SID]string, len(nbs))}
+	for _, rt := range routes {
+		s.routes[rt.SID] = rt
+	}
+	for _, nb := range nbs {
+		if nb.Addr != nil {
+			s.addrs[nb.SID] = nb.Addr.String()
+		}
+	}
+	r.snap = s
+}
