@@ -32,7 +32,7 @@ func (a strAddr) String() string  { return string(a) }
 
 var (
 	self    = sid(0xAA)
-	pinger   = sid(0x01)
+	pinger  = sid(0x01)
 	near    = sid(0x02) // a neighbour of self
 	far     = sid(0x03) // three hops away, through near
 	nowhere = sid(0x04)
