@@ -93,23 +93,7 @@ func (c *chain) waitHops(t *testing.T, from, to int) {
 // respond runs a responder on node i, answering echo and trace as asked.
 func (c *chain) respond(t *testing.T, i int, echo, trace bool, cfg probe.ResponderConfig) *probe.Responder {
 	t.Helper()
-	n := c.nodes[i]
-	cfg.Self, cfg.Table = n.SID(), probe.NodeTable(n)
-	if echo {
-		pc, err := n.Bind(probe.EchoPort)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Echo = pc
-	}
-	if trace {
-		pc, err := n.Bind(probe.TracePort)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Trace = pc
-	}
-	r, err := probe.NewResponder(cfg)
+	r, err := probe.ServeNode(c.nodes[i], cfg, echo, trace)
 	if err != nil {
 		t.Fatal(err)
 	}

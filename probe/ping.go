@@ -82,6 +82,40 @@ type Reply struct {
 	Err error
 }
 
+// String formats r as ping(8) does a reply:
+// "64 bytes from 4F3A09B1: seq=1 hops=3 time=2.41 ms" ("hops=?" when the
+// responder had no route, " (DUP!)" after a duplicate), or
+// "seq=1: ERROR" for a request that could not be sent.
+func (r Reply) String() string {
+	if r.Err != nil {
+		return fmt.Sprintf("seq=%d: %v", r.Seq, r.Err)
+	}
+	hops := "?"
+	if r.Hops != HopsUnknown {
+		hops = fmt.Sprint(r.Hops)
+	}
+	s := fmt.Sprintf("%d bytes from %s: seq=%d hops=%s time=%s ms", r.Size, r.From.Short(), r.Seq, hops, rttString(r.RTT))
+	if r.Dup {
+		s += " (DUP!)"
+	}
+	return s
+}
+
+// rttString formats d in milliseconds as ping(8) does: three significant
+// digits below 100 ms (0.123, 2.41, 24.1), whole milliseconds above (241).
+func rttString(d time.Duration) string {
+	m := float64(d) / float64(time.Millisecond)
+	switch {
+	case m >= 100:
+		return fmt.Sprintf("%.0f", m)
+	case m >= 10:
+		return fmt.Sprintf("%.1f", m)
+	case m >= 1:
+		return fmt.Sprintf("%.2f", m)
+	}
+	return fmt.Sprintf("%.3f", m)
+}
+
 // Summary sums up a run of RunPing.
 type Summary struct {
 	To identity.SID

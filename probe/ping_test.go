@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -168,5 +169,27 @@ func TestPingDuplicatesAndErrors(t *testing.T) {
 	})
 	if err != nil || sum.Received < 5 || !pc.isClosed() {
 		t.Fatalf("cancelled run: %+v, %v, closed %v", sum, err, pc.isClosed())
+	}
+}
+
+func TestFormats(t *testing.T) {
+	from := sid(0x4F)
+	tests := []struct {
+		got  fmt.Stringer
+		want string
+	}{
+		{Reply{Seq: 1, From: from, Size: 64, Hops: 3, RTT: 2414 * time.Microsecond}, "64 bytes from 4F4F4F4F: seq=1 hops=3 time=2.41 ms"},
+		{Reply{Seq: 2, From: from, Size: 8, Hops: HopsUnknown, RTT: 123456 * time.Nanosecond, Dup: true}, "8 bytes from 4F4F4F4F: seq=2 hops=? time=0.123 ms (DUP!)"},
+		{Reply{Seq: 3, From: from, Size: 64, Hops: 4, RTT: 24130 * time.Microsecond}, "64 bytes from 4F4F4F4F: seq=3 hops=4 time=24.1 ms"},
+		{Reply{Seq: 4, From: from, Size: 64, Hops: 4, RTT: 241300 * time.Microsecond}, "64 bytes from 4F4F4F4F: seq=4 hops=4 time=241 ms"},
+		{Reply{Seq: 5, Err: errors.New("mesh: no route")}, "seq=5: mesh: no route"},
+		{Hop{N: 2, SID: from, Addr: "192.0.2.7:4110", RTT: 2414 * time.Microsecond, Hops: 2}, " 2  4F4F4F4F  192.0.2.7:4110  2.41 ms"},
+		{Hop{N: 12, SID: from, RTT: 30 * time.Millisecond}, "12  4F4F4F4F  -  30.0 ms"},
+		{Hop{N: 3, SID: from, Addr: "mem:4", Lost: true}, " 3  4F4F4F4F  mem:4  *"},
+	}
+	for _, tt := range tests {
+		if got := tt.got.String(); got != tt.want {
+			t.Errorf("%+v:\n got %q\nwant %q", tt.got, got, tt.want)
+		}
 	}
 }

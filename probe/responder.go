@@ -11,6 +11,7 @@ package probe
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -143,6 +144,38 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 		}
 	}
 	return r, nil
+}
+
+// ServeNode answers echo (if echo) and trace (if trace) requests for n, a
+// node running in this process: it binds EchoPort and TracePort on n and
+// runs a Responder on them with cfg's limits (cfg.Self, Table, Echo and
+// Trace are set from n). With neither, it binds nothing and answers
+// nothing: the node has ping and trace switched off.
+func ServeNode(n *mesh.Node, cfg ResponderConfig, echo, trace bool) (*Responder, error) {
+	cfg.Self, cfg.Table, cfg.Echo, cfg.Trace = n.SID(), NodeTable(n), nil, nil
+	var err error
+	if echo {
+		if cfg.Echo, err = n.Bind(EchoPort); err != nil {
+			return nil, fmt.Errorf("probe: %w", err)
+		}
+	}
+	if trace {
+		if cfg.Trace, err = n.Bind(TracePort); err != nil {
+			if cfg.Echo != nil {
+				cfg.Echo.Close()
+			}
+			return nil, fmt.Errorf("probe: %w", err)
+		}
+	}
+	r, err := NewResponder(cfg)
+	if err != nil {
+		for _, pc := range []PacketConn{cfg.Echo, cfg.Trace} {
+			if pc != nil {
+				pc.Close()
+			}
+		}
+	}
+	return r, err
 }
 
 func newResponder(cfg ResponderConfig, now time.Time) *Responder {

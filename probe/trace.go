@@ -68,6 +68,21 @@ type Hop struct {
 	Lost bool
 }
 
+// String formats h as a line of a trace: number, SID prefix, address ("-"
+// when not known), RTT ("*" for a hop that did not answer).
+//
+//	2  4F3A09B1  192.0.2.7:4110  2.41 ms
+func (h Hop) String() string {
+	addr := h.Addr
+	if addr == "" {
+		addr = "-"
+	}
+	if h.Lost {
+		return fmt.Sprintf("%2d  %s  %s  *", h.N, h.SID.Short(), addr)
+	}
+	return fmt.Sprintf("%2d  %s  %s  %s ms", h.N, h.SID.Short(), addr, rttString(h.RTT))
+}
+
 // Trace follows the path from the local node (self, whose routing table is
 // table) to node to: the local node's next hop towards it, then that
 // node's next hop as it answers a trace request, and so on, through pc (an
