@@ -84,7 +84,7 @@ func TestThroughDaemon(t *testing.T) {
 	if !errors.Is(err, mesh.ErrNoRoute) || sum.Received != 0 {
 		t.Fatalf("ping to an unknown SID through the daemon: %+v, %v", sum, err)
 	}
-	if took := time.Since(start); took > 400*time.Millisecond {
+	if took := time.Since(start); took > 2*time.Second { // not 10 intervals and the 2 s wait
 		t.Errorf("ping to an unknown SID through the daemon took %v", took)
 	}
 	t.Logf("unknown SID: %v", err)
