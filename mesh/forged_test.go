@@ -30,7 +30,7 @@ func forgedNet(t *testing.T) *memnet.Network {
 	return nw
 }
 
-func forgedID(t *testing.T) *identity.Identity {
+func forgedID(t testing.TB) *identity.Identity {
 	t.Helper()
 	id, err := identity.Generate(nil)
 	if err != nil {
