@@ -550,6 +550,9 @@ func TestTrustClosesMesh(t *testing.T) {
 	if err := n.WaitReachable(ctx, f.SID()); err != nil {
 		t.Fatalf("far node not reached through the trusted neighbour: %v", err)
 	}
+	if err := f.WaitReachable(ctx, n.SID()); err != nil {
+		t.Fatalf("far node does not reach N: %v", err)
+	}
 	exchange(t, n, f, 5, "through T")
 	time.Sleep(500 * time.Millisecond) // 10 hello intervals of U
 	for _, nb := range n.Neighbours() {
