@@ -224,7 +224,16 @@ func (n *Node) handleCookie(b []byte, from net.Addr) {
 			n.stats.verifyLimited.Add(1)
 			return
 		}
-		n.sendHello(from, n.sidAt(from), 0, cookie)
+		var to identity.SID
+		if nb := n.neighbourAt(from); nb != nil {
+			// Our echo had gone stale (a restart, or our hellos lost for
+			// minutes): take the fresh one for later hellos too.
+			nb.mu.Lock()
+			nb.peerCookie = cookie
+			nb.mu.Unlock()
+			to = nb.sid
+		}
+		n.sendHello(from, to, 0, cookie)
 	case n.echoesBroadcast(echo):
 		n.sendCookie(from, cookie)
 	default:

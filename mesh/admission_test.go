@@ -577,3 +577,29 @@ func TestTrustClosesMesh(t *testing.T) {
 		t.Error("a route leads through the untrusted node")
 	}
 }
+
+// TestBroadcastAdmission: two nodes that know nothing of each other but a
+// LAN broadcast address become neighbours through the COOKIE exchange.
+func TestBroadcastAdmission(t *testing.T) {
+	nw := forgedNet(t)
+	ca, cb := nw.Listen(), nw.Listen()
+	mk := func(c *memnet.Conn) *Node {
+		n, err := New(Config{Identity: forgedID(t), Conn: c, Broadcast: []net.Addr{nw.Broadcast()},
+			HelloInterval: 50 * time.Millisecond, NeighbourTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	a, b := mk(ca), mk(cb)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.WaitReachable(ctx, b.SID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitReachable(ctx, a.SID()); err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, a, b, 6, "over the LAN")
+}
