@@ -115,12 +115,7 @@ func TestFreshHellosCreateNoState(t *testing.T) {
 func TestConfiguredPeerBeyondCap(t *testing.T) {
 	nw := forgedNet(t)
 	cn, cp := nw.Listen(), nw.Listen()
-	n, err := New(Config{Identity: forgedID(t), Conn: cn, Peers: []net.Addr{cp.LocalAddr()}, MaxNeighbours: 1,
-		HelloInterval: 50 * time.Millisecond, NeighbourTimeout: 2 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := startNode(t, Config{MaxNeighbours: 1, HelloInterval: 50 * time.Millisecond, NeighbourTimeout: 2 * time.Minute}, cn, cp.LocalAddr())
 	x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
 	defer x.c.Close()
 	xid := forgedID(t)
@@ -173,11 +168,7 @@ func TestUnansweredHelloAmplification(t *testing.T) {
 		t.Parallel()
 		nw := forgedNet(t)
 		cn := nw.Listen()
-		n, err := New(Config{Identity: forgedID(t), Conn: cn, HelloInterval: 100 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
+		startNode(t, Config{HelloInterval: 100 * time.Millisecond}, cn)
 		c := nw.Listen()
 		defer c.Close()
 		count(t, c, cn.LocalAddr())
@@ -188,11 +179,7 @@ func TestUnansweredHelloAmplification(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := New(Config{Identity: forgedID(t), Conn: cn, HelloInterval: 100 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
+		n := startNode(t, Config{HelloInterval: 100 * time.Millisecond}, cn)
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -210,23 +197,29 @@ func inject(n *Node, b []byte, from net.Addr) {
 	n.handle(bp, from)
 }
 
+// startNode starts a node with cfg on c (a fresh identity unless cfg has
+// one), with peers, closed at the end of the test.
+func startNode(t *testing.T, cfg Config, c net.PacketConn, peers ...net.Addr) *Node {
+	t.Helper()
+	if cfg.Identity == nil {
+		cfg.Identity = forgedID(t)
+	}
+	cfg.Conn, cfg.Peers = c, peers
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
 // memPair starts two nodes on nw, b with a as its peer, and waits until
 // each reaches the other.
 func memPair(t *testing.T, nw *memnet.Network, cfg Config) (a, b *Node, ca, cb *memnet.Conn) {
 	t.Helper()
 	ca, cb = nw.Listen(), nw.Listen()
-	mk := func(c *memnet.Conn, peers ...net.Addr) *Node {
-		c2 := cfg
-		c2.Identity, c2.Conn, c2.Peers = forgedID(t), c, peers
-		n, err := New(c2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	a = mk(ca)
-	b = mk(cb, ca.LocalAddr())
+	a = startNode(t, cfg, ca)
+	b = startNode(t, cfg, cb, ca.LocalAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.WaitReachable(ctx, b.SID()); err != nil {
@@ -258,9 +251,9 @@ func exchange(t *testing.T, a, b *Node, port uint16, what string) {
 		}
 		dir.to.SetReadDeadline(time.Now().Add(5 * time.Second))
 		buf := make([]byte, 100)
-		k, _, err := dir.to.ReadFrom(buf)
-		if err != nil || string(buf[:k]) != what {
-			t.Fatalf("%s: got %q, %v", what, buf[:k], err)
+		k, from, err := dir.to.ReadFrom(buf)
+		if err != nil || string(buf[:k]) != what || from != dir.from.LocalAddr() {
+			t.Fatalf("%s: got %q from %v, %v", what, buf[:k], from, err)
 		}
 	}
 }
@@ -369,12 +362,7 @@ func TestFreshOriginsWithinCaps(t *testing.T) {
 func TestTotalRouteCap(t *testing.T) {
 	nw := forgedNet(t)
 	cn := nw.Listen()
-	n, err := New(Config{Identity: forgedID(t), Conn: cn, HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute,
-		MaxRoutes: 100, MaxRoutesPerNeighbour: 80})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := startNode(t, Config{HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute, MaxRoutes: 100, MaxRoutesPerNeighbour: 80}, cn)
 	entries := originEntries(t, 200)
 	for k := range 2 {
 		xid := forgedID(t)
@@ -406,19 +394,9 @@ func TestRelayUnderSignatureFlood(t *testing.T) {
 	nw := forgedNet(t)
 	cn, ca, cb := nw.Listen(), nw.Listen(), nw.Listen()
 	cfg := Config{HelloInterval: 100 * time.Millisecond, NeighbourTimeout: 2 * time.Second}
-	mk := func(c *memnet.Conn, peers ...net.Addr) *Node {
-		c2 := cfg
-		c2.Identity, c2.Conn, c2.Peers = forgedID(t), c, peers
-		n, err := New(c2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	n := mk(cn)
-	a := mk(ca, cn.LocalAddr())
-	b := mk(cb, cn.LocalAddr())
+	n := startNode(t, cfg, cn)
+	a := startNode(t, cfg, ca, cn.LocalAddr())
+	b := startNode(t, cfg, cb, cn.LocalAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := a.WaitReachable(ctx, b.SID()); err != nil {
@@ -525,22 +503,18 @@ func TestRelayUnderSignatureFlood(t *testing.T) {
 func TestTrustClosesMesh(t *testing.T) {
 	nw := forgedNet(t)
 	cn, ct, cu, cf := nw.Listen(), nw.Listen(), nw.Listen(), nw.Listen()
-	ids := []*identity.Identity{forgedID(t), forgedID(t), forgedID(t), forgedID(t)}
-	mk := func(id *identity.Identity, c *memnet.Conn, trust []identity.SID, peers ...net.Addr) *Node {
-		n, err := New(Config{Identity: id, Conn: c, Peers: peers, Trust: trust,
-			HelloInterval: 50 * time.Millisecond, NeighbourTimeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
+	cfg := Config{HelloInterval: 50 * time.Millisecond, NeighbourTimeout: time.Second}
 	// N trusts T only. T and U both have N as a configured peer; F, far
 	// away, is T's neighbour.
-	n := mk(ids[0], cn, []identity.SID{ids[1].SID()})
-	tr := mk(ids[1], ct, nil, cn.LocalAddr())
-	u := mk(ids[2], cu, nil, cn.LocalAddr())
-	f := mk(ids[3], cf, nil, ct.LocalAddr())
+	tid := forgedID(t)
+	closed := cfg
+	closed.Trust = []identity.SID{tid.SID()}
+	n := startNode(t, closed, cn)
+	cfg.Identity = tid
+	tr := startNode(t, cfg, ct, cn.LocalAddr())
+	cfg.Identity = nil
+	u := startNode(t, cfg, cu, cn.LocalAddr())
+	f := startNode(t, cfg, cf, ct.LocalAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := n.WaitReachable(ctx, tr.SID()); err != nil {
@@ -583,16 +557,8 @@ func TestTrustClosesMesh(t *testing.T) {
 func TestBroadcastAdmission(t *testing.T) {
 	nw := forgedNet(t)
 	ca, cb := nw.Listen(), nw.Listen()
-	mk := func(c *memnet.Conn) *Node {
-		n, err := New(Config{Identity: forgedID(t), Conn: c, Broadcast: []net.Addr{nw.Broadcast()},
-			HelloInterval: 50 * time.Millisecond, NeighbourTimeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	a, b := mk(ca), mk(cb)
+	cfg := Config{Broadcast: []net.Addr{nw.Broadcast()}, HelloInterval: 50 * time.Millisecond, NeighbourTimeout: time.Second}
+	a, b := startNode(t, cfg, ca), startNode(t, cfg, cb)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.WaitReachable(ctx, b.SID()); err != nil {
