@@ -213,13 +213,9 @@ func startNode(t *testing.T, cfg Config, c net.PacketConn, peers ...net.Addr) *N
 	return n
 }
 
-// memPair starts two nodes on nw, b with a as its peer, and waits until
-// each reaches the other.
-func memPair(t *testing.T, nw *memnet.Network, cfg Config) (a, b *Node, ca, cb *memnet.Conn) {
+// reachBoth waits until a and b reach each other.
+func reachBoth(t *testing.T, a, b *Node) {
 	t.Helper()
-	ca, cb = nw.Listen(), nw.Listen()
-	a = startNode(t, cfg, ca)
-	b = startNode(t, cfg, cb, ca.LocalAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.WaitReachable(ctx, b.SID()); err != nil {
@@ -228,6 +224,32 @@ func memPair(t *testing.T, nw *memnet.Network, cfg Config) (a, b *Node, ca, cb *
 	if err := b.WaitReachable(ctx, a.SID()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// bindPair binds port on a and on b, closed at the end of the test.
+func bindPair(t *testing.T, a, b *Node, port uint16) (pa, pb *PacketConn) {
+	t.Helper()
+	pa, err := a.Bind(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pa.Close() })
+	pb, err = b.Bind(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pb.Close() })
+	return pa, pb
+}
+
+// memPair starts two nodes on nw, b with a as its peer, and waits until
+// each reaches the other.
+func memPair(t *testing.T, nw *memnet.Network, cfg Config) (a, b *Node, ca, cb *memnet.Conn) {
+	t.Helper()
+	ca, cb = nw.Listen(), nw.Listen()
+	a = startNode(t, cfg, ca)
+	b = startNode(t, cfg, cb, ca.LocalAddr())
+	reachBoth(t, a, b)
 	return a, b, ca, cb
 }
 
@@ -235,16 +257,7 @@ func memPair(t *testing.T, nw *memnet.Network, cfg Config) (a, b *Node, ca, cb *
 // arrive.
 func exchange(t *testing.T, a, b *Node, port uint16, what string) {
 	t.Helper()
-	pa, err := a.Bind(port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pa.Close()
-	pb, err := b.Bind(port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pb.Close()
+	pa, pb := bindPair(t, a, b, port)
 	for _, dir := range []struct{ from, to *PacketConn }{{pa, pb}, {pb, pa}} {
 		if _, err := dir.from.WriteTo([]byte(what), dir.to.LocalAddr()); err != nil {
 			t.Fatal(err)
@@ -442,16 +455,7 @@ func TestRelayUnderSignatureFlood(t *testing.T) {
 	}()
 	defer func() { close(stop); wg.Wait() }()
 
-	pa, err := a.Bind(9)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pa.Close()
-	pb, err := b.Bind(9)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pb.Close()
+	pa, pb := bindPair(t, a, b, 9)
 	const count = 200
 	got := make(chan int, count)
 	go func() {
@@ -521,12 +525,7 @@ func TestTrustClosesMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Nodes further away are reached through the trusted neighbour.
-	if err := n.WaitReachable(ctx, f.SID()); err != nil {
-		t.Fatalf("far node not reached through the trusted neighbour: %v", err)
-	}
-	if err := f.WaitReachable(ctx, n.SID()); err != nil {
-		t.Fatalf("far node does not reach N: %v", err)
-	}
+	reachBoth(t, n, f) // through the trusted neighbour
 	exchange(t, n, f, 5, "through T")
 	time.Sleep(500 * time.Millisecond) // 10 hello intervals of U
 	for _, nb := range n.Neighbours() {
@@ -559,13 +558,6 @@ func TestBroadcastAdmission(t *testing.T) {
 	ca, cb := nw.Listen(), nw.Listen()
 	cfg := Config{Broadcast: []net.Addr{nw.Broadcast()}, HelloInterval: 50 * time.Millisecond, NeighbourTimeout: time.Second}
 	a, b := startNode(t, cfg, ca), startNode(t, cfg, cb)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := a.WaitReachable(ctx, b.SID()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitReachable(ctx, a.SID()); err != nil {
-		t.Fatal(err)
-	}
+	reachBoth(t, a, b)
 	exchange(t, a, b, 6, "over the LAN")
 }
