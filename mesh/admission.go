@@ -257,6 +257,12 @@ func (n *Node) echoesBroadcast(c wire.Cookie) bool {
 func (n *Node) admit(h wire.Hello, from net.Addr) {
 	key := from.String()
 	n.mu.Lock()
+	if n.closed.Load() {
+		// Close has collected (or is about to collect) the links to stop;
+		// one made now would never be stopped.
+		n.mu.Unlock()
+		return
+	}
 	if at := n.byAddr[key]; at != nil && at.sid != h.SID {
 		n.mu.Unlock()
 		n.stats.addrTaken.Add(1)
