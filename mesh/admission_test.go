@@ -561,3 +561,27 @@ func TestBroadcastAdmission(t *testing.T) {
 	reachBoth(t, a, b)
 	exchange(t, a, b, 6, "over the LAN")
 }
+
+// TestCookieLifetime: a cookie is valid for its address only, under the
+// current and the previous secret, and not after two rotations.
+func TestCookieLifetime(t *testing.T) {
+	j := newCookieJar()
+	a, b := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2}
+	c := j.make(a)
+	if !j.valid(a, c) || j.valid(b, c) || j.valid(a, wire.Cookie{}) {
+		t.Fatal("a cookie must be valid for its own address only")
+	}
+	now := time.Now()
+	j.maybeRotate(now.Add(cookieRotate / 2))
+	if !j.valid(a, c) || j.make(a) != c {
+		t.Fatal("rotated before cookieRotate")
+	}
+	j.maybeRotate(now.Add(cookieRotate))
+	if !j.valid(a, c) || j.make(a) == c {
+		t.Fatal("after one rotation the old cookie must still be valid, and new ones differ")
+	}
+	j.maybeRotate(now.Add(2 * cookieRotate))
+	if j.valid(a, c) {
+		t.Fatal("a cookie two secrets old is still valid")
+	}
+}
