@@ -121,8 +121,9 @@ func (b *tokenBucket) take() bool {
 // Rates of things an address or a neighbour can make a node do.
 const (
 	// admitRate bounds the hello signatures checked per second for
-	// addresses that are not (yet) neighbours, all together; admitBurst
-	// lets a node that starts among many at once meet them all.
+	// addresses that are not (yet) neighbours, all together (and, apart,
+	// for configured peers); admitBurst lets a node that starts among many
+	// at once meet them all.
 	admitRate, admitBurst = 100, 128
 	// cookieAnswerRate bounds the hellos sent per second in answer to
 	// COOKIEs (each is signed).
@@ -169,6 +170,9 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 	nb := n.bySID[h.SID]
 	n.mu.RUnlock()
 	bucket := n.admitBucket
+	if n.peerAddrs[from.String()] {
+		bucket = n.peerBucket // strangers cannot lock configured peers out
+	}
 	if nb != nil {
 		nb.mu.Lock()
 		stale := h.Seq <= nb.helloSeq

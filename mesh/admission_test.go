@@ -585,3 +585,22 @@ func TestCookieLifetime(t *testing.T) {
 		t.Fatal("a cookie two secrets old is still valid")
 	}
 }
+
+// TestStrangersCannotLockOutPeers: when strangers have used up the rate
+// of hello checks for non-neighbours (here: no tokens at all), a
+// configured peer is still admitted, and a stranger is not.
+func TestStrangersCannotLockOutPeers(t *testing.T) {
+	nw := forgedNet(t)
+	cn, cp := nw.Listen(), nw.Listen()
+	n := startNode(t, Config{HelloInterval: 50 * time.Millisecond, NeighbourTimeout: 2 * time.Minute}, cn, cp.LocalAddr())
+	n.admitBucket = newBucket(0, 0) // before any hello arrives: the read loop reads it after
+	x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
+	defer x.c.Close()
+	xid := forgedID(t)
+	x.join(xid, wire.Hello{SID: xid.SID(), Seq: 2, MTU: 1500})
+	if len(n.Neighbours()) != 0 || n.Stats().VerifyLimited != 1 {
+		t.Fatalf("a stranger was checked without tokens: %+v", n.Stats())
+	}
+	p := startNode(t, Config{HelloInterval: 50 * time.Millisecond, NeighbourTimeout: 2 * time.Minute}, cp, cn.LocalAddr())
+	reachBoth(t, n, p)
+}

@@ -191,6 +191,7 @@ type Node struct {
 	verifier     *verifier
 	badSigs      *badSigCache
 	admitBucket  *tokenBucket          // hello checks for non-neighbours
+	peerBucket   *tokenBucket          // the same, apart, for configured peers
 	cookieBucket *tokenBucket          // hellos sent in answer to COOKIEs
 	trust        map[identity.SID]bool // nil: open mesh
 	peerAddrs    map[string]bool       // configured peers, by address
@@ -238,6 +239,7 @@ func New(cfg Config) (*Node, error) {
 		verifier:     newVerifier(cfg.VerifyQueue),
 		badSigs:      newBadSigCache(),
 		admitBucket:  newBucket(admitRate, admitBurst),
+		peerBucket:   newBucket(admitRate, admitBurst),
 		cookieBucket: newBucket(cookieAnswerRate, cookieAnswerBurst),
 		trust:        trustSet(cfg.Trust),
 		peerAddrs:    map[string]bool{},
