@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/memnet"
 	"github.com/servald/servald/mesh/internal/wire"
 )
 
@@ -56,4 +57,15 @@ func (r *rawPeer) join(id *identity.Identity, h wire.Hello) wire.Cookie {
 	r.send(wire.AppendHello(nil, h, id))
 	r.barrier()
 	return h.Echo
+}
+
+// rawNeighbour is a new memnet endpoint on nw that joins n with a fresh
+// identity and the given link epoch; it returns the cookie it echoed.
+func rawNeighbour(t *testing.T, nw *memnet.Network, n *Node, epoch uint32) (*rawPeer, *identity.Identity, wire.Cookie) {
+	t.Helper()
+	id := forgedID(t)
+	r := &rawPeer{t: t, c: nw.Listen(), to: n.LocalAddr(), n: n}
+	t.Cleanup(func() { r.c.Close() })
+	echo := r.join(id, wire.Hello{SID: id.SID(), Epoch: epoch, Seq: 2, MTU: 1500})
+	return r, id, echo
 }

@@ -116,10 +116,7 @@ func TestConfiguredPeerBeyondCap(t *testing.T) {
 	nw := forgedNet(t)
 	cn, cp := nw.Listen(), nw.Listen()
 	n := startNode(t, Config{MaxNeighbours: 1, HelloInterval: 50 * time.Millisecond, NeighbourTimeout: 2 * time.Minute}, cn, cp.LocalAddr())
-	x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
-	defer x.c.Close()
-	xid := forgedID(t)
-	x.join(xid, wire.Hello{SID: xid.SID(), Seq: 2, MTU: 1500})
+	rawNeighbour(t, nw, n, 0)
 	if got := len(n.Neighbours()); got != 1 {
 		t.Fatalf("%d neighbours, want 1", got)
 	}
@@ -333,10 +330,7 @@ func TestFreshOriginsWithinCaps(t *testing.T) {
 	nw := forgedNet(t)
 	cn := nw.Listen()
 	n := forgedNode(t, cn)
-	xid := forgedID(t)
-	x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
-	defer x.c.Close()
-	x.join(xid, wire.Hello{SID: xid.SID(), Epoch: 7, Seq: 2, MTU: 1500})
+	x, xid, _ := rawNeighbour(t, nw, n, 7)
 	entries := originEntries(t, 15000)
 	var seq uint64
 	const per = 10 // entries with signatures in one 1232-byte frame
@@ -378,10 +372,7 @@ func TestTotalRouteCap(t *testing.T) {
 	n := startNode(t, Config{HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute, MaxRoutes: 100, MaxRoutesPerNeighbour: 80}, cn)
 	entries := originEntries(t, 200)
 	for k := range 2 {
-		xid := forgedID(t)
-		x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
-		defer x.c.Close()
-		x.join(xid, wire.Hello{SID: xid.SID(), Epoch: 7, Seq: 2, MTU: 1500})
+		x, xid, _ := rawNeighbour(t, nw, n, 7)
 		var seq uint64
 		mine := entries[k*100 : k*100+100]
 		for i := 0; i < len(mine); i += 10 {
@@ -415,10 +406,7 @@ func TestRelayUnderSignatureFlood(t *testing.T) {
 	if err := a.WaitReachable(ctx, b.SID()); err != nil {
 		t.Fatal(err)
 	}
-	xid := forgedID(t)
-	x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
-	defer x.c.Close()
-	echo := x.join(xid, wire.Hello{SID: xid.SID(), Epoch: 7, Seq: 2, MTU: 1500})
+	x, xid, echo := rawNeighbour(t, nw, n, 7)
 
 	// The flood: bad-signature hellos that echo the cookie, and a routing
 	// message of 10 bad entries, replayed as new link frames.
@@ -594,10 +582,7 @@ func TestStrangersCannotLockOutPeers(t *testing.T) {
 	cn, cp := nw.Listen(), nw.Listen()
 	n := startNode(t, Config{HelloInterval: 50 * time.Millisecond, NeighbourTimeout: 2 * time.Minute}, cn, cp.LocalAddr())
 	n.admitBucket = newBucket(0, 0) // before any hello arrives: the read loop reads it after
-	x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
-	defer x.c.Close()
-	xid := forgedID(t)
-	x.join(xid, wire.Hello{SID: xid.SID(), Seq: 2, MTU: 1500})
+	rawNeighbour(t, nw, n, 0)
 	if len(n.Neighbours()) != 0 || n.Stats().VerifyLimited != 1 {
 		t.Fatalf("a stranger was checked without tokens: %+v", n.Stats())
 	}

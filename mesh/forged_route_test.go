@@ -112,10 +112,7 @@ func TestForgedRouteAnnouncementsChangeNoRoute(t *testing.T) {
 	s1 := bumpSeq(o)
 	waitOrigin(t, n, o.SID(), m1.SID(), 3, s1)
 
-	xID := forgedID(t)
-	x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
-	defer x.c.Close()
-	x.join(xID, wire.Hello{SID: xID.SID(), Epoch: 7, Seq: 2, MTU: 1500})
+	x, xID, _ := rawNeighbour(t, nw, n, 7)
 	if nbs := n.Neighbours(); len(nbs) != 2 {
 		t.Fatalf("the raw peer is not a neighbour: %+v", nbs)
 	}

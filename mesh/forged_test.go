@@ -264,10 +264,7 @@ func TestMalformedFramesCounted(t *testing.T) {
 	cn := nw.Listen()
 	n := forgedNode(t, cn)
 	// A neighbour made of raw bytes: its frames reach every decoder.
-	rid := forgedID(t)
-	r := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
-	defer r.c.Close()
-	r.join(rid, wire.Hello{SID: rid.SID(), Epoch: 5, Seq: 2, MTU: 1500})
+	r, rid, _ := rawNeighbour(t, nw, n, 5)
 	if nbs := n.Neighbours(); len(nbs) != 1 || nbs[0].SID != rid.SID() {
 		t.Fatalf("raw peer is not a neighbour: %+v", nbs)
 	}
