@@ -33,6 +33,13 @@ func (e *UnsafeError) Error() string {
 	return fmt.Sprintf("safefs: %s %s %s: %s", e.Kind, e.Path, e.Problem, e.Fix)
 }
 
+// Describe is the refusal as one line for a user, naming the path by its
+// role: Describe("instance directory") gives "instance directory /x is
+// writable by group/others (mode 0777): run chmod 700 /x".
+func (e *UnsafeError) Describe(role string) string {
+	return fmt.Sprintf("%s %s %s: %s", role, e.Path, e.Problem, e.Fix)
+}
+
 // Is makes errors.Is(err, ErrUnsafe) true.
 func (e *UnsafeError) Is(target error) bool { return target == ErrUnsafe }
 

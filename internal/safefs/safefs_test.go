@@ -2,6 +2,7 @@ package safefs
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -80,6 +81,14 @@ func TestCheckDirExactLine(t *testing.T) {
 	want := "safefs: directory " + dir + " is writable by group/others (mode 0777): run chmod 700 " + dir
 	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v\nwant  %s", err, want)
+	}
+	var ue *UnsafeError
+	if !errors.As(fmt.Errorf("wrapped: %w", err), &ue) {
+		t.Fatal("not an *UnsafeError")
+	}
+	want = "instance directory " + dir + " is writable by group/others (mode 0777): run chmod 700 " + dir
+	if got := ue.Describe("instance directory"); got != want {
+		t.Fatalf("Describe = %s\nwant       %s", got, want)
 	}
 }
 
