@@ -2,29 +2,14 @@
 
 package daemon
 
-import (
-	"fmt"
-	"net"
+import "golang.org/x/sys/unix"
 
-	"golang.org/x/sys/unix"
-)
-
-// peerCred returns the uid of the process that connected c
-// (LOCAL_PEERCRED); the pid is not known (0).
-func peerCred(c *net.UnixConn) (uid, pid int, err error) {
-	rc, err := c.SyscallConn()
+// fdPeerCred returns the uid of the process that connected the Unix
+// socket fd (LOCAL_PEERCRED); the pid is not known (0).
+func fdPeerCred(fd int) (uid, pid int, err error) {
+	cred, err := unix.GetsockoptXucred(fd, unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
 	if err != nil {
-		return 0, 0, fmt.Errorf("daemon: peer credentials: %w", err)
-	}
-	var cred *unix.Xucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptXucred(int(fd), unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
-	}); err != nil {
-		return 0, 0, fmt.Errorf("daemon: peer credentials: %w", err)
-	}
-	if cerr != nil {
-		return 0, 0, fmt.Errorf("daemon: peer credentials: %w", cerr)
+		return 0, 0, err
 	}
 	return int(cred.Uid), 0, nil
 }

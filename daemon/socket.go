@@ -74,6 +74,23 @@ func privateDir(dir string) (string, error) {
 	return "", errors.New("daemon: socket directory: no free name")
 }
 
+// peerCred returns the uid and pid (0 where unknown) of the process that
+// connected c; errNoPeerCred where the system cannot tell.
+func peerCred(c *net.UnixConn) (uid, pid int, err error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, 0, fmt.Errorf("daemon: peer credentials: %w", err)
+	}
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { uid, pid, cerr = fdPeerCred(int(fd)) }); err != nil {
+		return 0, 0, fmt.Errorf("daemon: peer credentials: %w", err)
+	}
+	if cerr != nil && !errors.Is(cerr, errNoPeerCred) {
+		return 0, 0, fmt.Errorf("daemon: peer credentials: %w", cerr)
+	}
+	return uid, pid, cerr
+}
+
 // removeSocket removes path if it is still the socket fi describes (not a
 // newer daemon's, nor anything put there since).
 func removeSocket(path string, fi fs.FileInfo) {
