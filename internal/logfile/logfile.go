@@ -115,6 +115,15 @@ func (l *File) File() *os.File {
 	return l.f
 }
 
+// Size returns the size of the file currently written, as far as this
+// File knows (at Open: the file's size). A caller that hands File() to a
+// child can read what the child wrote from this offset on.
+func (l *File) Size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
 // Path returns the log's path.
 func (l *File) Path() string { return l.path }
 

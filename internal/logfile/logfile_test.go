@@ -34,11 +34,18 @@ func TestAppendsAcrossReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
+		before, _ := os.Stat(path)
 		l, err := Open(path, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if l.Size() != before.Size() {
+			t.Fatalf("Size %d after Open, file holds %d", l.Size(), before.Size())
+		}
 		write(t, l, fmt.Sprintf("run %d\n", i))
+		if l.Size() != before.Size()+6 {
+			t.Fatalf("Size %d after writing 6 bytes to %d", l.Size(), before.Size())
+		}
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
