@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/servald/servald/daemon"
+	inst "github.com/servald/servald/instance"
 )
 
 // startTimeout bounds how long `servald start` waits for the daemon it
@@ -88,7 +88,7 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 		}
 		return err
 	}
-	node, err := g.startNode(&o.node, cmd.Flags())
+	node, err := inst.StartNode(dir, o.node.options(cmd.Flags(), g))
 	if err != nil {
 		lock.Close()
 		return err
@@ -137,55 +137,17 @@ func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) e
 	if _, err := g.identity(); err != nil {
 		return err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("cannot find this program to start the daemon: %w", err)
-	}
 	logPath := filepath.Join(dir, daemon.LogName)
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("daemon log: %w", err)
-	}
-	defer logf.Close()
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return err
-	}
-	defer devnull.Close()
-	pr, pw, err := os.Pipe()
+	child, pr, err := spawnDaemon(args, logPath)
 	if err != nil {
 		return err
 	}
 	defer pr.Close()
-	child := exec.Command(exe, args...)
-	child.Env = withoutEnv(os.Environ(), "SERVALINSTANCE_PATH")
-	child.Stdin, child.Stdout, child.Stderr = devnull, logf, logf
-	child.ExtraFiles = []*os.File{pw} // fd 3
-	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := child.Start(); err != nil {
-		pw.Close()
-		return fmt.Errorf("start the daemon: %w", err)
-	}
-	pw.Close()
-
-	pr.SetReadDeadline(time.Now().Add(startTimeout))
-	stop := context.AfterFunc(cmd.Context(), func() { pr.SetReadDeadline(time.Now()) })
-	line, rerr := bufio.NewReader(pr).ReadString('\n')
-	stop()
-	if strings.TrimSpace(line) != "ok" {
-		if rerr != nil && errors.Is(rerr, os.ErrDeadlineExceeded) {
-			child.Process.Kill()
-			child.Wait()
-			return fmt.Errorf("the daemon did not start within %v; see %s", startTimeout, logPath)
-		}
-		child.Wait()
-		if l := lastLogLine(logPath); l != "" {
-			return fmt.Errorf("the daemon failed to start: %s", strings.TrimPrefix(l, "servald: "))
-		}
-		return fmt.Errorf("the daemon failed to start (%v); see %s", child.ProcessState, logPath)
+	if err := waitNotify(cmd.Context(), child, pr, logPath); err != nil {
+		return err
 	}
 	child.Process.Release()
-	ctx, cancel := context.WithTimeout(cmd.Context(), daemonTimeout)
+	ctx, cancel := context.WithTimeout(cmd.Context(), inst.DaemonTimeout)
 	defer cancel()
 	c, err := daemon.Dial(ctx, daemon.SocketPath(dir))
 	if err != nil {
@@ -196,21 +158,69 @@ func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) e
 	return nil
 }
 
+// spawnDaemon starts this program detached with args, its output to the
+// log at logPath; the child writes "ok" to the returned pipe once serving.
+func spawnDaemon(args []string, logPath string) (*exec.Cmd, *os.File, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot find this program to start the daemon: %w", err)
+	}
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("daemon log: %w", err)
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer devnull.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	child := exec.Command(exe, args...)
+	child.Env = withoutEnv(os.Environ(), "SERVALINSTANCE_PATH")
+	child.Stdin, child.Stdout, child.Stderr = devnull, logf, logf
+	child.ExtraFiles = []*os.File{pw} // fd 3
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := child.Start(); err != nil {
+		pw.Close()
+		pr.Close()
+		return nil, nil, fmt.Errorf("start the daemon: %w", err)
+	}
+	pw.Close()
+	return child, pr, nil
+}
+
+// waitNotify waits for the child's "ok" on pr, or says why it failed.
+func waitNotify(ctx context.Context, child *exec.Cmd, pr *os.File, logPath string) error {
+	pr.SetReadDeadline(time.Now().Add(startTimeout))
+	stop := context.AfterFunc(ctx, func() { pr.SetReadDeadline(time.Now()) })
+	line, rerr := bufio.NewReader(pr).ReadString('\n')
+	stop()
+	if strings.TrimSpace(line) == "ok" {
+		return nil
+	}
+	if rerr != nil && errors.Is(rerr, os.ErrDeadlineExceeded) {
+		child.Process.Kill()
+		child.Wait()
+		return fmt.Errorf("the daemon did not start within %v; see %s", startTimeout, logPath)
+	}
+	child.Wait()
+	if l := lastLogLine(logPath); l != "" {
+		return fmt.Errorf("the daemon failed to start: %s", strings.TrimPrefix(l, "servald: "))
+	}
+	return fmt.Errorf("the daemon failed to start (%v); see %s", child.ProcessState, logPath)
+}
+
 // childArgs are the arguments of the detached daemon: the options given
 // here (only those given, so that a config file keeps its say), with the
 // instance directory and paths made absolute.
 func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]string, error) {
 	// Check the options now, so that a mistake is a usage error here.
-	check := o.node
-	check.peers = append([]string(nil), o.node.peers...)
-	if err := check.loadConfig(fs); err != nil {
+	if err := o.node.options(fs, g).Check(); err != nil {
 		return nil, err
-	}
-	if _, err := check.resolvePeers(); err != nil {
-		return nil, err
-	}
-	if _, _, err := net.SplitHostPort(check.udp); err != nil {
-		return nil, usagef("--udp %q: want HOST:PORT", check.udp)
 	}
 	args := []string{"start", "--foreground", "--notify-fd", "3", "--instance", dir}
 	for i := 0; i < g.verbose; i++ {
@@ -339,7 +349,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), daemonTimeout)
+			ctx, cancel := context.WithTimeout(cmd.Context(), inst.DaemonTimeout)
 			defer cancel()
 			c, err := dialDaemon(ctx, dir)
 			if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/servald/servald/forward"
+	"github.com/servald/servald/msp/splitmsp"
 	"github.com/servald/servald/splitter"
 )
 
@@ -214,14 +215,14 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 		return err
 	}
 	cfg = splitTunnelConfig(cfg)
-	var sessions splitSessions
-	defer sessions.report(g) // after every session has closed
+	var sessions splitmsp.Sessions
+	defer reportSessions(g, &sessions) // after every session has closed
 	dial := func(ctx context.Context) (*splitter.Conn, error) {
 		c, err := dialSplit(ctx, addr, cfg, o.timeout)
 		if err != nil {
 			return nil, err
 		}
-		sessions.add(c)
+		sessions.Add(c)
 		return c, nil
 	}
 

@@ -1,4 +1,4 @@
-package main
+package instance
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"github.com/servald/servald/msp"
 )
 
-// fakeAccess is a meshAccess whose routing table the test sets.
+// fakeAccess is a Mesh whose routing table the test sets.
 type fakeAccess struct {
 	id *identity.Identity
 
@@ -93,16 +93,16 @@ func TestParseSIDArg(t *testing.T) {
 		{in: strings.Repeat("G", 64), bad: "not hex"},
 		{in: full + "A", bad: "64 hex digits"},
 	} {
-		a, err := parseSIDArg(tc.in)
+		a, err := ParseSIDArg(tc.in)
 		if tc.bad != "" {
-			var ue usageError
+			var ue *UsageError
 			if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.bad) {
-				t.Errorf("parseSIDArg(%q) = %v, want a usage error mentioning %q", tc.in, err, tc.bad)
+				t.Errorf("ParseSIDArg(%q) = %v, want a usage error mentioning %q", tc.in, err, tc.bad)
 			}
 			continue
 		}
-		if err != nil || a.prefix != tc.prefix || (tc.prefix == "" && a.sid.String() != strings.ToUpper(tc.in)) {
-			t.Errorf("parseSIDArg(%q) = %+v, %v", tc.in, a, err)
+		if err != nil || a.Prefix() != tc.prefix || (tc.prefix == "" && a.SID().String() != strings.ToUpper(tc.in)) {
+			t.Errorf("ParseSIDArg(%q) = %+v, %v", tc.in, a, err)
 		}
 	}
 }
@@ -112,25 +112,25 @@ func TestResolveShortSID(t *testing.T) {
 	x1, x2, y := sidWith(t, "ABCDEF0011"), sidWith(t, "ABCDEF0022"), sidWith(t, "12345678")
 	f := newFakeAccess(t)
 	f.setRoutes(x1, x2, y)
-	arg := func(s string) sidArg {
+	arg := func(s string) SIDArg {
 		t.Helper()
-		a, err := parseSIDArg(s)
+		a, err := ParseSIDArg(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return a
 	}
 
-	if got, err := arg("12345678").resolve(ctx, f, time.Minute); err != nil || got != y {
+	if got, err := arg("12345678").Resolve(ctx, f, time.Minute); err != nil || got != y {
 		t.Errorf("unique prefix: %v, %v", got, err)
 	}
-	if got, err := arg(f.id.SID().String()[:9]).resolve(ctx, f, time.Minute); err != nil || got != f.id.SID() {
+	if got, err := arg(f.id.SID().String()[:9]).Resolve(ctx, f, time.Minute); err != nil || got != f.id.SID() {
 		t.Errorf("prefix of this node: %v, %v", got, err)
 	}
 	// Ambiguous: a usage error naming both, at once (no waiting).
 	t0 := time.Now()
-	_, err := arg("abcdef00").resolve(ctx, f, time.Minute)
-	var ue usageError
+	_, err := arg("abcdef00").Resolve(ctx, f, time.Minute)
+	var ue *UsageError
 	if !errors.As(err, &ue) || !errors.Is(err, identity.ErrAmbiguousSID) || !strings.Contains(err.Error(), x1.String()) || !strings.Contains(err.Error(), x2.String()) {
 		t.Errorf("ambiguous prefix: %v", err)
 	}
@@ -138,7 +138,7 @@ func TestResolveShortSID(t *testing.T) {
 		t.Errorf("ambiguous prefix took %v", d)
 	}
 	// Unknown: after the wait, an error (exit 1) listing what is known.
-	_, err = arg("99999999").resolve(ctx, f, 300*time.Millisecond)
+	_, err = arg("99999999").Resolve(ctx, f, 300*time.Millisecond)
 	if errors.As(err, &ue) || !errors.Is(err, identity.ErrUnknownSID) {
 		t.Errorf("unknown prefix: %v, want ErrUnknownSID, not a usage error", err)
 	}
@@ -153,17 +153,17 @@ func TestResolveShortSID(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		f.setRoutes(x1, x2, y, late)
 	}()
-	if got, err := arg("feedface").resolve(ctx, f, time.Minute); err != nil || got != late {
+	if got, err := arg("feedface").Resolve(ctx, f, time.Minute); err != nil || got != late {
 		t.Errorf("prefix of a node learnt while waiting: %v, %v", got, err)
 	}
 	// Cancelled (a signal): the cancellation, not a resolution error.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := arg("77777777").resolve(cctx, f, time.Minute); !errors.Is(err, context.Canceled) {
+	if _, err := arg("77777777").Resolve(cctx, f, time.Minute); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
 	// A full SID needs no table at all.
-	if got, err := arg(sidWith(t, "55").String()).resolve(ctx, f, 0); err != nil || got != sidWith(t, "55") {
+	if got, err := arg(sidWith(t, "55").String()).Resolve(ctx, f, 0); err != nil || got != sidWith(t, "55") {
 		t.Errorf("full SID: %v, %v", got, err)
 	}
 }
