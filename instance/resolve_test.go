@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
@@ -165,5 +166,63 @@ func TestResolveShortSID(t *testing.T) {
 	// A full SID needs no table at all.
 	if got, err := arg(sidWith(t, "55").String()).Resolve(ctx, f, 0); err != nil || got != sidWith(t, "55") {
 		t.Errorf("full SID: %v, %v", got, err)
+	}
+}
+
+// TestResolveOnMesh resolves short SIDs against the routing table of an
+// embedded node on memnet.
+func TestResolveOnMesh(t *testing.T) {
+	a, b := memPair(t, nil, nil)
+	m := Embed(a)
+	ctx := context.Background()
+	for _, n := range []*identity.Identity{a.Identity(), b.Identity()} {
+		arg, err := ParseSIDArg(strings.ToLower(n.SID().String()[:10]))
+		if err != nil || !arg.IsShort() {
+			t.Fatalf("ParseSIDArg: %+v, %v", arg, err)
+		}
+		if got, err := arg.Resolve(ctx, m, 5*time.Second); err != nil || got != n.SID() {
+			t.Errorf("Resolve(%s) = %v, %v; want %s", arg.Prefix(), got, err, n.SID())
+		}
+	}
+	unknown := "0123456789"
+	if strings.HasPrefix(a.SID().String(), unknown) || strings.HasPrefix(b.SID().String(), unknown) {
+		unknown = "9876543210"
+	}
+	arg, _ := ParseSIDArg(unknown)
+	_, err := arg.Resolve(ctx, m, 200*time.Millisecond)
+	var ue *UsageError
+	if !errors.Is(err, identity.ErrUnknownSID) || errors.As(err, &ue) || !strings.Contains(err.Error(), "after waiting 200ms") || !strings.Contains(err.Error(), b.SID().String()) {
+		t.Errorf("unknown prefix: %v", err)
+	}
+}
+
+// TestTargetFind: a service is looked up at every Find (and found where it
+// is now); a short SID is resolved once.
+func TestTargetFind(t *testing.T) {
+	a, b := memPair(t, nil, nil)
+	m := Embed(a)
+	ctx := context.Background()
+	svc := Target{Service: "ssh"}
+	if _, _, err := svc.Find(ctx, m, 300*time.Millisecond); !errors.Is(err, discovery.ErrNoService) {
+		t.Fatalf("service nobody offers: %v", err)
+	}
+	ad, err := Embed(b).Advertise("ssh", 5000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ad.Close()
+	if sid, port, err := svc.Find(ctx, m, 5*time.Second); err != nil || sid != b.SID() || port != 5000 {
+		t.Fatalf("service: %s %d, %v; want %s 5000", sid.Short(), port, err, b.SID().Short())
+	}
+	arg, err := ParseSIDArg(b.SID().String()[:8])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt := Target{SID: arg, Port: 7}
+	if sid, port, err := tgt.Find(ctx, m, 5*time.Second); err != nil || sid != b.SID() || port != 7 {
+		t.Fatalf("short SID: %s %d, %v", sid.Short(), port, err)
+	}
+	if tgt.SID.IsShort() || tgt.SID.SID() != b.SID() {
+		t.Errorf("the short SID did not stay resolved: %+v", tgt.SID)
 	}
 }
