@@ -3,6 +3,7 @@ package splitmsp
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -14,8 +15,8 @@ import (
 )
 
 // serveEcho serves MSP as server over split sessions on 127.0.0.1:0 with
-// cfg, answering on MDP port 5000 with an echo.
-func serveEcho(t *testing.T, server *identity.Identity, cfg splitter.Config, mcfg msp.Config) *splitter.Listener {
+// cfg, echoing every stream at MDP port 5000, until the test ends.
+func serveEcho(t *testing.T, server *identity.Identity, cfg splitter.Config, mcfg msp.Config) (*Server, *splitter.Listener) {
 	t.Helper()
 	ln, err := splitter.Listen("127.0.0.1:0", cfg)
 	if err != nil {
@@ -31,14 +32,12 @@ func serveEcho(t *testing.T, server *identity.Identity, cfg splitter.Config, mcf
 				return
 			}
 			go func() {
-				buf := make([]byte, 64)
-				n, _ := st.Read(buf)
-				st.Write(buf[:n])
+				io.Copy(st, st)
 				st.Close()
 			}()
 		}
 	}()
-	return ln
+	return srv, ln
 }
 
 func newID(t *testing.T) *identity.Identity {
@@ -56,7 +55,7 @@ func TestDialErrors(t *testing.T) {
 	server, client := newID(t), newID(t)
 	cfg := splitter.DefaultConfig()
 	cfg.Conns = 2
-	ln := serveEcho(t, server, cfg, msp.Config{Allow: func(s identity.SID) bool { return s != client.SID() }})
+	_, ln := serveEcho(t, server, cfg, msp.Config{Allow: func(s identity.SID) bool { return s != client.SID() }})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	addr := ln.Addr().String()

@@ -25,27 +25,9 @@ func TestSplitSessionsNoLeaks(t *testing.T) {
 	}
 	server, _ := identity.Generate(nil)
 	client, _ := identity.Generate(nil)
-	lis := msp.ListenTransport(nil, server, 5000, msp.Config{})
 	cfg := splitter.DefaultConfig()
 	cfg.Conns = 2
-	ln, err := splitter.Listen("127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := Serve(lis, ln)
-	defer srv.Close()
-	go func() {
-		for {
-			st, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(st, st)
-				st.Close()
-			}()
-		}
-	}()
+	srv, ln := serveEcho(t, server, cfg, msp.Config{})
 	d := &Dialer{Addr: ln.Addr().String(), Config: cfg, Identity: client}
 	session := func(i int) {
 		t.Helper()
