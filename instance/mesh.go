@@ -121,7 +121,7 @@ func DialSession(ctx context.Context, m Mesh, sid identity.SID, port uint16, cfg
 	if err != nil {
 		return nil, err
 	}
-	return msp.DialTransport(ctx, tr, m.Identity(), sid, mesh.Addr{SID: sid, Port: port}, port, cfg)
+	return msp.Dialer{Identity: m.Identity(), Config: cfg}.Dial(ctx, tr, sid, port)
 }
 
 // Listen accepts MSP sessions on MDP port of m.
@@ -130,5 +130,5 @@ func Listen(m Mesh, port uint16, cfg msp.Config) (*msp.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return msp.ListenTransport(tr, m.Identity(), port, cfg), nil
+	return msp.Listen(tr, m.Identity(), port, cfg), nil
 }

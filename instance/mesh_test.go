@@ -105,7 +105,7 @@ func checkMesh(t *testing.T, m Mesh, far *mesh.Node) {
 	if m.UDPAddr() == nil {
 		t.Error("no UDP address")
 	}
-	lis, err := msp.Listen(far, 7, msp.Config{})
+	lis, err := Listen(Embed(far), 7, msp.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

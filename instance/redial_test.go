@@ -24,7 +24,7 @@ func TestRedialer(t *testing.T) {
 	m := Embed(a)
 	listen := func() *msp.Listener {
 		t.Helper()
-		lis, err := msp.Listen(b, 7, fastEnd)
+		lis, err := Listen(Embed(b), 7, fastEnd)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,7 +22,7 @@ func serveEcho(t *testing.T, server *identity.Identity, cfg splitter.Config, mcf
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis := msp.ListenTransport(nil, server, 5000, mcfg)
+	lis := msp.Listen(nil, server, 5000, mcfg)
 	srv := Serve(lis, ln)
 	t.Cleanup(func() { srv.Close() })
 	go func() {

@@ -4,7 +4,7 @@
 // handshake and SID check, same Allow, same encryption and streams. It
 // joins the two layers so that msp never imports splitter.
 //
-//	dial:  splitter.Dial -> msp.NewStreamTransport -> msp.DialTransport
+//	dial:  splitter.Dial -> msp.NewStreamTransport -> msp.Dialer.Dial
 //	serve: splitter.Listener.AcceptContext -> msp.NewStreamTransport -> msp.Listener.Serve
 package splitmsp
 
@@ -102,14 +102,14 @@ type Dialer struct {
 // Dial opens a split session and an MSP session with sid at MDP port on
 // it; the MSP session owns the split session and closes it when it ends.
 // The split session failing is a *DialError; a listener that does not
-// hold sid, a *WrongNodeError; the rest are msp.DialTransport's errors.
+// hold sid, a *WrongNodeError; the rest are msp.Dialer.Dial's errors.
 func (d *Dialer) Dial(ctx context.Context, sid identity.SID, port uint16, cfg msp.Config) (*msp.Session, error) {
 	c, err := splitter.Dial(ctx, d.Addr, d.Config)
 	if err != nil {
 		return nil, &DialError{Addr: d.Addr, Err: err}
 	}
 	d.Add(c)
-	s, err := msp.DialTransport(ctx, msp.NewStreamTransport(c), d.Identity, sid, msp.StreamAddr{Addr: c.RemoteAddr()}, port, cfg)
+	s, err := msp.Dialer{Identity: d.Identity, Config: cfg}.Dial(ctx, msp.NewStreamTransport(c), sid, port)
 	if err != nil && !errors.Is(err, msp.ErrRefused) && errors.Is(c.Err(), splitter.ErrPeerClosed) {
 		// The listener hangs up on a handshake for a SID it does not hold.
 		return nil, &WrongNodeError{Addr: d.Addr, SID: sid}
