@@ -150,6 +150,9 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	defer lis.Close()
 	var splitLn *splitter.Listener
 	if split {
+		// An unauthenticated peer gets one block of reorder memory; MSP
+		// opens the window once its handshake proved the peer.
+		splitCfg.GatedWindow = true
 		if splitLn, err = listenSplit("--split", o.split.addr, splitCfg); err != nil {
 			return err
 		}
