@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/servald/servald/daemon"
+	"github.com/servald/servald/internal/logfile"
 )
 
 // StartTimeout bounds how long StartDaemon waits for the daemon it
@@ -31,13 +32,16 @@ const StartTimeout = 30 * time.Second
 // it serves, and returns a connection to it. When it did not start, the
 // error quotes the last line of its log.
 func StartDaemon(ctx context.Context, dir string, args []string) (*daemon.Client, error) {
+	if err := PrepareDir(dir); err != nil {
+		return nil, err
+	}
 	logPath := filepath.Join(dir, daemon.LogName)
-	child, pr, err := spawnDaemon(args, logPath)
+	child, pr, logStart, err := spawnDaemon(args, logPath)
 	if err != nil {
 		return nil, err
 	}
 	defer pr.Close()
-	if err := waitNotify(ctx, child, pr, logPath); err != nil {
+	if err := waitNotify(ctx, child, pr, logPath, logStart); err != nil {
 		return nil, err
 	}
 	child.Process.Release()
@@ -50,43 +54,46 @@ func StartDaemon(ctx context.Context, dir string, args []string) (*daemon.Client
 	return c, nil
 }
 
-// spawnDaemon starts this program detached with args, its output to the
-// log at logPath; the child writes "ok" to the returned pipe once serving.
-func spawnDaemon(args []string, logPath string) (*exec.Cmd, *os.File, error) {
+// spawnDaemon starts this program detached with args, its output appended
+// to the log at logPath (never truncated, a symlink refused, rotated at
+// logfile.DefaultMaxSize); the child writes "ok" to the returned pipe once
+// serving. logStart is where this run's lines begin in the log.
+func spawnDaemon(args []string, logPath string) (child *exec.Cmd, pr *os.File, logStart int64, err error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot find this program to start the daemon: %w", err)
+		return nil, nil, 0, fmt.Errorf("cannot find this program to start the daemon: %w", err)
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	logf, err := logfile.Open(logPath, logfile.DefaultMaxSize)
 	if err != nil {
-		return nil, nil, fmt.Errorf("daemon log: %w", err)
+		return nil, nil, 0, fmt.Errorf("daemon log: %w", describeUnsafe(err, "daemon log"))
 	}
 	defer logf.Close()
+	logStart = logf.Size()
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	defer devnull.Close()
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
-	child := exec.Command(exe, args...)
+	child = exec.Command(exe, args...)
 	child.Env = withoutEnv(os.Environ(), "SERVALINSTANCE_PATH")
-	child.Stdin, child.Stdout, child.Stderr = devnull, logf, logf
+	child.Stdin, child.Stdout, child.Stderr = devnull, logf.File(), logf.File()
 	child.ExtraFiles = []*os.File{pw} // fd 3
 	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := child.Start(); err != nil {
 		pw.Close()
 		pr.Close()
-		return nil, nil, fmt.Errorf("start the daemon: %w", err)
+		return nil, nil, 0, fmt.Errorf("start the daemon: %w", err)
 	}
 	pw.Close()
-	return child, pr, nil
+	return child, pr, logStart, nil
 }
 
 // waitNotify waits for the child's "ok" on pr, or says why it failed.
-func waitNotify(ctx context.Context, child *exec.Cmd, pr *os.File, logPath string) error {
+func waitNotify(ctx context.Context, child *exec.Cmd, pr *os.File, logPath string, logStart int64) error {
 	pr.SetReadDeadline(time.Now().Add(StartTimeout))
 	stop := context.AfterFunc(ctx, func() { pr.SetReadDeadline(time.Now()) })
 	line, rerr := bufio.NewReader(pr).ReadString('\n')
@@ -100,7 +107,7 @@ func waitNotify(ctx context.Context, child *exec.Cmd, pr *os.File, logPath strin
 		return fmt.Errorf("the daemon did not start within %v; see %s", StartTimeout, logPath)
 	}
 	child.Wait()
-	if l := lastLogLine(logPath); l != "" {
+	if l := lastLogLine(logPath, logStart); l != "" {
 		return fmt.Errorf("the daemon failed to start: %s", strings.TrimPrefix(l, "servald: "))
 	}
 	return fmt.Errorf("the daemon failed to start (%v); see %s", child.ProcessState, logPath)
@@ -116,12 +123,15 @@ func withoutEnv(env []string, name string) []string {
 	return out
 }
 
-// lastLogLine returns the last non-empty line of the daemon's log.
-func lastLogLine(path string) string {
+// lastLogLine returns the last non-empty line the daemon wrote to its log
+// from offset start on (the log is appended to: earlier runs' lines are
+// not this run's reason).
+func lastLogLine(path string, start int64) string {
 	b, err := os.ReadFile(path)
-	if err != nil {
+	if err != nil || int64(len(b)) < start {
 		return ""
 	}
+	b = b[start:]
 	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
 	return string(bytes.TrimSpace(lines[len(lines)-1]))
 }

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"syscall"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/safefs"
 	"github.com/servald/servald/mesh"
 )
 
@@ -121,15 +123,42 @@ func KeyringPath(dir string) string { return filepath.Join(dir, identity.Keyring
 // OpenKeyring opens the keyring of instance dir, creating it with one
 // identity when missing (created is then true).
 func OpenKeyring(dir string) (k *identity.Keyring, created bool, err error) {
+	if err := PrepareDir(dir); err != nil {
+		return nil, false, err
+	}
 	path := KeyringPath(dir)
 	if k, err = identity.OpenKeyring(path); err == nil {
 		return k, false, nil
 	}
+	if errors.Is(err, safefs.ErrUnsafe) {
+		return nil, false, describeUnsafe(err, "keyring")
+	}
 	k, err = identity.OpenOrCreateKeyring(path, nil)
 	if err != nil {
-		return nil, false, err
+		return nil, false, describeUnsafe(err, "keyring")
 	}
 	return k, true, nil
+}
+
+// PrepareDir creates instance directory dir (0700) when missing and
+// refuses it, with a line saying what to chmod or chown, when another user
+// owns it or group or others may write to it: a directory someone else
+// controls could hold a planted keyring or links to other files.
+func PrepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("instance directory: %w", err)
+	}
+	return describeUnsafe(safefs.CheckDir(dir), "instance directory")
+}
+
+// describeUnsafe turns a safefs refusal into the user's line (role, path,
+// what is wrong, the fix); other errors pass as they are.
+func describeUnsafe(err error, role string) error {
+	var ue *safefs.UnsafeError
+	if errors.As(err, &ue) {
+		return errors.New(ue.Describe(role))
+	}
+	return err
 }
 
 // Identity returns the node's primary identity in instance dir, creating
