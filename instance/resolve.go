@@ -45,6 +45,16 @@ func ParseSIDArg(s string) (SIDArg, error) {
 	return SIDArg{prefix: p}, nil
 }
 
+// ParsePinnedSIDArg is ParseSIDArg for a SID that grants something
+// (--allow, --trust): a prefix needs at least identity.MinPinPrefix hex
+// digits, so that nobody can grind a key that takes its place.
+func ParsePinnedSIDArg(s string) (SIDArg, error) {
+	if len(s) < identity.MinPinPrefix {
+		return SIDArg{}, &UsageError{fmt.Errorf("prefix %q has %d hex digits: here at least %d (64 bits) are needed, since a key matching fewer can be ground; give more digits or the full SID", s, len(s), identity.MinPinPrefix)}
+	}
+	return ParseSIDArg(s)
+}
+
 // IsShort reports whether s is a prefix, to be resolved.
 func (s SIDArg) IsShort() bool { return s.prefix != "" }
 
@@ -73,9 +83,31 @@ func knownSIDs(m Mesh) ([]identity.SID, error) {
 // one match is the answer, several are an ambiguity (a *UsageError listing
 // them, errors.Is identity.ErrAmbiguousSID). When none appeared in time,
 // the error (errors.Is identity.ErrUnknownSID) lists the nodes known.
+//
+// A prefix of fewer than identity.MinPinPrefix digits (which a ground key
+// could match) is matched only against the nodes known once m has settled
+// (Settle): it does not wait for a matching node to turn up.
 func (s SIDArg) Resolve(ctx context.Context, m Mesh, wait time.Duration) (identity.SID, error) {
 	if s.prefix == "" {
 		return s.sid, nil
+	}
+	if len(s.prefix) < identity.MinPinPrefix {
+		Settle(ctx, m, wait)
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return identity.SID{}, ctx.Err()
+		}
+		known, err := knownSIDs(m)
+		if err != nil {
+			return identity.SID{}, err
+		}
+		sid, err := identity.Resolve(s.prefix, known)
+		if errors.Is(err, identity.ErrAmbiguousSID) {
+			return identity.SID{}, &UsageError{fmt.Errorf("%w: give more digits", err)}
+		}
+		if errors.Is(err, identity.ErrUnknownSID) {
+			return identity.SID{}, fmt.Errorf("%w (a prefix of fewer than %d digits is matched only against nodes already known: give %d or more to wait for the node)", err, identity.MinPinPrefix, identity.MinPinPrefix)
+		}
+		return sid, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()

@@ -148,14 +148,19 @@ func TestResolveShortSID(t *testing.T) {
 			t.Errorf("unknown-prefix error does not list %s: %v", s, err)
 		}
 	}
-	// A node that the mesh learns while we wait is found.
+	// A node that the mesh learns while we wait is found by a prefix of
+	// 16 digits or more; one of fewer (which a ground key could match)
+	// is matched only against the nodes known at once.
 	late := sidWith(t, "FEEDFACE")
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		f.setRoutes(x1, x2, y, late)
 	}()
-	if got, err := arg("feedface").Resolve(ctx, f, time.Minute); err != nil || got != late {
-		t.Errorf("prefix of a node learnt while waiting: %v, %v", got, err)
+	if _, err := arg("feedface").Resolve(ctx, f, time.Minute); !errors.Is(err, identity.ErrUnknownSID) || !strings.Contains(err.Error(), "fewer than 16 digits") {
+		t.Errorf("8-digit prefix of a node not known yet: %v, want ErrUnknownSID at once", err)
+	}
+	if got, err := arg("feedface00000000").Resolve(ctx, f, time.Minute); err != nil || got != late {
+		t.Errorf("16-digit prefix of a node learnt while waiting: %v, %v", got, err)
 	}
 	// Cancelled (a signal): the cancellation, not a resolution error.
 	cctx, cancel := context.WithCancel(ctx)
@@ -184,9 +189,9 @@ func TestResolveOnMesh(t *testing.T) {
 			t.Errorf("Resolve(%s) = %v, %v; want %s", arg.Prefix(), got, err, n.SID())
 		}
 	}
-	unknown := "0123456789"
+	unknown := "0123456789ABCDEF"
 	if strings.HasPrefix(a.SID().String(), unknown) || strings.HasPrefix(b.SID().String(), unknown) {
-		unknown = "9876543210"
+		unknown = "FEDCBA9876543210"
 	}
 	arg, _ := ParseSIDArg(unknown)
 	_, err := arg.Resolve(ctx, m, 200*time.Millisecond)

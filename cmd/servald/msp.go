@@ -126,7 +126,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	}
 	allowArgs := make([]inst.SIDArg, len(o.allow))
 	for i, a := range o.allow {
-		if allowArgs[i], err = inst.ParseSIDArg(a); err != nil {
+		if allowArgs[i], err = inst.ParsePinnedSIDArg(a); err != nil {
 			return usagef("--allow: %v", err)
 		}
 	}
@@ -391,9 +391,13 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 		return nil, nil, err
 	}
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
+		short := tgt.SID.Prefix()
 		sid, port, err := tgt.Find(ctx, node, o.timeout)
 		if err == nil && tgt.Service != "" {
 			fmt.Fprintf(g.stderr, "servald: service %s is at %s port %d\n", tgt.Service, sid, port)
+		}
+		if err == nil && short != "" {
+			fmt.Fprintf(g.stderr, "servald: %s is %s\n", short, sid)
 		}
 		return sid, port, err
 	}
