@@ -6,8 +6,9 @@ package probe
 // Packet path: one goroutine per bound port reads a request, parses it
 // (malformed: dropped, counted), asks the limiter (over the source's rate or
 // the total: dropped, counted), looks the answer up in a snapshot of the
-// routing table taken at most every TableTTL, and writes the reply, never
-// longer than the request, back to the address the request came from.
+// routing table (taken again after TableTTL, or after missRefresh when it
+// lacks the node asked about), and writes the reply, never longer than the
+// request, back to the address the request came from.
 
 import (
 	"errors"
@@ -248,14 +249,13 @@ func (r *Responder) handle(port uint16, b, out []byte, src identity.SID, now tim
 			r.malformed.Add(1)
 			return nil
 		}
-		snap, ok := r.admit(src, now)
-		if !ok {
+		if !r.admit(src, now) {
 			return nil
 		}
 		e.Reply, e.Hops = true, HopsUnknown
 		if src == r.cfg.Self {
 			e.Hops = 0
-		} else if rt, ok := snap.routes[src]; ok {
+		} else if rt, _, ok := r.lookup(src, now); ok {
 			e.Hops = rt.Hops
 		}
 		reply = e.Append(out[:0])
@@ -266,15 +266,14 @@ func (r *Responder) handle(port uint16, b, out []byte, src identity.SID, now tim
 			r.malformed.Add(1)
 			return nil
 		}
-		snap, ok := r.admit(src, now)
-		if !ok {
+		if !r.admit(src, now) {
 			return nil
 		}
 		t := TraceReply{ID: q.ID, Seq: q.Seq, Status: StatusNoRoute}
 		if q.Dst == r.cfg.Self {
 			t.Status = StatusDestination
-		} else if rt, ok := snap.routes[q.Dst]; ok && !rt.NextHop.IsZero() {
-			t.Status, t.Next, t.Hops, t.Addr = StatusNext, rt.NextHop, rt.Hops, snap.addrs[rt.NextHop]
+		} else if rt, addr, ok := r.lookup(q.Dst, now); ok && !rt.NextHop.IsZero() {
+			t.Status, t.Next, t.Hops, t.Addr = StatusNext, rt.NextHop, rt.Hops, addr
 		}
 		reply = t.Append(out[:0])
 		r.traces.Add(1)
@@ -289,19 +288,38 @@ func (r *Responder) handle(port uint16, b, out []byte, src identity.SID, now tim
 	return reply
 }
 
-// admit asks the limiter whether src may be answered now, and returns the
-// routing table snapshot to answer from.
-func (r *Responder) admit(src identity.SID, now time.Time) (snapshot, bool) {
+// admit asks the limiter whether src may be answered now.
+func (r *Responder) admit(src identity.SID, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.lim.allow(src, now) {
 		r.limited.Add(1)
-		return snapshot{}, false
+		return false
 	}
-	if r.snapT.IsZero() || now.Sub(r.snapT) >= r.cfg.TableTTL || now.Before(r.snapT) {
+	return true
+}
+
+// missRefresh is how old a snapshot of the routing table must be to be
+// taken again when it lacks the node asked about (a node that just
+// appeared: its route may be newer than the snapshot).
+const missRefresh = 20 * time.Millisecond
+
+// lookup returns the route to sid and its next hop's address ("" when not
+// a neighbour) from the snapshot of the routing table, which it takes again
+// when older than TableTTL, or than missRefresh when sid is missing.
+func (r *Responder) lookup(sid identity.SID, now time.Time) (mesh.Route, string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	age := now.Sub(r.snapT)
+	if r.snapT.IsZero() || age >= r.cfg.TableTTL || age < 0 {
 		r.refreshLocked(now)
 	}
-	return r.snap, true
+	rt, ok := r.snap.routes[sid]
+	if !ok && now.Sub(r.snapT) >= missRefresh {
+		r.refreshLocked(now)
+		rt, ok = r.snap.routes[sid]
+	}
+	return rt, r.snap.addrs[rt.NextHop], ok
 }
 
 // refreshLocked takes a new snapshot of the routing table. On error the

@@ -225,6 +225,24 @@ func TestTableSnapshot(t *testing.T) {
 	if table.reads != 2 || r.Stats().TableErrors != 1 {
 		t.Fatalf("reads %d, table errors %d; want 2 and 1 (no retry within the TTL)", table.reads, r.Stats().TableErrors)
 	}
+
+	// A node missing from the snapshot (it just appeared) makes it be
+	// taken again, though the TTL has not passed, at most every
+	// missRefresh.
+	table.err = nil
+	at := now.Add(10 * time.Second)
+	r.handle(EchoPort, q, nil, pinger, at) // a fresh snapshot
+	reads := table.reads
+	newcomer := sid(0x77)
+	table.routes = append(table.routes, mesh.Route{SID: newcomer, NextHop: near, Hops: 5})
+	b = r.handle(EchoPort, q, nil, newcomer, at.Add(missRefresh/2))
+	if e, _, _ := ParseEcho(b); e.Hops != HopsUnknown || table.reads != reads {
+		t.Fatalf("within missRefresh: hops %d, %d reads; want unknown and no read", e.Hops, table.reads-reads)
+	}
+	b = r.handle(EchoPort, q, nil, newcomer, at.Add(missRefresh))
+	if e, _, _ := ParseEcho(b); e.Hops != 5 || table.reads != reads+1 {
+		t.Fatalf("after missRefresh: hops %d, %d reads; want 5 and one read", e.Hops, table.reads-reads)
+	}
 }
 
 func TestResponderConfigValidate(t *testing.T) {
