@@ -28,6 +28,7 @@ func TestProtocolDocConstants(t *testing.T) {
 		fmt.Sprintf("one per source SID (%g a second, bursts of %d; at most %d sources tracked", r.Rate, r.Burst, r.MaxSources),
 		fmt.Sprintf("then one for all sources together (%g a second, bursts of %d)", r.TotalRate, r.TotalBurst),
 		fmt.Sprintf("read for answers at most every %d ms, or every %d ms while it lacks the node asked about", r.TableTTL.Milliseconds(), missRefresh.Milliseconds()),
+		fmt.Sprintf("is held, at most %d at a time, and tried again every %d ms for up to %d s", holdQueue, holdRetry.Milliseconds(), int(holdFor.Seconds())),
 		fmt.Sprintf("Requests go every interval (%d s) with %d bytes of data (%d-byte datagrams)", int(p.Interval.Seconds()), p.Size, HeaderLen+p.Size),
 	)
 }

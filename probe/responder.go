@@ -8,7 +8,9 @@ package probe
 // the total: dropped, counted), looks the answer up in a snapshot of the
 // routing table (taken again after TableTTL, or after missRefresh when it
 // lacks the node asked about), and writes the reply, never longer than the
-// request, back to the address the request came from.
+// request, back to the address the request came from. A reply that finds no
+// route back (the asker just appeared) goes to a bounded queue, whose
+// goroutine tries it again for a while.
 
 import (
 	"errors"
@@ -104,6 +106,7 @@ type ResponderStats struct {
 	Malformed   uint64 // requests dropped as malformed (or not requests)
 	RateLimited uint64 // requests dropped over a rate limit
 	WriteErrors uint64 // replies that could not be sent
+	Delayed     uint64 // replies sent late, once a route back appeared
 	TableErrors uint64 // failed reads of the routing table
 }
 
@@ -112,14 +115,33 @@ type Responder struct {
 	cfg  ResponderConfig
 	wg   sync.WaitGroup
 	once sync.Once
+	hold chan held     // replies waiting for a route back
+	done chan struct{} // closed by Close
 
 	mu    sync.Mutex
 	lim   *limiter  // guarded by mu
 	snap  snapshot  // guarded by mu
 	snapT time.Time // when snap was taken; guarded by mu
 
-	echoes, traces, malformed, limited, writeErrs, tableErrs atomic.Uint64
+	echoes, traces, malformed, limited, writeErrs, delayed, tableErrs atomic.Uint64
 }
+
+// held is a reply to a node this one had no route to when it answered:
+// one that just appeared, whose routes have not spread yet.
+type held struct {
+	pc    PacketConn
+	to    net.Addr
+	b     []byte
+	until time.Time
+}
+
+// Replies to a node without a route back are held, at most holdQueue at a
+// time, and tried again every holdRetry until holdFor has passed.
+const (
+	holdQueue = 32
+	holdRetry = 50 * time.Millisecond
+	holdFor   = time.Second
+)
 
 // snapshot is what the responder needs of the routing table, by SID.
 type snapshot struct {
@@ -135,6 +157,8 @@ func NewResponder(cfg ResponderConfig) (*Responder, error) {
 		return nil, err
 	}
 	r := newResponder(cfg, time.Now())
+	r.wg.Add(1)
+	go r.retry()
 	for _, p := range []struct {
 		pc   PacketConn
 		port uint16
@@ -180,7 +204,7 @@ func ServeNode(n *mesh.Node, cfg ResponderConfig, echo, trace bool) (*Responder,
 }
 
 func newResponder(cfg ResponderConfig, now time.Time) *Responder {
-	return &Responder{cfg: cfg, lim: newLimiter(cfg, now)}
+	return &Responder{cfg: cfg, lim: newLimiter(cfg, now), hold: make(chan held, holdQueue), done: make(chan struct{})}
 }
 
 // Close stops answering and closes the ports.
@@ -192,6 +216,7 @@ func (r *Responder) Close() error {
 		if r.cfg.Trace != nil {
 			r.cfg.Trace.Close()
 		}
+		close(r.done)
 	})
 	r.wg.Wait()
 	return nil
@@ -202,7 +227,7 @@ func (r *Responder) Stats() ResponderStats {
 	return ResponderStats{
 		Echoes: r.echoes.Load(), Traces: r.traces.Load(),
 		Malformed: r.malformed.Load(), RateLimited: r.limited.Load(),
-		WriteErrors: r.writeErrs.Load(), TableErrors: r.tableErrs.Load(),
+		WriteErrors: r.writeErrs.Load(), Delayed: r.delayed.Load(), TableErrors: r.tableErrs.Load(),
 	}
 }
 
@@ -231,8 +256,49 @@ func (r *Responder) serve(pc PacketConn, port uint16) {
 			continue
 		}
 		if _, err := pc.WriteTo(reply, from); err != nil {
+			if noRoute(err) {
+				select {
+				case r.hold <- held{pc: pc, to: from, b: append([]byte(nil), reply...), until: time.Now().Add(holdFor)}:
+					continue
+				default:
+				}
+			}
 			r.writeErrs.Add(1)
 			log.Debug("probe: reply not sent", "to", a.SID.Short(), "err", err)
+		}
+	}
+}
+
+// retry sends the held replies, in turn, once a route back appears.
+func (r *Responder) retry() {
+	defer r.wg.Done()
+	t := time.NewTimer(holdRetry)
+	defer t.Stop()
+	for {
+		var h held
+		select {
+		case h = <-r.hold:
+		case <-r.done:
+			return
+		}
+		sent := false
+		for !sent && time.Now().Before(h.until) {
+			t.Reset(holdRetry)
+			select {
+			case <-t.C:
+			case <-r.done:
+				return
+			}
+			_, err := h.pc.WriteTo(h.b, h.to)
+			if err == nil {
+				sent = true
+				r.delayed.Add(1)
+			} else if !noRoute(err) {
+				break
+			}
+		}
+		if !sent {
+			r.writeErrs.Add(1)
 		}
 	}
 }

@@ -3,7 +3,11 @@ package probe
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"net"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/servald/servald/identity"
@@ -295,4 +299,91 @@ func FuzzResponderHandle(f *testing.F) {
 			t.Fatalf("answered on port %d", port)
 		}
 	})
+}
+
+// routeLaterConn is an MDP port on which one request arrives, and whose
+// writes find no route until routeAfter writes were tried.
+type routeLaterConn struct {
+	req        []byte
+	from       mesh.Addr
+	routeAfter int
+
+	mu     sync.Mutex
+	tries  int
+	sent   [][]byte
+	read   bool
+	closed chan struct{}
+}
+
+func (c *routeLaterConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	c.mu.Lock()
+	first := !c.read
+	c.read = true
+	c.mu.Unlock()
+	if first {
+		return copy(p, c.req), c.from, nil
+	}
+	<-c.closed
+	return 0, nil, net.ErrClosed
+}
+
+func (c *routeLaterConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tries++
+	if c.tries <= c.routeAfter {
+		return 0, fmt.Errorf("mesh: %w", mesh.ErrNoRoute)
+	}
+	c.sent = append(c.sent, append([]byte(nil), b...))
+	return len(b), nil
+}
+
+func (c *routeLaterConn) Close() error {
+	select {
+	case <-c.closed:
+	default:
+		close(c.closed)
+	}
+	return nil
+}
+
+// TestReplyHeldForRoute: a reply to a node with no route back yet is sent
+// once the route appears; one whose route never comes is given up after
+// holdFor. (In a synctest bubble: time is virtual.)
+func TestReplyHeldForRoute(t *testing.T) {
+	for _, tt := range []struct {
+		routeAfter int
+		sent       bool
+	}{{3, true}, {1000, false}} {
+		synctest.Test(t, func(t *testing.T) {
+			q := Echo{ID: 1, Seq: 1, Data: []byte("x")}.Append(nil)
+			pc := &routeLaterConn{req: q, from: mesh.Addr{SID: pinger, Port: 40000}, routeAfter: tt.routeAfter, closed: make(chan struct{})}
+			r, err := NewResponder(ResponderConfig{Self: self, Table: testTable(), Echo: pc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			time.Sleep(holdFor / 2)
+			synctest.Wait()
+			s := r.Stats()
+			pc.mu.Lock()
+			sent, tries := len(pc.sent), pc.tries
+			pc.mu.Unlock()
+			if tt.sent && (s.Delayed != 1 || s.WriteErrors != 0 || sent != 1 || tries != 4) {
+				t.Errorf("route after 3 tries: stats %+v, %d sent in %d tries", s, sent, tries)
+			}
+			if !tt.sent && (s.WriteErrors != 0 || sent != 0) {
+				t.Errorf("no route, %v in: stats %+v, %d sent; want it still held", holdFor/2, s, sent)
+			}
+			time.Sleep(holdFor)
+			synctest.Wait()
+			s = r.Stats()
+			pc.mu.Lock()
+			sent, tries = len(pc.sent), pc.tries
+			pc.mu.Unlock()
+			if !tt.sent && (s.Delayed != 0 || s.WriteErrors != 1 || sent != 0 || tries != 1+int(holdFor/holdRetry)) {
+				t.Errorf("no route ever: stats %+v, %d sent in %d tries, want given up after %d", s, sent, tries, 1+int(holdFor/holdRetry))
+			}
+		})
+	}
 }
