@@ -131,6 +131,7 @@ type Responder struct {
 type held struct {
 	pc    PacketConn
 	to    net.Addr
+	sid   identity.SID // to's node
 	b     []byte
 	until time.Time
 }
@@ -258,7 +259,7 @@ func (r *Responder) serve(pc PacketConn, port uint16) {
 		if _, err := pc.WriteTo(reply, from); err != nil {
 			if noRoute(err) {
 				select {
-				case r.hold <- held{pc: pc, to: from, b: append([]byte(nil), reply...), until: time.Now().Add(holdFor)}:
+				case r.hold <- held{pc: pc, to: from, sid: a.SID, b: append([]byte(nil), reply...), until: time.Now().Add(holdFor)}:
 					continue
 				default:
 				}
@@ -288,6 +289,12 @@ func (r *Responder) retry() {
 			case <-t.C:
 			case <-r.done:
 				return
+			}
+			if h.b[0] == typeEchoReply && h.b[1] == wireHopsUnknown {
+				// The route back that lets the reply go tells its length.
+				if rt, _, ok := r.lookup(h.sid, time.Now()); ok && rt.Hops < wireHopsUnknown {
+					h.b[1] = byte(rt.Hops)
+				}
 			}
 			_, err := h.pc.WriteTo(h.b, h.to)
 			if err == nil {

@@ -16,6 +16,7 @@ import (
 
 // fakeTable is a routing table that counts its reads.
 type fakeTable struct {
+	mu     sync.Mutex
 	routes []mesh.Route
 	nbs    []mesh.Neighbour
 	err    error
@@ -23,11 +24,17 @@ type fakeTable struct {
 }
 
 func (f *fakeTable) Routes() ([]mesh.Route, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.reads++
-	return f.routes, f.err
+	return append([]mesh.Route(nil), f.routes...), f.err
 }
 
-func (f *fakeTable) Neighbours() ([]mesh.Neighbour, error) { return f.nbs, f.err }
+func (f *fakeTable) Neighbours() ([]mesh.Neighbour, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.nbs, f.err
+}
 
 type strAddr string
 
@@ -308,6 +315,8 @@ type routeLaterConn struct {
 	from       mesh.Addr
 	routeAfter int
 
+	onWrite    func(tries int) // called under mu at each write
+
 	mu     sync.Mutex
 	tries  int
 	sent   [][]byte
@@ -331,6 +340,9 @@ func (c *routeLaterConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.tries++
+	if c.onWrite != nil {
+		c.onWrite(c.tries)
+	}
 	if c.tries <= c.routeAfter {
 		return 0, fmt.Errorf("mesh: %w", mesh.ErrNoRoute)
 	}
@@ -357,8 +369,17 @@ func TestReplyHeldForRoute(t *testing.T) {
 	}{{3, true}, {1000, false}} {
 		synctest.Test(t, func(t *testing.T) {
 			q := Echo{ID: 1, Seq: 1, Data: []byte("x")}.Append(nil)
-			pc := &routeLaterConn{req: q, from: mesh.Addr{SID: pinger, Port: 40000}, routeAfter: tt.routeAfter, closed: make(chan struct{})}
-			r, err := NewResponder(ResponderConfig{Self: self, Table: testTable(), Echo: pc})
+			newcomer := sid(0x55)
+			pc := &routeLaterConn{req: q, from: mesh.Addr{SID: newcomer, Port: 40000}, routeAfter: tt.routeAfter, closed: make(chan struct{})}
+			table := testTable()
+			pc.onWrite = func(tries int) {
+				if tries == tt.routeAfter {
+					table.mu.Lock()
+					table.routes = append(table.routes, mesh.Route{SID: newcomer, NextHop: near, Hops: 7})
+					table.mu.Unlock()
+				}
+			}
+			r, err := NewResponder(ResponderConfig{Self: self, Table: table, Echo: pc})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -371,6 +392,13 @@ func TestReplyHeldForRoute(t *testing.T) {
 			pc.mu.Unlock()
 			if tt.sent && (s.Delayed != 1 || s.WriteErrors != 0 || sent != 1 || tries != 4) {
 				t.Errorf("route after 3 tries: stats %+v, %d sent in %d tries", s, sent, tries)
+			}
+			if tt.sent && sent == 1 {
+				// The asker was not in the table when the request came;
+				// by the time the reply goes, it is.
+				if e, _, err := ParseEcho(pc.sent[0]); err != nil || e.Hops != 7 {
+					t.Errorf("held reply: %+v (%v), want hops 7 from the table as it is when sent", e, err)
+				}
 			}
 			if !tt.sent && (s.WriteErrors != 0 || sent != 0) {
 				t.Errorf("no route, %v in: stats %+v, %d sent; want it still held", holdFor/2, s, sent)

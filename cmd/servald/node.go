@@ -15,6 +15,7 @@ type nodeOptions struct {
 	peers     []string
 	broadcast []string
 	config    string
+	noEcho    bool
 }
 
 func (o *nodeOptions) addFlags(fs *pflag.FlagSet) {
@@ -23,6 +24,7 @@ func (o *nodeOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.broadcast, "broadcast", nil, "announce this node by LAN broadcast on these interfaces (all broadcast-capable ones when given without a list); off by default")
 	fs.Lookup("broadcast").NoOptDefVal = inst.BroadcastAll
 	fs.StringVar(&o.config, "config", "", "config file with lines 'udp = ADDR', 'peer = HOST:PORT', 'broadcast = IFACE,...'")
+	fs.BoolVar(&o.noEcho, "no-echo", false, "do not answer ping and trace (MDP ports 7 and 8), which a node answers by default")
 }
 
 // options are the node options for package instance: flags win over the
@@ -33,6 +35,7 @@ func (o *nodeOptions) options(fs *pflag.FlagSet, g *globals) inst.NodeOptions {
 		Peers:     o.peers,
 		Broadcast: o.broadcast,
 		Config:    o.config,
+		NoEcho:    o.noEcho,
 		Given:     fs.Changed,
 		Logger:    g.logger(),
 	}
