@@ -315,7 +315,7 @@ type routeLaterConn struct {
 	from       mesh.Addr
 	routeAfter int
 
-	onWrite    func(tries int) // called under mu at each write
+	onWrite func(tries int) // called under mu at each write
 
 	mu     sync.Mutex
 	tries  int
