@@ -28,19 +28,20 @@ func (o *probeOptions) addFlags(cmd *cobra.Command, timeoutHelp string, timeout 
 	cmd.Flags().BoolVar(&o.json, "json", false, "print one JSON object per line")
 }
 
-// reach opens the mesh and waits (at most --timeout) until the node the
-// argument names is reachable; the caller closes the Mesh.
-func (o *probeOptions) reach(cmd *cobra.Command, g *globals, arg string) (inst.Mesh, identity.SID, error) {
+// reach opens the mesh, waits (at most --timeout) until the node the
+// argument names is reachable, and binds a port to ask from; the caller
+// closes the Mesh.
+func (o *probeOptions) reach(cmd *cobra.Command, g *globals, arg string) (inst.Mesh, identity.SID, probe.PacketConn, error) {
 	sidArg, err := inst.ParseSIDArg(arg)
 	if err != nil {
-		return nil, identity.SID{}, err
+		return nil, identity.SID{}, nil, err
 	}
 	if o.timeout <= 0 {
-		return nil, identity.SID{}, usagef("--timeout must be positive")
+		return nil, identity.SID{}, nil, usagef("--timeout must be positive")
 	}
 	m, err := g.access(&o.node, cmd.Flags())
 	if err != nil {
-		return nil, identity.SID{}, err
+		return nil, identity.SID{}, nil, err
 	}
 	sid, err := sidArg.Resolve(cmd.Context(), m, o.timeout)
 	if err == nil {
@@ -51,11 +52,15 @@ func (o *probeOptions) reach(cmd *cobra.Command, g *globals, arg string) (inst.M
 			err = fmt.Errorf("%w (waited %v)", err, o.timeout)
 		}
 	}
+	var pc probe.PacketConn
+	if err == nil {
+		pc, err = m.Bind(0)
+	}
 	if err != nil {
 		m.Close()
-		return nil, identity.SID{}, err
+		return nil, identity.SID{}, nil, err
 	}
-	return m, sid, nil
+	return m, sid, pc, nil
 }
 
 type pingOptions struct {
@@ -125,26 +130,16 @@ func (o *pingOptions) run(cmd *cobra.Command, g *globals, arg string) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	m, sid, err := o.reach(cmd, g, arg)
+	m, sid, pc, err := o.reach(cmd, g, arg)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	pc, err := m.Bind(0)
-	if err != nil {
-		return err
-	}
 	out := cmd.OutOrStdout()
 	if !o.json {
 		fmt.Fprintf(out, "PING %s: %d data bytes\n", sid, o.size)
 	}
-	sum, err := probe.RunPing(cmd.Context(), pc, sid, cfg, func(r probe.Reply) {
-		if o.json {
-			writeJSON(out, pingReplyJSON(r))
-		} else {
-			fmt.Fprintln(out, r)
-		}
-	})
+	sum, err := probe.RunPing(cmd.Context(), pc, sid, cfg, func(r probe.Reply) { o.emit(out, r, pingReplyJSON(r)) })
 	if o.json {
 		writeJSON(out, pingSummaryJSON(sum))
 	} else {
@@ -201,6 +196,15 @@ func pingSummaryJSON(s probe.Summary) summaryJSON {
 		Min: msFloat(s.Min), Avg: msFloat(s.Avg), Max: msFloat(s.Max), Mdev: msFloat(s.Mdev), Time: msFloat(s.Time)}
 }
 
+// emit prints a line: v as JSON with --json, else text.
+func (o *probeOptions) emit(w io.Writer, text fmt.Stringer, v any) {
+	if o.json {
+		writeJSON(w, v)
+	} else {
+		fmt.Fprintln(w, text)
+	}
+}
+
 // writeJSON writes v as one line.
 func writeJSON(w io.Writer, v any) {
 	b, _ := json.Marshal(v)
@@ -246,28 +250,18 @@ func (o *traceOptions) run(cmd *cobra.Command, g *globals, arg string) error {
 	if o.maxHops <= 0 {
 		return usagef("--max-hops must be positive")
 	}
-	m, sid, err := o.reach(cmd, g, arg)
+	m, sid, pc, err := o.reach(cmd, g, arg)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	pc, err := m.Bind(0)
-	if err != nil {
-		return err
-	}
 	out := cmd.OutOrStdout()
 	if !o.json {
 		fmt.Fprintf(out, "trace to %s, %d hops max\n", sid, o.maxHops)
 	}
 	// Three queries per hop within --timeout.
 	cfg := probe.TraceConfig{MaxHops: o.maxHops, Timeout: max(o.timeout/3, time.Millisecond), Tries: 3}
-	_, err = probe.Trace(cmd.Context(), pc, m.Identity().SID(), m, sid, cfg, func(h probe.Hop) {
-		if o.json {
-			writeJSON(out, traceHopJSON(h))
-		} else {
-			fmt.Fprintln(out, h)
-		}
-	})
+	_, err = probe.Trace(cmd.Context(), pc, m.Identity().SID(), m, sid, cfg, func(h probe.Hop) { o.emit(out, h, traceHopJSON(h)) })
 	return err
 }
 
