@@ -16,7 +16,7 @@ import (
 // detached daemon: the option reaches the child). From node 1: ping over 4
 // hops prints hops=4 and RTTs and exits 0; --json gives one object per
 // line; trace lists the 4 hops in order with their addresses; an embedded
-// node beside node 1 pings at 5 hops; an unknown SID, and the node that
+// node beside node 1 pings at 5 hops and traces the 5; an unknown SID, and the node that
 // does not answer, exit 1 with one line.
 func TestPingTraceFourHops(t *testing.T) {
 	t.Parallel()
@@ -122,6 +122,18 @@ func TestPingTraceFourHops(t *testing.T) {
 	code, out, errOut = runOnce(t, nil, "ping", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", n1.udp, "-c", "1", "--timeout", "30s", n5.sid)
 	if code != 0 || !strings.Contains(out, "64 bytes from "+n5.sid[:8]+": seq=1 hops=5 time=") {
 		t.Errorf("ping from an embedded node: exit %d, stderr %q, stdout:\n%s", code, errOut, out)
+	}
+
+	// And traces it through node 1.
+	code, out, errOut = runOnce(t, nil, "trace", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", n1.udp, "--timeout", "30s", n5.sid)
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 6 {
+		t.Fatalf("trace from an embedded node: exit %d, stderr %q, stdout:\n%s", code, errOut, out)
+	}
+	for k := 1; k <= 5; k++ {
+		if want := fmt.Sprintf("%2d  %s  %s  ", k, chain[k-1].sid[:8], chain[k-1].udp); !strings.HasPrefix(lines[k], want) {
+			t.Errorf("trace from an embedded node, line %d: %q, want %q...", k, lines[k], want)
+		}
 	}
 
 	// An unknown SID: exit 1, one line, nothing on stdout.
