@@ -134,7 +134,7 @@ func Listen(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, node: cfg.Node, ln: ln, path: path, sock: sock, lock: own,
 		uid:     os.Geteuid(),
-		disc:    discovery.NewResponder(dpc, cfg.Logger),
+		disc:    discovery.NewResponder(dpc, cfg.Node.Identity(), cfg.Logger),
 		log:     cfg.Logger.With("socket", path),
 		started: time.Now(),
 		sem:     make(chan struct{}, cfg.MaxConns),
