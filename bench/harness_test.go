@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,7 +153,8 @@ func startProc(b *testing.B, bin string, args ...string) *proc {
 		close(p.done)
 	}()
 	b.Cleanup(func() {
-		p.stdin.Close() // benchpeer exits on EOF
+		p.stdin.Close()                     // benchpeer exits on EOF
+		cmd.Process.Signal(syscall.SIGTERM) // servald on a signal
 		select {
 		case <-p.done:
 			return
@@ -397,6 +399,11 @@ func goodput(addr string, d time.Duration) (float64, error) {
 		return 0, err
 	}
 	defer c.Close()
+	return goodputOn(c, d)
+}
+
+// goodputOn is goodput on a connection to the target.
+func goodputOn(c net.Conn, d time.Duration) (float64, error) {
 	c.SetDeadline(time.Now().Add(d + 2*time.Minute))
 	if _, err := c.Write([]byte{modeAck}); err != nil {
 		return 0, err

@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/servald/servald/bench/udprelay"
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp"
+)
+
+// BenchmarkInprocLossy splits the gap between memnet and real processes:
+// one msp stream between two mesh nodes of this process (mesh and msp
+// defaults, as the CLI builds them), over a link of 10 ms each way, MTU
+// 1500, at 0% and 10% loss, once over memnet and once over real UDP
+// sockets on loopback through a udprelay with the same settings. No TCP
+// legs, no other processes: if udp-MB/s is near memnet-MB/s, the loss is
+// in the processes (TCP legs, scheduling); if not, in real sockets and
+// timers. Metrics: udp-MB/s, memnet-MB/s, memnet-x (memnet / udp). A
+// target for -cpuprofile:
+//
+//	go test -run '^$' -bench 'InprocLossy/loss=10%/udp' -benchtime 1x -cpuprofile cpu.out ./bench/
+func BenchmarkInprocLossy(b *testing.B) {
+	for _, loss := range []float64{0, 0.10} {
+		b.Run(fmt.Sprintf("loss=%g%%", loss*100), func(b *testing.B) {
+			var u, m []float64
+			b.Run("udp", func(b *testing.B) {
+				a, z := udpPair(b, udprelay.Link{Loss: loss, Delay: 10 * time.Millisecond, MTU: 1500})
+				u = inprocGoodput(b, a, z)
+				b.ReportMetric(median(u), "udp-MB/s")
+			})
+			b.Run("memnet", func(b *testing.B) {
+				a, z := memPair(b, memnet.LinkConfig{Loss: loss, Delay: 10 * time.Millisecond})
+				m = inprocGoodput(b, a, z)
+				b.ReportMetric(median(m), "memnet-MB/s")
+				if len(u) > 0 {
+					b.ReportMetric(median(m)/median(u), "memnet-x")
+				}
+			})
+		})
+	}
+}
+
+// inprocGoodput runs the target on z and measures transfers from a.
+func inprocGoodput(b *testing.B, a, z *mesh.Node) []float64 {
+	b.Helper()
+	tg := &target{}
+	l, err := msp.Listen(z, 5000, msp.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); tg.serve(c) }()
+		}
+	}()
+	b.Cleanup(func() { l.Close(); <-done })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var v []float64
+	for b.Loop() {
+		c, err := msp.Dial(ctx, a, z.SID(), 5000, msp.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		v = append(v, must(b, "msp stream")(goodputOn(c, transferTime)))
+		c.Close()
+	}
+	return v
+}
+
+func newNode(b *testing.B, c net.PacketConn, peers []net.Addr) *mesh.Node {
+	b.Helper()
+	id, err := identity.Generate(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { n.Close() })
+	return n
+}
+
+func waitPair(b *testing.B, a, z *mesh.Node) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.WaitReachable(ctx, z.SID()); err != nil {
+		b.Fatal(err)
+	}
+	if err := z.WaitReachable(ctx, a.SID()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// udpPair is two nodes on loopback UDP, a sending through a relay to z.
+func udpPair(b *testing.B, l udprelay.Link) (a, z *mesh.Node) {
+	b.Helper()
+	cz, err := mesh.ListenUDP("127.0.0.1:0", false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	z = newNode(b, cz, nil)
+	r := newRelay(b, z.LocalAddr().String(), l, 1)
+	ca, err := mesh.ListenUDP("127.0.0.1:0", false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ra, err := net.ResolveUDPAddr("udp", r.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	a = newNode(b, ca, []net.Addr{ra})
+	waitPair(b, a, z)
+	return a, z
+}
+
+// memPair is two nodes on memnet joined by one link of cfg, MTU 1500.
+func memPair(b *testing.B, cfg memnet.LinkConfig) (a, z *mesh.Node) {
+	b.Helper()
+	nw := memnet.New(1)
+	b.Cleanup(func() { nw.Close() })
+	nw.SetMTU(1500)
+	ca, cz := nw.Listen(), nw.Listen()
+	nw.SetLinkBoth(ca.LocalAddr(), cz.LocalAddr(), cfg)
+	z = newNode(b, cz, []net.Addr{ca.LocalAddr()})
+	a = newNode(b, ca, []net.Addr{cz.LocalAddr()})
+	waitPair(b, a, z)
+	return a, z
+}
