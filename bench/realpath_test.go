@@ -54,8 +54,9 @@ func must(b *testing.B, what string) func(float64, error) float64 {
 // baseline through a relay with the same settings, in the same run.
 // Metrics: servald-MB/s, kcp-MB/s, x-kcp (servald / kcp), and from the
 // servald link's relay max-dgram-B (the largest datagram that crossed it:
-// path-MTU probing should reach 1472) and too-big (probes the MTU
-// stopped). Each op is one transfer of each, about 4 s of writing; run
+// path-MTU probing should reach 1472), too-big (probes the MTU
+// stopped) and relay-late-us (how late past due, on average, the relay
+// sent a datagram: its own delay on top of the link's). Each op is one transfer of each, about 4 s of writing; run
 // with -benchtime 1x (or Nx for medians of N).
 // msp BenchmarkLossyLink is the same link on memnet (scripts/bench prints
 // both).
@@ -77,14 +78,27 @@ func BenchmarkRealLossy(b *testing.B) {
 				s = append(s, must(b, "servald")(goodputOf(sv.addr)))
 				k = append(k, must(b, "kcp")(goodputOf(kc.addr)))
 			}
+			b.Logf("servald MB/s %.3g, kcp MB/s %.3g", s, k)
 			b.ReportMetric(median(s), "servald-MB/s")
 			b.ReportMetric(median(k), "kcp-MB/s")
 			b.ReportMetric(median(s)/median(k), "x-kcp")
 			st := svRelay.Stats()
 			b.ReportMetric(float64(max(st.Up.MaxOut, st.Down.MaxOut)), "max-dgram-B")
 			b.ReportMetric(float64(st.Up.TooBig+st.Down.TooBig), "too-big")
+			b.ReportMetric(meanLate(st).Seconds()*1e6, "relay-late-us")
 		})
 	}
+}
+
+// meanLate is how late past its due time the relay sent a datagram, on
+// average over both directions: the harness's own delay, on top of the
+// link's.
+func meanLate(st udprelay.Stats) time.Duration {
+	n := st.Up.Out + st.Down.Out
+	if n == 0 {
+		return 0
+	}
+	return (st.Up.Late + st.Down.Late) / time.Duration(n)
 }
 
 func goodputOf(addr string) (float64, error) { return goodput(addr, transferTime) }
@@ -141,6 +155,7 @@ func BenchmarkRealChain(b *testing.B) {
 		clean0, lossy0, ratios = append(clean0, c), append(lossy0, x), append(ratios, x/c)
 	}
 	set(clean)
+	b.Logf("lossless MB/s %.3g, lossy MB/s %.3g", clean0, lossy0)
 	b.ReportMetric(median(clean0), "lossless-MB/s")
 	b.ReportMetric(median(lossy0), "lossy-MB/s")
 	b.ReportMetric(median(lossy0)/median(clean0), "of-lossless")

@@ -95,6 +95,10 @@ type Counters struct {
 	Lost, TooBig, QueueFull uint64
 	// MaxOut is the largest payload sent on.
 	MaxOut uint64
+	// Late sums how much later than due the datagrams sent on left (the
+	// relay's own scheduling delay, which adds to Delay); MaxLate is the
+	// most one was late.
+	Late, MaxLate time.Duration
 }
 
 // Stats is both directions' counters.
@@ -215,6 +219,7 @@ type pipe struct {
 	stop  chan struct{}
 
 	in, out, outBytes, lost, tooBig, queueFull, maxOut atomic.Uint64
+	late, maxLate                                      atomic.Int64
 }
 
 func newPipe(l Link, queue int, seed, stream uint64) *pipe {
@@ -242,6 +247,7 @@ func (p *pipe) counters() Counters {
 		In: p.in.Load(), Out: p.out.Load(), OutBytes: p.outBytes.Load(),
 		Lost: p.lost.Load(), TooBig: p.tooBig.Load(), QueueFull: p.queueFull.Load(),
 		MaxOut: p.maxOut.Load(),
+		Late:   time.Duration(p.late.Load()), MaxLate: time.Duration(p.maxLate.Load()),
 	}
 }
 
@@ -336,18 +342,28 @@ func (r *Relay) write(ctx context.Context, c *net.UDPConn, p *pipe, dst func() (
 			}
 		}
 		if to, ok := dst(); ok {
+			late := int64(time.Since(pk.due))
 			if _, err := c.WriteToUDPAddrPort(pk.buf, to); err == nil {
-				n := uint64(len(pk.buf))
 				p.out.Add(1)
-				p.outBytes.Add(n)
-				for {
-					m := p.maxOut.Load()
-					if n <= m || p.maxOut.CompareAndSwap(m, n) {
-						break
-					}
-				}
+				p.outBytes.Add(uint64(len(pk.buf)))
+				storeMax(&p.maxOut, uint64(len(pk.buf)))
+				p.late.Add(late)
+				storeMax(&p.maxLate, late)
 			}
 		}
 		p.free <- pk.buf
+	}
+}
+
+// storeMax raises *m to v if v is larger.
+func storeMax[T int64 | uint64, A interface {
+	Load() T
+	CompareAndSwap(old, new T) bool
+}](m A, v T) {
+	for {
+		old := m.Load()
+		if v <= old || m.CompareAndSwap(old, v) {
+			return
+		}
 	}
 }

@@ -93,7 +93,7 @@ func TestLossRate(t *testing.T) {
 
 func TestDelayBothWays(t *testing.T) {
 	const delay = 40 * time.Millisecond
-	_, client, upstream := setup(t, Symmetric(Link{Delay: delay}, 1))
+	r, client, upstream := setup(t, Symmetric(Link{Delay: delay}, 1))
 	t0 := time.Now()
 	send(t, client, 1, 64)
 	buf := make([]byte, 100)
@@ -116,6 +116,16 @@ func TestDelayBothWays(t *testing.T) {
 	}
 	if rtt > 2*delay+time.Second {
 		t.Errorf("round trip %v, far above 2×%v", rtt, delay)
+	}
+	// Lateness is what the relay added beyond the delay: counted, and
+	// within what the measured round trip allows.
+	st := r.Stats()
+	for i := 0; i < 100 && st.Down.Out == 0; i++ { // counted just after the write
+		time.Sleep(10 * time.Millisecond)
+		st = r.Stats()
+	}
+	if st.Up.Out != 1 || st.Down.Out != 1 || st.Up.MaxLate < 0 || st.Up.Late != st.Up.MaxLate || st.Up.MaxLate+st.Down.MaxLate > rtt-2*delay {
+		t.Errorf("counters %+v after a round trip of %v", st, rtt)
 	}
 }
 
