@@ -189,8 +189,12 @@ func TestQueueBound(t *testing.T) {
 	for i := range 200 {
 		send(t, client, uint32(i), 1000)
 	}
-	got := recvAll(t, upstream, 500*time.Millisecond)
+	// Wait until the queue has drained (every datagram sent or dropped).
 	st := r.Stats().Up
+	for end := time.Now().Add(10 * time.Second); (st.In < 200 || st.Out+st.QueueFull < st.In) && time.Now().Before(end); st = r.Stats().Up {
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := recvAll(t, upstream, 300*time.Millisecond)
 	if st.QueueFull == 0 || uint64(len(got)) != st.Out || st.Out+st.QueueFull != st.In {
 		t.Errorf("got %d, counters %+v: want drops at the full queue and every datagram counted once", len(got), st)
 	}
