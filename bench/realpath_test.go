@@ -111,7 +111,8 @@ func goodputOf(addr string) (float64, error) { return goodput(addr, transferTime
 // link (the relays switch between the two, so both use the same processes
 // and routes), back to back. Metrics: lossless-MB/s and lossy-MB/s
 // (medians), of-lossless (median lossy / median lossless) and
-// min-of-lossless (the lowest ratio of one op's pair). msp
+// min-of-lossless (the lowest ratio of one op's pair), relay-late-us (as
+// in BenchmarkRealLossy, over the 4 relays). msp
 // BenchmarkChainGoodput is the same chain on memnet (scripts/bench prints
 // both). Run with -benchtime 3x.
 func BenchmarkRealChain(b *testing.B) {
@@ -168,6 +169,15 @@ func BenchmarkRealChain(b *testing.B) {
 	if lost == 0 {
 		b.Fatal("the relays dropped nothing: the lossy chain was not exercised")
 	}
+	var late udprelay.Stats
+	for _, r := range relays {
+		st := r.Stats()
+		late.Up.Out += st.Up.Out
+		late.Up.Late += st.Up.Late
+		late.Down.Out += st.Down.Out
+		late.Down.Late += st.Down.Late
+	}
+	b.ReportMetric(meanLate(late).Seconds()*1e6, "relay-late-us")
 }
 
 func minOf(v []float64) float64 {
