@@ -199,3 +199,63 @@ func memPair(b *testing.B, cfg memnet.LinkConfig) (a, z *mesh.Node) {
 	waitPair(b, a, z)
 	return a, z
 }
+
+// BenchmarkInprocChain is BenchmarkRealChain without processes: 5 mesh
+// nodes of this process on loopback UDP, each link through a udprelay
+// (5 ms each way, MTU 1500), one msp stream from the first node to the
+// last, lossless and at 10% loss each way on every link. Metrics:
+// lossless-MB/s, lossy-MB/s, cores-used (this process, relays included).
+// A target for -cpuprofile of the relayed path over real sockets.
+func BenchmarkInprocChain(b *testing.B) {
+	clean := udprelay.Link{Delay: 5 * time.Millisecond, MTU: 1500}
+	lossy := clean
+	lossy.Loss = 0.10
+	const nodes = 5
+	ns := make([]*mesh.Node, nodes)
+	var relays []*udprelay.Relay
+	for i := nodes - 1; i >= 0; i-- {
+		c, err := mesh.ListenUDP("127.0.0.1:0", false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var peers []net.Addr
+		if i < nodes-1 {
+			r := newRelay(b, ns[i+1].LocalAddr().String(), clean, uint64(200+i))
+			relays = append(relays, r)
+			ra, err := net.ResolveUDPAddr("udp", r.Addr())
+			if err != nil {
+				b.Fatal(err)
+			}
+			peers = append(peers, ra)
+		}
+		ns[i] = newNode(b, c, peers)
+	}
+	waitPair(b, ns[0], ns[nodes-1])
+	set := func(l udprelay.Link) {
+		for _, r := range relays {
+			if err := r.SetConfig(udprelay.Symmetric(l, 0)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var c0, l0 []float64
+	var cpuUsed, wall float64
+	for _, tc := range []struct {
+		name string
+		link udprelay.Link
+		out  *[]float64
+	}{{"lossless", clean, &c0}, {"lossy", lossy, &l0}} {
+		b.Run(tc.name, func(b *testing.B) {
+			set(tc.link)
+			cpu0, err0 := cpuSeconds(os.Getpid())
+			t0 := time.Now()
+			*tc.out = inprocGoodput(b, ns[0], ns[nodes-1])
+			if cpu1, err1 := cpuSeconds(os.Getpid()); err0 == nil && err1 == nil {
+				cpuUsed, wall = cpu1-cpu0, time.Since(t0).Seconds()
+				b.ReportMetric(cpuUsed/wall, "cores-used")
+			}
+			b.ReportMetric(median(*tc.out), tc.name+"-MB/s")
+		})
+	}
+	set(clean)
+}

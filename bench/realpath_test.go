@@ -112,7 +112,9 @@ func goodputOf(addr string) (float64, error) { return goodput(addr, transferTime
 // and routes), back to back. Metrics: lossless-MB/s and lossy-MB/s
 // (medians), of-lossless (median lossy / median lossless) and
 // min-of-lossless (the lowest ratio of one op's pair), relay-late-us (as
-// in BenchmarkRealLossy, over the 4 relays). msp
+// in BenchmarkRealLossy, over the 4 relays), cores-used (CPU seconds of
+// the 5 daemons and the two msp processes per second of the transfers: 2
+// is both cores) and idle-cores (the same over 3 s before, no transfer). msp
 // BenchmarkChainGoodput is the same chain on memnet (scripts/bench prints
 // both). Run with -benchtime 3x.
 func BenchmarkRealChain(b *testing.B) {
@@ -124,6 +126,7 @@ func BenchmarkRealChain(b *testing.B) {
 	insts := make([]string, nodes)
 	var relays []*udprelay.Relay
 	next := ""
+	var pids []int
 	for i := nodes - 1; i >= 0; i-- {
 		insts[i] = filepath.Join(b.TempDir(), fmt.Sprintf("n%d", i))
 		args := []string{}
@@ -132,12 +135,15 @@ func BenchmarkRealChain(b *testing.B) {
 			relays = append(relays, r)
 			args = append(args, "--peer", r.Addr())
 		}
-		next = startDaemon(b, insts[i], args...)
+		var pid int
+		next, pid = startDaemon(b, insts[i], args...)
+		pids = append(pids, pid)
 	}
 	l := startProc(b, binaries(b).servald, "msp", "listen", "--instance", insts[nodes-1], "--forward", portOf(tg.addr), "5000")
 	sid := l.waitLine(b, `listening as ([0-9A-F]{64})`)[1]
 	port := freePort(b)
-	startProc(b, binaries(b).servald, "msp", "connect", "--instance", insts[0], "--forward", strconv.Itoa(port), sid, "5000")
+	c := startProc(b, binaries(b).servald, "msp", "connect", "--instance", insts[0], "--forward", strconv.Itoa(port), sid, "5000")
+	pids = append(pids, l.pid(), c.pid())
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	warm(b, addr)
 	set := func(l udprelay.Link) {
@@ -147,7 +153,13 @@ func BenchmarkRealChain(b *testing.B) {
 			}
 		}
 	}
+	// What the idle chain costs, for scale.
+	idle0 := must(b, "cpu")(cpuSeconds(pids...))
+	time.Sleep(3 * time.Second)
+	idleCores := (must(b, "cpu")(cpuSeconds(pids...)) - idle0) / 3
 	var clean0, lossy0, ratios []float64
+	cpu0 := must(b, "cpu")(cpuSeconds(pids...))
+	wall0 := time.Now()
 	for b.Loop() {
 		set(clean)
 		c := must(b, "lossless chain")(goodputOf(addr))
@@ -156,6 +168,8 @@ func BenchmarkRealChain(b *testing.B) {
 		clean0, lossy0, ratios = append(clean0, c), append(lossy0, x), append(ratios, x/c)
 	}
 	set(clean)
+	b.ReportMetric((must(b, "cpu")(cpuSeconds(pids...))-cpu0)/time.Since(wall0).Seconds(), "cores-used")
+	b.ReportMetric(idleCores, "idle-cores") // after the loop: b.Loop drops metrics reported before it
 	b.Logf("lossless MB/s %.3g, lossy MB/s %.3g", clean0, lossy0)
 	b.ReportMetric(median(clean0), "lossless-MB/s")
 	b.ReportMetric(median(lossy0), "lossy-MB/s")
@@ -196,9 +210,9 @@ func portOf(addr string) string {
 var startedRe = regexp.MustCompile(`servald: started, SID ([0-9A-F]{64}) pid (\d+) UDP (\S+)`)
 
 // startDaemon runs `servald start` in inst on loopback and returns its UDP
-// address; the daemon is stopped (or killed, by its pid) when the
+// address and pid; the daemon is stopped (or killed, by its pid) when the
 // benchmark ends.
-func startDaemon(b *testing.B, inst string, extra ...string) string {
+func startDaemon(b *testing.B, inst string, extra ...string) (udp string, pid int) {
 	b.Helper()
 	bin := binaries(b).servald
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -210,7 +224,7 @@ func startDaemon(b *testing.B, inst string, extra ...string) string {
 	if err != nil || m == nil {
 		b.Fatalf("servald start: %v: %s", err, out)
 	}
-	pid, _ := strconv.Atoi(m[2])
+	pid, _ = strconv.Atoi(m[2])
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -225,7 +239,7 @@ func startDaemon(b *testing.B, inst string, extra ...string) string {
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
 	})
-	return m[3]
+	return m[3], pid
 }
 
 // BenchmarkRealLoopback: two real servald processes straight on loopback
