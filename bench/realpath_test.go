@@ -265,25 +265,7 @@ func BenchmarkRealLoopback(b *testing.B) {
 	tg := startTarget(b)
 	sv := servaldTunnel(b, tg.addr, nil)
 	kc := kcpTunnel(b, tg.addr, nil)
-	b.Run("throughput", func(b *testing.B) {
-		var s, k, r, scpu, kcpu, srss, krss []float64
-		for b.Loop() {
-			mbs, cpu, rss := bulk(b, "servald", sv)
-			s, scpu, srss = append(s, mbs), append(scpu, cpu), append(srss, rss)
-			mbs, cpu, rss = bulk(b, "kcp", kc)
-			k, kcpu, krss = append(k, mbs), append(kcpu, cpu), append(krss, rss)
-			r = append(r, must(b, "raw")(goodputOf(tg.addr)))
-		}
-		b.ReportMetric(median(s), "servald-MB/s")
-		b.ReportMetric(median(k), "kcp-MB/s")
-		b.ReportMetric(median(r), "raw-MB/s")
-		b.ReportMetric(median(s)/median(k), "x-kcp")
-		b.ReportMetric(median(scpu), "servald-cpu-s/GiB")
-		b.ReportMetric(median(kcpu), "kcp-cpu-s/GiB")
-		b.ReportMetric(median(scpu)/median(kcpu), "cpu-x-kcp")
-		b.ReportMetric(median(srss), "servald-bulk-RSS-MB")
-		b.ReportMetric(median(krss), "kcp-bulk-RSS-MB")
-	})
+	b.Run("throughput", func(b *testing.B) { compareBulk(b, sv, kc, tg.addr) })
 	b.Run("throughput-mtu1500", func(b *testing.B) {
 		// New tunnels whose UDP runs through a relay with MTU 1500 and no
 		// delay or loss: on bare loopback servald's path-MTU probing finds
@@ -294,20 +276,7 @@ func BenchmarkRealLoopback(b *testing.B) {
 			rs = append(rs, r)
 			return r.Addr()
 		}
-		sv, kc := servaldTunnel(b, tg.addr, via), kcpTunnel(b, tg.addr, via)
-		var s, k, scpu, kcpu []float64
-		for b.Loop() {
-			mbs, cpu, _ := bulk(b, "servald", sv)
-			s, scpu = append(s, mbs), append(scpu, cpu)
-			mbs, cpu, _ = bulk(b, "kcp", kc)
-			k, kcpu = append(k, mbs), append(kcpu, cpu)
-		}
-		b.ReportMetric(median(s), "servald-MB/s")
-		b.ReportMetric(median(k), "kcp-MB/s")
-		b.ReportMetric(median(s)/median(k), "x-kcp")
-		b.ReportMetric(median(scpu), "servald-cpu-s/GiB")
-		b.ReportMetric(median(kcpu), "kcp-cpu-s/GiB")
-		b.ReportMetric(median(scpu)/median(kcpu), "cpu-x-kcp")
+		compareBulk(b, servaldTunnel(b, tg.addr, via), kcpTunnel(b, tg.addr, via), "")
 		b.ReportMetric(meanLate(rs[0].Stats()).Seconds()*1e6, "servald-relay-late-us")
 	})
 	b.Run("echo", func(b *testing.B) {
@@ -338,6 +307,33 @@ func BenchmarkRealLoopback(b *testing.B) {
 			}
 		}
 	})
+}
+
+// compareBulk measures one transfer through sv, one through kc and, if raw
+// is not empty, one of raw TCP to it, per op, and reports their medians.
+func compareBulk(b *testing.B, sv, kc tunnel, raw string) {
+	b.Helper()
+	var s, k, r, scpu, kcpu, srss, krss []float64
+	for b.Loop() {
+		mbs, cpu, rss := bulk(b, "servald", sv)
+		s, scpu, srss = append(s, mbs), append(scpu, cpu), append(srss, rss)
+		mbs, cpu, rss = bulk(b, "kcp", kc)
+		k, kcpu, krss = append(k, mbs), append(kcpu, cpu), append(krss, rss)
+		if raw != "" {
+			r = append(r, must(b, "raw")(goodputOf(raw)))
+		}
+	}
+	b.ReportMetric(median(s), "servald-MB/s")
+	b.ReportMetric(median(k), "kcp-MB/s")
+	if raw != "" {
+		b.ReportMetric(median(r), "raw-MB/s")
+	}
+	b.ReportMetric(median(s)/median(k), "x-kcp")
+	b.ReportMetric(median(scpu), "servald-cpu-s/GiB")
+	b.ReportMetric(median(kcpu), "kcp-cpu-s/GiB")
+	b.ReportMetric(median(scpu)/median(kcpu), "cpu-x-kcp")
+	b.ReportMetric(median(srss), "servald-bulk-RSS-MB")
+	b.ReportMetric(median(krss), "kcp-bulk-RSS-MB")
 }
 
 // bulk measures one transfer through t: MB/s, CPU seconds per GiB of
