@@ -1,14 +1,11 @@
-// Package discovery finds services across the mesh, as Serval does: a
-// listener started with --service=NAME answers queries on MDP port 11 with
-// "NAME.mdp.port=PORT".
-//
+package discovery
+
 // Packet path: Find sends one QUERY datagram (with a fresh nonce) to port
 // 11 of every reachable node and gathers the ANSWER datagrams that come
 // back, keeping only those from nodes it asked whose signature over the
 // nonce, the asker and the services verifies; a Responder reads queries on
 // port 11 and answers, signed with its node's key, with the services it
 // has that match.
-package discovery
 
 import (
 	"context"

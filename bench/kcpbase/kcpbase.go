@@ -1,8 +1,5 @@
-// Package kcpbase is a benchmark-only stand-in for kcptun: the same data
-// path (github.com/xtaci/kcp-go/v5 carrying github.com/xtaci/smux streams)
-// with kcptun's default settings, so that servald's figures can be printed
-// beside it from the same run. Product code never imports it.
-//
+package kcpbase
+
 // Flow, as in kcptun:
 //
 //	app ─TCP─► Client (one KCP session, smux client) ─UDP─► Server (smux server) ─TCP─► target
@@ -20,7 +17,6 @@
 // keepalive. kcptun also compresses with snappy by default; this baseline
 // does not (the benchmarks send incompressible data, where compression
 // only costs CPU).
-package kcpbase
 
 import (
 	"crypto/pbkdf2"

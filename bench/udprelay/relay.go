@@ -1,8 +1,5 @@
-// Package udprelay is a benchmark-only UDP relay that stands for a real
-// link between two processes on loopback: per direction it drops a share
-// of datagrams, delays them, adds jitter, caps the rate and enforces an
-// MTU, with a seeded RNG, bounded queues and counters.
-//
+package udprelay
+
 // Flow, one relay joining a client to a fixed upstream address:
 //
 //	client ─UDP─► front socket ─► [up pipe] ─► back socket ─UDP─► upstream
@@ -14,7 +11,6 @@
 // per relay: a relay is one link). Each pipe is a reader goroutine that
 // applies MTU, loss and the rate cap and queues the datagram with its due
 // time, and a writer goroutine that sends it when due.
-package udprelay
 
 import (
 	"context"
