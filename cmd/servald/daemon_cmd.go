@@ -170,6 +170,9 @@ func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]s
 	if fs.Changed("broadcast") {
 		args = append(args, "--broadcast="+strings.Join(o.node.broadcast, ","))
 	}
+	for _, sid := range o.node.trust {
+		args = append(args, "--trust", sid)
+	}
 	if o.node.noEcho {
 		args = append(args, "--no-echo")
 	}
