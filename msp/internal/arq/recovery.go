@@ -200,6 +200,7 @@ func (c *Conn) onAck(p *Packet, now int64) bool {
 		c.rackRTT = max(now-a.largestSent, 1)
 	}
 	c.ptoCount = 0
+	c.progress(now)
 	if a.ackOf > 0 {
 		c.forgetAckedRanges(a.ackOf - 1)
 	}
@@ -429,6 +430,7 @@ func (c *Conn) onPTO(now int64) {
 		c.cc.collapse()
 		c.stats.Collapses++
 	}
+	c.checkStall(now)
 	c.probes = 2
 }
 

@@ -38,6 +38,9 @@ func (c *Conn) run() {
 			}
 		} else {
 			c.onTimers(now)
+			if !c.ended && c.reportStall() {
+				continue // the lock was released: look again
+			}
 			if !c.ended {
 				pkt = c.nextPacket(buf[:0], now)
 			}
