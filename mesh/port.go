@@ -155,8 +155,9 @@ func (c *PacketConn) FromNode(addr net.Addr, sid identity.SID) bool {
 // leads to sid, routing avoids the next hop in use towards sid for 30 s
 // (doubling, up to 16 min, when it fails again soon after the mark ends)
 // and moves the route; otherwise (sid is gone, or no other path exists, or
-// sid is the next hop itself) nothing changes.
-func (c *PacketConn) NoProgress(sid identity.SID) { c.n.router.noProgress(sid) }
+// sid is the next hop itself) nothing changes. It reports whether the
+// route moved.
+func (c *PacketConn) NoProgress(sid identity.SID) bool { return c.n.router.noProgress(sid) }
 
 // pathError is the type of ErrNoRoute and ErrTooLarge. Its methods let
 // code that is generic over transports (package msp) tell the two apart

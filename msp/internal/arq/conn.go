@@ -79,12 +79,12 @@ type Config struct {
 	// Output). It is called only from the Conn's goroutine, never with the
 	// Conn's lock held. An error counts as a lost packet.
 	Output func(pkt []byte) error
-	// Stalled, if set, is called when nothing sent was acknowledged for
-	// stallPTOs probe timeouts in a row and at least 300 ms (see
-	// stall.go), and again after as many more; it reports whether the path
-	// changed (the timeout's back-off then starts again). It is called from
-	// the Conn's goroutine without the lock, like Output, and must not
-	// block for long.
+	// Stalled, if set, is called when something sent has waited for
+	// max(3 PTOs, 300 ms) and nothing new was acknowledged meanwhile, and
+	// again after twice as long each time while that lasts (see
+	// stall.go); it reports whether the path changed (the probe timeout's
+	// back-off then starts again). It is called from the Conn's goroutine
+	// without the lock, like Output, and must not block for long.
 	Stalled func() bool
 	// Logger receives lifecycle events at debug level; nil: silent.
 	Logger *slog.Logger
@@ -237,8 +237,9 @@ type Conn struct {
 	armedAt      int64  // while sleeping: when timer fires
 	lastElicit   int64  // time the last ack-eliciting packet was sent
 	ptoCount     int
-	stallPTOs    int   // probe timeouts since the last acknowledgement or stall report
-	lastProgress int64 // when something new was last acknowledged
+	waiting      bool  // something ack-eliciting is outstanding (stall.go)
+	waitFrom     int64 // since when, or since the last acknowledgement of something new
+	stalls       int   // stalls reported since the last acknowledgement
 	lastStall    int64 // when a stall was last reported
 	stallDue     bool  // Config.Stalled is to be called
 	probes       int   // probe packets to send now (PTO)

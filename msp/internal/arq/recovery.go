@@ -200,7 +200,6 @@ func (c *Conn) onAck(p *Packet, now int64) bool {
 		c.rackRTT = max(now-a.largestSent, 1)
 	}
 	c.ptoCount = 0
-	c.progress(now)
 	if a.ackOf > 0 {
 		c.forgetAckedRanges(a.ackOf - 1)
 	}
@@ -213,6 +212,7 @@ func (c *Conn) onAck(p *Packet, now int64) bool {
 	if a.closeAcked && c.shutdown {
 		c.end(net.ErrClosed)
 	}
+	c.progress(now)
 	return true
 }
 
@@ -430,7 +430,6 @@ func (c *Conn) onPTO(now int64) {
 		c.cc.collapse()
 		c.stats.Collapses++
 	}
-	c.checkStall(now)
 	c.probes = 2
 }
 

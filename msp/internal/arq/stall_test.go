@@ -76,7 +76,10 @@ func TestStallReported(t *testing.T) {
 				// Idle, the first keepalive PING goes out up to KeepAlive after the cut.
 				lo, hi := time.Duration(stallTime), 700*time.Millisecond
 				if idle {
-					hi += DefaultKeepAlive
+					// The first PING goes out after KeepAlive without
+					// sending; the ACKs of the peer's PINGs can put it off
+					// for a while.
+					hi += 3 * DefaultKeepAlive
 				}
 				if first < lo || first > hi {
 					t.Errorf("first stall %v after the cut, want in [%v, %v]", first, lo, hi)
@@ -116,20 +119,20 @@ func TestStallNewPathProbedAtOnce(t *testing.T) {
 				warmUp(t, pr)
 				pr.ab.cut(true)
 				var healed time.Time
-				log.then = func() { // the route moves: soon the path works again
-					healed = time.Now().Add(50 * time.Millisecond)
-					time.AfterFunc(50*time.Millisecond, func() { pr.ab.cut(false) })
+				log.then = func() { // the route moved: the path works again
+					healed = time.Now()
+					pr.ab.cut(false)
 				}
 				pr.a.Write([]byte("x"))
 				if _, err := io.ReadFull(pr.b, make([]byte, 1)); err != nil {
 					t.Fatal(err)
 				}
 				took := time.Since(healed)
-				t.Logf("delivered %v after the path healed", took)
-				if moved && took > 60*time.Millisecond {
-					t.Errorf("delivered %v after the path healed, want within 60 ms", took)
+				t.Logf("delivered %v after the path healed; stall at %v; %+v", took, log.times(), pr.a.Stats())
+				if moved && took > 30*time.Millisecond {
+					t.Errorf("delivered %v after the path healed, want within 30 ms", took)
 				}
-				if !moved && took < 200*time.Millisecond {
+				if !moved && took < 50*time.Millisecond {
 					t.Errorf("delivered %v after the path healed: the back-off was reset though nothing changed", took)
 				}
 			})
