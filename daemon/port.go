@@ -211,6 +211,20 @@ func (p *Port) MaxPayload(sid identity.SID) int {
 	return max
 }
 
+// NoProgress tells the daemon that a session with node sid saw nothing
+// acknowledged for several round trips (see msp.Transport), which it hands
+// to its mesh.PacketConn: the daemon's router may then avoid the next hop
+// towards sid. The report is advisory (dropped when 256 KiB wait for the
+// daemon) and unanswered, so NoProgress cannot know whether the route
+// moved: it returns true (the session then probes at once, a few packets).
+func (p *Port) NoProgress(sid identity.SID) bool {
+	if p.closed.Load() {
+		return false
+	}
+	p.fw.write(frameHeaderLen+1+sidLen, func(b []byte) []byte { return appendNoProgress(b, sid) }, false, nil)
+	return true
+}
+
 // PeerAddr returns the address of port on node sid (a mesh.Addr), as
 // msp.Transport asks.
 func (p *Port) PeerAddr(sid identity.SID, port uint16) net.Addr {

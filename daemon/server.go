@@ -483,6 +483,14 @@ func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, p
 			fw.write(frameHeaderLen+1+sidLen+4, func(b []byte) []byte { return appendMTU(b, sid, max) }, false, nil)
 			continue
 		}
+		if typ == frameNoProgress {
+			sid, err := parseNoProgress(body)
+			if err != nil {
+				break
+			}
+			pc.NoProgress(sid)
+			continue
+		}
 		log.Debug("daemon: unexpected frame on a bound connection", "type", typ)
 		break
 	}
