@@ -130,15 +130,7 @@ func (r *router) noProgress(sid identity.SID) bool {
 	r.failMarks++
 	r.n.log.Info("mesh: next hop avoided: nothing got through it", "dst", sid.Short(), "via", rt.via.sid.Short(), "for", m.hold)
 	r.recomputeLocked(rt)
-	kick, changed := r.pending, r.changed
-	r.changed = false
-	r.mu.Unlock()
-	if kick {
-		r.n.kickRouter()
-	}
-	if changed {
-		r.n.notifyChanged()
-	}
+	r.unlockAndNotify()
 	return true
 }
 

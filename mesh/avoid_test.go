@@ -117,17 +117,8 @@ func sidOf(nb *neighbour) string {
 	return nb.sid.Short()
 }
 
-// mark returns the mark of nb for the origin (nil: none) as a copy.
-func (a *avoidRig) mark(nb *neighbour) *failMark {
-	a.r.mu.Lock()
-	defer a.r.mu.Unlock()
-	m := a.r.failing[failKey{a.origin, nb.sid}]
-	if m == nil {
-		return nil
-	}
-	c := *m
-	return &c
-}
+// mark returns a copy of the mark of nb for the origin (nil: none).
+func (a *avoidRig) mark(nb *neighbour) *failMark { return markOf(a.r.n, a.origin, nb.sid) }
 
 // requested reports whether a seqno request for the origin is queued, and
 // clears the queue.

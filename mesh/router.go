@@ -545,6 +545,13 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 	for _, q := range m.Requests {
 		r.handleRequestLocked(nb, q)
 	}
+	r.unlockAndNotify()
+}
+
+// unlockAndNotify releases r.mu, then asks for a triggered update and
+// wakes those waiting for a route change, as the changes made under the
+// lock need.
+func (r *router) unlockAndNotify() {
 	kick, changed := r.pending, r.changed
 	r.changed = false
 	r.mu.Unlock()
@@ -625,15 +632,7 @@ func (r *router) tick() {
 	}
 	dump := r.ticks%dumpEvery == 0
 	sigs := r.ticks%(dumpEvery*sigEvery) == 0
-	kick, changed := r.pending, r.changed
-	r.changed = false
-	r.mu.Unlock()
-	if kick {
-		r.n.kickRouter()
-	}
-	if changed {
-		r.n.notifyChanged()
-	}
+	r.unlockAndNotify()
 	for _, nb := range nbs {
 		if dump {
 			r.sendTable(nb, sigs)
