@@ -40,6 +40,12 @@ func TestNoProgressReachesRouter(t *testing.T) {
 	}
 	_, dir := serve(t, a)
 	p := bind(t, dial(t, SocketPath(dir)), 0)
+	if !p.noProg {
+		t.Fatal("the bind reply did not say that the daemon takes NO-PROGRESS")
+	}
+	if (&Port{}).NoProgress(c.SID()) {
+		t.Fatal("a report sent to a daemon that did not say it takes them")
+	}
 	// A may not have heard the other relay's entry yet: report again
 	// until the route moves (once it has, no report follows).
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -321,6 +321,9 @@ type boundJSON struct {
 	SID        identity.SID `json:"sid"`
 	Port       uint16       `json:"port"`
 	MaxPayload int          `json:"max_payload"` // towards a SID with no known path
+	// NoProgress: the daemon takes NO-PROGRESS frames (an older one closes
+	// the connection on a frame it does not know).
+	NoProgress bool `json:"no_progress,omitempty"`
 }
 
 type stoppingJSON struct {

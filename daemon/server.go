@@ -308,7 +308,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		}
 		var none identity.SID
 		port := pc.LocalAddr().(mesh.Addr).Port
-		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none)}}) {
+		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none), NoProgress: true}}) {
 			pc.Close()
 			return
 		}
