@@ -15,8 +15,10 @@ package mesh
 // A mark is made only when another neighbour, not marked, advertises the
 // destination: when the destination itself is gone, or no other path
 // exists, nothing changes. The destination's own link is never marked
-// (it is no relay). If every neighbour that advertises a destination is
-// marked (the others appeared to fail later), marks are ignored for it.
+// (it is no relay). If every neighbour that advertises a destination has
+// come to be marked (the unmarked ones went away), marks are ignored for
+// it rather than leave it unreachable. When a mark ends, the hello tick
+// recomputes the route, so a cheaper next hop is tried again.
 
 import (
 	"time"
@@ -56,8 +58,9 @@ func (r *router) avoidedLocked(origin identity.SID, nb *neighbour, now time.Time
 	return m != nil && now.Before(m.until)
 }
 
-// candidateLocked reports whether nb's advert ad may lead to rt.origin at
-// all (not a retraction, not newer than anything verified).
+// candidateLocked reports whether the advert ad may lead to rt.origin at
+// all (it exists, is no retraction, and is not newer than anything
+// verified).
 func candidateLocked(rt *route, ad *advert) bool {
 	return ad != nil && ad.metric != wire.MetricInfinity && ad.seq <= rt.seq
 }
