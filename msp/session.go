@@ -79,6 +79,7 @@ func newSession(ep *endpoint, sec *seal.Session, remote net.Addr, client bool) (
 		KeepAlive:   ep.cfg.KeepAlive,
 		IdleTimeout: ep.cfg.IdleTimeout,
 		Output:      s.output,
+		Stalled:     s.stalled,
 		Logger:      ep.log,
 	})
 	if err != nil {
@@ -267,6 +268,7 @@ type SessionStats struct {
 	FlowViolations      uint64 // data beyond the advertised window: dropped
 	ReassemblyDrops     uint64 // data that would pass the reassembly bound: dropped
 	OutputErrors        uint64 // transport write errors (the packet counts as lost)
+	Stalls              uint64 // times nothing was acknowledged for several PTOs (told to the transport)
 
 	SRTT, RTTVar, MinRTT time.Duration // smoothed round-trip time, its variation, the least seen
 	ReorderWindow        time.Duration // how late a packet may arrive before it counts as lost
@@ -301,6 +303,7 @@ func sessionStats(a arq.Stats) SessionStats {
 		FlowViolations:      a.FlowViolations,
 		ReassemblyDrops:     a.ReassemblyDrops,
 		OutputErrors:        a.OutputErrors,
+		Stalls:              a.Stalls,
 		SRTT:                a.SRTT,
 		RTTVar:              a.RTTVar,
 		MinRTT:              a.MinRTT,
