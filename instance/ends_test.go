@@ -135,7 +135,7 @@ func TestEndsServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	connect.Addr.Addr = "127.0.0.1:0" // --socks takes no port 0
+	connect.Addr.Addr = "127.0.0.1:0"                // --socks takes no port 0
 	streams, err := net.Listen("tcp", "127.0.0.1:0") // stands for MSP
 	if err != nil {
 		t.Fatal(err)
