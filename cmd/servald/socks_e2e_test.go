@@ -35,8 +35,9 @@ func needCurl(t *testing.T) {
 }
 
 // webFiles serves /file (16 MiB) and /small (1 MiB) of random bytes on
-// loopback and returns the server's port and the files.
-func webFiles(t *testing.T) (port string, files map[string][]byte) {
+// 127.0.0.1 and returns the server's port and the files; serveOn serves
+// them on another listener too.
+func webFiles(t *testing.T) (port string, files map[string][]byte, serveOn func(net.Listener)) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
 	files = map[string][]byte{"/file": make([]byte, 16<<20), "/small": make([]byte, 1<<20)}
@@ -45,17 +46,28 @@ func webFiles(t *testing.T) (port string, files map[string][]byte) {
 			b[i] = byte(rng.Uint32())
 		}
 	}
-	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, ok := files[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
 			return
 		}
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
-	}))
-	t.Cleanup(web.Close)
-	_, port, _ = net.SplitHostPort(web.Listener.Addr().String())
-	return port, files
+	})
+	serveOn = func(ln net.Listener) {
+		web := httptest.NewUnstartedServer(h)
+		web.Listener.Close()
+		web.Listener = ln
+		web.Start()
+		t.Cleanup(web.Close)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(ln)
+	_, port, _ = net.SplitHostPort(ln.Addr().String())
+	return port, files, serveOn
 }
 
 // curl runs curl with args and returns what it wrote, its exit code (-1
@@ -150,8 +162,8 @@ func socksDial(proxy, host string, port int, user, pass string) (rep byte, authF
 func TestSocks(t *testing.T) {
 	t.Parallel()
 	needCurl(t)
-	httpPort, files := webFiles(t)
-	l := startListen(t, nil, nil, "--socks", "--to=127.0.0.1", "--service=socks", "5000")
+	httpPort, files, serveOn := webFiles(t)
+	l := startListen(t, nil, nil, "--socks", "--to=127.0.0.1", "--to=::1", "--service=socks", "5000")
 	l.waitLine(regexp.QuoteMeta("connect with: servald msp connect --socks=1080 " + l.sid + " 5000"))
 	_, proxy := startSocksConnect(t, connectArgs(t, l, l.sid, "5000"))
 	base := "http://localhost:" + httpPort // a name: resolved at the exit, as socks5h
@@ -162,6 +174,18 @@ func TestSocks(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("16 MiB in %v", time.Since(t0).Round(time.Millisecond))
+	}
+	// Addresses as well as names: IPv4, and IPv6 where loopback has it.
+	if err := fetch(proxy, "http://127.0.0.1:"+httpPort+"/small", files["/small"]); err != nil {
+		t.Error(err)
+	}
+	if ln6, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Logf("no IPv6 loopback (%v): IPv6 destination not tried", err)
+	} else {
+		serveOn(ln6)
+		if err := fetch(proxy, "http://"+ln6.Addr().String()+"/small", files["/small"]); err != nil {
+			t.Error(err)
+		}
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)
@@ -211,7 +235,7 @@ func TestSocks(t *testing.T) {
 func TestSocksOverSplit(t *testing.T) {
 	t.Parallel()
 	needCurl(t)
-	httpPort, files := webFiles(t)
+	httpPort, files, _ := webFiles(t)
 	l := startSplitListen(t, nil, nil, "--socks", "--to=127.0.0.1", "5000")
 	l.waitLine(regexp.QuoteMeta("servald msp connect --split=" + l.split + " --socks=1080 " + l.sid + " 5000"))
 	_, proxy := startSocksConnect(t, splitConnectArgs(t, l, l.sid, "5000"))
