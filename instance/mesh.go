@@ -68,7 +68,7 @@ func (e *embedded) Advertise(name string, port uint16, log *slog.Logger) (io.Clo
 	if err != nil {
 		return nil, err
 	}
-	r := discovery.NewResponder(pc, log)
+	r := discovery.NewResponder(pc, e.n.Identity(), log)
 	if err := r.Add(name, port); err != nil {
 		r.Close()
 		return nil, err

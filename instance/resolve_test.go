@@ -231,3 +231,48 @@ func TestTargetFind(t *testing.T) {
 		t.Errorf("the short SID did not stay resolved: %+v", tgt.SID)
 	}
 }
+
+// TestTargetServiceChoice: with two nodes offering a service, Find takes
+// the nearest and says that there are others; it keeps that node across
+// Finds (redials) while it offers the service, says so when it moves to
+// another, and --service-sid pins the choice.
+func TestTargetServiceChoice(t *testing.T) {
+	a, b := memPair(t, nil, nil)
+	m := Embed(a)
+	ctx := context.Background()
+	adA, err := m.Advertise("ssh", 22, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adB, err := Embed(b).Advertise("ssh", 5000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adB.Close()
+	var said []string
+	svc := Target{Service: "ssh", Say: func(s string) { said = append(said, s) }}
+	if sid, port, err := svc.Find(ctx, m, 5*time.Second); err != nil || sid != a.SID() || port != 22 {
+		t.Fatalf("nearest: %s %d, %v", sid.Short(), port, err)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "the nearest of 2 that offer it") || !strings.Contains(said[0], b.SID().String()) {
+		t.Fatalf("the choice was announced as %q", said)
+	}
+	if sid, _, err := svc.Find(ctx, m, 5*time.Second); err != nil || sid != a.SID() || len(said) != 1 {
+		t.Fatalf("redial: %s, %v; said %q (want the same node, quietly)", sid.Short(), err, said)
+	}
+	adA.Close() // a stops offering it: the next redial moves, and says so
+	if sid, port, err := svc.Find(ctx, m, 5*time.Second); err != nil || sid != b.SID() || port != 5000 {
+		t.Fatalf("after a withdrew: %s %d, %v", sid.Short(), port, err)
+	}
+	if len(said) != 2 || !strings.Contains(said[1], a.SID().String()+" no longer answers") {
+		t.Fatalf("the move was announced as %q", said)
+	}
+	pinned := Target{Service: "ssh", ServiceSID: a.SID().String()[:16]}
+	if _, _, err := pinned.Find(ctx, m, 500*time.Millisecond); !errors.Is(err, discovery.ErrNoService) {
+		t.Fatalf("pinned to a node that no longer offers it: %v", err)
+	}
+	pinned.ServiceSID = b.SID().String()[:16]
+	if sid, _, err := pinned.Find(ctx, m, 5*time.Second); err != nil || sid != b.SID() {
+		t.Fatalf("pinned to b: %s, %v", sid.Short(), err)
+	}
+}

@@ -237,6 +237,7 @@ type connectOptions struct {
 	tunnelFlags
 	socks, socksAuth string
 	service          string
+	serviceSID       string
 	timeout          time.Duration
 }
 
@@ -270,7 +271,8 @@ stdin/stdout over one connection.`,
 	fs.Lookup("forward").Usage += "; unix:PATH: a Unix socket (0600, removed on exit)"
 	fs.StringVar(&o.socks, "socks", "", "run a SOCKS5 server on local TCP [HOST:]PORT (default host 127.0.0.1) for the exit at SID MDPPORT (msp listen --socks), which resolves names")
 	fs.StringVar(&o.socksAuth, "socks-auth", "", "with --socks: require a username and password (RFC 1929) from FILE, one user:password a line")
-	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT)")
+	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT); the same node on every redial while it offers it")
+	fs.StringVar(&o.serviceSID, "service-sid", "", "with --service: take it only from this node (full SID or a prefix of 16+ hex digits)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
 	o.split.addFlags(fs, true)
 	o.node.addFlags(fs)
@@ -282,7 +284,15 @@ func (o *connectOptions) target(args []string) (inst.Target, error) {
 		if err := discovery.ValidName(o.service); err != nil {
 			return inst.Target{}, usagef("--service: %v", err)
 		}
-		return inst.Target{Service: o.service}, nil
+		if o.serviceSID != "" {
+			if _, err := inst.ParsePinnedSIDArg(o.serviceSID); err != nil {
+				return inst.Target{}, usagef("--service-sid: %v", err)
+			}
+		}
+		return inst.Target{Service: o.service, ServiceSID: o.serviceSID}, nil
+	}
+	if o.serviceSID != "" {
+		return inst.Target{}, usagef("--service-sid needs --service")
 	}
 	arg, err := inst.ParseSIDArg(args[0])
 	if err != nil {
@@ -384,12 +394,10 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	if err != nil {
 		return nil, nil, err
 	}
+	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
 		short := tgt.SID.Prefix()
 		sid, port, err := tgt.Find(ctx, node, o.timeout)
-		if err == nil && tgt.Service != "" {
-			fmt.Fprintf(g.stderr, "servald: service %s is at %s port %d\n", tgt.Service, sid, port)
-		}
 		if err == nil && short != "" {
 			fmt.Fprintf(g.stderr, "servald: %s is %s\n", short, sid)
 		}
