@@ -54,11 +54,16 @@ func (e Endpoint) String() string {
 }
 
 // Listen listens on the endpoint: net.Listen for tcp, ListenUnix for unix.
+// A TCP address taken by another socket is an error that says so in words
+// (errors.Is syscall.EADDRINUSE).
 func (e Endpoint) Listen(ctx context.Context) (net.Listener, error) {
 	if e.Network == "unix" {
 		return ListenUnix(ctx, e.Addr)
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, e.Network, e.Addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("forward: TCP port %s is in use: %w", e.Addr, syscall.EADDRINUSE)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("forward: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,18 +36,6 @@ func parsePort(s string) (uint16, error) {
 		return 0, usagef("MDP port %d out of range 1-65535", p)
 	}
 	return uint16(p), nil
-}
-
-// listenTCP listens on the local TCP address of connect --forward.
-func listenTCP(target string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", target)
-	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("TCP port %s is in use", target)
-		}
-		return nil, fmt.Errorf("listen on TCP %s: %w", target, err)
-	}
-	return ln, nil
 }
 
 func parseTarget(s string) (string, error) {
@@ -87,6 +74,8 @@ type listenOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
+	socks   bool
+	to      []string
 	service string
 	allow   []string
 }
@@ -94,8 +83,8 @@ type listenOptions struct {
 func newListenCmd(g *globals) *cobra.Command {
 	o := &listenOptions{}
 	cmd := &cobra.Command{
-		Use:   "listen [--once] [--forward=[HOST:]TCPPORT] [--service=NAME] [--allow=SID]... [--split=[HOST:]PORT [--fec=D:P]] MDPPORT",
-		Short: "Accept MSP connections on MDPPORT; forward each to a TCP port, or stdin/stdout",
+		Use:   "listen [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks --to=RULE...] [--service=NAME] [--allow=SID]... [--split=[HOST:]PORT [--fec=D:P]] MDPPORT",
+		Short: "Accept MSP connections on MDPPORT; forward each to a TCP port, a Unix socket, the destination a SOCKS client names, or stdin/stdout",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd, g, args)
@@ -103,6 +92,9 @@ func newListenCmd(g *globals) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, false)
+	fs.Lookup("forward").Usage += "; unix:PATH: a Unix socket"
+	fs.BoolVar(&o.socks, "socks", false, "be a SOCKS5 exit (for msp connect --socks): connect each stream to the destination it names, if --to allows it")
+	fs.StringArrayVar(&o.to, "to", nil, "with --socks: allow destinations CIDR|HOST[:PORT|:LOW-HIGH] (repeatable; * for all)")
 	fs.StringVar(&o.service, "service", "", "answer service discovery for NAME")
 	fs.StringArrayVar(&o.allow, "allow", nil, "only this SID may connect (repeatable)")
 	o.split.addFlags(fs, false)
@@ -115,7 +107,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
-	target, err := o.forwardTarget()
+	ends, err := inst.EndFlags{Once: o.once, Forward: o.forward, SocksExit: o.socks, To: o.to, Logger: g.logger()}.ListenEnd(len(o.allow) > 0)
 	if err != nil {
 		return err
 	}
@@ -166,8 +158,8 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		}
 		defer ad.Close()
 	}
-	o.printListening(cmd, g, node, port, target, splitLn)
-	return o.serve(cmd, g, lis, target)
+	o.printListening(cmd, g, node, port, ends.ConnectFlag(), splitLn)
+	return o.serve(cmd, g, lis, ends)
 }
 
 // allowed resolves --allow: nil (everyone) without it. A short SID stands
@@ -192,12 +184,7 @@ func (o *listenOptions) allowed(ctx context.Context, g *globals, node inst.Mesh,
 }
 
 // printListening tells where the listener is and how to connect to it.
-func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst.Mesh, port uint16, target string, splitLn *splitter.Listener) {
-	fwd := ""
-	if target != "" {
-		_, p, _ := net.SplitHostPort(target)
-		fwd = "--forward=" + p + " "
-	}
+func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst.Mesh, port uint16, fwd string, splitLn *splitter.Listener) {
 	sid := node.Identity().SID()
 	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, sid, port)
@@ -208,12 +195,13 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 	}
 }
 
-// serve forwards each stream to the --forward target, or joins one to
-// stdin/stdout, then shuts the listener down gracefully.
-func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, target string) error {
+// serve forwards each stream to the --forward target or the SOCKS
+// destination it names, or joins one to stdin/stdout, then shuts the
+// listener down gracefully.
+func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, ends inst.ListenEnd) error {
 	ctx := cmd.Context()
-	if target != "" {
-		err := forward.ServeStreams(ctx, lis.AcceptContext, target, o.once, nil, g.logger())
+	if !ends.Stdio() {
+		err := ends.Serve(ctx, lis.AcceptContext)
 		if errors.Is(err, context.Canceled) {
 			return nil // stopped by a signal
 		}
@@ -247,21 +235,24 @@ type connectOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
-	service    string
-	serviceSID string
-	timeout    time.Duration
+	socks, socksAuth string
+	service          string
+	serviceSID       string
+	timeout          time.Duration
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
 	o := &connectOptions{}
 	cmd := &cobra.Command{
-		Use:   "connect [--once] [--forward=[HOST:]TCPPORT] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | --service=NAME)",
-		Short: "Connect to an MSP listener; serve a local TCP port through it, or stdin/stdout",
+		Use:   "connect [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks=[HOST:]PORT [--socks-auth=FILE]] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | --service=NAME)",
+		Short: "Connect to an MSP listener; serve a local TCP port, Unix socket or SOCKS5 port through it, or stdin/stdout",
 		Long: `Connect to the MSP listener at SID MDPPORT, or, with --service=NAME, to the
 nearest node that answers service discovery for NAME (at the MDP port it
 names). SID may be shortened to a unique prefix of at least 8 hex digits of
-a node the mesh knows. With --forward, listen on a local TCP port and tunnel
-each connection; without it, tunnel stdin/stdout over one connection.`,
+a node the mesh knows. With --forward, listen on a local TCP port (or Unix
+socket, mode 0600) and tunnel each connection; with --socks, run a SOCKS5
+server for a listener started with --socks; without either, tunnel
+stdin/stdout over one connection.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if o.service != "" {
 				if len(args) != 0 {
@@ -277,6 +268,9 @@ each connection; without it, tunnel stdin/stdout over one connection.`,
 	}
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, true)
+	fs.Lookup("forward").Usage += "; unix:PATH: a Unix socket (0600, removed on exit)"
+	fs.StringVar(&o.socks, "socks", "", "run a SOCKS5 server on local TCP [HOST:]PORT (default host 127.0.0.1) for the exit at SID MDPPORT (msp listen --socks), which resolves names")
+	fs.StringVar(&o.socksAuth, "socks-auth", "", "with --socks: require a username and password (RFC 1929) from FILE, one user:password a line")
 	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT); the same node on every redial while it offers it")
 	fs.StringVar(&o.serviceSID, "service-sid", "", "with --service: take it only from this node (full SID or a prefix of 16+ hex digits)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
@@ -324,13 +318,13 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	if err != nil {
 		return err
 	}
-	target, err := o.forwardTarget()
+	ends, err := inst.EndFlags{Once: o.once, Forward: o.forward, Socks: o.socks, SocksAuth: o.socksAuth, Logger: g.logger()}.ConnectEnd()
 	if err != nil {
 		return err
 	}
 	var ln net.Listener
-	if target != "" {
-		if ln, err = listenTCP(target); err != nil {
+	if ends.Addr.Addr != "" {
+		if ln, err = ends.Addr.Listen(ctx); err != nil {
 			return err
 		}
 		defer ln.Close()
@@ -356,11 +350,11 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		return shutdown(sess.Shutdown)
 	}
 	sid, port := rd.Target()
-	fmt.Fprintf(g.stderr, "servald: forwarding TCP %s to %s port %d\n", ln.Addr(), sid, port)
+	fmt.Fprintf(g.stderr, "servald: %s to %s port %d\n", ends.Describe(ln), sid, port)
 	// A session that ended (the peer restarted, say) is dialled again for
 	// the next connection (with --service, to the nearest node offering it
 	// then).
-	err = forward.Serve(ctx, ln, rd.OpenStream, o.once, g.logger())
+	err = ends.Serve(ctx, ln, rd.OpenStream)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

@@ -253,7 +253,7 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 // for each connection accepted there.
 func (o *splitConnectOptions) serveForward(cmd *cobra.Command, g *globals, addr string, cfg splitter.Config, target string, dial func(context.Context) (*splitter.Conn, error)) error {
 	ctx := cmd.Context()
-	ln, err := listenTCP(target)
+	ln, err := forward.Endpoint{Network: "tcp", Addr: target}.Listen(ctx)
 	if err != nil {
 		return err
 	}
