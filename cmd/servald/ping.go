@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,9 +27,8 @@ func (o *probeOptions) addFlags(cmd *cobra.Command, timeoutHelp string, timeout 
 	cmd.Flags().BoolVar(&o.json, "json", false, "print one JSON object per line")
 }
 
-// reach opens the mesh, waits (at most --timeout) until the node the
-// argument names is reachable, and binds a port to ask from; the caller
-// closes the Mesh.
+// reach opens the mesh, finds the node the argument names (within
+// --timeout) and binds a port to ask from; the caller closes the Mesh.
 func (o *probeOptions) reach(cmd *cobra.Command, g *globals, arg string) (inst.Mesh, identity.SID, probe.PacketConn, error) {
 	sidArg, err := inst.ParseSIDArg(arg)
 	if err != nil {
@@ -43,19 +41,7 @@ func (o *probeOptions) reach(cmd *cobra.Command, g *globals, arg string) (inst.M
 	if err != nil {
 		return nil, identity.SID{}, nil, err
 	}
-	sid, err := sidArg.Resolve(cmd.Context(), m, o.timeout)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
-		err = m.WaitReachable(ctx, sid)
-		cancel()
-		if err != nil {
-			err = fmt.Errorf("%w (waited %v)", err, o.timeout)
-		}
-	}
-	var pc probe.PacketConn
-	if err == nil {
-		pc, err = m.Bind(0)
-	}
+	sid, pc, err := inst.Reach(cmd.Context(), m, sidArg, o.timeout)
 	if err != nil {
 		m.Close()
 		return nil, identity.SID{}, nil, err
@@ -139,69 +125,21 @@ func (o *pingOptions) run(cmd *cobra.Command, g *globals, arg string) error {
 	if !o.json {
 		fmt.Fprintf(out, "PING %s: %d data bytes\n", sid, o.size)
 	}
-	sum, err := probe.RunPing(cmd.Context(), pc, sid, cfg, func(r probe.Reply) { o.emit(out, r, pingReplyJSON(r)) })
+	sum, err := probe.RunPing(cmd.Context(), pc, sid, cfg, func(r probe.Reply) { o.emit(out, r) })
 	if o.json {
-		writeJSON(out, pingSummaryJSON(sum))
+		writeJSON(out, sum)
 	} else {
 		fmt.Fprintf(out, "\n--- %s ping statistics ---\n%s\n", sid.Short(), sum)
 	}
 	return err
 }
 
-// replyJSON is a reply line of ping --json ("reply"), or a request that
-// could not be sent ("error").
-type replyJSON struct {
-	Type  string  `json:"type"`
-	Seq   uint32  `json:"seq"`
-	From  string  `json:"from,omitempty"`
-	Bytes int     `json:"bytes,omitempty"`
-	Hops  *int    `json:"hops,omitempty"` // absent: the replying node had no route back
-	RTT   float64 `json:"time_ms,omitempty"`
-	Dup   bool    `json:"dup,omitempty"`
-	Error string  `json:"error,omitempty"`
-}
-
-// summaryJSON is the last line of ping --json.
-type summaryJSON struct {
-	Type       string  `json:"type"`
-	To         string  `json:"to"`
-	Sent       int     `json:"sent"`
-	Received   int     `json:"received"`
-	Duplicates int     `json:"duplicates"`
-	Errors     int     `json:"errors"`
-	Loss       float64 `json:"loss_pct"`
-	Min        float64 `json:"min_ms"`
-	Avg        float64 `json:"avg_ms"`
-	Max        float64 `json:"max_ms"`
-	Mdev       float64 `json:"mdev_ms"`
-	Time       float64 `json:"elapsed_ms"`
-}
-
-func msFloat(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-func pingReplyJSON(r probe.Reply) replyJSON {
-	if r.Err != nil {
-		return replyJSON{Type: "error", Seq: r.Seq, Error: r.Err.Error()}
-	}
-	j := replyJSON{Type: "reply", Seq: r.Seq, From: r.From.String(), Bytes: r.Size, RTT: msFloat(r.RTT), Dup: r.Dup}
-	if r.Hops != probe.HopsUnknown {
-		j.Hops = &r.Hops
-	}
-	return j
-}
-
-func pingSummaryJSON(s probe.Summary) summaryJSON {
-	return summaryJSON{Type: "summary", To: s.To.String(), Sent: s.Sent, Received: s.Received,
-		Duplicates: s.Duplicates, Errors: s.Errors, Loss: s.Loss(),
-		Min: msFloat(s.Min), Avg: msFloat(s.Avg), Max: msFloat(s.Max), Mdev: msFloat(s.Mdev), Time: msFloat(s.Time)}
-}
-
-// emit prints a line: v as JSON with --json, else text.
-func (o *probeOptions) emit(w io.Writer, text fmt.Stringer, v any) {
+// emit prints a line: v as JSON with --json, else as text.
+func (o *probeOptions) emit(w io.Writer, v fmt.Stringer) {
 	if o.json {
 		writeJSON(w, v)
 	} else {
-		fmt.Fprintln(w, text)
+		fmt.Fprintln(w, v)
 	}
 }
 
@@ -261,20 +199,6 @@ func (o *traceOptions) run(cmd *cobra.Command, g *globals, arg string) error {
 	}
 	// Three queries per hop within --timeout.
 	cfg := probe.TraceConfig{MaxHops: o.maxHops, Timeout: max(o.timeout/3, time.Millisecond), Tries: 3}
-	_, err = probe.Trace(cmd.Context(), pc, m.Identity().SID(), m, sid, cfg, func(h probe.Hop) { o.emit(out, h, traceHopJSON(h)) })
+	_, err = probe.Trace(cmd.Context(), pc, m.Identity().SID(), m, sid, cfg, func(h probe.Hop) { o.emit(out, h) })
 	return err
-}
-
-// hopJSON is a line of trace --json.
-type hopJSON struct {
-	Hop  int     `json:"hop"`
-	SID  string  `json:"sid"`
-	Addr string  `json:"addr,omitempty"`
-	RTT  float64 `json:"time_ms,omitempty"`
-	Hops int     `json:"hops_left"`
-	Lost bool    `json:"lost,omitempty"`
-}
-
-func traceHopJSON(h probe.Hop) hopJSON {
-	return hopJSON{Hop: h.N, SID: h.SID.String(), Addr: h.Addr, RTT: msFloat(h.RTT), Hops: h.Hops, Lost: h.Lost}
 }
