@@ -1,0 +1,289 @@
+// The serving loop and its table of slots.
+//
+//	accept ─► pair{key, accepted} ─► table.add ─┬─ a slot was free
+//	                                             └─ full: victim's ctx cancelled (ErrEvicted)
+//	         ─► goroutine: handle(pair ctx) ─► table.remove
+//	idle timer per pair: re-armed from the last activity stamp; cancels the
+//	pair's ctx (ErrIdleTimeout) once no byte moved for the timeout
+//
+// The copy paths never touch the table or the timer: they only store the
+// activity stamp (join.go), which the timer and the table read.
+
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// ErrIdleTimeout is the cause of a pair closed because no byte moved either
+// way for the idle timeout; the join's error wraps it.
+var ErrIdleTimeout = errors.New("idle timeout")
+
+// ErrEvicted is the cause of a pair closed to make room for a new
+// connection when all slots were held; the join's error wraps it.
+var ErrEvicted = errors.New("evicted to make room for a new connection")
+
+// loop accepts connections and runs handle on each in its own goroutine.
+type loop struct {
+	accept        func() (net.Conn, error)
+	stopAccepting func() // with once, called after the first accept; may be nil
+	handle        func(context.Context, net.Conn, *activity) error
+	once          bool
+	max           int
+	// evict: when max pairs are held a new one evicts one (table.add);
+	// otherwise the loop stops accepting until a handler returns.
+	evict       bool
+	idleTimeout time.Duration // 0: none
+	log         *slog.Logger
+	f           *Forwarder // counters
+}
+
+// run accepts until accept fails, then waits for the handlers. With once it
+// calls stopAccepting (if not nil) after the first connection and returns
+// its handler's error.
+func (l *loop) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// running bounds the handler goroutines: max joined pairs, plus with
+	// eviction as many again being torn down. Without eviction it keeps
+	// the table from filling, so add never evicts.
+	bound := l.max
+	if l.evict {
+		bound *= 2
+	}
+	running := make(chan struct{}, bound)
+	tab := newTable(l.max)
+	var backoff time.Duration
+	for {
+		select {
+		case running <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c, err := l.accept()
+		if err != nil {
+			<-running
+			switch {
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case errors.Is(err, net.ErrClosed):
+				return nil
+			case !retryable(err):
+				return fmt.Errorf("forward: accept: %w", err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("forward: accept failed, retrying", "err", err, "in", backoff)
+			if err := sleep(ctx, backoff); err != nil {
+				return err
+			}
+			continue
+		}
+		backoff = 0
+		l.f.accepted.Add(1)
+		p := tab.newPair(ctx, peerKey(c.RemoteAddr()))
+		l.f.active.Add(1)
+		if v := tab.add(p); v != nil {
+			l.f.active.Add(-1)
+			l.f.evicted.Add(1)
+			used, idle := v.idle()
+			l.log.Debug("forward: evicting a pair to make room", "key", v.key, "used", used, "idle", idle, "for", p.key)
+			v.cancel(ErrEvicted)
+		}
+		serve := func() error {
+			defer p.cancel(nil)
+			defer func() {
+				if tab.remove(p) {
+					l.f.active.Add(-1)
+				}
+			}()
+			stop := l.watchIdle(p)
+			defer stop()
+			return l.handle(p.ctx, c, &p.act)
+		}
+		if l.once {
+			if l.stopAccepting != nil {
+				l.stopAccepting()
+			}
+			return serve()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-running }()
+			if err := serve(); err != nil {
+				if ctx.Err() != nil || errors.Is(err, ErrEvicted) || errors.Is(err, ErrIdleTimeout) {
+					l.log.Debug("forward: connection ended", "err", err)
+				} else {
+					l.log.Warn("forward: connection ended", "err", err)
+				}
+			}
+		}()
+	}
+}
+
+// watchIdle cancels p with ErrIdleTimeout once no byte has moved for
+// l.idleTimeout: one timer, re-armed when it fires early for the time left
+// since the last activity stamp. The returned function stops the watch.
+func (l *loop) watchIdle(p *pair) (stop func()) {
+	if l.idleTimeout <= 0 {
+		return func() {}
+	}
+	var mu sync.Mutex
+	stopped := false // guarded by mu
+	var t *time.Timer
+	check := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if _, idle := p.idle(); idle < l.idleTimeout {
+			t.Reset(l.idleTimeout - idle)
+			return
+		}
+		stopped = true
+		l.f.idleClosed.Add(1)
+		l.log.Debug("forward: closing an idle pair", "key", p.key, "timeout", l.idleTimeout)
+		p.cancel(ErrIdleTimeout)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(l.idleTimeout, check)
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
+}
+
+// pair is one accepted connection and, once joined, its partner.
+type pair struct {
+	key      string // peerKey of the accepted connection
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	accepted int64    // stamp (activity.now) of the accept
+	act      activity // bytes moved; shares the table's base
+}
+
+// idle reports whether p has moved a byte, and for how long it has not
+// (since its accept if it never has).
+func (p *pair) idle() (used bool, d time.Duration) {
+	last := p.act.last.Load()
+	used = last != 0
+	if !used {
+		last = p.accepted
+	}
+	return used, time.Duration(p.act.now() - last)
+}
+
+// evictsBefore reports whether p is to be evicted before q: a pair that has
+// never moved a byte before one that has (the oldest first), then the one
+// idle the longest.
+func (p *pair) evictsBefore(q *pair) bool {
+	pl, ql := p.act.last.Load(), q.act.last.Load()
+	switch {
+	case pl == 0 && ql == 0:
+		return p.accepted < q.accepted
+	case pl == 0 || ql == 0:
+		return pl == 0
+	}
+	return pl < ql
+}
+
+// table holds the pairs of one loop by key, at most max.
+type table struct {
+	base time.Time // origin of the activity stamps
+	max  int
+
+	mu   sync.Mutex
+	n    int                           // pairs held; guarded by mu
+	keys map[string]map[*pair]struct{} // guarded by mu
+}
+
+func newTable(max int) *table {
+	return &table{base: time.Now(), max: max, keys: make(map[string]map[*pair]struct{})}
+}
+
+// newPair returns a pair for a connection from key, with its own context
+// below ctx.
+func (t *table) newPair(ctx context.Context, key string) *pair {
+	p := &pair{key: key}
+	p.ctx, p.cancel = context.WithCancelCause(ctx)
+	p.act.base = t.base
+	p.accepted = p.act.now()
+	return p
+}
+
+// add takes a slot for p. If all were held it first frees one and returns
+// its pair, which the caller must cancel: the pair evictsBefore all others
+// of the key holding the most pairs, p's own key counting p (so on a tie
+// p's key gives up one of its own).
+func (t *table) add(p *pair) (victim *pair) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n >= t.max {
+		heaviest, most := "", -1
+		for k, set := range t.keys {
+			n := len(set)
+			if k == p.key {
+				n++
+			}
+			if n > most {
+				heaviest, most = k, n
+			}
+		}
+		for q := range t.keys[heaviest] {
+			if victim == nil || q.evictsBefore(victim) {
+				victim = q
+			}
+		}
+		t.removeLocked(victim)
+	}
+	set := t.keys[p.key]
+	if set == nil {
+		set = make(map[*pair]struct{})
+		t.keys[p.key] = set
+	}
+	set[p] = struct{}{}
+	t.n++
+	return victim
+}
+
+// remove frees p's slot and reports whether p held one (an evicted pair no
+// longer does).
+func (t *table) remove(p *pair) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.removeLocked(p)
+}
+
+func (t *table) removeLocked(p *pair) bool {
+	set := t.keys[p.key]
+	if _, ok := set[p]; !ok {
+		return false
+	}
+	delete(set, p)
+	if len(set) == 0 {
+		delete(t.keys, p.key)
+	}
+	t.n--
+	return true
+}
+
+// peerKey is what slots are shared by: the host part of a remote address
+// (an IP, or the SID of a mesh address SID:port), or the whole address
+// string when it has no port.
+func peerKey(a net.Addr) string {
+	s := addrString(a)
+	if host, _, err := net.SplitHostPort(s); err == nil {
+		return host
+	}
+	return s
+}
