@@ -235,7 +235,7 @@ func (t *table) add(p *pair) (victim *pair) {
 			if k == p.key {
 				n++
 			}
-			if n > most {
+			if n > most || n == most && k == p.key {
 				heaviest, most = k, n
 			}
 		}

@@ -205,8 +205,9 @@ type activity struct {
 	last atomic.Int64 // the last byte moved; 0: none yet
 }
 
-// now is the current stamp, never 0.
-func (a *activity) now() int64 { return max(1, int64(time.Since(a.base))) }
+// now is the current stamp: nanoseconds since base, plus one so that no
+// stamp is 0.
+func (a *activity) now() int64 { return int64(time.Since(a.base)) + 1 }
 
 // touch records that bytes moved now; a nil activity is not tracked.
 func (a *activity) touch() {
