@@ -117,7 +117,10 @@ func (l *loop) run(ctx context.Context) error {
 			defer wg.Done()
 			defer func() { <-running }()
 			if err := serve(); err != nil {
-				if ctx.Err() != nil || errors.Is(err, ErrEvicted) || errors.Is(err, ErrIdleTimeout) {
+				// an evicted or idle pair may fail in open or dial, with
+				// ctx's error rather than its cause: all are expected
+				cause := context.Cause(p.ctx)
+				if ctx.Err() != nil || errors.Is(cause, ErrEvicted) || errors.Is(cause, ErrIdleTimeout) {
 					l.log.Debug("forward: connection ended", "err", err)
 				} else {
 					l.log.Warn("forward: connection ended", "err", err)

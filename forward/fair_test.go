@@ -1,11 +1,15 @@
 package forward
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -352,4 +356,57 @@ func TestForwarderValidate(t *testing.T) {
 	if err := (&Forwarder{}).Validate(); err != nil {
 		t.Errorf("zero Forwarder: %v", err)
 	}
+}
+
+// TestEvictedDuringDial checks that a pair evicted while its target is
+// still being dialled is closed and counted, and logged at Debug only (its
+// dial fails with ctx's error, not ErrEvicted).
+func TestEvictedDuringDial(t *testing.T) {
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	dialling := make(chan struct{}, 2)
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		dialling <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	q := make(streamQueue)
+	f := &Forwarder{MaxConns: 1, Dial: dial, Logger: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: "target"}) })
+	first := q.pushFrom(t, "peer:1")
+	<-dialling
+	q.pushFrom(t, "peer:2")
+	<-dialling
+	expectClosed(t, first)
+	cancel()
+	srv.wait(t, promptly, "ServeStreams after cancel")
+	if st := f.Stats(); st.Evicted != 1 || st.Active != 0 {
+		t.Errorf("stats %+v, want 1 evicted, 0 active", st)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "evicting a pair") {
+		t.Errorf("no eviction logged:\n%s", out)
+	}
+	if strings.Contains(out, "level=WARN") {
+		t.Errorf("eviction logged at Warn:\n%s", out)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent log writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
