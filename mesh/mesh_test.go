@@ -37,14 +37,7 @@ func udpPair(t *testing.T) (*Node, *Node) {
 	}
 	b := mk(nil)
 	a := mk([]net.Addr{b.LocalAddr()})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := a.WaitReachable(ctx, b.SID()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitReachable(ctx, a.SID()); err != nil {
-		t.Fatal(err)
-	}
+	reachBoth(t, a, b)
 	return a, b
 }
 

@@ -26,6 +26,7 @@ package mesh
 // with the number of nodes.
 
 import (
+	"crypto/sha256"
 	"math"
 	"sort"
 	"sync"
@@ -392,38 +393,103 @@ func changedEnough(a, b uint32) bool {
 	return d*8 > int64(a)
 }
 
-// receive handles a routing message from neighbour nb.
+// receive hands a routing message from neighbour nb to the verifier (read
+// loop; it copies payload). Messages keep their order there.
 func (r *router) receive(nb *neighbour, payload []byte) {
+	p := append([]byte(nil), payload...)
+	if !r.n.verifier.submit(len(p), func() { r.receiveNow(nb, p) }) {
+		r.n.stats.verifyQueueDrops.Add(1)
+	}
+}
+
+// minHopCost is the least cost of a link: an entry for a node other than
+// the neighbour itself cannot be cheaper.
+const minHopCost = 256
+
+// receiveNow handles a routing message from neighbour nb (verifier).
+// Cheap checks come first (plausible metric, caps, the rate of new origins,
+// the cache of failed signatures, the neighbour's signature budget); only
+// what passes them costs a signature check, outside the lock.
+func (r *router) receiveNow(nb *neighbour, payload []byte) {
 	var m wire.RouteMsg
 	if err := wire.ParseRouteMsg(payload, &m); err != nil {
 		r.n.stats.malformed.Add(1)
 		return
 	}
-	// Verify signatures outside the lock; they are the expensive part.
-	verified := make([]bool, len(m.Entries))
+	st := &r.n.stats
+	const (
+		check = iota
+		ok
+		skip
+	)
+	state := make([]uint8, len(m.Entries))
+	keys := make([][32]byte, len(m.Entries))
 	r.mu.Lock()
+	ads := r.adverts[nb]
+	if ads == nil { // the neighbour went away meanwhile
+		r.mu.Unlock()
+		return
+	}
+	fresh := 0 // origins this message introduces
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		if !e.HasSig {
+		rt := r.routes[e.Origin]
+		switch {
+		case e.Origin == r.n.sid:
+			state[i] = skip
+			continue
+		case e.Origin != nb.sid && e.Metric != wire.MetricInfinity && (e.Hops == 0 || e.Metric < minHopCost):
+			// Cheaper than the link to us allows: a neighbour pulling
+			// traffic towards itself with someone else's entry.
+			st.implausibleRoute.Add(1)
+			state[i] = skip
+			continue
+		case rt == nil && !e.HasSig:
+			state[i] = skip // nothing proves this origin exists
+			continue
+		case ads[e.Origin] == nil && len(ads) >= r.n.cfg.MaxRoutesPerNeighbour,
+			rt == nil && len(r.routes)+fresh >= r.n.cfg.MaxRoutes:
+			st.routeCap.Add(1)
+			state[i] = skip
+			continue
+		case rt == nil && !nb.originBucket.take():
+			st.newOriginLimited.Add(1)
+			state[i] = skip
 			continue
 		}
-		if rt := r.routes[e.Origin]; rt != nil && rt.seq == e.Seq && rt.sig == e.Sig {
-			verified[i] = true
+		if rt == nil {
+			fresh++
+		}
+		if !e.HasSig || (rt != nil && rt.seq == e.Seq && rt.sig == e.Sig) {
+			state[i] = ok
 		}
 	}
 	r.mu.Unlock()
+	// Verify signatures outside the lock; they are the expensive part.
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		if e.HasSig && !verified[i] {
-			verified[i] = identity.Verify(e.Origin, wire.SignedOrigin(e.Origin, e.Seq), e.Sig[:])
-			if !verified[i] {
-				r.n.stats.badRoute.Add(1)
-			}
+		if state[i] != check {
+			continue
+		}
+		keys[i] = sha256.Sum256(append(wire.SignedOrigin(e.Origin, e.Seq), e.Sig[:]...))
+		switch {
+		case r.n.badSigs.has(keys[i]):
+			st.badSigCached.Add(1)
+			state[i] = skip
+		case !nb.verifyBucket.take():
+			st.verifyLimited.Add(1)
+			state[i] = skip
+		case identity.Verify(e.Origin, wire.SignedOrigin(e.Origin, e.Seq), e.Sig[:]):
+			state[i] = ok
+		default:
+			r.n.badSigs.add(keys[i])
+			st.badRoute.Add(1)
+			state[i] = skip
 		}
 	}
 	now := time.Now()
 	r.mu.Lock()
-	ads := r.adverts[nb]
+	ads = r.adverts[nb]
 	if ads == nil { // the neighbour went away meanwhile
 		r.mu.Unlock()
 		return
@@ -433,16 +499,17 @@ func (r *router) receive(nb *neighbour, payload []byte) {
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		if e.Origin == r.n.sid {
-			continue
+		if state[i] != ok {
+			continue // forged, implausible or over a bound: changes nothing
 		}
-		if e.HasSig && !verified[i] {
-			continue // forged: changes nothing
+		if ads[e.Origin] == nil && len(ads) >= r.n.cfg.MaxRoutesPerNeighbour {
+			st.routeCap.Add(1)
+			continue
 		}
 		rt := r.routes[e.Origin]
 		if rt == nil {
-			if !e.HasSig {
-				continue // nothing proves this origin exists
+			if !e.HasSig || len(r.routes) >= r.n.cfg.MaxRoutes {
+				continue // nothing proves this origin exists, or no room
 			}
 			rt = &route{origin: e.Origin}
 			r.routes[e.Origin] = rt

@@ -16,6 +16,7 @@ import (
 
 	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/identity"
+	instpkg "github.com/servald/servald/instance"
 )
 
 // runningDaemon is a daemon started with `servald start`.
@@ -63,7 +64,7 @@ func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := waitExit(ctx, pid); err != nil {
+	if err := instpkg.WaitExit(ctx, pid); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -114,7 +115,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Fatalf("stop: exit %d: %s", code, errOut)
 	}
 	oneLine(t, errOut, fmt.Sprintf("stopped (pid %d)", d.pid))
-	if syscall.Kill(d.pid, 0) == nil && !isZombie(d.pid) {
+	if syscall.Kill(d.pid, 0) == nil && !instpkg.IsZombie(d.pid) {
 		t.Errorf("pid %d still runs after stop returned", d.pid)
 	}
 	if _, err := os.Stat(daemon.SocketPath(inst)); !errors.Is(err, os.ErrNotExist) {
