@@ -2,7 +2,7 @@
 //
 //	accept ─► pair{key, accepted} ─► table.add ─┬─ a slot was free
 //	                                             └─ full: victim's ctx cancelled (ErrEvicted)
-//	         ─► goroutine: handle(pair ctx) ─► table.remove
+//	         ─► goroutine: [wait for the victim's teardown] ─► handle(pair ctx) ─► table.remove
 //	idle timer per pair: re-armed from the last activity stamp; cancels the
 //	pair's ctx (ErrIdleTimeout) once no byte moved for the timeout
 //
@@ -88,7 +88,8 @@ func (l *loop) run(ctx context.Context) error {
 		l.f.accepted.Add(1)
 		p := tab.newPair(ctx, peerKey(c.RemoteAddr()))
 		l.f.active.Add(1)
-		if v := tab.add(p); v != nil {
+		v := tab.add(p)
+		if v != nil {
 			l.f.active.Add(-1)
 			l.f.evicted.Add(1)
 			used, idle := v.idle()
@@ -96,12 +97,23 @@ func (l *loop) run(ctx context.Context) error {
 			v.cancel(ErrEvicted)
 		}
 		serve := func() error {
+			defer close(p.done)
 			defer p.cancel(nil)
 			defer func() {
 				if tab.remove(p) {
 					l.f.active.Add(-1)
 				}
 			}()
+			if v != nil {
+				// what v held (an MSP stream, where a session allows
+				// only so many) is free once it is torn down
+				select {
+				case <-v.done:
+				case <-p.ctx.Done():
+					_ = c.Close()
+					return fmt.Errorf("forward: %s: %w", addrString(c.RemoteAddr()), context.Cause(p.ctx))
+				}
+			}
 			stop := l.watchIdle(p)
 			defer stop()
 			return l.handle(p.ctx, c, &p.act)
@@ -171,6 +183,7 @@ type pair struct {
 	key      string // peerKey of the accepted connection
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
+	done     chan struct{} // closed once the pair is torn down
 	accepted int64    // stamp (activity.now) of the accept
 	act      activity // bytes moved; shares the table's base
 }
@@ -217,7 +230,7 @@ func newTable(max int) *table {
 // newPair returns a pair for a connection from key, with its own context
 // below ctx.
 func (t *table) newPair(ctx context.Context, key string) *pair {
-	p := &pair{key: key}
+	p := &pair{key: key, done: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancelCause(ctx)
 	p.act.base = t.base
 	p.accepted = p.act.now()

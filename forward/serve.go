@@ -67,8 +67,12 @@ func ServeStreams(ctx context.Context, accept func(context.Context) (net.Conn, e
 // slots; Stats sums them.
 type Forwarder struct {
 	// MaxConns bounds the joined pairs of one call (0: the MaxConns
-	// constant). Pairs being torn down after eviction are not counted: at
-	// most as many again may be ending at once.
+	// constant); set it to what the other side of a pair can hold at once
+	// (the streams an MSP session allows, for Serve). A pair that takes
+	// the slot of an evicted one waits for that one's teardown before it
+	// opens its stream or dials its target, so what the evicted pair held
+	// is free for it. Evicted pairs are not counted: at most as many
+	// again may be ending at once.
 	MaxConns int
 	// IdleTimeout closes a pair in which no byte moved either way for
 	// this long (0: never; DefaultIdleTimeout is the CLI's default).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"syscall"
@@ -59,13 +60,16 @@ func parseTarget(s string) (string, error) {
 	return t, nil
 }
 
-// tunnelFlags are --once and --forward, alike on every listen and connect.
+// tunnelFlags are --once, --forward and --idle-timeout, alike on every
+// listen and connect.
 type tunnelFlags struct {
-	once    bool
-	forward string
+	once        bool
+	forward     string
+	idleTimeout time.Duration
 }
 
 func (f *tunnelFlags) addFlags(fs *pflag.FlagSet, connect bool) {
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", forward.DefaultIdleTimeout, "with --forward, close a connection on which no byte moved either way for this long (0: never)")
 	if connect {
 		fs.BoolVar(&f.once, "once", false, "handle one TCP connection, then exit when it closes")
 		fs.StringVar(&f.forward, "forward", "", "listen on this local TCP [HOST:]PORT (default host 127.0.0.1) and tunnel each connection; without it, use stdin/stdout")
@@ -77,10 +81,18 @@ func (f *tunnelFlags) addFlags(fs *pflag.FlagSet, connect bool) {
 
 // forwardTarget is the --forward address, "" without --forward.
 func (f *tunnelFlags) forwardTarget() (string, error) {
+	if f.idleTimeout < 0 {
+		return "", usagef("--idle-timeout must not be negative")
+	}
 	if f.forward == "" {
 		return "", nil
 	}
 	return parseTarget(f.forward)
+}
+
+// forwarder serves --forward with --once and --idle-timeout.
+func (f *tunnelFlags) forwarder(log *slog.Logger) *forward.Forwarder {
+	return &forward.Forwarder{Once: f.once, IdleTimeout: f.idleTimeout, Logger: log}
 }
 
 type listenOptions struct {
@@ -213,7 +225,7 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, target string) error {
 	ctx := cmd.Context()
 	if target != "" {
-		err := forward.ServeStreams(ctx, lis.AcceptContext, target, o.once, nil, g.logger())
+		err := o.forwarder(g.logger()).ServeStreams(ctx, lis.AcceptContext, forward.Endpoint{Network: "tcp", Addr: target})
 		if errors.Is(err, context.Canceled) {
 			return nil // stopped by a signal
 		}
@@ -238,6 +250,15 @@ func shutdown(f func(context.Context) error) error {
 	defer cancel()
 	return f(ctx)
 }
+
+// connectStreams is the MaxStreams of connect's sessions, and so the
+// connections connect --forward holds at once. It is kept below the
+// listener's MaxStreams (128 by default, and at most): a stream that
+// connect evicts is only half-closed at the listener until its target
+// answers the EOF, and meanwhile still counts there; the difference is
+// room for such streams, so that the stream that replaces one is not
+// refused.
+const connectStreams = 96
 
 // allowWait bounds how long `msp listen` waits for the mesh to learn a
 // node named by a short SID in --allow.
@@ -350,7 +371,11 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	// A session that ended (the peer restarted, say) is dialled again for
 	// the next connection (with --service, to the nearest node offering it
 	// then).
-	err = forward.Serve(ctx, ln, rd.OpenStream, o.once, g.logger())
+	// Each connection holds a stream: beyond the streams a session allows,
+	// the forwarder evicts one instead of failing the newcomer's open.
+	f := o.forwarder(g.logger())
+	f.MaxConns = connectStreams
+	err = f.Serve(ctx, ln, rd.OpenStream)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -365,7 +390,7 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 // so the SID must be given in full), else through the mesh. done closes
 // what it opened, after the last session has closed.
 func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Target, split bool, splitCfg splitter.Config) (rd *inst.Redialer, done func(), err error) {
-	cfg := msp.Config{Logger: g.logger()}
+	cfg := msp.Config{Logger: g.logger(), MaxStreams: connectStreams}
 	if split {
 		if tgt.Service != "" || tgt.SID.IsShort() {
 			return nil, nil, usagef("--split reaches one listener directly, without the mesh: give its full SID and MDPPORT")
