@@ -184,8 +184,8 @@ type pair struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	done     chan struct{} // closed once the pair is torn down
-	accepted int64    // stamp (activity.now) of the accept
-	act      activity // bytes moved; shares the table's base
+	accepted int64         // stamp (activity.now) of the accept
+	act      activity      // bytes moved; shares the table's base
 }
 
 // idle reports whether p has moved a byte, and for how long it has not
