@@ -12,6 +12,7 @@
 package forward
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -87,8 +88,13 @@ func (l *loop) run(ctx context.Context) error {
 		backoff = 0
 		l.f.accepted.Add(1)
 		p := tab.newPair(ctx, peerKey(c.RemoteAddr()))
+		v, err := l.place(ctx, tab, p)
+		if err != nil {
+			_ = c.Close()
+			<-running
+			return err
+		}
 		l.f.active.Add(1)
-		v := tab.add(p)
 		if v != nil {
 			l.f.active.Add(-1)
 			l.f.evicted.Add(1)
@@ -142,6 +148,38 @@ func (l *loop) run(ctx context.Context) error {
 	}
 }
 
+// place takes a slot for p, waiting while every slot is held and none can
+// be given up (see table.add); it returns the pair to evict, if any, or
+// ctx's error.
+func (l *loop) place(ctx context.Context, tab *table, p *pair) (victim *pair, err error) {
+	for {
+		v, ok, retry := tab.add(p)
+		if ok {
+			return v, nil
+		}
+		if err := waitChange(ctx, tab.changed, retry); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// waitChange waits for changed, for d unless it is 0, or for ctx.
+func waitChange(ctx context.Context, changed <-chan struct{}, d time.Duration) error {
+	var timeout <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-changed:
+	case <-timeout:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
 // watchIdle cancels p with ErrIdleTimeout once no byte has moved for
 // l.idleTimeout: one timer, re-armed when it fires early for the time left
 // since the last activity stamp. The returned function stops the watch.
@@ -184,6 +222,7 @@ type pair struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	done     chan struct{} // closed once the pair is torn down
+	elem     *list.Element // in table.keys while the pair holds a slot; guarded by table.mu
 	accepted int64         // stamp (activity.now) of the accept
 	act      activity      // bytes moved; shares the table's base
 }
@@ -197,6 +236,25 @@ func (p *pair) idle() (used bool, d time.Duration) {
 		last = p.accepted
 	}
 	return used, time.Duration(p.act.now() - last)
+}
+
+// activeGrace protects a pair that moved a byte this recently from
+// eviction: a transfer in progress is never cut for a newcomer.
+const activeGrace = time.Second
+
+// evictable reports whether p may be evicted at the stamp now, and if not,
+// in how long it may. A pair that never moved a byte may (even while it
+// still opens its stream or dials its target); one that did, once it has
+// been idle for activeGrace.
+func (p *pair) evictable(now int64) (ok bool, in time.Duration) {
+	last := p.act.last.Load()
+	if last == 0 {
+		return true, 0
+	}
+	if idle := time.Duration(now - last); idle < activeGrace {
+		return false, activeGrace - idle
+	}
+	return true, 0
 }
 
 // evictsBefore reports whether p is to be evicted before q: a pair that has
@@ -218,13 +276,15 @@ type table struct {
 	base time.Time // origin of the activity stamps
 	max  int
 
+	changed chan struct{} // capacity 1: see signal
+
 	mu   sync.Mutex
-	n    int                           // pairs held; guarded by mu
-	keys map[string]map[*pair]struct{} // guarded by mu
+	n    int                   // pairs held; guarded by mu
+	keys map[string]*list.List // each key's pairs in accept order; guarded by mu
 }
 
 func newTable(max int) *table {
-	return &table{base: time.Now(), max: max, keys: make(map[string]map[*pair]struct{})}
+	return &table{base: time.Now(), max: max, changed: make(chan struct{}, 1), keys: make(map[string]*list.List)}
 }
 
 // newPair returns a pair for a connection from key, with its own context
@@ -237,17 +297,24 @@ func (t *table) newPair(ctx context.Context, key string) *pair {
 	return p
 }
 
-// add takes a slot for p. If all were held it first frees one and returns
-// its pair, which the caller must cancel: the pair evictsBefore all others
-// of the key holding the most pairs, p's own key counting p (so on a tie
-// p's key gives up one of its own).
-func (t *table) add(p *pair) (victim *pair) {
+// add takes a slot for p (ok). If all were held it first frees one and
+// returns its pair, which the caller must cancel: of the pairs of the key
+// holding the most, p's own key counting p (so on a tie p's key gives up
+// one of its own), the evictable one that evictsBefore the others. If that
+// key has no evictable pair, add takes nothing and returns !ok: the caller
+// waits for t.changed, or for retry if it is not 0 (when the first of that
+// key's pairs becomes evictable by time), and tries again.
+//
+// The search stops at the key's oldest pair that never moved a byte (under
+// a flood of idle connections, one of the first looked at); only when
+// there is none does it look at every pair of the key.
+func (t *table) add(p *pair) (victim *pair, ok bool, retry time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.n >= t.max {
 		heaviest, most := "", -1
-		for k, set := range t.keys {
-			n := len(set)
+		for k, l := range t.keys {
+			n := l.Len()
 			if k == p.key {
 				n++
 			}
@@ -255,21 +322,36 @@ func (t *table) add(p *pair) (victim *pair) {
 				heaviest, most = k, n
 			}
 		}
-		for q := range t.keys[heaviest] {
+		now := int64(time.Since(t.base)) + 1 // as activity.now
+		for e := t.keys[heaviest].Front(); e != nil; e = e.Next() {
+			q := e.Value.(*pair)
+			can, in := q.evictable(now)
+			if !can {
+				if retry == 0 || in < retry {
+					retry = in
+				}
+				continue
+			}
 			if victim == nil || q.evictsBefore(victim) {
 				victim = q
 			}
+			if q.act.last.Load() == 0 {
+				break // the oldest that never moved a byte: first to go
+			}
+		}
+		if victim == nil {
+			return nil, false, retry
 		}
 		t.removeLocked(victim)
 	}
-	set := t.keys[p.key]
-	if set == nil {
-		set = make(map[*pair]struct{})
-		t.keys[p.key] = set
+	l := t.keys[p.key]
+	if l == nil {
+		l = list.New()
+		t.keys[p.key] = l
 	}
-	set[p] = struct{}{}
+	p.elem = l.PushBack(p)
 	t.n++
-	return victim
+	return victim, true, 0
 }
 
 // remove frees p's slot and reports whether p held one (an evicted pair no
@@ -281,16 +363,26 @@ func (t *table) remove(p *pair) bool {
 }
 
 func (t *table) removeLocked(p *pair) bool {
-	set := t.keys[p.key]
-	if _, ok := set[p]; !ok {
+	if p.elem == nil {
 		return false
 	}
-	delete(set, p)
-	if len(set) == 0 {
+	l := t.keys[p.key]
+	l.Remove(p.elem)
+	p.elem = nil
+	if l.Len() == 0 {
 		delete(t.keys, p.key)
 	}
 	t.n--
+	t.signal()
 	return true
+}
+
+// signal wakes a newcomer waiting in loop.place: a slot was freed.
+func (t *table) signal() {
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
 }
 
 // peerKey is what slots are shared by: the host part of a remote address

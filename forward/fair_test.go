@@ -66,23 +66,36 @@ func TestServeFreshAmongIdle(t *testing.T) {
 
 // TestEvictionChoosesIdlestOfBusiestPeer checks the listener side: one peer
 // cannot take every slot, and its floods evict its own streams, never those
-// of a peer holding fewer.
+// of a peer holding fewer. It runs on a fake clock so that the streams age
+// past activeGrace between arrivals.
 func TestEvictionChoosesIdlestOfBusiestPeer(t *testing.T) {
-	target := tcpEchoServer(t)
+	synctest.Test(t, testEvictionChoosesIdlestOfBusiestPeer)
+}
+
+func testEvictionChoosesIdlestOfBusiestPeer(t *testing.T) {
+	var echoes sync.WaitGroup
+	dial := func(context.Context, string, string) (net.Conn, error) {
+		near, far := memPair()
+		echoes.Go(func() { echo(far) })
+		return near, nil
+	}
 	q := make(streamQueue)
-	f := &Forwarder{MaxConns: 4}
+	f := &Forwarder{MaxConns: 4, Dial: dial}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: target}) })
+	srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: "target"}) })
 	defer func() {
 		cancel()
 		srv.wait(t, promptly, "ServeStreams after cancel")
+		echoes.Wait()
 	}()
 	// open pushes a stream from peer and waits for one echo through it, so
-	// the stream is joined (and any eviction it caused done).
+	// the stream is joined (and any eviction it caused done); then time
+	// passes, so that every stream is idle for longer than activeGrace.
 	open := func(peer string) *memConn {
 		t.Helper()
 		far := q.pushFrom(t, peer)
 		ping(t, far)
+		time.Sleep(activeGrace)
 		return far
 	}
 	var a []*memConn
@@ -110,6 +123,84 @@ func TestEvictionChoosesIdlestOfBusiestPeer(t *testing.T) {
 	}
 	if st := f.Stats(); st.Evicted != 10 || st.Active != 4 || st.Accepted != 14 {
 		t.Fatalf("stats %+v, want 14 accepted, 10 evicted, 4 active", st)
+	}
+}
+
+// TestNoEvictionWhileActive checks that a full loop does not evict a pair
+// that moved a byte within activeGrace: the newcomer waits instead, and
+// takes the slot once the pair has been idle that long.
+func TestNoEvictionWhileActive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var echoes sync.WaitGroup
+		dial := func(context.Context, string, string) (net.Conn, error) {
+			near, far := memPair()
+			echoes.Go(func() { echo(far) })
+			return near, nil
+		}
+		q := make(streamQueue)
+		f := &Forwarder{MaxConns: 1, Dial: dial}
+		ctx, cancel := context.WithCancel(context.Background())
+		srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: "target"}) })
+		defer func() {
+			cancel()
+			srv.wait(t, promptly, "ServeStreams after cancel")
+			echoes.Wait()
+		}()
+		active := q.pushFrom(t, "peer:1")
+		ping(t, active)
+		waiting := q.pushFrom(t, "peer:2")
+		for range 10 { // the first stays active: the second waits
+			time.Sleep(activeGrace / 2)
+			ping(t, active)
+		}
+		if st := f.Stats(); st.Evicted != 0 || st.Active != 1 {
+			t.Fatalf("stats %+v: want the active pair kept, the newcomer waiting", st)
+		}
+		start := time.Now()
+		ping(t, waiting) // the first idle for activeGrace: the second gets in
+		if d := time.Since(start); d != activeGrace {
+			t.Errorf("newcomer waited %v after the last byte, want %v", d, activeGrace)
+		}
+		expectClosed(t, active)
+		if st := f.Stats(); st.Evicted != 1 || st.Active != 1 {
+			t.Fatalf("stats %+v, want 1 evicted, 1 active", st)
+		}
+	})
+}
+
+// TestEvictedDuringDial checks that a pair that never moved a byte is
+// evicted even while its target is still being dialled (the dial is
+// cancelled), and that this is logged at Debug only: its dial fails with
+// ctx's error, not ErrEvicted.
+func TestEvictedDuringDial(t *testing.T) {
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	dialling := make(chan struct{}, 2)
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		dialling <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	q := make(streamQueue)
+	f := &Forwarder{MaxConns: 1, Dial: dial, Logger: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: "target"}) })
+	first := q.pushFrom(t, "peer:1")
+	<-dialling
+	q.pushFrom(t, "peer:2")
+	<-dialling
+	expectClosed(t, first)
+	cancel()
+	srv.wait(t, promptly, "ServeStreams after cancel")
+	if st := f.Stats(); st.Evicted != 1 || st.Active != 0 {
+		t.Errorf("stats %+v, want 1 evicted, 0 active", st)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "evicting a pair") {
+		t.Errorf("no eviction logged:\n%s", out)
+	}
+	if strings.Contains(out, "level=WARN") {
+		t.Errorf("eviction logged at Warn:\n%s", out)
 	}
 }
 
@@ -196,7 +287,9 @@ func testIdleTimeout(t *testing.T, timeout time.Duration, wrapStream, wrapTarget
 		targets <- far
 		return wrapTarget(near), nil
 	}
-	f := &Forwarder{IdleTimeout: timeout, Dial: dial}
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f := &Forwarder{IdleTimeout: timeout, Dial: dial, Logger: log}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: "target"}) })
 	push := func() (far, target *memConn) {
@@ -238,6 +331,9 @@ func testIdleTimeout(t *testing.T, timeout time.Duration, wrapStream, wrapTarget
 	}
 	if st := f.Stats(); st.IdleClosed != 1 || st.Active != 1 {
 		t.Errorf("stats %+v, want 1 idle closed, 1 active", st)
+	}
+	if out := logs.String(); strings.Count(out, "closing an idle pair") != 1 || strings.Contains(out, "level=WARN") {
+		t.Errorf("want one Debug line for the idle pair, no Warn:\n%s", out)
 	}
 	cancel()
 	if err := srv.wait(t, promptly, "ServeStreams after cancel"); !errors.Is(err, context.Canceled) {
@@ -282,37 +378,56 @@ func TestServeIdleTimeoutTCP(t *testing.T) {
 }
 
 func TestTableVictim(t *testing.T) {
+	const (
+		never  = 0                       // no byte moved
+		recent = int64(time.Hour) - 1000 // moved a byte just now
+	)
 	type spec struct {
 		key  string
-		last int64 // 0: never used
+		last int64 // stamp of the last byte, or never
 	}
 	tests := []struct {
 		name  string
 		held  []spec // accepted in this order, stamps 1, 2, ...
 		from  string
-		wantI int // index in held of the victim
+		wantI int // index in held of the victim; -1: none, wait
 	}{
 		{"own key on a tie", []spec{{"a", 50}, {"b", 10}}, "a", 0},
 		{"busiest key", []spec{{"a", 50}, {"b", 10}, {"a", 60}, {"a", 55}}, "b", 0},
-		{"never used first, oldest", []spec{{"a", 5}, {"a", 0}, {"a", 0}}, "a", 1},
+		{"never used first, oldest", []spec{{"a", 5}, {"a", never}, {"a", never}}, "a", 1},
 		{"longest idle", []spec{{"a", 40}, {"a", 30}, {"a", 35}}, "c", 1},
 		{"newcomer's key counts itself", []spec{{"a", 10}, {"a", 20}, {"b", 5}, {"b", 6}}, "b", 2},
+		{"not while active", []spec{{"a", recent}, {"a", 30}, {"a", never}}, "a", 2},
+		{"all busy: wait", []spec{{"a", recent}, {"a", recent}}, "b", -1},
+		{"busiest busy: wait, not cut a lighter key", []spec{{"a", recent}, {"a", recent}, {"b", 10}}, "a", -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tab := newTable(len(tt.held))
+			tab.base = time.Now().Add(-time.Hour) // stamps are an hour old
 			var held []*pair
 			for i, s := range tt.held {
 				p := &pair{key: s.key, accepted: int64(i + 1)}
+				p.act.base = tab.base
 				p.act.last.Store(s.last)
-				if v := tab.add(p); v != nil {
-					t.Fatalf("evicted below the bound")
+				if v, ok, _ := tab.add(p); v != nil || !ok {
+					t.Fatalf("add below the bound: victim %v, ok %v", v, ok)
 				}
 				held = append(held, p)
 			}
 			p := &pair{key: tt.from, accepted: 100}
-			if v := tab.add(p); v != held[tt.wantI] {
-				t.Fatalf("victim %+v, want %+v", v, held[tt.wantI])
+			v, ok, retry := tab.add(p)
+			if tt.wantI < 0 {
+				if ok || v != nil {
+					t.Fatalf("victim %+v, ok %v; want none", v, ok)
+				}
+				if retry <= 0 || retry > activeGrace {
+					t.Errorf("retry in %v, want within activeGrace", retry)
+				}
+				return
+			}
+			if !ok || v != held[tt.wantI] {
+				t.Fatalf("victim %+v (ok %v), want %+v", v, ok, held[tt.wantI])
 			}
 			if tab.remove(held[tt.wantI]) {
 				t.Fatal("victim still held")
@@ -355,41 +470,6 @@ func TestForwarderValidate(t *testing.T) {
 	}
 	if err := (&Forwarder{}).Validate(); err != nil {
 		t.Errorf("zero Forwarder: %v", err)
-	}
-}
-
-// TestEvictedDuringDial checks that a pair evicted while its target is
-// still being dialled is closed and counted, and logged at Debug only (its
-// dial fails with ctx's error, not ErrEvicted).
-func TestEvictedDuringDial(t *testing.T) {
-	var logs lockedBuffer
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	dialling := make(chan struct{}, 2)
-	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		dialling <- struct{}{}
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	q := make(streamQueue)
-	f := &Forwarder{MaxConns: 1, Dial: dial, Logger: log}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: "target"}) })
-	first := q.pushFrom(t, "peer:1")
-	<-dialling
-	q.pushFrom(t, "peer:2")
-	<-dialling
-	expectClosed(t, first)
-	cancel()
-	srv.wait(t, promptly, "ServeStreams after cancel")
-	if st := f.Stats(); st.Evicted != 1 || st.Active != 0 {
-		t.Errorf("stats %+v, want 1 evicted, 0 active", st)
-	}
-	out := logs.String()
-	if !strings.Contains(out, "evicting a pair") {
-		t.Errorf("no eviction logged:\n%s", out)
-	}
-	if strings.Contains(out, "level=WARN") {
-		t.Errorf("eviction logged at Warn:\n%s", out)
 	}
 }
 
