@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -111,11 +112,12 @@ func (l *loop) run(ctx context.Context) error {
 				}
 			}()
 			if v != nil {
-				// what v held (an MSP stream, where a session allows
-				// only so many) is free once it is torn down
-				select {
-				case <-v.done:
-				case <-p.ctx.Done():
+				// What v held (an MSP stream, where a session allows
+				// only so many) is free once it is torn down, within
+				// EvictLinger. p waits for that even if evicted itself,
+				// so that p's end implies v's.
+				<-v.done
+				if p.ctx.Err() != nil {
 					_ = c.Close()
 					return fmt.Errorf("forward: %s: %w", addrString(c.RemoteAddr()), context.Cause(p.ctx))
 				}
@@ -395,3 +397,48 @@ func peerKey(a net.Addr) string {
 	}
 	return s
 }
+
+// EvictLinger bounds how long Serve waits, when it evicts a pair, for the
+// far end of the pair's stream to finish: the stream is half-closed and
+// drained until the far end's EOF before it is closed. The far end (an
+// MSP listener) counts the stream against its session's limit until then;
+// the pair taking the slot opens its stream only after, so that the far
+// end has room for it.
+const EvictLinger = time.Second
+
+// lingerOnEvict wraps a stream of Serve so that its Close, once ctx ended
+// with ErrEvicted, half-closes it and drains it until EOF or EvictLinger
+// first. Only a half-closable stream that is not a kernel socket and has
+// no ReadFrom method is wrapped (the wrapper keeps WriteTo); others are
+// returned as they are.
+func lingerOnEvict(ctx context.Context, stream net.Conn) net.Conn {
+	if _, ok := stream.(HalfCloser); !ok || isKernel(stream) || isReaderFrom(stream) {
+		return stream
+	}
+	l := lingerConn{stream, ctx}
+	if isWriterTo(stream) {
+		return lingerWriterTo{l}
+	}
+	return l
+}
+
+// lingerConn is a stream whose Close lingers after an eviction.
+type lingerConn struct {
+	net.Conn
+	ctx context.Context
+}
+
+func (c lingerConn) CloseWrite() error { return c.Conn.(HalfCloser).CloseWrite() }
+
+func (c lingerConn) Close() error {
+	if errors.Is(context.Cause(c.ctx), ErrEvicted) && c.Conn.(HalfCloser).CloseWrite() == nil &&
+		c.Conn.SetReadDeadline(time.Now().Add(EvictLinger)) == nil {
+		_, _ = io.Copy(io.Discard, readerOnly{c.Conn, nil})
+	}
+	return c.Conn.Close()
+}
+
+// lingerWriterTo is a lingerConn that keeps its stream's WriteTo.
+type lingerWriterTo struct{ lingerConn }
+
+func (c lingerWriterTo) WriteTo(w io.Writer) (int64, error) { return c.Conn.(io.WriterTo).WriteTo(w) }

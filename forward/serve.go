@@ -155,7 +155,7 @@ func (f *Forwarder) Serve(ctx context.Context, ln net.Listener, open func(contex
 		}
 		clog.Debug("forward: joined", "stream", addrString(stream.RemoteAddr()))
 		start := time.Now()
-		up, down, err := join(ctx, c, stream, act, "client "+addrString(c.RemoteAddr()), "stream "+addrString(stream.RemoteAddr()))
+		up, down, err := join(ctx, c, lingerOnEvict(ctx, stream), act, "client "+addrString(c.RemoteAddr()), "stream "+addrString(stream.RemoteAddr()))
 		clog.Debug("forward: closed", "sent", up, "received", down, "duration", time.Since(start), "err", err)
 		return err
 	}

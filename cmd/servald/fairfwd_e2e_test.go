@@ -24,9 +24,15 @@ func TestForwardFreshAmongIdle(t *testing.T) {
 	echo := echoServer(t)
 	l := startListen(t, nil, nil, "--forward", strconv.Itoa(echo.Addr().(*net.TCPAddr).Port), "5000")
 	port := freePort(t)
-	start(t, nil, nil, connectArgs(t, l, "--forward", strconv.Itoa(port), l.sid, "5000")...)
+	cp := start(t, nil, nil, connectArgs(t, l, "-v", "--forward", strconv.Itoa(port), l.sid, "5000")...)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	dialRetry(t, addr).Close()
+	defer func() {
+		if t.Failed() {
+			out := cp.stderr.String()
+			t.Logf("connect stderr (%d bytes), last part:\n%s", len(out), out[max(0, len(out)-3000):])
+		}
+	}()
 
 	const idle, fresh = 2000, 5
 	for range idle {

@@ -258,7 +258,7 @@ func shutdown(f func(context.Context) error) error {
 // answers the EOF, and meanwhile still counts there; the difference is
 // room for such streams, so that the stream that replaces one is not
 // refused.
-const connectStreams = 96
+const connectStreams = 112
 
 // allowWait bounds how long `msp listen` waits for the mesh to learn a
 // node named by a short SID in --allow.
