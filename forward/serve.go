@@ -56,8 +56,9 @@ func ServeStreams(ctx context.Context, accept func(context.Context) (net.Conn, e
 // within limits that keep one client from starving the others:
 //
 //   - at most MaxConns joined pairs at a time; when all are held, a new
-//     connection is not kept waiting: one pair is closed to make room (see
-//     Serve for which);
+//     connection is not left in the listen backlog: one idle pair is
+//     closed to make room (see Serve for which), or if every candidate
+//     moved a byte within the last second, the newcomer waits;
 //   - a pair in which neither direction has moved a byte for IdleTimeout is
 //     closed.
 //
@@ -69,10 +70,10 @@ type Forwarder struct {
 	// MaxConns bounds the joined pairs of one call (0: the MaxConns
 	// constant); set it to what the other side of a pair can hold at once
 	// (the streams an MSP session allows, for Serve). A pair that takes
-	// the slot of an evicted one waits for that one's teardown before it
-	// opens its stream or dials its target, so what the evicted pair held
-	// is free for it. Evicted pairs are not counted: at most as many
-	// again may be ending at once.
+	// the slot of an evicted one waits for that one's teardown (within
+	// EvictLinger) before it opens its stream or dials its target, so
+	// what the evicted pair held is free for it. Evicted pairs are not
+	// counted: at most as many again may be ending at once.
 	MaxConns int
 	// IdleTimeout closes a pair in which no byte moved either way for
 	// this long (0: never; DefaultIdleTimeout is the CLI's default).
@@ -132,12 +133,16 @@ func (f *Forwarder) Validate() error {
 // every connection is taken. When all MaxConns are held, a new connection
 // from address k takes the slot of one pair of the address holding the
 // most (k itself when it holds as many as any other): of that address's
-// pairs, one that has not yet moved a byte (the oldest such) if there is
-// one, otherwise the one idle the longest. So a client address is never
-// cut for another while it holds no more than any other, no address can
-// keep another out, and when all clients share one address (127.0.0.1) a
-// fresh connection still gets in at once, at the cost of the longest-idle
-// one.
+// pairs, one that has not yet moved a byte (the oldest such, even if it
+// is still opening its stream) if there is one, otherwise the one idle the
+// longest; never one that moved a byte within the last second (if there
+// is no other, the newcomer waits until there is or a slot frees). So a
+// client address is never cut for another while it holds no more than any
+// other, no address can keep another out, a transfer in progress is not
+// cut, and when all clients share one address (127.0.0.1) a fresh
+// connection still gets in at once, at the cost of an idle one. The
+// evicted pair's client is closed at once; its stream is half-closed and
+// drained until the far end's EOF, for at most EvictLinger, then closed.
 func (f *Forwarder) Serve(ctx context.Context, ln net.Listener, open func(context.Context) (net.Conn, error)) error {
 	stop := afterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
