@@ -73,21 +73,9 @@ func TestEvictionChoosesIdlestOfBusiestPeer(t *testing.T) {
 }
 
 func testEvictionChoosesIdlestOfBusiestPeer(t *testing.T) {
-	var echoes sync.WaitGroup
-	dial := func(context.Context, string, string) (net.Conn, error) {
-		near, far := memPair()
-		echoes.Go(func() { echo(far) })
-		return near, nil
-	}
 	q := make(streamQueue)
-	f := &Forwarder{MaxConns: 4, Dial: dial}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: "target"}) })
-	defer func() {
-		cancel()
-		srv.wait(t, promptly, "ServeStreams after cancel")
-		echoes.Wait()
-	}()
+	f := &Forwarder{MaxConns: 4}
+	defer serveEchoStreams(t, f, q)()
 	// open pushes a stream from peer and waits for one echo through it, so
 	// the stream is joined (and any eviction it caused done); then time
 	// passes, so that every stream is idle for longer than activeGrace.
@@ -131,21 +119,9 @@ func testEvictionChoosesIdlestOfBusiestPeer(t *testing.T) {
 // takes the slot once the pair has been idle that long.
 func TestNoEvictionWhileActive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var echoes sync.WaitGroup
-		dial := func(context.Context, string, string) (net.Conn, error) {
-			near, far := memPair()
-			echoes.Go(func() { echo(far) })
-			return near, nil
-		}
 		q := make(streamQueue)
-		f := &Forwarder{MaxConns: 1, Dial: dial}
-		ctx, cancel := context.WithCancel(context.Background())
-		srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: "target"}) })
-		defer func() {
-			cancel()
-			srv.wait(t, promptly, "ServeStreams after cancel")
-			echoes.Wait()
-		}()
+		f := &Forwarder{MaxConns: 1}
+		defer serveEchoStreams(t, f, q)()
 		active := q.pushFrom(t, "peer:1")
 		ping(t, active)
 		waiting := q.pushFrom(t, "peer:2")
@@ -201,6 +177,25 @@ func TestEvictedDuringDial(t *testing.T) {
 	}
 	if strings.Contains(out, "level=WARN") {
 		t.Errorf("eviction logged at Warn:\n%s", out)
+	}
+}
+
+// serveEchoStreams runs f.ServeStreams on the streams of q, with a Dial
+// whose targets are in-memory echoes. stop cancels it and waits for it and
+// for the echoes.
+func serveEchoStreams(t *testing.T, f *Forwarder, q streamQueue) (stop func()) {
+	var echoes sync.WaitGroup
+	f.Dial = func(context.Context, string, string) (net.Conn, error) {
+		near, far := memPair()
+		echoes.Go(func() { echo(far) })
+		return near, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := goRun(func() error { return f.ServeStreams(ctx, q.accept, Endpoint{Network: "tcp", Addr: "target"}) })
+	return func() {
+		cancel()
+		srv.wait(t, promptly, "ServeStreams after cancel")
+		echoes.Wait()
 	}
 }
 
