@@ -41,33 +41,43 @@ type Net interface {
 // answer. After within, the error wraps ErrNoService; when ctx is
 // cancelled, it is ctx's error.
 func Lookup(ctx context.Context, nw Net, name string, within time.Duration) (Answer, error) {
+	all, err := LookupAll(ctx, nw, name, within)
+	if err != nil {
+		return Answer{}, err
+	}
+	return all[0], nil
+}
+
+// LookupAll is Lookup returning every answer of the first round that had
+// any, nearest first.
+func LookupAll(ctx context.Context, nw Net, name string, within time.Duration) ([]Answer, error) {
 	wctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for {
 		start := time.Now()
 		routes, err := nw.Routes()
 		if err != nil {
-			return Answer{}, err
+			return nil, err
 		}
 		pc, err := nw.Port()
 		if err != nil {
-			return Answer{}, err
+			return nil, err
 		}
 		rctx, rcancel := context.WithTimeout(wctx, LookupRound)
 		answers, err := Find(rctx, pc, nw.Self(), routes, name)
 		rcancel()
 		if err != nil {
-			return Answer{}, err
+			return nil, err
 		}
 		if len(answers) > 0 {
-			return answers[0], nil
+			return answers, nil
 		}
 		sleep(wctx, LookupGap-time.Since(start))
 		if errors.Is(ctx.Err(), context.Canceled) {
-			return Answer{}, ctx.Err()
+			return nil, ctx.Err()
 		}
 		if wctx.Err() != nil {
-			return Answer{}, fmt.Errorf("%w for service %s within %v (%d nodes asked)", ErrNoService, name, within, len(routes)+1)
+			return nil, fmt.Errorf("%w for service %s within %v (%d nodes asked)", ErrNoService, name, within, len(routes)+1)
 		}
 	}
 }

@@ -5,10 +5,15 @@ package instance
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
+
+	"github.com/servald/servald/identity"
 )
 
 // BroadcastAll in NodeOptions.Broadcast stands for every broadcast-capable
@@ -154,4 +159,42 @@ func ifaceBroadcast(ifc net.Interface, port int) []net.Addr {
 		out = append(out, &net.UDPAddr{IP: bc, Port: port})
 	}
 	return out
+}
+
+// TrustedFile is the file in an instance directory that closes its mesh:
+// one full SID per line, '#' starts a comment (see NodeOptions.Trust).
+const TrustedFile = "trusted"
+
+// trusted is the SIDs of --trust and of dir's trusted file, if any.
+func trusted(dir string, flags []string) ([]identity.SID, error) {
+	var out []identity.SID
+	for _, s := range flags {
+		sid, err := identity.ParseSID(s)
+		if err != nil {
+			return nil, usagef("--trust %q: want a full SID (64 hex digits): a prefix could be ground", s)
+		}
+		out = append(out, sid)
+	}
+	path := filepath.Join(dir, TrustedFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("trusted SIDs: %w", err)
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		if c, _, ok := strings.Cut(line, "#"); ok {
+			line = c
+		}
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		sid, err := identity.ParseSID(line)
+		if err != nil {
+			return nil, usagef("%s:%d: %q is not a full SID (64 hex digits)", path, i+1, line)
+		}
+		out = append(out, sid)
+	}
+	return out, nil
 }

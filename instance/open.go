@@ -23,6 +23,11 @@ type NodeOptions struct {
 	// Broadcast names the interfaces to announce the node on by LAN
 	// broadcast; "*" (or "") stands for every broadcast-capable one.
 	Broadcast []string
+	// Trust, with the instance's trusted file (TrustedFile), closes the
+	// mesh: when either names a SID, only those nodes become neighbours
+	// (configured peers included); farther nodes are still reached
+	// through them. Full SIDs only: a prefix could be ground.
+	Trust []string
 	// Config is a config file (see LoadConfig) that fills the options the
 	// command line did not give; "" for none.
 	Config string
@@ -30,6 +35,9 @@ type NodeOptions struct {
 	// given explicitly (pflag.FlagSet.Changed): the config file does not
 	// override those. nil: none was.
 	Given func(name string) bool
+	// NoEcho leaves ping and trace unanswered: the node does not bind
+	// probe.EchoPort and probe.TracePort (see ServeProbes).
+	NoEcho bool
 	// Logger receives the node's logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -63,7 +71,12 @@ func Open(dir string, o NodeOptions) (Mesh, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &embedded{n: n, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0}, nil
+	probes, err := ServeProbes(n, o)
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	return &embedded{n: n, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0, probes: probes}, nil
 }
 
 // StartNode starts a node of instance dir with options o (completed from
@@ -86,6 +99,10 @@ func startNode(dir string, o NodeOptions) (*mesh.Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	trust, err := trusted(dir, o.Trust)
+	if err != nil {
+		return nil, err
+	}
 	conn, err := mesh.ListenUDP(o.UDP, len(o.Broadcast) > 0)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
@@ -98,7 +115,7 @@ func startNode(dir string, o NodeOptions) (*mesh.Node, error) {
 		conn.Close()
 		return nil, err
 	}
-	n, err := mesh.New(mesh.Config{Identity: id, Conn: conn, Peers: peers, Broadcast: bc, Logger: o.Logger})
+	n, err := mesh.New(mesh.Config{Identity: id, Conn: conn, Peers: peers, Broadcast: bc, Trust: trust, Logger: o.Logger})
 	if err != nil {
 		conn.Close()
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/servald/servald/discovery"
@@ -45,6 +46,16 @@ func ParseSIDArg(s string) (SIDArg, error) {
 	return SIDArg{prefix: p}, nil
 }
 
+// ParsePinnedSIDArg is ParseSIDArg for a SID that grants something
+// (--allow, --trust): a prefix needs at least identity.MinPinPrefix hex
+// digits, so that nobody can grind a key that takes its place.
+func ParsePinnedSIDArg(s string) (SIDArg, error) {
+	if len(s) < identity.MinPinPrefix {
+		return SIDArg{}, &UsageError{fmt.Errorf("prefix %q has %d hex digits: here at least %d (64 bits) are needed, since a key matching fewer can be ground; give more digits or the full SID", s, len(s), identity.MinPinPrefix)}
+	}
+	return ParseSIDArg(s)
+}
+
 // IsShort reports whether s is a prefix, to be resolved.
 func (s SIDArg) IsShort() bool { return s.prefix != "" }
 
@@ -73,9 +84,31 @@ func knownSIDs(m Mesh) ([]identity.SID, error) {
 // one match is the answer, several are an ambiguity (a *UsageError listing
 // them, errors.Is identity.ErrAmbiguousSID). When none appeared in time,
 // the error (errors.Is identity.ErrUnknownSID) lists the nodes known.
+//
+// A prefix of fewer than identity.MinPinPrefix digits (which a ground key
+// could match) is matched only against the nodes known once m has settled
+// (Settle): it does not wait for a matching node to turn up.
 func (s SIDArg) Resolve(ctx context.Context, m Mesh, wait time.Duration) (identity.SID, error) {
 	if s.prefix == "" {
 		return s.sid, nil
+	}
+	if len(s.prefix) < identity.MinPinPrefix {
+		Settle(ctx, m, wait)
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return identity.SID{}, ctx.Err()
+		}
+		known, err := knownSIDs(m)
+		if err != nil {
+			return identity.SID{}, err
+		}
+		sid, err := identity.Resolve(s.prefix, known)
+		if errors.Is(err, identity.ErrAmbiguousSID) {
+			return identity.SID{}, &UsageError{fmt.Errorf("%w: give more digits", err)}
+		}
+		if errors.Is(err, identity.ErrUnknownSID) {
+			return identity.SID{}, fmt.Errorf("%w (a prefix of fewer than %d digits is matched only against nodes already known: give %d or more to wait for the node)", err, identity.MinPinPrefix, identity.MinPinPrefix)
+		}
+		return sid, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -120,17 +153,23 @@ type Target struct {
 	SID     SIDArg
 	Port    uint16
 	Service string
+	// ServiceSID, when set (a prefix of at least identity.MinPinPrefix
+	// digits, or a full SID), pins the node a service is taken from.
+	ServiceSID string
+	// Say, when set, is told which node a service was taken from, and
+	// why another than before.
+	Say func(msg string)
+
+	chosen identity.SID // the node the service was last taken from
 }
 
 // Find returns the SID and port to dial, within d: a service is looked up
-// (discovery.Lookup); a short SID is resolved, and stays resolved.
+// (discovery.LookupAll) and taken from the node it was taken from before
+// while that node still offers it, else from the nearest (of those
+// ServiceSID pins); a short SID is resolved, and stays resolved.
 func (t *Target) Find(ctx context.Context, m Mesh, d time.Duration) (identity.SID, uint16, error) {
 	if t.Service != "" {
-		ans, err := discovery.Lookup(ctx, discoveryNet{m}, t.Service, d)
-		if err != nil {
-			return identity.SID{}, 0, err
-		}
-		return ans.SID, ans.Port, nil
+		return t.findService(ctx, m, d)
 	}
 	sid, err := t.SID.Resolve(ctx, m, d)
 	if err != nil {
@@ -151,4 +190,51 @@ func (n discoveryNet) Port() (discovery.PacketConn, error) {
 		return nil, err
 	}
 	return pc, nil
+}
+
+// findService looks the service up and chooses a node (see Find).
+func (t *Target) findService(ctx context.Context, m Mesh, d time.Duration) (identity.SID, uint16, error) {
+	if t.chosen.IsZero() {
+		Settle(ctx, m, d) // learn the nodes near enough to ask, so as to see every offer
+	}
+	all, err := discovery.LookupAll(ctx, discoveryNet{m}, t.Service, d)
+	if err != nil {
+		return identity.SID{}, 0, err
+	}
+	offers := all[:0:0]
+	for _, a := range all {
+		if strings.HasPrefix(a.SID.String(), strings.ToUpper(t.ServiceSID)) {
+			offers = append(offers, a)
+		}
+	}
+	if len(offers) == 0 {
+		return identity.SID{}, 0, fmt.Errorf("%w for service %s from %s (offered by %s)", discovery.ErrNoService, t.Service, t.ServiceSID, sidList(all))
+	}
+	pick, before := offers[0], t.chosen
+	for _, a := range offers {
+		if a.SID == before {
+			pick = a
+		}
+	}
+	t.chosen = pick.SID
+	if t.Say != nil && pick.SID != before {
+		msg := fmt.Sprintf("service %s is at %s port %d", t.Service, pick.SID, pick.Port)
+		if !before.IsZero() {
+			msg = fmt.Sprintf("service %s: %s no longer answers; now at %s port %d", t.Service, before, pick.SID, pick.Port)
+		}
+		if len(offers) > 1 {
+			msg += fmt.Sprintf(" (the nearest of %d that offer it: %s; pin one with --service-sid)", len(offers), sidList(offers))
+		}
+		t.Say(msg)
+	}
+	return pick.SID, pick.Port, nil
+}
+
+// sidList is the SIDs of answers, comma separated.
+func sidList(as []discovery.Answer) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.SID.String()
+	}
+	return strings.Join(s, ", ")
 }

@@ -148,14 +148,19 @@ func TestResolveShortSID(t *testing.T) {
 			t.Errorf("unknown-prefix error does not list %s: %v", s, err)
 		}
 	}
-	// A node that the mesh learns while we wait is found.
+	// A node that the mesh learns while we wait is found by a prefix of
+	// 16 digits or more; one of fewer (which a ground key could match)
+	// is matched only against the nodes known at once.
 	late := sidWith(t, "FEEDFACE")
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		f.setRoutes(x1, x2, y, late)
 	}()
-	if got, err := arg("feedface").Resolve(ctx, f, time.Minute); err != nil || got != late {
-		t.Errorf("prefix of a node learnt while waiting: %v, %v", got, err)
+	if _, err := arg("feedface").Resolve(ctx, f, time.Minute); !errors.Is(err, identity.ErrUnknownSID) || !strings.Contains(err.Error(), "fewer than 16 digits") {
+		t.Errorf("8-digit prefix of a node not known yet: %v, want ErrUnknownSID at once", err)
+	}
+	if got, err := arg("feedface00000000").Resolve(ctx, f, time.Minute); err != nil || got != late {
+		t.Errorf("16-digit prefix of a node learnt while waiting: %v, %v", got, err)
 	}
 	// Cancelled (a signal): the cancellation, not a resolution error.
 	cctx, cancel := context.WithCancel(ctx)
@@ -184,9 +189,9 @@ func TestResolveOnMesh(t *testing.T) {
 			t.Errorf("Resolve(%s) = %v, %v; want %s", arg.Prefix(), got, err, n.SID())
 		}
 	}
-	unknown := "0123456789"
+	unknown := "0123456789ABCDEF"
 	if strings.HasPrefix(a.SID().String(), unknown) || strings.HasPrefix(b.SID().String(), unknown) {
-		unknown = "9876543210"
+		unknown = "FEDCBA9876543210"
 	}
 	arg, _ := ParseSIDArg(unknown)
 	_, err := arg.Resolve(ctx, m, 200*time.Millisecond)
@@ -224,5 +229,50 @@ func TestTargetFind(t *testing.T) {
 	}
 	if tgt.SID.IsShort() || tgt.SID.SID() != b.SID() {
 		t.Errorf("the short SID did not stay resolved: %+v", tgt.SID)
+	}
+}
+
+// TestTargetServiceChoice: with two nodes offering a service, Find takes
+// the nearest and says that there are others; it keeps that node across
+// Finds (redials) while it offers the service, says so when it moves to
+// another, and --service-sid pins the choice.
+func TestTargetServiceChoice(t *testing.T) {
+	a, b := memPair(t, nil, nil)
+	m := Embed(a)
+	ctx := context.Background()
+	adA, err := m.Advertise("ssh", 22, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adB, err := Embed(b).Advertise("ssh", 5000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adB.Close()
+	var said []string
+	svc := Target{Service: "ssh", Say: func(s string) { said = append(said, s) }}
+	if sid, port, err := svc.Find(ctx, m, 5*time.Second); err != nil || sid != a.SID() || port != 22 {
+		t.Fatalf("nearest: %s %d, %v", sid.Short(), port, err)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "the nearest of 2 that offer it") || !strings.Contains(said[0], b.SID().String()) {
+		t.Fatalf("the choice was announced as %q", said)
+	}
+	if sid, _, err := svc.Find(ctx, m, 5*time.Second); err != nil || sid != a.SID() || len(said) != 1 {
+		t.Fatalf("redial: %s, %v; said %q (want the same node, quietly)", sid.Short(), err, said)
+	}
+	adA.Close() // a stops offering it: the next redial moves, and says so
+	if sid, port, err := svc.Find(ctx, m, 5*time.Second); err != nil || sid != b.SID() || port != 5000 {
+		t.Fatalf("after a withdrew: %s %d, %v", sid.Short(), port, err)
+	}
+	if len(said) != 2 || !strings.Contains(said[1], a.SID().String()+" no longer answers") {
+		t.Fatalf("the move was announced as %q", said)
+	}
+	pinned := Target{Service: "ssh", ServiceSID: a.SID().String()[:16]}
+	if _, _, err := pinned.Find(ctx, m, 500*time.Millisecond); !errors.Is(err, discovery.ErrNoService) {
+		t.Fatalf("pinned to a node that no longer offers it: %v", err)
+	}
+	pinned.ServiceSID = b.SID().String()[:16]
+	if sid, _, err := pinned.Find(ctx, m, 5*time.Second); err != nil || sid != b.SID() {
+		t.Fatalf("pinned to b: %s, %v", sid.Short(), err)
 	}
 }

@@ -325,8 +325,8 @@ func TestAllowShortSID(t *testing.T) {
 		}
 		return ""
 	})
-	lis := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", strings.ToLower(b.sid[:12]), "--forward", echoPort, "5000")
-	lis.waitLine("--allow " + strings.ToLower(b.sid[:12]) + " is " + b.sid + "$")
+	lis := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", strings.ToLower(b.sid[:16]), "--forward", echoPort, "5000")
+	lis.waitLine("--allow " + strings.ToLower(b.sid[:16]) + " is " + b.sid + "$")
 	lis.waitLine("listening as")
 	code, out, errOut := runOnce(t, strings.NewReader("let in\n"), "msp", "connect", "--instance", b.inst, "--udp", "127.0.0.1:0", a.sid, "5000")
 	if code != 0 || out != "let in\n" {
@@ -338,11 +338,11 @@ func TestAllowShortSID(t *testing.T) {
 	}
 	oneLine(t, errOut, "refused")
 	// A prefix of no known node is refused at start, naming the known.
-	code, _, errOut = runOnce(t, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", "00000000", "5001")
+	code, _, errOut = runOnce(t, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", "0000000000000000", "5001")
 	if code != 1 {
 		t.Errorf("--allow with an unknown prefix: exit %d", code)
 	}
-	oneLine(t, errOut, "unknown SID prefix 00000000")
+	oneLine(t, errOut, "unknown SID prefix 0000000000000000")
 	if !strings.Contains(errOut, b.sid) {
 		t.Errorf("the error does not list B: %q", errOut)
 	}

@@ -138,7 +138,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	}
 	allowArgs := make([]inst.SIDArg, len(o.allow))
 	for i, a := range o.allow {
-		if allowArgs[i], err = inst.ParseSIDArg(a); err != nil {
+		if allowArgs[i], err = inst.ParsePinnedSIDArg(a); err != nil {
 			return usagef("--allow: %v", err)
 		}
 	}
@@ -268,8 +268,9 @@ type connectOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
-	service string
-	timeout time.Duration
+	service    string
+	serviceSID string
+	timeout    time.Duration
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
@@ -297,7 +298,8 @@ each connection; without it, tunnel stdin/stdout over one connection.`,
 	}
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, true)
-	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT)")
+	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT); the same node on every redial while it offers it")
+	fs.StringVar(&o.serviceSID, "service-sid", "", "with --service: take it only from this node (full SID or a prefix of 16+ hex digits)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
 	o.split.addFlags(fs, true)
 	o.node.addFlags(fs)
@@ -309,7 +311,15 @@ func (o *connectOptions) target(args []string) (inst.Target, error) {
 		if err := discovery.ValidName(o.service); err != nil {
 			return inst.Target{}, usagef("--service: %v", err)
 		}
-		return inst.Target{Service: o.service}, nil
+		if o.serviceSID != "" {
+			if _, err := inst.ParsePinnedSIDArg(o.serviceSID); err != nil {
+				return inst.Target{}, usagef("--service-sid: %v", err)
+			}
+		}
+		return inst.Target{Service: o.service, ServiceSID: o.serviceSID}, nil
+	}
+	if o.serviceSID != "" {
+		return inst.Target{}, usagef("--service-sid needs --service")
 	}
 	arg, err := inst.ParseSIDArg(args[0])
 	if err != nil {
@@ -415,10 +425,12 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	if err != nil {
 		return nil, nil, err
 	}
+	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
+		short := tgt.SID.Prefix()
 		sid, port, err := tgt.Find(ctx, node, o.timeout)
-		if err == nil && tgt.Service != "" {
-			fmt.Fprintf(g.stderr, "servald: service %s is at %s port %d\n", tgt.Service, sid, port)
+		if err == nil && short != "" {
+			fmt.Fprintf(g.stderr, "servald: %s is %s\n", short, sid)
 		}
 		return sid, port, err
 	}

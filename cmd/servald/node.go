@@ -15,6 +15,8 @@ type nodeOptions struct {
 	peers     []string
 	broadcast []string
 	config    string
+	trust     []string
+	noEcho    bool
 }
 
 func (o *nodeOptions) addFlags(fs *pflag.FlagSet) {
@@ -23,6 +25,8 @@ func (o *nodeOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.broadcast, "broadcast", nil, "announce this node by LAN broadcast on these interfaces (all broadcast-capable ones when given without a list); off by default")
 	fs.Lookup("broadcast").NoOptDefVal = inst.BroadcastAll
 	fs.StringVar(&o.config, "config", "", "config file with lines 'udp = ADDR', 'peer = HOST:PORT', 'broadcast = IFACE,...'")
+	fs.StringArrayVar(&o.trust, "trust", nil, "admit only these nodes as neighbours (full SID, repeatable; also DIR/trusted, one per line): a closed mesh")
+	fs.BoolVar(&o.noEcho, "no-echo", false, "do not answer ping and trace (MDP ports 7 and 8), which a node answers by default")
 }
 
 // options are the node options for package instance: flags win over the
@@ -32,7 +36,9 @@ func (o *nodeOptions) options(fs *pflag.FlagSet, g *globals) inst.NodeOptions {
 		UDP:       o.udp,
 		Peers:     o.peers,
 		Broadcast: o.broadcast,
+		Trust:     o.trust,
 		Config:    o.config,
+		NoEcho:    o.noEcho,
 		Given:     fs.Changed,
 		Logger:    g.logger(),
 	}

@@ -98,7 +98,7 @@ var splitFlags = []string{"conns", "fec", "payload"}
 
 // nodeFlags are the flags of the embedded node, which connect --split
 // does not start.
-var nodeFlags = []string{"udp", "peer", "broadcast", "config"}
+var nodeFlags = []string{"udp", "peer", "broadcast", "config", "trust"}
 
 // config checks the flags and returns the splitter settings; ok is false
 // without --split.
