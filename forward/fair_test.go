@@ -352,9 +352,9 @@ func TestServeIdleTimeoutTCP(t *testing.T) {
 		cancel()
 		srv.wait(t, promptly, "Serve after cancel")
 	}()
+	start := time.Now() // before the idle connection's accept
 	idle := dialTCP(t, ln.Addr().String())
 	active := dialTCP(t, ln.Addr().String())
-	start := time.Now()
 	idleDone := goRun(func() time.Duration {
 		io.Copy(io.Discard, idle)
 		return time.Since(start)

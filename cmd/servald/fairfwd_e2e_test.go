@@ -84,14 +84,18 @@ func TestForwardIdleTimeout(t *testing.T) {
 	port := freePort(t)
 	start(t, nil, nil, connectArgs(t, l, flag, "--forward", strconv.Itoa(port), l.sid, "5000")...)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	idle := dialRetry(t, addr)
+	dialRetry(t, addr).Close() // the port is up
+	begin := time.Now()        // before the idle connection's accept
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer idle.Close()
 	active, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer active.Close()
-	begin := time.Now()
 	closed := make(chan time.Duration, 1)
 	go func() {
 		io.Copy(io.Discard, idle)
