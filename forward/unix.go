@@ -75,7 +75,8 @@ func (e Endpoint) Listen(ctx context.Context) (net.Listener, error) {
 // dial(ctx, target.Network, target.Addr).
 func ServeStreamsTo(ctx context.Context, accept func(context.Context) (net.Conn, error), target Endpoint, once bool,
 	dial func(ctx context.Context, network, addr string) (net.Conn, error), log *slog.Logger) error {
-	return serveStreams(ctx, accept, target.Network, target.Addr, once, dial, log)
+	f := &Forwarder{IdleTimeout: DefaultIdleTimeout, Once: once, Dial: dial, Logger: log}
+	return f.ServeStreams(ctx, accept, target)
 }
 
 // UnixListener is a Unix stream socket listener whose socket file has mode

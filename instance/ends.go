@@ -63,8 +63,11 @@ func (f EndFlags) withSocks() error {
 type ListenEnd struct {
 	Target forward.Endpoint
 	Exit   *socks.Exit
-	once   bool
-	log    *slog.Logger
+	// Forwarder, when set, serves the streams to Target (its idle
+	// timeout, its fair share of slots per peer); nil: forward's defaults.
+	Forwarder *forward.Forwarder
+	once      bool
+	log       *slog.Logger
 }
 
 // ListenEnd checks the flags of msp listen; restricted tells that --allow
@@ -107,6 +110,9 @@ func (e ListenEnd) Serve(ctx context.Context, accept func(context.Context) (net.
 	if e.Exit != nil {
 		return e.Exit.Serve(ctx, accept)
 	}
+	if e.Forwarder != nil {
+		return e.Forwarder.ServeStreams(ctx, accept, e.Target)
+	}
 	return forward.ServeStreamsTo(ctx, accept, e.Target, e.once, nil, e.log)
 }
 
@@ -134,8 +140,12 @@ func (e ListenEnd) ConnectFlag() string {
 type ConnectEnd struct {
 	Addr  forward.Endpoint
 	Socks *socks.Server // its Open is set by Serve
-	once  bool
-	log   *slog.Logger
+	// Forwarder, when set, serves the local connections (its idle
+	// timeout, its cap, its fair share of slots per client address); nil:
+	// forward's defaults.
+	Forwarder *forward.Forwarder
+	once      bool
+	log       *slog.Logger
 }
 
 // ConnectEnd checks the flags of msp connect and reads the --socks-auth
@@ -189,6 +199,9 @@ func (e ConnectEnd) Serve(ctx context.Context, ln net.Listener, open func(contex
 	if e.Socks != nil {
 		e.Socks.Open = open
 		return e.Socks.Serve(ctx, ln)
+	}
+	if e.Forwarder != nil {
+		return e.Forwarder.Serve(ctx, ln, open)
 	}
 	return forward.Serve(ctx, ln, open, e.once, e.log)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"time"
@@ -46,13 +47,16 @@ func parseTarget(s string) (string, error) {
 	return t, nil
 }
 
-// tunnelFlags are --once and --forward, alike on every listen and connect.
+// tunnelFlags are --once, --forward and --idle-timeout, alike on every
+// listen and connect.
 type tunnelFlags struct {
-	once    bool
-	forward string
+	once        bool
+	forward     string
+	idleTimeout time.Duration
 }
 
 func (f *tunnelFlags) addFlags(fs *pflag.FlagSet, connect bool) {
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", forward.DefaultIdleTimeout, "with --forward, close a connection on which no byte moved either way for this long (0: never)")
 	if connect {
 		fs.BoolVar(&f.once, "once", false, "handle one TCP connection, then exit when it closes")
 		fs.StringVar(&f.forward, "forward", "", "listen on this local TCP [HOST:]PORT (default host 127.0.0.1) and tunnel each connection; without it, use stdin/stdout")
@@ -64,10 +68,26 @@ func (f *tunnelFlags) addFlags(fs *pflag.FlagSet, connect bool) {
 
 // forwardTarget is the --forward address, "" without --forward.
 func (f *tunnelFlags) forwardTarget() (string, error) {
+	if err := f.checkIdle(); err != nil {
+		return "", err
+	}
 	if f.forward == "" {
 		return "", nil
 	}
 	return parseTarget(f.forward)
+}
+
+// checkIdle refuses a negative --idle-timeout.
+func (f *tunnelFlags) checkIdle() error {
+	if f.idleTimeout < 0 {
+		return usagef("--idle-timeout must not be negative")
+	}
+	return nil
+}
+
+// forwarder serves --forward with --once and --idle-timeout.
+func (f *tunnelFlags) forwarder(log *slog.Logger) *forward.Forwarder {
+	return &forward.Forwarder{Once: f.once, IdleTimeout: f.idleTimeout, Logger: log}
 }
 
 type listenOptions struct {
@@ -105,6 +125,9 @@ func newListenCmd(g *globals) *cobra.Command {
 func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error {
 	port, err := parsePort(args[0])
 	if err != nil {
+		return err
+	}
+	if err := o.checkIdle(); err != nil {
 		return err
 	}
 	ends, err := inst.EndFlags{Once: o.once, Forward: o.forward, SocksExit: o.socks, To: o.to, Logger: g.logger()}.ListenEnd(len(o.allow) > 0)
@@ -201,6 +224,7 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, ends inst.ListenEnd) error {
 	ctx := cmd.Context()
 	if !ends.Stdio() {
+		ends.Forwarder = o.forwarder(g.logger())
 		err := ends.Serve(ctx, lis.AcceptContext)
 		if errors.Is(err, context.Canceled) {
 			return nil // stopped by a signal
@@ -226,6 +250,15 @@ func shutdown(f func(context.Context) error) error {
 	defer cancel()
 	return f(ctx)
 }
+
+// connectStreams is the MaxStreams of connect's sessions, and so the
+// connections connect --forward holds at once. It is kept below the
+// listener's MaxStreams (128 by default, and at most): a stream that
+// connect evicts is only half-closed at the listener until its target
+// answers the EOF, and meanwhile still counts there; the difference is
+// room for such streams, so that the stream that replaces one is not
+// refused.
+const connectStreams = 112
 
 // allowWait bounds how long `msp listen` waits for the mesh to learn a
 // node named by a short SID in --allow.
@@ -318,6 +351,9 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	if err != nil {
 		return err
 	}
+	if err := o.checkIdle(); err != nil {
+		return err
+	}
 	ends, err := inst.EndFlags{Once: o.once, Forward: o.forward, Socks: o.socks, SocksAuth: o.socksAuth, Logger: g.logger()}.ConnectEnd()
 	if err != nil {
 		return err
@@ -354,6 +390,10 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	// A session that ended (the peer restarted, say) is dialled again for
 	// the next connection (with --service, to the nearest node offering it
 	// then).
+	// Each connection holds a stream: beyond the streams a session allows,
+	// the forwarder evicts one instead of failing the newcomer's open.
+	ends.Forwarder = o.forwarder(g.logger())
+	ends.Forwarder.MaxConns = connectStreams
 	err = ends.Serve(ctx, ln, rd.OpenStream)
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -369,7 +409,7 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 // so the SID must be given in full), else through the mesh. done closes
 // what it opened, after the last session has closed.
 func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Target, split bool, splitCfg splitter.Config) (rd *inst.Redialer, done func(), err error) {
-	cfg := msp.Config{Logger: g.logger()}
+	cfg := msp.Config{Logger: g.logger(), MaxStreams: connectStreams}
 	if split {
 		if tgt.Service != "" || tgt.SID.IsShort() {
 			return nil, nil, usagef("--split reaches one listener directly, without the mesh: give its full SID and MDPPORT")

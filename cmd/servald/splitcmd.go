@@ -154,7 +154,7 @@ func (o *splitListenOptions) serveForward(ctx context.Context, ln *splitter.List
 		}
 		return splitter.Tunnel(c), nil
 	}
-	err := forward.ServeStreams(ctx, accept, target, o.once, nil, log)
+	err := o.forwarder(log).ServeStreams(ctx, accept, forward.Endpoint{Network: "tcp", Addr: target})
 	if errors.Is(err, context.Canceled) {
 		return nil // stopped by a signal
 	}
@@ -268,7 +268,7 @@ func (o *splitConnectOptions) serveForward(cmd *cobra.Command, g *globals, addr 
 		}
 		return splitter.Tunnel(c), nil
 	}
-	err = forward.Serve(sctx, ln, open, o.once, g.logger())
+	err = o.forwarder(g.logger()).Serve(sctx, ln, open)
 	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
