@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
 
 	"github.com/servald/servald/forward"
 	"github.com/servald/servald/forward/socks"
@@ -127,8 +128,14 @@ func (e ListenEnd) ConnectFlag() string {
 	case e.Target.Network == "unix":
 		return "--forward=" + forward.UnixPrefix + filepath.Base(e.Target.Addr) + " "
 	case e.Target.Addr != "":
-		_, p, _ := net.SplitHostPort(e.Target.Addr)
-		return "--forward=" + p + " "
+		// Another local port than the target's, so that the line works
+		// on this machine too.
+		_, ps, _ := net.SplitHostPort(e.Target.Addr)
+		p, _ := strconv.Atoi(ps)
+		if p += 10000; p > 65535 {
+			p -= 20000
+		}
+		return "--forward=" + strconv.Itoa(p) + " "
 	}
 	return ""
 }

@@ -67,7 +67,8 @@ func TestListenEnd(t *testing.T) {
 		connect string
 	}{
 		{"stdio", EndFlags{}, false, true, ""},
-		{"tcp", EndFlags{Forward: "22"}, false, false, "--forward=22 "},
+		{"tcp", EndFlags{Forward: "22"}, false, false, "--forward=10022 "},
+		{"tcp high port", EndFlags{Forward: "60000"}, false, false, "--forward=50000 "},
 		{"unix", EndFlags{Forward: "unix:/run/docker.sock"}, false, false, "--forward=unix:docker.sock "},
 		{"socks with --to", EndFlags{SocksExit: true, To: []string{"10.0.0.0/8:443"}}, false, false, "--socks=1080 "},
 		{"socks with --allow only", EndFlags{SocksExit: true}, true, false, "--socks=1080 "},

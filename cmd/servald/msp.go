@@ -210,7 +210,8 @@ func (o *listenOptions) allowed(ctx context.Context, g *globals, node inst.Mesh,
 func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst.Mesh, port uint16, fwd string, splitLn *splitter.Listener) {
 	sid := node.Identity().SID()
 	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
-	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, sid, port)
+	peer := hintAddr(node.UDPAddr())
+	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect --udp :0 --peer %s %s%s %d\n", peer, fwd, sid, port)
 	if splitLn != nil {
 		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", splitLn.Addr(), o.split.fec)
 		fmt.Fprintf(g.stderr, "servald: or over split transport: servald msp connect --split=%s%s %s%s %d\n",

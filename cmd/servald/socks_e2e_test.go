@@ -164,7 +164,7 @@ func TestSocks(t *testing.T) {
 	needCurl(t)
 	httpPort, files, serveOn := webFiles(t)
 	l := startListen(t, nil, nil, "--socks", "--to=127.0.0.1", "--to=::1", "--service=socks", "5000")
-	l.waitLine(regexp.QuoteMeta("connect with: servald msp connect --socks=1080 " + l.sid + " 5000"))
+	l.waitLine(regexp.QuoteMeta("connect with: servald msp connect --udp :0 --peer " + l.udp + " --socks=1080 " + l.sid + " 5000"))
 	_, proxy := startSocksConnect(t, connectArgs(t, l, l.sid, "5000"))
 	base := "http://localhost:" + httpPort // a name: resolved at the exit, as socks5h
 

@@ -225,12 +225,13 @@ func listenSplit(name, addr string, cfg splitter.Config) (*splitter.Listener, er
 	return ln, nil
 }
 
-// hintAddr is a listening address as a connect line names it: HOST where
-// the listener takes every interface.
+// hintAddr is a listening address as a connect line names it: 127.0.0.1
+// where the listener takes every interface (from another machine, the
+// user puts this machine's address there).
 func hintAddr(a net.Addr) string {
 	host, p, _ := net.SplitHostPort(a.String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "HOST"
+		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, p)
 }
