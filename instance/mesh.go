@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
@@ -40,7 +41,8 @@ func Embed(n *mesh.Node) Mesh { return &embedded{n: n} }
 
 // embedded is a node running inside this process.
 type embedded struct {
-	n *mesh.Node
+	n    *mesh.Node
+	lock *daemon.PidFile // the instance lock; nil for Embed
 	// expect: the node was given peers or broadcast, so it should find a
 	// neighbour (see Settle).
 	expect bool
@@ -75,7 +77,11 @@ func (e *embedded) Advertise(name string, port uint16, log *slog.Logger) (io.Clo
 	}
 	return r, nil
 }
-func (e *embedded) Close() error { return e.n.Close() }
+func (e *embedded) Close() error {
+	err := e.n.Close()
+	e.lock.Close()
+	return err
+}
 
 // QuietPeriod: a node started for one command has learnt what it will
 // learn soon once its neighbours and routes stopped changing for this long.

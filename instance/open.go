@@ -55,7 +55,9 @@ func usagef(format string, args ...any) error {
 
 // Open reaches the mesh for instance directory dir: through the
 // instance's daemon when one runs (o is then ignored), else through a
-// node started in this process with options o (see StartNode).
+// node started in this process with options o (see StartNode), which
+// holds the instance lock until closed: a *NodeRunningError when another
+// node of the instance holds it.
 func Open(dir string, o NodeOptions) (Mesh, error) {
 	if d, err := openDaemon(dir, o.Logger); d != nil || err != nil {
 		return d, err
@@ -64,15 +66,21 @@ func Open(dir string, o NodeOptions) (Mesh, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := startNode(dir, o)
+	lock, err := LockInstance(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &embedded{n: n, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0}, nil
+	n, err := startNode(dir, o)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return &embedded{n: n, lock: lock, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0}, nil
 }
 
 // StartNode starts a node of instance dir with options o (completed from
-// the config file) in this process.
+// the config file) in this process. The caller holds the instance lock
+// (LockInstance).
 func StartNode(dir string, o NodeOptions) (*mesh.Node, error) {
 	o, err := o.withConfig()
 	if err != nil {
@@ -98,7 +106,8 @@ func startNode(dir string, o NodeOptions) (*mesh.Node, error) {
 	conn, err := mesh.ListenUDP(o.UDP, len(o.Broadcast) > 0)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("UDP address %s is in use (is another node running? choose another with --udp)", o.UDP)
+			// The instance lock is ours: no node of this instance holds it.
+			return nil, fmt.Errorf("UDP address %s is in use by another program or another instance's node: choose another with --udp", o.UDP)
 		}
 		return nil, err
 	}

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestSecondNodeRefused: while `msp listen` runs an embedded node of an
+// instance, a second command that would start a node of the same
+// instance (embedded or the daemon) is refused with one line naming the
+// holder and the fix, and the first keeps serving.
+func TestSecondNodeRefused(t *testing.T) {
+	t.Parallel()
+	inst := instance(t)
+	l := start(t, nil, nil, "msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "5000")
+	l.waitLine(`listening as`)
+	want := fmt.Sprintf("servald: a node of instance %s already runs (pid %d): stop it, or run `servald start` once and let every tunnel share it", inst, l.cmd.Process.Pid)
+	for _, args := range [][]string{
+		{"msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "5001"},
+		{"id", "peers", "--instance", inst, "--udp", "127.0.0.1:0"},
+		{"start", "--instance", inst, "--udp", "127.0.0.1:0"},
+		{"start", "--foreground", "--instance", inst, "--udp", "127.0.0.1:0"},
+	} {
+		code, out, errOut := runOnce(t, nil, args...)
+		if code != 1 || out != "" {
+			t.Errorf("%v: exit %d, stdout %q", args, code, out)
+		}
+		oneLine(t, errOut, want)
+	}
+	select {
+	case <-l.done:
+		t.Fatalf("the first node exited: %s", l.stderr)
+	default:
+	}
+}
