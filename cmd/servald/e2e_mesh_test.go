@@ -232,11 +232,21 @@ func TestChainFiveProcesses(t *testing.T) {
 		t.Errorf("unknown prefix: exit %d, stdout %q", code, out)
 	}
 	oneLine(t, errOut, "unknown SID prefix "+unknown[:8])
-	for _, s := range sids {
+	for _, s := range sids[1:] {
 		if !strings.Contains(errOut, s) {
 			t.Errorf("unknown-prefix error does not list %s: %q", s, errOut)
 		}
 	}
+	if strings.Contains(errOut, n1.sid) {
+		t.Errorf("unknown-prefix error lists the node itself: %q", errOut)
+	}
+	// 16 digits wait for the node until --timeout: the error names no
+	// (all-zero) SID as unreachable.
+	code, _, errOut = runOnce(t, nil, "msp", "connect", "--instance", n1.inst, "--udp", "127.0.0.1:0", "--timeout", "1s", unknown, "5000")
+	if code != 1 || strings.Contains(errOut, strings.Repeat("0", 64)) || strings.Contains(errOut, n1.sid) {
+		t.Errorf("unknown 16-digit prefix: exit %d, %q", code, errOut)
+	}
+	oneLine(t, errOut, "unknown SID prefix "+unknown)
 	// A service nobody offers: a clear error within --timeout.
 	code, out, errOut = runOnce(t, nil, "msp", "connect", "--instance", n1.inst, "--udp", "127.0.0.1:0", "--timeout", "1s", "--service=nosuch")
 	if code != 1 || out != "" {
