@@ -46,6 +46,7 @@ type embedded struct {
 	// expect: the node was given peers or broadcast, so it should find a
 	// neighbour (see Settle).
 	expect bool
+	peers  []string // the peers it was given (HOST:PORT), for errors
 }
 
 func (e *embedded) Identity() *identity.Identity { return e.n.Identity() }
@@ -56,9 +57,6 @@ func (e *embedded) Bind(port uint16) (msp.Transport, error) {
 		return nil, err
 	}
 	return pc, nil
-}
-func (e *embedded) WaitReachable(ctx context.Context, sid identity.SID) error {
-	return e.n.WaitReachable(ctx, sid)
 }
 func (e *embedded) Routes() ([]mesh.Route, error)         { return e.n.Routes(), nil }
 func (e *embedded) Neighbours() ([]mesh.Neighbour, error) { return e.n.Neighbours(), nil }

@@ -75,7 +75,7 @@ func Open(dir string, o NodeOptions) (Mesh, error) {
 		lock.Close()
 		return nil, err
 	}
-	return &embedded{n: n, lock: lock, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0}, nil
+	return &embedded{n: n, lock: lock, peers: o.Peers, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0}, nil
 }
 
 // StartNode starts a node of instance dir with options o (completed from

@@ -138,6 +138,25 @@ func TestUnreachableSID(t *testing.T) {
 			t.Errorf("took %v with --timeout 1s", d)
 		}
 	})
+	t.Run("peer down", func(t *testing.T) {
+		// A UDP socket that never answers stands for a peer that is down.
+		silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
+		peer := silent.LocalAddr().String()
+		code, _, errOut := runOnce(t, nil, "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", peer, "--timeout", "1s", strings.Repeat("A", 64), "5000")
+		if code != 1 || strings.Contains(errOut, "add --peer") {
+			t.Errorf("exit %d, %q: want no advice to add the --peer that was given", code, errOut)
+		}
+		oneLine(t, errOut, "the peer "+peer+" does not answer")
+		code, _, errOut = runOnce(t, nil, "id", "peers", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", peer, "--wait", "1s")
+		if code != 0 || strings.Contains(errOut, "add --peer") {
+			t.Errorf("id peers: exit %d, %q", code, errOut)
+		}
+		oneLine(t, errOut, "the peer "+peer+" does not answer")
+	})
 	t.Run("neighbour but unknown SID", func(t *testing.T) {
 		l := startListen(t, nil, nil, "--forward", "9", "5000")
 		code, _, errOut := runOnce(t, nil, connectArgs(t, l, "--timeout", "1s", strings.Repeat("B", 64), "5000")...)
