@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/pflag"
 
 	inst "github.com/servald/servald/instance"
@@ -48,5 +50,13 @@ func (g *globals) access(o *nodeOptions, fs *pflag.FlagSet) (inst.Mesh, error) {
 	if err != nil {
 		return nil, err
 	}
-	return inst.Open(dir, o.options(fs, g))
+	opts := o.options(fs, g)
+	m, err := inst.Open(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	if msg := opts.Ignored(m); msg != "" {
+		fmt.Fprintln(g.stderr, "servald: "+msg)
+	}
+	return m, nil
 }

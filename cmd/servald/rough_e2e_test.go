@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -31,5 +32,26 @@ func TestSecondNodeRefused(t *testing.T) {
 	case <-l.done:
 		t.Fatalf("the first node exited: %s", l.stderr)
 	default:
+	}
+}
+
+// TestDaemonIgnoresNodeOptions: node options given to a command that uses
+// the running daemon are ignored, and it says so in one line (no -v);
+// without them it says nothing.
+func TestDaemonIgnoresNodeOptions(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, instance(t))
+	code, _, errOut := runOnce(t, nil, "id", "peers", "--instance", d.inst, "--wait", "0s", "--udp", "127.0.0.1:0", "--peer", d.udp)
+	if code != 0 {
+		t.Fatalf("id peers: exit %d: %s", code, errOut)
+	}
+	first, _, _ := strings.Cut(errOut, "\n")
+	want := fmt.Sprintf("servald: the daemon of this instance (pid %d) runs, so --udp, --peer are ignored", d.pid)
+	if !strings.HasPrefix(first, want) || strings.Count(errOut, "ignored") != 1 {
+		t.Errorf("stderr %q, want one line starting %q", errOut, want)
+	}
+	_, _, errOut = runOnce(t, nil, "id", "peers", "--instance", d.inst, "--wait", "0s")
+	if strings.Contains(errOut, "ignored") {
+		t.Errorf("without node options: %q", errOut)
 	}
 }
