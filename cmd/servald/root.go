@@ -84,16 +84,17 @@ func newRootCmd(g *globals) *cobra.Command {
 	return root
 }
 
-// logger returns the logger for stderr at the chosen verbosity.
+// logger returns the logger for stderr at the chosen verbosity, in the
+// format of the command's own lines ("servald: msg key=value").
 func (g *globals) logger() *slog.Logger {
-	if g.verbose == 0 {
-		return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
-	lvl := slog.LevelInfo
-	if g.verbose > 1 {
+	lvl := slog.LevelWarn
+	switch {
+	case g.verbose > 1:
 		lvl = slog.LevelDebug
+	case g.verbose == 1:
+		lvl = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
+	return slog.New(inst.NewLineHandler(g.stderr, "servald", lvl))
 }
 
 // instanceDir resolves the instance directory: $SERVALINSTANCE_PATH, else

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSecondNodeRefused: while `msp listen` runs an embedded node of an
@@ -53,5 +54,25 @@ func TestDaemonIgnoresNodeOptions(t *testing.T) {
 	_, _, errOut = runOnce(t, nil, "id", "peers", "--instance", d.inst, "--wait", "0s")
 	if strings.Contains(errOut, "ignored") {
 		t.Errorf("without node options: %q", errOut)
+	}
+}
+
+// TestLogFormat: log records and the command's own lines share one
+// format, "servald: msg key=value", with -v too: no "time=... level=..."
+// lines.
+func TestLogFormat(t *testing.T) {
+	t.Parallel()
+	l := startListen(t, nil, nil, "-v", "--once", "--forward", "9", "5000")
+	code, _, errOut := runOnce(t, strings.NewReader("x"), connectArgs(t, l, "-v", "--timeout", "5s", l.sid, "5000")...)
+	l.wait(20 * time.Second)
+	if code == 0 && errOut == "" {
+		t.Fatalf("connect printed nothing with -v (exit %d)", code)
+	}
+	for _, out := range []string{errOut, l.stderr.String()} {
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if !strings.HasPrefix(line, "servald: ") || strings.Contains(line, "level=") || strings.Contains(line, "time=") {
+				t.Errorf("line %q is not in the servald format; all:\n%s", line, out)
+			}
+		}
 	}
 }
