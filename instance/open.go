@@ -158,6 +158,19 @@ func OpenKeyring(dir string) (k *identity.Keyring, created bool, err error) {
 	return k, true, nil
 }
 
+// ReadKeyring opens the keyring of instance dir without creating it:
+// when there is none yet, the error says how to create one.
+func ReadKeyring(dir string) (*identity.Keyring, error) {
+	k, err := identity.OpenKeyring(KeyringPath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no keyring in %s yet: `servald id self` creates one (so does any command that starts a node)", dir)
+	}
+	if err != nil {
+		return nil, describeUnsafe(err, "keyring")
+	}
+	return k, nil
+}
+
 // PrepareDir creates instance directory dir (0700) when missing and
 // refuses it, with a line saying what to chmod or chown, when another user
 // owns it or group or others may write to it: a directory someone else

@@ -293,7 +293,7 @@ func TestDaemonIdentityMismatch(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, instance(t))
 	other := instance(t)
-	if code, _, errOut := runOnce(t, nil, "keyring", "add", "--instance", other); code != 0 {
+	if code, _, errOut := runOnce(t, nil, "id", "self", "--instance", other); code != 0 {
 		t.Fatal(errOut)
 	}
 	b, err := os.ReadFile(filepath.Join(other, identity.KeyringFile))

@@ -115,6 +115,9 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
+	if port == discovery.Port {
+		return usagef("MDP port %d is the node's service discovery port: choose another", port)
+	}
 	target, err := o.forwardTarget()
 	if err != nil {
 		return err

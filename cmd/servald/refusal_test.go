@@ -74,6 +74,7 @@ func TestBadInput(t *testing.T) {
 		{"bad --allow", []string{"msp", "listen", "--instance", inst, "--allow", "nope", "5000"}, "--allow"},
 		{"missing argument", []string{"msp", "connect", "--instance", inst, sid}, "accepts 2 arg"},
 		{"unknown flag", []string{"msp", "listen", "--instance", inst, "--bogus", "5000"}, "unknown flag"},
+		{"discovery port", []string{"msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "11"}, "MDP port 11 is the node's service discovery port"},
 		{"SID prefix too short", []string{"msp", "connect", "--instance", inst, "ABCDEF1", "5000"}, "at least 8"},
 		{"SID prefix not hex", []string{"msp", "connect", "--instance", inst, "ABCDEF1X", "5000"}, "not hex"},
 		{"--allow prefix too short", []string{"msp", "listen", "--instance", inst, "--allow", "ABCD", "5000"}, "at least 16"},
@@ -255,7 +256,6 @@ func TestDamagedKeyring(t *testing.T) {
 	for _, args := range [][]string{
 		{"id", "self", "--instance", inst},
 		{"keyring", "list", "--instance", inst},
-		{"keyring", "add", "--instance", inst},
 		{"msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "5000"},
 	} {
 		code, _, errOut := runOnce(t, nil, args...)
@@ -269,17 +269,25 @@ func TestDamagedKeyring(t *testing.T) {
 	}
 }
 
+// TestKeyring: `keyring list` before any keyring says how to create one;
+// afterwards it lists the node's SID. `keyring add` is gone: nothing could
+// select the identities it made.
 func TestKeyring(t *testing.T) {
 	t.Parallel()
 	inst := instance(t)
+	code, list, errOut := runOnce(t, nil, "keyring", "list", "--instance", inst)
+	if code != 1 || list != "" {
+		t.Errorf("keyring list with no keyring: exit %d, stdout %q", code, list)
+	}
+	oneLine(t, errOut, "no keyring in "+inst+" yet: `servald id self` creates one")
 	_, self, _ := runOnce(t, nil, "id", "self", "--instance", inst)
-	_, added, _ := runOnce(t, nil, "keyring", "add", "--instance", inst)
-	code, list, _ := runOnce(t, nil, "keyring", "list", "--instance", inst)
-	if code != 0 || list != self+added || len(strings.TrimSpace(self)) != 64 {
-		t.Fatalf("self %q added %q list %q", self, added, list)
+	code, list, _ = runOnce(t, nil, "keyring", "list", "--instance", inst)
+	if code != 0 || list != self || len(strings.TrimSpace(self)) != 64 {
+		t.Fatalf("self %q list %q", self, list)
 	}
-	_, again, _ := runOnce(t, nil, "id", "self", "--instance", inst)
-	if again != self {
-		t.Fatalf("id self changed after keyring add: %q -> %q", self, again)
+	code, _, errOut = runOnce(t, nil, "keyring", "add", "--instance", inst)
+	if code != 2 {
+		t.Errorf("keyring add: exit %d", code)
 	}
+	oneLine(t, errOut, `unknown command "add"`)
 }
