@@ -13,7 +13,8 @@ import (
 // LineHandler is a slog.Handler that writes each record as one line in
 // the command line's own format: "PREFIX: msg key=value ...", the level
 // shown only for warnings and errors ("PREFIX: warning: msg ..."), no
-// time. Values with spaces, quotes or '=' are quoted.
+// time. Errors read in the user's words (Explain); values with spaces,
+// quotes or '=' are quoted.
 type LineHandler struct {
 	mu     *sync.Mutex // guards writes to w, shared by the handlers derived from one
 	w      io.Writer
@@ -106,6 +107,9 @@ func appendAttr(b *strings.Builder, group string, a slog.Attr) {
 		s = v.Time().Format(time.RFC3339)
 	default:
 		s = v.String()
+		if err, ok := v.Any().(error); ok && v.Kind() == slog.KindAny {
+			s = Explain(err)
+		}
 	}
 	if s == "" || strings.ContainsAny(s, " \t\n\r\"=") {
 		s = strconv.Quote(s)

@@ -43,8 +43,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return 0
 	}
-	// One line, even for joined errors (errors.Join puts each on its own).
-	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	// One line, even for joined errors, in the user's words.
+	msg := inst.Explain(err)
 	if !strings.HasPrefix(msg, "servald") {
 		msg = "servald: " + msg
 	}

@@ -57,9 +57,13 @@ func TestDaemonIgnoresNodeOptions(t *testing.T) {
 	}
 }
 
+// jargon is what the layers say that a user should not read.
+var jargon = []string{"context canceled", "closed pipe", "seal: ", "arq: ", "b->a", "a->b"}
+
 // TestLogFormat: log records and the command's own lines share one
 // format, "servald: msg key=value", with -v too: no "time=... level=..."
-// lines.
+// lines, and no jargon when the tunnelled connection fails (the
+// listener's --forward port is closed).
 func TestLogFormat(t *testing.T) {
 	t.Parallel()
 	l := startListen(t, nil, nil, "-v", "--once", "--forward", "9", "5000")
@@ -72,6 +76,11 @@ func TestLogFormat(t *testing.T) {
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 			if !strings.HasPrefix(line, "servald: ") || strings.Contains(line, "level=") || strings.Contains(line, "time=") {
 				t.Errorf("line %q is not in the servald format; all:\n%s", line, out)
+			}
+			for _, j := range jargon {
+				if strings.Contains(line, j) {
+					t.Errorf("line %q holds jargon %q", line, j)
+				}
 			}
 		}
 	}
