@@ -82,8 +82,12 @@ func (e *embedded) Close() error {
 }
 
 // QuietPeriod: a node started for one command has learnt what it will
-// learn soon once its neighbours and routes stopped changing for this long.
-const QuietPeriod = 500 * time.Millisecond
+// learn soon once its neighbours and routes stopped changing for this
+// long: two hello intervals, in which every neighbour has sent what it
+// knows at least once more (a neighbour's route to a node two hops away
+// can arrive a hello interval after the neighbour itself). Embedded nodes
+// run with mesh's default hello interval of 1 s (TestQuietPeriod).
+const QuietPeriod = 2 * time.Second
 
 // Settle gives an embedded node time to learn its neighbours: it waits
 // until the node's neighbours and routes have not changed for QuietPeriod

@@ -257,3 +257,11 @@ func TestOpenEmbedded(t *testing.T) {
 		t.Errorf("Settle took %v, want about %v", d, QuietPeriod)
 	}
 }
+
+// TestQuietPeriod: Settle waits for two of an embedded node's hello
+// intervals without change.
+func TestQuietPeriod(t *testing.T) {
+	if h := mesh.DefaultConfig().HelloInterval; QuietPeriod < 2*h {
+		t.Errorf("QuietPeriod %v is less than two hello intervals (%v)", QuietPeriod, 2*h)
+	}
+}

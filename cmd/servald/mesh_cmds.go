@@ -23,7 +23,7 @@ type meshCmdOptions struct {
 
 func (o *meshCmdOptions) addFlags(cmd *cobra.Command) {
 	o.node.addFlags(cmd.Flags())
-	cmd.Flags().DurationVar(&o.wait, "wait", 3*time.Second, "without a daemon: longest time the node started for this command listens for neighbours and routes")
+	cmd.Flags().DurationVar(&o.wait, "wait", 3*time.Second, "without a daemon: longest time the node started for this command listens for neighbours and routes (it stops sooner once they have not changed for two hello intervals, 2s)")
 }
 
 // open reaches the mesh: through the daemon, which knows its neighbours

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -83,5 +84,41 @@ func TestLogFormat(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestPeersTwoHops: three embedded nodes in a chain (A - B - C); `id
+// peers` run on A (a node of its own, given B as --peer) lists C, two hops
+// away, 10 runs out of 10: the command waits until the routing table has
+// been stable for two hello intervals.
+func TestPeersTwoHops(t *testing.T) {
+	t.Parallel()
+	c := startListen(t, nil, nil, "5000")
+	b := startListen(t, nil, nil, "--peer", c.udp, "5000")
+	runs := 10
+	if testing.Short() {
+		runs = 3
+	}
+	for i := range runs {
+		code, out, errOut := runOnce(t, nil, "id", "peers", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", b.udp)
+		if code != 0 || !strings.Contains(out, c.sid+" hops=2 ") || !strings.Contains(out, b.sid+" hops=1 ") {
+			t.Errorf("run %d: exit %d, stdout %q, stderr %q: want B at 1 hop and C at 2", i+1, code, out, errOut)
+		}
+	}
+}
+
+// TestPeersLateRoute: a node two hops away that joins B while `id peers`
+// on A runs is listed: the routes B learns after A linked to it reach A
+// within the wait, and the command waits for them.
+func TestPeersLateRoute(t *testing.T) {
+	t.Parallel()
+	b := startListen(t, nil, nil, "5000")
+	var out bytes.Buffer
+	p := start(t, nil, &out, "id", "peers", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", b.udp, "--wait", "6s")
+	time.Sleep(700 * time.Millisecond)
+	c := startListen(t, nil, nil, "--peer", b.udp, "5000")
+	p.exitsZero(20*time.Second, "id peers")
+	if !strings.Contains(out.String(), c.sid+" hops=2 ") {
+		t.Errorf("id peers lists %q, want %s at 2 hops", out.String(), c.sid)
 	}
 }
