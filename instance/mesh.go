@@ -2,6 +2,8 @@ package instance
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -129,7 +131,11 @@ func DialSession(ctx context.Context, m Mesh, sid identity.SID, port uint16, cfg
 	if err != nil {
 		return nil, err
 	}
-	return msp.Dialer{Identity: m.Identity(), Config: cfg}.Dial(ctx, tr, sid, port)
+	s, err := msp.Dialer{Identity: m.Identity(), Config: cfg}.Dial(ctx, tr, sid, port)
+	if errors.Is(err, msp.ErrRefused) {
+		return nil, fmt.Errorf("MDP port %d: %w", port, err)
+	}
+	return s, err
 }
 
 // Listen accepts MSP sessions on MDP port of m.

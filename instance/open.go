@@ -12,6 +12,7 @@ import (
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/safefs"
 	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp"
 )
 
 // NodeOptions are the settings of a node embedded in the process.
@@ -121,7 +122,27 @@ func startNode(dir string, o NodeOptions) (*mesh.Node, error) {
 		conn.Close()
 		return nil, err
 	}
+	if err := refuseUnbound(n, o.Logger); err != nil {
+		n.Close()
+		return nil, err
+	}
 	return n, nil
+}
+
+// refuseUnbound makes n answer a session asked for on an MDP port nothing
+// is bound to with a signed refusal, at once (see msp.RefuseUnbound). The
+// answering goroutine ends when n closes.
+func refuseUnbound(n *mesh.Node, log *slog.Logger) error {
+	fb, err := n.Bind(0)
+	if err != nil {
+		return err
+	}
+	if err := n.SetUnbound(fb); err != nil {
+		fb.Close()
+		return err
+	}
+	msp.RefuseUnbound(fb, n.Identity(), log)
+	return nil
 }
 
 // Check reads the config file and checks the options as StartNode would,

@@ -167,12 +167,18 @@ func TestUnreachableSID(t *testing.T) {
 		oneLine(t, errOut, "unreachable")
 	})
 	t.Run("nothing listening on the port", func(t *testing.T) {
+		// A direct neighbour refuses at once, as over --split: no wait
+		// for --timeout.
 		l := startListen(t, nil, nil, "--forward", "9", "5000")
-		code, _, errOut := runOnce(t, nil, connectArgs(t, l, "--timeout", "1s", l.sid, "5001")...)
+		t0 := time.Now()
+		code, _, errOut := runOnce(t, nil, connectArgs(t, l, "--timeout", "10s", l.sid, "5001")...)
 		if code == 0 {
 			t.Fatal("exit 0")
 		}
-		oneLine(t, errOut, "5001")
+		oneLine(t, errOut, "MDP port 5001: msp: "+l.sid+" refused the connection (no listener: \"nothing listens on that port\")")
+		if d := time.Since(t0); d > 5*time.Second {
+			t.Errorf("refused after %v, want at once (--timeout 10s)", d)
+		}
 	})
 }
 
