@@ -389,15 +389,7 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 		}
 		d := &splitmsp.Dialer{Addr: o.split.addr, Config: splitCfg, Identity: id}
 		find := func(context.Context) (identity.SID, uint16, error) { return tgt.SID.SID(), tgt.Port, nil }
-		dial := func(ctx context.Context, sid identity.SID, port uint16) (*msp.Session, error) {
-			s, err := d.Dial(ctx, sid, port, cfg)
-			var de *splitmsp.DialError
-			if errors.As(err, &de) {
-				return nil, splitError(de.Addr, de.Err)
-			}
-			return s, err
-		}
-		return inst.NewRedialer(o.timeout, find, dial), func() { reportSessions(g, &d.Sessions) }, nil
+		return inst.NewRedialer(o.timeout, find, splitDial(d, cfg)), func() { reportSessions(g, &d.Sessions) }, nil
 	}
 	node, err := g.access(&o.node, cmd.Flags())
 	if err != nil {

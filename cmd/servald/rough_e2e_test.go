@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -121,4 +123,35 @@ func TestPeersLateRoute(t *testing.T) {
 	if !strings.Contains(out.String(), c.sid+" hops=2 ") {
 		t.Errorf("id peers lists %q, want %s at 2 hops", out.String(), c.sid)
 	}
+}
+
+// TestSplitConnectWaits: msp connect --split started before its listener
+// waits for it (within --timeout), as mesh connect and split connect do;
+// a listener that never comes is reported after --timeout, not at once.
+func TestSplitConnectWaits(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t)
+	eport := strconv.Itoa(echo.Addr().(*net.TCPAddr).Port)
+	inst := instance(t)
+	code, sid, errOut := runOnce(t, nil, "id", "self", "--instance", inst)
+	if code != 0 {
+		t.Fatal(errOut)
+	}
+	sid = strings.TrimSpace(sid)
+	splitAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	var out bytes.Buffer
+	c := start(t, strings.NewReader("late"), &out, "msp", "connect", "--instance", instance(t), "--split", splitAddr, "--timeout", "15s", sid, "5000")
+	time.Sleep(time.Second)
+	start(t, nil, nil, "msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "--split", splitAddr, "--forward", eport, "5000").waitLine("split sessions on TCP")
+	c.exitsZero(20*time.Second, "msp connect --split")
+	if out.String() != "late" {
+		t.Errorf("echo %q, want %q", out.String(), "late")
+	}
+
+	t0 := time.Now()
+	code, _, errOut = runOnce(t, nil, "msp", "connect", "--instance", instance(t), "--split", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--timeout", "1s", sid, "5000")
+	if d := time.Since(t0); code != 1 || d < time.Second || d > 10*time.Second {
+		t.Errorf("no listener: exit %d after %v, want 1 after --timeout 1s", code, d)
+	}
+	oneLine(t, errOut, "connection refused")
 }
