@@ -29,8 +29,9 @@ type NodeOptions struct {
 	// (configured peers included); farther nodes are still reached
 	// through them. Full SIDs only: a prefix could be ground.
 	Trust []string
-	// Config is a config file (see LoadConfig) that fills the options the
-	// command line did not give; "" for none.
+	// Config is a config file that fills the options the command line
+	// did not give; "" for the instance's (DIR/config, ConfigFile) when
+	// present, which is not read when Config is set.
 	Config string
 	// Given reports whether the option "udp", "peer" or "broadcast" was
 	// given explicitly (pflag.FlagSet.Changed): the config file does not
@@ -63,7 +64,7 @@ func Open(dir string, o NodeOptions) (Mesh, error) {
 	if d, err := openDaemon(dir, o.Logger); d != nil || err != nil {
 		return d, err
 	}
-	o, err := o.withConfig()
+	o, err := o.withConfig(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -80,10 +81,10 @@ func Open(dir string, o NodeOptions) (Mesh, error) {
 }
 
 // StartNode starts a node of instance dir with options o (completed from
-// the config file) in this process. The caller holds the instance lock
+// the config file, o.Config or DIR/config) in this process. The caller holds the instance lock
 // (LockInstance).
 func StartNode(dir string, o NodeOptions) (*mesh.Node, error) {
-	o, err := o.withConfig()
+	o, err := o.withConfig(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -145,10 +146,10 @@ func refuseUnbound(n *mesh.Node, log *slog.Logger) error {
 	return nil
 }
 
-// Check reads the config file and checks the options as StartNode would,
-// without starting anything.
-func (o NodeOptions) Check() error {
-	o, err := o.withConfig()
+// Check reads the config file and checks the options as StartNode in
+// instance dir would, without starting anything.
+func (o NodeOptions) Check(dir string) error {
+	o, err := o.withConfig(dir)
 	if err != nil {
 		return err
 	}

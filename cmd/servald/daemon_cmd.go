@@ -130,7 +130,7 @@ func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) e
 // instance directory and paths made absolute.
 func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]string, error) {
 	// Check the options now, so that a mistake is a usage error here.
-	if err := o.node.options(fs, g).Check(); err != nil {
+	if err := o.node.options(fs, g).Check(dir); err != nil {
 		return nil, err
 	}
 	args := []string{"start", "--foreground", "--notify-fd", "3", "--instance", dir}

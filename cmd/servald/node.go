@@ -25,7 +25,7 @@ func (o *nodeOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.peers, "peer", nil, "HOST:PORT of a node to link with (repeatable)")
 	fs.StringSliceVar(&o.broadcast, "broadcast", nil, "announce this node by LAN broadcast on these interfaces (all broadcast-capable ones when given without a list); off by default")
 	fs.Lookup("broadcast").NoOptDefVal = inst.BroadcastAll
-	fs.StringVar(&o.config, "config", "", "config file with lines 'udp = ADDR', 'peer = HOST:PORT', 'broadcast = IFACE,...'")
+	fs.StringVar(&o.config, "config", "", "config file with lines 'udp = ADDR', 'peer = HOST:PORT', 'broadcast = IFACE,...' ('#' starts a comment; flags win over it); read instead of DIR/config")
 	fs.StringArrayVar(&o.trust, "trust", nil, "admit only these nodes as neighbours (full SID, repeatable; also DIR/trusted, one per line): a closed mesh")
 }
 

@@ -77,7 +77,7 @@ func newRootCmd(g *globals) *cobra.Command {
 		Version:       versionString(),
 	}
 	root.SetVersionTemplate("servald {{.Version}}\n")
-	root.PersistentFlags().StringVar(&g.instance, "instance", "", "instance directory (keyring, config, daemon socket); $SERVALINSTANCE_PATH wins when set")
+	root.PersistentFlags().StringVar(&g.instance, "instance", "", "instance directory: keyring, config file DIR/config (read when present), daemon socket; default $SERVALINSTANCE_PATH, else ~/.config/servald (both set and different: an error)")
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more to stderr (-v info, -vv debug)")
 	root.AddCommand(newKeyringCmd(g), withSubcommands(newIDCmd(g), newPeersCmd(g)), newMSPCmd(g), newStartCmd(g), newStopCmd(g), newStatusCmd(g), newRouteCmd(g), newServiceCmd(g), newSplitCmd(g), newVersionCmd(), newManCmd(root))
 	requireSubcommands(root)

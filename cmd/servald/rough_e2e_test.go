@@ -155,3 +155,18 @@ func TestSplitConnectWaits(t *testing.T) {
 	}
 	oneLine(t, errOut, "connection refused")
 }
+
+// TestInstanceHelp: the --instance help says what the code does (a
+// conflict with $SERVALINSTANCE_PATH is an error, not a win) and names
+// DIR/config, which is read.
+func TestInstanceHelp(t *testing.T) {
+	code, out, _ := runInProcess(t, "--help")
+	if code != 0 || strings.Contains(out, "wins when set") || !strings.Contains(out, "both set and different: an error") || !strings.Contains(out, "DIR/config (read when present)") {
+		t.Errorf("servald --help: exit %d:\n%s", code, out)
+	}
+	t.Setenv("SERVALINSTANCE_PATH", t.TempDir())
+	code, _, errOut := runInProcess(t, "id", "self", "--instance", t.TempDir())
+	if code != 2 || !strings.Contains(errOut, "unset one") {
+		t.Errorf("both set: exit %d, %q", code, errOut)
+	}
+}
