@@ -2,6 +2,8 @@ package splitter
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -63,5 +65,30 @@ func TestJoinAfterEndQuiet(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "level=WARN") {
 		t.Errorf("a join for a session that never existed did not warn:\n%s", log.String())
+	}
+}
+
+// TestProbe: Probe reports agreement as nil and a mismatch as a
+// *NegotiationError, opens no session, and the listener does not warn.
+func TestProbe(t *testing.T) {
+	var log lockedLog
+	cfg := testConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ln := listen(t, cfg)
+	ctx := context.Background()
+	if err := Probe(ctx, ln.Addr().String(), cfg); err != nil {
+		t.Errorf("Probe with the same parameters: %v", err)
+	}
+	other := cfg
+	other.DataShards, other.ParityShards = 8, 2
+	var ne *NegotiationError
+	if err := Probe(ctx, ln.Addr().String(), other); !errors.As(err, &ne) || ne.Param != "fec" {
+		t.Errorf("Probe with another FEC: %v", err)
+	}
+	if st := ln.Stats(); st.SessionsAccepted != 0 || st.SessionsLive != 0 {
+		t.Errorf("a probe opened a session: %+v", st)
+	}
+	if strings.Contains(log.String(), "unknown session") {
+		t.Errorf("the listener warned about a probe:\n%s", log.String())
 	}
 }

@@ -406,15 +406,15 @@ func (l *Listener) newSession(c net.Conn, h wire.Hello, remote string) bool {
 func (l *Listener) join(c net.Conn, h wire.Hello, remote string) bool {
 	l.mu.Lock()
 	s := l.sessions[h.Session]
-	ended := s == nil && l.recent.has(h.Session)
+	ended := s == nil && (h.Session == 0 || l.recent.has(h.Session)) // a probe, or a lane racing its session's end
 	l.mu.Unlock()
 	var code uint8
 	switch {
 	case ended:
-		// A lane racing its session's end: normal, not a warning.
+		// Normal, not a warning.
 		l.reply(c, wire.Reply{Status: wire.StatusRefused, Code: wire.RefuseUnknownSession})
 		l.joinsRefused.Add(1)
-		l.log.Debug("splitter: refused a join: its session has ended", "remote", remote)
+		l.log.Debug("splitter: refused a join: a probe, or its session has ended", "remote", remote)
 		return false
 	case s == nil:
 		code = wire.RefuseUnknownSession

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -168,5 +169,38 @@ func TestInstanceHelp(t *testing.T) {
 	code, _, errOut := runInProcess(t, "id", "self", "--instance", t.TempDir())
 	if code != 2 || !strings.Contains(errOut, "unset one") {
 		t.Errorf("both set: exit %d, %q", code, errOut)
+	}
+}
+
+// TestSplitConnectChecksParams: split connect --forward checks at start
+// that the listener agrees on --fec and --payload (one line, exit 1) and
+// the listener logs no warning for that check, nor for a clean one.
+func TestSplitConnectChecksParams(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t)
+	l, addr := startSplitCmdListen(t, nil, nil, "--forward", strconv.Itoa(echo.Addr().(*net.TCPAddr).Port))
+	for _, tc := range []struct{ flag, want string }{
+		{"--fec=8:2", "fec mismatch: ours 8:2, the listener's 10:3"},
+		{"--payload=8192", "payload size mismatch: ours 8192, the listener's 16384"},
+	} {
+		code, _, errOut := runOnce(t, nil, "split", "connect", "--forward", strconv.Itoa(freePort(t)), tc.flag, addr)
+		if code != 1 {
+			t.Errorf("%s: exit %d", tc.flag, code)
+		}
+		oneLine(t, errOut, tc.want)
+	}
+	port := freePort(t)
+	c := start(t, nil, nil, "split", "connect", "--once", "--forward", strconv.Itoa(port), addr)
+	c.waitLine("forwarding TCP")
+	conn := dialRetry(t, fmt.Sprintf("127.0.0.1:%d", port))
+	conn.Write([]byte("ok"))
+	conn.(*net.TCPConn).CloseWrite()
+	if b, err := io.ReadAll(conn); err != nil || string(b) != "ok" {
+		t.Errorf("echo %q, %v", b, err)
+	}
+	conn.Close()
+	c.exitsZero(20*time.Second, "split connect --once")
+	if s := l.stderr.String(); strings.Contains(s, "unknown session") {
+		t.Errorf("the listener warned about the start check:\n%s", s)
 	}
 }
