@@ -121,7 +121,7 @@ func TestSplitCmdOneSession(t *testing.T) {
 	if code == 0 {
 		t.Fatalf("a second connect to a stdio listener exited 0: %s", errOut)
 	}
-	oneLine(t, errOut, "peer closed the session")
+	oneLine(t, errOut, "stream broke: the other side closed the connection; it said: reset")
 	l.waitLine(`turned a session away`)
 	inW.Write([]byte("still here"))
 	read("still here")
