@@ -39,6 +39,16 @@ func parsePort(s string) (uint16, error) {
 	return uint16(p), nil
 }
 
+// parseListenPort parses the MDP port of msp listen: not the node's
+// discovery port.
+func parseListenPort(s string) (uint16, error) {
+	p, err := parsePort(s)
+	if err == nil && p == discovery.Port {
+		return 0, usagef("MDP port %d is the node's service discovery port: choose another", p)
+	}
+	return p, err
+}
+
 // listenTCP listens on the local TCP address of connect --forward.
 func listenTCP(target string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", target)
@@ -111,12 +121,9 @@ func newListenCmd(g *globals) *cobra.Command {
 }
 
 func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error {
-	port, err := parsePort(args[0])
+	port, err := parseListenPort(args[0])
 	if err != nil {
 		return err
-	}
-	if port == discovery.Port {
-		return usagef("MDP port %d is the node's service discovery port: choose another", port)
 	}
 	target, err := o.forwardTarget()
 	if err != nil {
