@@ -257,3 +257,31 @@ func TestOpenEmbedded(t *testing.T) {
 		t.Errorf("Settle took %v, want about %v", d, QuietPeriod)
 	}
 }
+
+// TestQuietPeriod: Settle waits for two of an embedded node's hello
+// intervals without change.
+func TestQuietPeriod(t *testing.T) {
+	if h := mesh.DefaultConfig().HelloInterval; QuietPeriod < 2*h {
+		t.Errorf("QuietPeriod %v is less than two hello intervals (%v)", QuietPeriod, 2*h)
+	}
+}
+
+// TestRefuseUnbound: a session asked for on an MDP port nothing is bound
+// to on a node started by the instance is refused at once ("no listener"),
+// not left to time out.
+func TestRefuseUnbound(t *testing.T) {
+	a, b := memPair(t, nil, nil)
+	if err := refuseUnbound(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	_, err := DialSession(ctx, Embed(a), b.SID(), 999, msp.Config{})
+	if !errors.Is(err, msp.ErrRefused) || !strings.Contains(err.Error(), "MDP port 999") || !strings.Contains(err.Error(), "nothing listens on that port") {
+		t.Fatalf("dial to an unbound port: %v", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("refused after %v", d)
+	}
+}

@@ -203,6 +203,7 @@ type Node struct {
 	bySID      map[identity.SID]*neighbour // guarded by mu
 	byAddr     map[string]*neighbour       // guarded by mu
 	ports      map[uint16]*PacketConn      // guarded by mu
+	unbound    *PacketConn                 // guarded by mu; gets datagrams for unbound ports (SetUnbound)
 	nextPort   uint16                      // guarded by mu
 	changed    chan struct{}               // closed and replaced when neighbours or routes change; guarded by mu
 	router     *router

@@ -98,6 +98,9 @@ func (c *PacketConn) Close() error {
 		if c.n.ports[c.port] == c {
 			delete(c.n.ports, c.port)
 		}
+		if c.n.unbound == c {
+			c.n.unbound = nil
+		}
 		c.n.mu.Unlock()
 		close(c.done)
 		for {

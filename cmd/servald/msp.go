@@ -39,6 +39,16 @@ func parsePort(s string) (uint16, error) {
 	return uint16(p), nil
 }
 
+// parseListenPort parses the MDP port of msp listen: not the node's
+// discovery port.
+func parseListenPort(s string) (uint16, error) {
+	p, err := parsePort(s)
+	if err == nil && p == discovery.Port {
+		return 0, usagef("MDP port %d is the node's service discovery port: choose another", p)
+	}
+	return p, err
+}
+
 func parseTarget(s string) (string, error) {
 	t, err := forward.ParseTarget(s)
 	if err != nil {
@@ -123,7 +133,7 @@ func newListenCmd(g *globals) *cobra.Command {
 }
 
 func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error {
-	port, err := parsePort(args[0])
+	port, err := parseListenPort(args[0])
 	if err != nil {
 		return err
 	}
@@ -421,15 +431,7 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 		}
 		d := &splitmsp.Dialer{Addr: o.split.addr, Config: splitCfg, Identity: id}
 		find := func(context.Context) (identity.SID, uint16, error) { return tgt.SID.SID(), tgt.Port, nil }
-		dial := func(ctx context.Context, sid identity.SID, port uint16) (*msp.Session, error) {
-			s, err := d.Dial(ctx, sid, port, cfg)
-			var de *splitmsp.DialError
-			if errors.As(err, &de) {
-				return nil, splitError(de.Addr, de.Err)
-			}
-			return s, err
-		}
-		return inst.NewRedialer(o.timeout, find, dial), func() { reportSessions(g, &d.Sessions) }, nil
+		return inst.NewRedialer(o.timeout, find, splitDial(d, cfg)), func() { reportSessions(g, &d.Sessions) }, nil
 	}
 	node, err := g.access(&o.node, cmd.Flags())
 	if err != nil {

@@ -243,13 +243,10 @@ func (o *splitConnectOptions) serveForward(cmd *cobra.Command, g *globals, addr 
 	}
 	defer ln.Close()
 	// Sessions open per TCP connection; check now that the listener is
-	// there, as msp connect opens its session at start.
+	// there and agrees on --fec and --payload, as msp connect opens its
+	// session at start.
 	if err := splitter.Retry(ctx, o.timeout, func(ctx context.Context) error {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err
+		return splitter.Probe(ctx, addr, cfg)
 	}); err != nil {
 		return splitError(addr, err)
 	}
