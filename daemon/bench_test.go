@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
 )
 
@@ -67,10 +66,11 @@ func BenchmarkStream(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			na, nb := pair(b)
-			lis, err := msp.Listen(nb, 5000, msp.Config{})
+			lpc, err := nb.Bind(5000)
 			if err != nil {
 				b.Fatal(err)
 			}
+			lis := msp.Listen(lpc, nb.Identity(), 5000, msp.Config{})
 			defer lis.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -90,7 +90,7 @@ func BenchmarkStream(b *testing.B) {
 				}
 				tr = pc
 			}
-			sess, err := msp.DialTransport(ctx, tr, na.Identity(), nb.SID(), mesh.Addr{SID: nb.SID(), Port: 5000}, 5000, msp.Config{})
+			sess, err := msp.Dialer{Identity: na.Identity()}.Dial(ctx, tr, nb.SID(), 5000)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -465,7 +465,9 @@ type mtuEntry struct {
 }
 
 // Port is an MDP port bound through the daemon. It implements
-// net.PacketConn (with mesh.Addr addresses) and msp.Transport.
+// net.PacketConn (with mesh.Addr addresses) and msp.Transport (its write
+// errors unwrap to mesh.ErrNoRoute and mesh.ErrTooLarge, which msp tells
+// apart).
 //
 // Errors of a datagram that the daemon could not send (no route, too large
 // for the path) come back asynchronously, as ICMP errors do on a UDP
@@ -633,6 +635,19 @@ func (p *Port) MaxPayload(sid identity.SID) int {
 		return p.defMax
 	}
 	return max
+}
+
+// PeerAddr returns the address of port on node sid (a mesh.Addr), as
+// msp.Transport asks.
+func (p *Port) PeerAddr(sid identity.SID, port uint16) net.Addr {
+	return mesh.Addr{SID: sid, Port: port}
+}
+
+// FromNode reports whether a datagram ReadFrom returned with address addr
+// was sent by node sid, as msp.Transport asks.
+func (p *Port) FromNode(addr net.Addr, sid identity.SID) bool {
+	a, ok := addr.(mesh.Addr)
+	return ok && a.SID == sid
 }
 
 // WriteTo sends b to addr (a mesh.Addr) through the daemon. It waits while

@@ -117,10 +117,12 @@ func (c *Config) Validate() error {
 
 // Errors callers branch on.
 var (
-	// ErrNoRoute means no path to the SID is known.
-	ErrNoRoute = errors.New("no route to node")
-	// ErrTooLarge means a datagram does not fit the path's MTU.
-	ErrTooLarge = errors.New("datagram too large for the path")
+	// ErrNoRoute means no path to the SID is known. It has a NoRoute
+	// method that returns true (see pathError).
+	ErrNoRoute error = &pathError{msg: "no route to node", noRoute: true}
+	// ErrTooLarge means a datagram does not fit the path's MTU. It has a
+	// TooLarge method that returns true (see pathError).
+	ErrTooLarge error = &pathError{msg: "datagram too large for the path"}
 	// ErrPortInUse means the MDP port is already bound.
 	ErrPortInUse = errors.New("MDP port in use")
 )

@@ -132,6 +132,38 @@ func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // now; it grows as links discover their MTU.
 func (c *PacketConn) MaxPayload(sid identity.SID) int { return c.n.maxPayload(sid) }
 
+// PeerAddr returns the address of port on node sid: Addr{sid, port}. With
+// FromNode it makes a PacketConn an msp.Transport.
+func (c *PacketConn) PeerAddr(sid identity.SID, port uint16) net.Addr {
+	return Addr{SID: sid, Port: port}
+}
+
+// FromNode reports whether a datagram that ReadFrom returned with address
+// addr was sent by node sid: the mesh names the source node of every
+// datagram (unauthenticated: the layer above checks signatures).
+func (c *PacketConn) FromNode(addr net.Addr, sid identity.SID) bool {
+	a, ok := addr.(Addr)
+	return ok && a.SID == sid
+}
+
+// pathError is the type of ErrNoRoute and ErrTooLarge. Its methods let
+// code that is generic over transports (package msp) tell the two apart
+// with errors.As on an interface, without importing mesh.
+type pathError struct {
+	msg     string
+	noRoute bool // ErrNoRoute, else ErrTooLarge
+}
+
+func (e *pathError) Error() string { return e.msg }
+
+// NoRoute reports whether no path to the destination is known (yet): a
+// later write may succeed.
+func (e *pathError) NoRoute() bool { return e.noRoute }
+
+// TooLarge reports whether the datagram did not fit the path's MTU: a
+// smaller one may pass (see MaxPayload).
+func (e *pathError) TooLarge() bool { return !e.noRoute }
+
 // WriteTo sends p to addr (an Addr). It waits while the next hop's queue is
 // full; unreachable destinations give ErrNoRoute, oversized ones ErrTooLarge.
 func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {

@@ -109,14 +109,14 @@ func BenchmarkLossyLink(b *testing.B) {
 
 func benchLossyTransfer(b *testing.B, cfg memnet.LinkConfig) {
 	a, z, nw, ca, cz := benchMemNodes(b, cfg)
-	l, err := Listen(z, 5000, Config{})
+	l, err := listenMesh(z, 5000, Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	results := benchSinkStreams(b, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, err := DialSession(ctx, a, z.SID(), 5000, Config{})
+	s, err := dialMesh(ctx, a, z.SID(), 5000, Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -226,14 +226,14 @@ func benchUDPNodes(b *testing.B) (*mesh.Node, *mesh.Node) {
 // nodes sent per round trip).
 func BenchmarkLoopback(b *testing.B) {
 	a, z := benchUDPNodes(b)
-	l, err := Listen(z, 5000, Config{})
+	l, err := listenMesh(z, 5000, Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	results := benchSinkStreams(b, l)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := DialSession(ctx, a, z.SID(), 5000, Config{})
+	s, err := dialMesh(ctx, a, z.SID(), 5000, Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -275,14 +275,14 @@ func BenchmarkLoopback(b *testing.B) {
 		defer c.Close()
 		rawP50, rawP99 = benchEcho(b, c)
 	})
-	es, err := Listen(z, 5001, Config{})
+	es, err := listenMesh(z, 5001, Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { es.Close() })
 	echoServer(b, es)
 	// One session for every echo op, ended with Close (not Shutdown).
-	esess, err := DialSession(ctx, a, z.SID(), 5001, Config{})
+	esess, err := dialMesh(ctx, a, z.SID(), 5001, Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func memChain(t testing.TB, count int, cfg memnet.LinkConfig) []*mesh.Node {
 // sendThrough writes size bytes from a to b's listener and checks them.
 func sendThrough(t testing.TB, a, b *mesh.Node, size int) (time.Duration, SessionStats) {
 	t.Helper()
-	l, err := Listen(b, 5000, Config{})
+	l, err := listenMesh(b, 5000, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func sendThrough(t testing.TB, a, b *mesh.Node, size int) (time.Duration, Sessio
 	results := hashSink(l)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := DialSession(ctx, a, b.SID(), 5000, Config{})
+	s, err := dialMesh(ctx, a, b.SID(), 5000, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,26 +8,27 @@ import (
 	"time"
 
 	"github.com/servald/servald/identity"
-	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp/internal/seal"
 )
 
-// DialSession opens a session with the listener at (sid, port) through the
-// mesh. It waits for a route and an answer until ctx ends.
-func DialSession(ctx context.Context, node *mesh.Node, sid identity.SID, port uint16, cfg Config) (*Session, error) {
-	if err := node.WaitReachable(ctx, sid); err != nil {
-		return nil, fmt.Errorf("msp: dial %s: %w", sid, err)
-	}
-	pc, err := node.Bind(0)
-	if err != nil {
-		return nil, fmt.Errorf("msp: dial: %w", err)
-	}
-	return DialTransport(ctx, pc, node.Identity(), sid, mesh.Addr{SID: sid, Port: port}, port, cfg)
+// Dialer opens sessions as one identity. The zero Config takes the
+// defaults.
+type Dialer struct {
+	Identity *identity.Identity
+	Config   Config
 }
 
-// DialTransport opens a session with peer over tr, whose far end is remote;
-// the session owns tr and closes it when it ends.
-func DialTransport(ctx context.Context, tr Transport, id *identity.Identity, peer identity.SID, remote net.Addr, port uint16, cfg Config) (*Session, error) {
+// Dial opens a session with the listener on MDP port of node peer over tr,
+// sending the handshake to tr.PeerAddr(peer, port) until an answer comes or
+// ctx ends (while tr has no route to peer it keeps trying). The session
+// owns tr and closes it when it ends, as Dial does when it fails.
+func (d Dialer) Dial(ctx context.Context, tr Transport, peer identity.SID, port uint16) (*Session, error) {
+	id, cfg := d.Identity, d.Config
+	if id == nil {
+		tr.Close()
+		return nil, fmt.Errorf("msp: dial %s: no identity", peer)
+	}
+	remote := tr.PeerAddr(peer, port)
 	cfg = cfg.withDefaults()
 	ep := newEndpoint(tr, id, port, cfg)
 	ep.ownsTransport = true
@@ -82,7 +83,7 @@ func DialTransport(ctx context.Context, tr Transport, id *identity.Identity, pee
 			}
 			return s, nil
 		case <-t.C:
-			if _, err := tr.WriteTo(hs.Message(), remote); err != nil && !errors.Is(err, mesh.ErrNoRoute) {
+			if _, err := tr.WriteTo(hs.Message(), remote); err != nil && !noRoute(err) {
 				return fail(fmt.Errorf("msp: dial %s: %w", peer, err))
 			}
 			t.Reset(wait)
@@ -91,45 +92,6 @@ func DialTransport(ctx context.Context, tr Transport, id *identity.Identity, pee
 			return fail(timeoutError{fmt.Sprintf("msp: dial %s port %d: no answer (is something listening there?)", peer, port)})
 		}
 	}
-}
-
-// Dial opens a session and one stream on it; closing the stream ends the
-// session gracefully.
-func Dial(ctx context.Context, node *mesh.Node, sid identity.SID, port uint16, cfg Config) (net.Conn, error) {
-	s, err := DialSession(ctx, node, sid, port, cfg)
-	if err != nil {
-		return nil, err
-	}
-	st, err := s.OpenStream(ctx)
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	return &ownedStream{Conn: st, s: s}, nil
-}
-
-// ownedStream is a stream whose session lives and dies with it.
-type ownedStream struct {
-	net.Conn
-	s *Session
-}
-
-// CloseWrite half-closes the stream.
-func (o *ownedStream) CloseWrite() error {
-	if hc, ok := o.Conn.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return o.Conn.Close()
-}
-
-// Close closes the stream and ends its session, waiting up to 5 s for the
-// peer to acknowledge everything written.
-func (o *ownedStream) Close() error {
-	err := o.Conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	o.s.Shutdown(ctx)
-	return err
 }
 
 // refusedError is a signed refusal from the listener; errors.Is ErrRefused.

@@ -16,16 +16,42 @@ import (
 	"time"
 
 	"github.com/servald/servald/identity"
-	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp/internal/seal"
 )
 
-// maxAnswered bounds the INIT hashes remembered to answer retransmissions.
-const maxAnswered = 4096
+// Bounds of a listener's handshakes. An INIT costs the listener a
+// pending entry (keys, no goroutine) until the initiator's first record
+// under the new keys confirms it; only then do arq and smux start. One
+// pending handshake per initiator SID (a newer INIT replaces it), at most
+// maxPending per endpoint (the oldest goes first), each for at most
+// pendingTimeout.
+const (
+	maxAnswered    = 4096 // INIT hashes remembered to answer retransmissions
+	maxPending     = 256
+	pendingTimeout = 10 * time.Second
+)
 
 type epCounters struct {
 	malformed, authFailed, replayed, unknownIndex atomic.Uint64
 	badInit, refused, writeErrors                 atomic.Uint64
+	staleInit, pendingDropped                     atomic.Uint64
+}
+
+// pendingHS is a handshake the listener answered and the initiator has not
+// confirmed yet.
+type pendingHS struct {
+	sec     *seal.Session
+	peer    identity.SID
+	from    net.Addr
+	sent    time.Time // the INIT's timestamp
+	created time.Time
+}
+
+// answer is a RESPONSE or REFUSE sent, kept to answer a retransmitted INIT
+// from the same address.
+type answer struct {
+	reply []byte
+	to    string
 }
 
 // endpoint is one transport and the sessions on it.
@@ -42,13 +68,16 @@ type endpoint struct {
 	stats epCounters
 
 	mu       sync.Mutex
-	sessions map[uint32]*Session // by local index; guarded by mu
-	answered map[[32]byte][]byte // INIT hash -> RESPONSE or REFUSE sent; guarded by mu
-	hs       *seal.Initiator     // dialing: the handshake under way; guarded by mu
-	hsResult chan hsResult       // dialing: where the handshake's end goes
-	closed   bool                // guarded by mu
-	readDone bool                // the read loop has ended: nothing more arrives; guarded by mu
-	released bool                // transport closed and endpoint dropped; guarded by mu
+	sessions map[uint32]*Session     // by local index; guarded by mu
+	answered map[[32]byte]answer     // INIT hash -> what was sent; guarded by mu
+	answerQ  [][32]byte              // answered's keys, oldest first; guarded by mu
+	pending  map[uint32]*pendingHS   // by local index; guarded by mu
+	pendOf   map[identity.SID]uint32 // the peer's pending handshake; guarded by mu
+	hs       *seal.Initiator         // dialing: the handshake under way; guarded by mu
+	hsResult chan hsResult           // dialing: where the handshake's end goes
+	closed   bool                    // guarded by mu
+	readDone bool                    // the read loop has ended: nothing more arrives; guarded by mu
+	released bool                    // transport closed and endpoint dropped; guarded by mu
 	wg       sync.WaitGroup
 }
 
@@ -62,7 +91,9 @@ func newEndpoint(tr Transport, id *identity.Identity, port uint16, cfg Config) *
 		tr: tr, id: id, cfg: cfg, port: port,
 		log:      cfg.Logger,
 		sessions: map[uint32]*Session{},
-		answered: map[[32]byte][]byte{},
+		answered: map[[32]byte]answer{},
+		pending:  map[uint32]*pendingHS{},
+		pendOf:   map[identity.SID]uint32{},
 	}
 }
 
@@ -76,7 +107,7 @@ func (ep *endpoint) newIndexLocked() uint32 {
 	var b [4]byte
 	for {
 		rand.Read(b[:])
-		if i := binary.BigEndian.Uint32(b[:]); i != 0 && ep.sessions[i] == nil {
+		if i := binary.BigEndian.Uint32(b[:]); i != 0 && ep.sessions[i] == nil && ep.pending[i] == nil {
 			return i
 		}
 	}
@@ -114,7 +145,12 @@ func (ep *endpoint) readLoop() {
 			}
 			ep.mu.Lock()
 			s := ep.sessions[idx]
+			p := ep.pending[idx]
 			ep.mu.Unlock()
+			if s == nil && p != nil {
+				ep.confirmPending(idx, p, pkt, plain[:0])
+				continue
+			}
 			if s == nil {
 				ep.stats.unknownIndex.Add(1)
 				continue
@@ -146,19 +182,21 @@ func (ep *endpoint) handleInit(pkt []byte, from net.Addr) {
 	}
 	h := seal.HashInit(pkt)
 	ep.mu.Lock()
-	if reply := ep.answered[h]; reply != nil {
+	if a, ok := ep.answered[h]; ok {
 		ep.mu.Unlock()
-		ep.tr.WriteTo(reply, from) // a retransmitted INIT: the same answer
+		if a.to == from.String() {
+			ep.tr.WriteTo(a.reply, from) // a retransmitted INIT: the same answer
+		}
 		return
 	}
 	ep.mu.Unlock()
 	in, err := seal.ParseInit(pkt, ep.id, time.Now())
 	if err != nil {
 		ep.stats.badInit.Add(1)
-		if _, stream := from.(StreamAddr); stream && errors.Is(err, seal.ErrMisaddressed) {
-			// A stream transport reaches this node only, not a mesh
-			// that routes by SID: the peer dialled another SID. Hang up
-			// so that it fails at once instead of waiting for an answer.
+		if errors.Is(err, seal.ErrMisaddressed) && singleNode(ep.tr) {
+			// The transport reaches this node only, not a mesh that
+			// routes by SID: the peer dialled another SID. Hang up so
+			// that it fails at once instead of waiting for an answer.
 			ep.log.Warn("msp: refused a session over a stream transport: it asked for another SID", "from", from, "self", ep.id.SID().String())
 			ep.tr.Close()
 			return
@@ -167,8 +205,9 @@ func (ep *endpoint) handleInit(pkt []byte, from net.Addr) {
 		return
 	}
 	peer := in.Peer()
-	if ma, ok := from.(mesh.Addr); ok && ma.SID != peer {
-		// The mesh says it came from another node than the one who signed.
+	if !ep.tr.FromNode(from, peer) {
+		// The transport says it came from another node than the one who
+		// signed.
 		ep.stats.badInit.Add(1)
 		return
 	}
@@ -189,28 +228,97 @@ func (ep *endpoint) handleInit(pkt []byte, from net.Addr) {
 	case len(ep.sessions) >= ep.cfg.MaxSessions:
 		reply = in.Refuse(seal.RefuseBusy, "too many sessions")
 	default:
+		if !ep.makeRoomLocked(peer, in.Time()) {
+			ep.stats.staleInit.Add(1)
+			return // a replay: the peer's pending handshake is newer
+		}
 		idx := ep.newIndexLocked()
 		sec, resp, err := in.Accept(idx, nil)
 		if err != nil {
 			return
 		}
-		s, err := newSession(ep, sec, from, false)
-		if err != nil {
-			ep.log.Warn("msp: session", "err", err)
-			return
-		}
-		ep.sessions[idx] = s
-		ep.wg.Add(2)
-		go s.watch()
-		go ep.lis.acceptStreams(s, &ep.wg)
+		ep.pending[idx] = &pendingHS{sec: sec, peer: peer, from: from, sent: in.Time(), created: time.Now()}
+		ep.pendOf[peer] = idx
 		reply = resp
-		ep.log.Info("msp: session accepted", "peer", peer.Short(), "from", from)
 	}
-	if len(ep.answered) >= maxAnswered {
-		clear(ep.answered)
+	if len(ep.answerQ) >= maxAnswered {
+		delete(ep.answered, ep.answerQ[0])
+		ep.answerQ = ep.answerQ[1:]
 	}
-	ep.answered[h] = reply
+	ep.answered[h] = answer{reply: reply, to: from.String()}
+	ep.answerQ = append(ep.answerQ, h)
 	ep.tr.WriteTo(reply, from)
+}
+
+// makeRoomLocked drops pending handshakes that timed out, the peer's older
+// one, and the oldest when the table is full. It reports false when the
+// peer has a pending handshake at least as new as sent (the INIT is then
+// a replay or a stale retransmission).
+func (ep *endpoint) makeRoomLocked(peer identity.SID, sent time.Time) bool {
+	if idx, ok := ep.pendOf[peer]; ok {
+		if !sent.After(ep.pending[idx].sent) {
+			return false
+		}
+		ep.dropPendingLocked(idx)
+	}
+	now := time.Now()
+	var oldest uint32
+	for idx, p := range ep.pending {
+		if now.Sub(p.created) > pendingTimeout {
+			ep.dropPendingLocked(idx)
+		} else if oldest == 0 || p.created.Before(ep.pending[oldest].created) {
+			oldest = idx
+		}
+	}
+	if len(ep.pending) >= maxPending {
+		ep.dropPendingLocked(oldest)
+	}
+	return true
+}
+
+func (ep *endpoint) dropPendingLocked(idx uint32) {
+	if p := ep.pending[idx]; p != nil {
+		delete(ep.pendOf, p.peer)
+		delete(ep.pending, idx)
+		ep.stats.pendingDropped.Add(1)
+	}
+}
+
+// confirmPending turns a pending handshake into a session when pkt is a
+// record under its keys (the initiator's confirmation, or anything after
+// it): only now do arq and smux start.
+func (ep *endpoint) confirmPending(idx uint32, p *pendingHS, pkt, plain []byte) {
+	pt, err := p.sec.Open(plain, pkt)
+	if err != nil {
+		ep.stats.authFailed.Add(1)
+		return
+	}
+	ep.mu.Lock()
+	if ep.pending[idx] != p || ep.closed {
+		ep.mu.Unlock()
+		return
+	}
+	delete(ep.pending, idx)
+	delete(ep.pendOf, p.peer)
+	if len(ep.sessions) >= ep.cfg.MaxSessions {
+		ep.mu.Unlock()
+		ep.stats.pendingDropped.Add(1)
+		ep.log.Warn("msp: session confirmed while full; dropped", "peer", p.peer.Short())
+		return
+	}
+	s, err := newSession(ep, p.sec, p.from, false)
+	if err != nil {
+		ep.mu.Unlock()
+		ep.log.Warn("msp: session", "err", err)
+		return
+	}
+	ep.sessions[idx] = s
+	ep.wg.Add(2)
+	go s.watch()
+	go ep.lis.acceptStreams(s, &ep.wg)
+	ep.mu.Unlock()
+	ep.log.Info("msp: session accepted", "peer", p.peer.Short(), "from", p.from)
+	s.input(pt)
 }
 
 // handleReply passes a RESPONSE or REFUSE to the dial under way.

@@ -8,14 +8,14 @@ import (
 	"sync"
 
 	"github.com/servald/servald/identity"
-	"github.com/servald/servald/mesh"
 )
 
 // acceptQueue bounds streams accepted by sessions but not yet by Accept.
 const acceptQueue = 64
 
-// Listener accepts streams from any number of sessions on one MDP port (and
-// on transports added with Serve). It implements net.Listener.
+// Listener accepts streams from any number of sessions for one MDP port,
+// on the transport given to Listen and on those added with Serve. It
+// implements net.Listener.
 type Listener struct {
 	id   *identity.Identity
 	port uint16
@@ -29,22 +29,11 @@ type Listener struct {
 	eps []*endpoint // guarded by mu
 }
 
-// Listen binds MDP port on node and accepts sessions and streams there.
-func Listen(node *mesh.Node, port uint16, cfg Config) (*Listener, error) {
-	if port == 0 {
-		return nil, fmt.Errorf("msp: listen: port 0")
-	}
-	pc, err := node.Bind(port)
-	if err != nil {
-		return nil, fmt.Errorf("msp: listen: %w", err)
-	}
-	return ListenTransport(pc, node.Identity(), port, cfg), nil
-}
-
-// ListenTransport accepts sessions for MDP port on tr (an MDP port bound
-// elsewhere, such as through a daemon) as identity id. With tr nil it
-// accepts only on transports added later with Serve.
-func ListenTransport(tr Transport, id *identity.Identity, port uint16, cfg Config) *Listener {
+// Listen accepts sessions for MDP port, and the streams in them, as
+// identity id on tr (an MDP port bound on a node or through its daemon),
+// and on transports added later with Serve. With tr nil it accepts only on
+// those. The listener closes its transports when it closes.
+func Listen(tr Transport, id *identity.Identity, port uint16, cfg Config) *Listener {
 	l := &Listener{
 		id: id, port: port, cfg: cfg.withDefaults(),
 		streams: make(chan net.Conn, acceptQueue),
@@ -98,6 +87,11 @@ func (l *Listener) acceptStreams(s *Session, wg *sync.WaitGroup) {
 		if err != nil {
 			return
 		}
+		if s.open.Load() >= int64(l.cfg.MaxStreams) {
+			st.Close() // the peer's stream fails; the session goes on
+			l.cfg.Logger.Debug("msp: stream refused: too many open", "peer", s.peer.Short(), "max", l.cfg.MaxStreams)
+			continue
+		}
 		ws := s.newStream(st)
 		select {
 		case l.streams <- ws:
@@ -111,10 +105,10 @@ func (l *Listener) acceptStreams(s *Session, wg *sync.WaitGroup) {
 	}
 }
 
-// Accept waits for the next stream.
+// Accept waits for the next stream (a *Stream).
 func (l *Listener) Accept() (net.Conn, error) { return l.AcceptContext(context.Background()) }
 
-// AcceptContext waits for the next stream or for ctx to end.
+// AcceptContext waits for the next stream (a *Stream) or for ctx to end.
 func (l *Listener) AcceptContext(ctx context.Context) (net.Conn, error) {
 	select {
 	case st := <-l.streams:
@@ -126,8 +120,18 @@ func (l *Listener) AcceptContext(ctx context.Context) (net.Conn, error) {
 	}
 }
 
-// Addr returns the node's SID and the port.
-func (l *Listener) Addr() net.Addr { return mesh.Addr{SID: l.id.SID(), Port: l.port} }
+// Addr returns the node's SID and the port, as "SID:port" on network
+// "mdp".
+func (l *Listener) Addr() net.Addr { return listenAddr{sid: l.id.SID(), port: l.port} }
+
+// listenAddr is a listener's address.
+type listenAddr struct {
+	sid  identity.SID
+	port uint16
+}
+
+func (a listenAddr) Network() string { return "mdp" }
+func (a listenAddr) String() string  { return fmt.Sprintf("%s:%d", a.sid, a.port) }
 
 // Close stops accepting and ends every session at once.
 func (l *Listener) Close() error {

@@ -59,7 +59,7 @@ func TestLossyStreamPerHopAbsorbsLoss(t *testing.T) {
 			size = 2 << 20
 		}
 		a, b, nw := memNodes(t, memnet.LinkConfig{Loss: 0.2, Delay: 5 * time.Millisecond})
-		l, err := Listen(b, 5000, Config{})
+		l, err := listenMesh(b, 5000, Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestLossyStreamPerHopAbsorbsLoss(t *testing.T) {
 
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		s, err := DialSession(ctx, a, b.SID(), 5000, Config{})
+		s, err := dialMesh(ctx, a, b.SID(), 5000, Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

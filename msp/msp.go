@@ -6,7 +6,9 @@
 // mesh headers and sealed bytes.
 //
 // A session runs over a Transport: an MDP port of a mesh node, or framed
-// datagrams over any reliable connection (the splitter).
+// datagrams over any reliable connection (the splitter). A Dialer opens a
+// session with a listener over a transport; Listen accepts sessions, and
+// the streams in them, on one or more transports.
 package msp
 
 import (
@@ -21,7 +23,21 @@ import (
 	"github.com/servald/servald/msp/internal/seal"
 )
 
-// Transport carries a session's datagrams. *mesh.PacketConn is one.
+// Transport carries a session's datagrams between this node and others.
+// MDP ports (a PacketConn of package mesh, a Port of package daemon) and
+// NewStreamTransport's (one reliable connection) are transports.
+//
+// msp learns what a failed WriteTo means from the error: one that has (in
+// its chain, through errors.As) a method NoRoute() returning true says that
+// nothing reaches the destination yet, so a dial keeps sending its
+// handshake until its context ends; one with TooLarge() returning true says
+// that the datagram did not fit the path, so the session asks MaxPayload
+// again before its next packet. Other errors end a dial.
+//
+// A transport that reaches one node only, chosen by whoever opened it
+// rather than routed by SID (a stream transport), also has a method
+// SingleNode() returning true: a listener there hangs up on a handshake for
+// another SID, so that the dialer fails at once instead of waiting.
 type Transport interface {
 	ReadFrom(p []byte) (int, net.Addr, error)
 	WriteTo(p []byte, addr net.Addr) (int, error)
@@ -29,6 +45,33 @@ type Transport interface {
 	Close() error
 	// MaxPayload is the largest datagram that reaches sid now.
 	MaxPayload(sid identity.SID) int
+	// PeerAddr is the address to write to to reach MDP port on node sid.
+	PeerAddr(sid identity.SID, port uint16) net.Addr
+	// FromNode reports whether a datagram that ReadFrom returned with
+	// address addr may have been sent by node sid. It is false only when
+	// the transport knows that another node sent it; the handshake's
+	// signature, not this, authenticates the peer.
+	FromNode(addr net.Addr, sid identity.SID) bool
+}
+
+// noRoute reports whether a transport's write error says that nothing
+// reaches the destination yet (see Transport).
+func noRoute(err error) bool {
+	var e interface{ NoRoute() bool }
+	return errors.As(err, &e) && e.NoRoute()
+}
+
+// tooLarge reports whether a transport's write error says that the datagram
+// did not fit the path (see Transport).
+func tooLarge(err error) bool {
+	var e interface{ TooLarge() bool }
+	return errors.As(err, &e) && e.TooLarge()
+}
+
+// singleNode reports whether tr reaches one node only (see Transport).
+func singleNode(tr Transport) bool {
+	sn, ok := tr.(interface{ SingleNode() bool })
+	return ok && sn.SingleNode()
 }
 
 // Config tunes sessions. The zero value takes the defaults.
@@ -49,6 +92,17 @@ type Config struct {
 	Window int
 	// MaxSessions bounds a listener's sessions. Default 1024.
 	MaxSessions int
+	// StreamWindow is how many bytes of one stream may be in flight or
+	// unread at the receiver (smux's per-stream window). Default 8 MiB:
+	// a full window per round trip keeps one stream at speed over a lossy
+	// path, and a stream whose reader stops holds no more than this.
+	StreamWindow int
+	// MaxStreams bounds the streams open at once in one session: a
+	// listener resets streams beyond it, OpenStream fails. Default 128.
+	// The session's receive buffer holds MaxStreams full windows (at most
+	// 1 GiB; it grows only as used), so streams whose readers stop stop
+	// only themselves, never the streams beside them.
+	MaxStreams int
 	// Logger receives logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -66,11 +120,23 @@ func (c Config) withDefaults() Config {
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 1024
 	}
+	if c.StreamWindow <= 0 {
+		c.StreamWindow = 8 << 20
+	}
+	c.StreamWindow = min(c.StreamWindow, maxSessionBuffer)
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 128
+	}
+	c.MaxStreams = min(c.MaxStreams, maxSessionBuffer/c.StreamWindow)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
 }
+
+// maxSessionBuffer bounds a session's smux receive buffer (smux counts it
+// in an int32).
+const maxSessionBuffer = 1 << 30
 
 // Errors callers branch on.
 var (

@@ -26,6 +26,28 @@ func udpNodes(t testing.TB) (*mesh.Node, *mesh.Node) {
 	return meshtest.UDPPair(t, meshtest.Timers(200*time.Millisecond, 2*time.Second))
 }
 
+// listenMesh listens on MDP port of node n.
+func listenMesh(n *mesh.Node, port uint16, cfg Config) (*Listener, error) {
+	pc, err := n.Bind(port)
+	if err != nil {
+		return nil, err
+	}
+	return Listen(pc, n.Identity(), port, cfg), nil
+}
+
+// dialMesh opens a session from node n with the listener at (sid, port),
+// over an ephemeral port of n, once n has a route to sid.
+func dialMesh(ctx context.Context, n *mesh.Node, sid identity.SID, port uint16, cfg Config) (*Session, error) {
+	if err := n.WaitReachable(ctx, sid); err != nil {
+		return nil, err
+	}
+	pc, err := n.Bind(0)
+	if err != nil {
+		return nil, err
+	}
+	return Dialer{Identity: n.Identity(), Config: cfg}.Dial(ctx, pc, sid, port)
+}
+
 func echoServer(t testing.TB, l *Listener) {
 	go func() {
 		for {
@@ -44,7 +66,7 @@ func echoServer(t testing.TB, l *Listener) {
 
 func TestStreamEchoAndHalfClose(t *testing.T) {
 	a, b := udpNodes(t)
-	l, err := Listen(b, 5000, Config{})
+	l, err := listenMesh(b, 5000, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +74,7 @@ func TestStreamEchoAndHalfClose(t *testing.T) {
 	echoServer(t, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := DialSession(ctx, a, b.SID(), 5000, Config{})
+	s, err := dialMesh(ctx, a, b.SID(), 5000, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,14 +107,14 @@ func TestStreamEchoAndHalfClose(t *testing.T) {
 
 func TestAllowRefuses(t *testing.T) {
 	a, b := udpNodes(t)
-	l, err := Listen(b, 6000, Config{Allow: func(identity.SID) bool { return false }})
+	l, err := listenMesh(b, 6000, Config{Allow: func(identity.SID) bool { return false }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = DialSession(ctx, a, b.SID(), 6000, Config{})
+	_, err = dialMesh(ctx, a, b.SID(), 6000, Config{})
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("err = %v, want ErrRefused", err)
 	}
@@ -105,7 +127,7 @@ func TestDialNoListener(t *testing.T) {
 	a, b := udpNodes(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
-	_, err := DialSession(ctx, a, b.SID(), 7000, Config{})
+	_, err := dialMesh(ctx, a, b.SID(), 7000, Config{})
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("err = %v, want a timeout", err)

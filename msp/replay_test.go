@@ -79,7 +79,7 @@ func TestReplayedAndForgedDataRejected(t *testing.T) {
 	onVirtualTime(t, func(t *testing.T) {
 		a, b, _ := memNodes(t, memnet.LinkConfig{Delay: time.Millisecond})
 		const port = 5100
-		l, err := Listen(b, port, Config{})
+		l, err := listenMesh(b, port, Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +94,7 @@ func TestReplayedAndForgedDataRejected(t *testing.T) {
 		remote := mesh.Addr{SID: b.SID(), Port: port}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		s, err := DialTransport(ctx, tap, a.Identity(), b.SID(), remote, port, Config{})
+		s, err := Dialer{Identity: a.Identity()}.Dial(ctx, tap, b.SID(), port)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +186,7 @@ func TestReplayedAndForgedDataRejected(t *testing.T) {
 }
 
 // Replays arriving at the dialer: the listener's packets, recorded on their
-// way out (through ListenTransport), are sent to the dialer again.
+// way out (through Listen), are sent to the dialer again.
 func TestReplayToDialerRejected(t *testing.T) {
 	onVirtualTime(t, func(t *testing.T) {
 		a, b, _ := memNodes(t, memnet.LinkConfig{})
@@ -196,13 +196,13 @@ func TestReplayToDialerRejected(t *testing.T) {
 			t.Fatal(err)
 		}
 		tap := &recordingTransport{PacketConn: lpc}
-		l := ListenTransport(tap, b.Identity(), port, Config{})
+		l := Listen(tap, b.Identity(), port, Config{})
 		defer l.Close()
 		echoServer(t, l)
 
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		s, err := DialSession(ctx, a, b.SID(), port, Config{})
+		s, err := dialMesh(ctx, a, b.SID(), port, Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

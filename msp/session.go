@@ -14,11 +14,11 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/xtaci/smux"
 
 	"github.com/servald/servald/identity"
-	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp/internal/arq"
 	"github.com/servald/servald/msp/internal/seal"
 )
@@ -46,13 +46,17 @@ type Session struct {
 	err       error // why it ended; set before done closes
 }
 
-func smuxConfig() *smux.Config {
+// smuxConfig: per-stream windows (smux v2) of cfg.StreamWindow, and a
+// session buffer of MaxStreams of them, so that the session-wide buffer,
+// when full, stops every stream at once only if more streams than a
+// session may hold stopped reading.
+func smuxConfig(cfg Config) *smux.Config {
 	c := smux.DefaultConfig()
 	c.Version = 2
 	c.KeepAliveDisabled = true // arq keeps the session alive
 	c.MaxFrameSize = 32768
-	c.MaxReceiveBuffer = 32 << 20
-	c.MaxStreamBuffer = 16 << 20
+	c.MaxStreamBuffer = cfg.StreamWindow
+	c.MaxReceiveBuffer = cfg.StreamWindow * cfg.MaxStreams
 	return c
 }
 
@@ -82,9 +86,9 @@ func newSession(ep *endpoint, sec *seal.Session, remote net.Addr, client bool) (
 	s.conn = conn
 	pipe := &arqPipe{c: conn, s: s}
 	if client {
-		s.mux, err = smux.Client(pipe, smuxConfig())
+		s.mux, err = smux.Client(pipe, smuxConfig(ep.cfg))
 	} else {
-		s.mux, err = smux.Server(pipe, smuxConfig())
+		s.mux, err = smux.Server(pipe, smuxConfig(ep.cfg))
 	}
 	if err != nil {
 		conn.Close()
@@ -111,7 +115,7 @@ func (s *Session) output(pkt []byte) error {
 	s.sealBuf = b
 	if _, err := s.ep.tr.WriteTo(b, s.remote); err != nil {
 		s.ep.stats.writeErrors.Add(1)
-		if errors.Is(err, mesh.ErrTooLarge) {
+		if tooLarge(err) {
 			s.maxPacket.Store(0) // look again before the next packet
 		}
 		return err
@@ -193,10 +197,13 @@ func (s *Session) Err() error {
 	}
 }
 
-// OpenStream opens a new stream to the peer.
+// OpenStream opens a new stream (a *Stream) to the peer.
 func (s *Session) OpenStream(ctx context.Context) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if n := s.open.Load(); n >= int64(s.ep.cfg.MaxStreams) {
+		return nil, fmt.Errorf("msp: open stream to %s: %d streams open, the most a session holds", s.peer.Short(), n)
 	}
 	st, err := s.mux.OpenStream()
 	if err != nil {
@@ -238,11 +245,73 @@ func (s *Session) Close() error {
 // goroutines its end waits for).
 func (s *Session) abort() { s.closeOnce.Do(func() { close(s.closing) }) }
 
-// SessionStats are a session's counters.
-type SessionStats = arq.Stats
+// SessionStats are a session's counters and the state of its reliable
+// byte stream (the one all its streams share), at one moment.
+type SessionStats struct {
+	PacketsSent         uint64 // sealed packets handed to the transport
+	PacketsReceived     uint64 // well-formed packets received (duplicates included)
+	BytesSent           uint64 // stream bytes sent for the first time
+	BytesRetransmitted  uint64 // stream bytes sent again (loss or probe)
+	BytesReceived       uint64 // stream bytes delivered in order
+	PacketsLost         uint64 // packets declared lost (spurious ones included)
+	SpuriousRetransmits uint64 // packets declared lost and acknowledged afterwards
+	CwndUndos           uint64 // congestion reductions undone because their losses were spurious
+	CongestionEvents    uint64 // loss episodes that cut the congestion window
+	Collapses           uint64 // congestion windows collapsed after consecutive probe timeouts
+	PTOs                uint64 // probe timeouts fired
+	SlowStartExits      uint64 // slow starts ended by rising delay (HyStart) rather than loss
+	CSSResumes          uint64 // conservative slow starts ended by the delay falling back
+	DuplicatesReceived  uint64 // packets whose number had been received before
+	MalformedReceived   uint64 // packets that did not decode, or acknowledged numbers never sent
+	FlowViolations      uint64 // data beyond the advertised window: dropped
+	ReassemblyDrops     uint64 // data that would pass the reassembly bound: dropped
+	OutputErrors        uint64 // transport write errors (the packet counts as lost)
 
-// Stats returns the session's transport counters.
-func (s *Session) Stats() SessionStats { return s.conn.Stats() }
+	SRTT, RTTVar, MinRTT time.Duration // smoothed round-trip time, its variation, the least seen
+	ReorderWindow        time.Duration // how late a packet may arrive before it counts as lost
+	Cwnd                 int           // congestion window, bytes
+	BytesInFlight        int           // bytes sent, neither acknowledged nor lost
+	SendBuffered         int           // bytes written, not yet acknowledged
+	RecvBuffered         int           // bytes received in order, not yet read
+	PeerWindow           uint64        // stream offset the peer allows us to send up to
+	MaxPacket            int           // current packet size bound, before sealing
+}
+
+// Stats returns the session's counters.
+func (s *Session) Stats() SessionStats { return sessionStats(s.conn.Stats()) }
+
+func sessionStats(a arq.Stats) SessionStats {
+	return SessionStats{
+		PacketsSent:         a.PacketsSent,
+		PacketsReceived:     a.PacketsReceived,
+		BytesSent:           a.BytesSent,
+		BytesRetransmitted:  a.BytesRetransmitted,
+		BytesReceived:       a.BytesReceived,
+		PacketsLost:         a.PacketsLost,
+		SpuriousRetransmits: a.SpuriousRetransmits,
+		CwndUndos:           a.CwndUndos,
+		CongestionEvents:    a.CongestionEvents,
+		Collapses:           a.Collapses,
+		PTOs:                a.PTOs,
+		SlowStartExits:      a.SlowStartExits,
+		CSSResumes:          a.CSSResumes,
+		DuplicatesReceived:  a.DuplicatesReceived,
+		MalformedReceived:   a.MalformedReceived,
+		FlowViolations:      a.FlowViolations,
+		ReassemblyDrops:     a.ReassemblyDrops,
+		OutputErrors:        a.OutputErrors,
+		SRTT:                a.SRTT,
+		RTTVar:              a.RTTVar,
+		MinRTT:              a.MinRTT,
+		ReorderWindow:       a.ReorderWindow,
+		Cwnd:                a.Cwnd,
+		BytesInFlight:       a.BytesInFlight,
+		SendBuffered:        a.SendBuffered,
+		RecvBuffered:        a.RecvBuffered,
+		PeerWindow:          a.PeerWindow,
+		MaxPacket:           a.MaxPacket,
+	}
+}
 
 // arqPipe is what smux runs over: the arq byte stream, with addresses, and
 // with the end of the session reported as an error rather than EOF (a

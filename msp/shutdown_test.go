@@ -15,7 +15,7 @@ import (
 // stream), and both Shutdowns return nil.
 func TestCleanEndRaces(t *testing.T) {
 	a, b := udpNodes(t)
-	l, err := Listen(b, 5000, Config{})
+	l, err := listenMesh(b, 5000, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func TestCleanEndRaces(t *testing.T) {
 	}
 	for i := range rounds {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		s, err := DialSession(ctx, a, b.SID(), 5000, Config{})
+		s, err := dialMesh(ctx, a, b.SID(), 5000, Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,29 +6,50 @@
 package msp
 
 import (
+	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/xtaci/smux"
 )
 
 // Stream is one MSP stream: a net.Conn with CloseWrite (half-close).
+// OpenStream and Accept return a *Stream.
 type Stream struct {
-	*smux.Stream
+	st   *smux.Stream
 	s    *Session
 	once sync.Once
 }
 
-var _ net.Conn = (*Stream)(nil)
+var (
+	_ net.Conn    = (*Stream)(nil)
+	_ io.WriterTo = (*Stream)(nil)
+)
 
 func (s *Session) newStream(st *smux.Stream) *Stream {
 	s.open.Add(1)
-	return &Stream{Stream: st, s: s}
+	return &Stream{st: st, s: s}
 }
+
+// Read reads what the peer wrote; io.EOF after the peer's CloseWrite or
+// Close.
+func (st *Stream) Read(b []byte) (int, error) { return st.st.Read(b) }
+
+// WriteTo writes what the peer sends to w until io.EOF (returning nil) or
+// an error, without an extra copy.
+func (st *Stream) WriteTo(w io.Writer) (int64, error) { return st.st.WriteTo(w) }
+
+// Write sends b to the peer; it waits while the peer's window is full.
+func (st *Stream) Write(b []byte) (int, error) { return st.st.Write(b) }
+
+// CloseWrite ends this direction: the peer reads io.EOF after everything
+// written before. Reading goes on.
+func (st *Stream) CloseWrite() error { return st.st.CloseWrite() }
 
 // Close closes both directions of the stream.
 func (st *Stream) Close() error {
-	err := st.Stream.Close()
+	err := st.st.Close()
 	st.once.Do(func() {
 		if st.s.open.Add(-1) == 0 {
 			select {
@@ -39,3 +60,18 @@ func (st *Stream) Close() error {
 	})
 	return err
 }
+
+// SetDeadline sets the read and write deadlines.
+func (st *Stream) SetDeadline(t time.Time) error { return st.st.SetDeadline(t) }
+
+// SetReadDeadline sets the deadline of Read and WriteTo.
+func (st *Stream) SetReadDeadline(t time.Time) error { return st.st.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the deadline of Write.
+func (st *Stream) SetWriteDeadline(t time.Time) error { return st.st.SetWriteDeadline(t) }
+
+// LocalAddr returns the address of this end on the session's transport.
+func (st *Stream) LocalAddr() net.Addr { return st.st.LocalAddr() }
+
+// RemoteAddr returns the peer's address on the session's transport.
+func (st *Stream) RemoteAddr() net.Addr { return st.st.RemoteAddr() }

@@ -18,16 +18,16 @@ import (
 // streamMaxPayload is the largest datagram carried on a stream transport.
 const streamMaxPayload = 32 << 10
 
-// StreamAddr is the far end of a stream transport (not a mesh address: the
+// streamAddr is the far end of a stream transport (not a mesh address: the
 // peer's SID comes from the handshake).
-type StreamAddr struct{ net.Addr }
+type streamAddr struct{ net.Addr }
 
 // Network returns "msp-stream".
-func (a StreamAddr) Network() string { return "msp-stream" }
+func (a streamAddr) Network() string { return "msp-stream" }
 
 type streamTransport struct {
 	c      net.Conn
-	remote StreamAddr
+	remote streamAddr
 	r      *bufio.Reader
 	rmu    sync.Mutex
 	wmu    sync.Mutex
@@ -35,9 +35,11 @@ type streamTransport struct {
 }
 
 // NewStreamTransport carries MSP datagrams over c, which the transport
-// closes with Close.
+// closes with Close. Dial over it with Dialer.Dial (whatever the peer's
+// SID, the datagrams go to c's far end), accept over it with
+// Listener.Serve.
 func NewStreamTransport(c net.Conn) Transport {
-	return &streamTransport{c: c, remote: StreamAddr{c.RemoteAddr()}, r: bufio.NewReaderSize(c, 64<<10)}
+	return &streamTransport{c: c, remote: streamAddr{c.RemoteAddr()}, r: bufio.NewReaderSize(c, 64<<10)}
 }
 
 func (t *streamTransport) ReadFrom(p []byte) (int, net.Addr, error) {
@@ -81,3 +83,15 @@ func (t *streamTransport) WriteTo(p []byte, _ net.Addr) (int, error) {
 func (t *streamTransport) LocalAddr() net.Addr         { return t.c.LocalAddr() }
 func (t *streamTransport) Close() error                { return t.c.Close() }
 func (t *streamTransport) MaxPayload(identity.SID) int { return streamMaxPayload }
+
+// PeerAddr returns the far end of the connection, whatever the node and
+// port: the connection reaches one node only.
+func (t *streamTransport) PeerAddr(identity.SID, uint16) net.Addr { return t.remote }
+
+// FromNode returns true: the transport does not know which node is at the
+// far end (the handshake says).
+func (t *streamTransport) FromNode(net.Addr, identity.SID) bool { return true }
+
+// SingleNode returns true: the connection reaches one node only, chosen by
+// whoever opened it (see Transport).
+func (t *streamTransport) SingleNode() bool { return true }

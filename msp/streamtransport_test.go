@@ -20,7 +20,7 @@ func TestSessionOverStream(t *testing.T) {
 	server, _ := identity.Generate(nil)
 	client, _ := identity.Generate(nil)
 	stranger, _ := identity.Generate(nil)
-	l := ListenTransport(nil, server, 5000, Config{Allow: func(s identity.SID) bool { return s == client.SID() }})
+	l := Listen(nil, server, 5000, Config{Allow: func(s identity.SID) bool { return s == client.SID() }})
 	defer l.Close()
 	addr := streamListener(t, l)
 	echoServer(t, l)
@@ -92,7 +92,7 @@ func dialStreamPort(t *testing.T, addr string, id *identity.Identity, peer ident
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	s, err := DialTransport(ctx, NewStreamTransport(c), id, peer, StreamAddr{c.RemoteAddr()}, port, Config{})
+	s, err := Dialer{Identity: id}.Dial(ctx, NewStreamTransport(c), peer, port)
 	return s, c, err
 }
 
@@ -108,7 +108,7 @@ func TestStreamTransportWrongSID(t *testing.T) {
 	server, _ := identity.Generate(nil)
 	client, _ := identity.Generate(nil)
 	other, _ := identity.Generate(nil)
-	l := ListenTransport(nil, server, 5000, Config{})
+	l := Listen(nil, server, 5000, Config{})
 	defer l.Close()
 	addr := streamListener(t, l)
 	start := time.Now()
@@ -139,7 +139,7 @@ func waitEndpoints(t *testing.T, l *Listener, n int) {
 func TestStreamTransportEnds(t *testing.T) {
 	server, _ := identity.Generate(nil)
 	client, _ := identity.Generate(nil)
-	l := ListenTransport(nil, server, 5000, Config{})
+	l := Listen(nil, server, 5000, Config{})
 	defer l.Close()
 	addr := streamListener(t, l)
 	echoServer(t, l)

@@ -173,5 +173,5 @@ func dialSession(ctx context.Context, a meshAccess, sid identity.SID, port uint1
 	if err != nil {
 		return nil, err
 	}
-	return msp.DialTransport(ctx, tr, a.Identity(), sid, mesh.Addr{SID: sid, Port: port}, port, cfg)
+	return msp.Dialer{Identity: a.Identity(), Config: cfg}.Dial(ctx, tr, sid, port)
 }

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	servaldBin = filepath.Join(dir, "servald")
-	build := exec.Command("go", "build", "-o", servaldBin, ".")
+	build := exec.Command("go", "build", "-buildvcs=auto", "-o", servaldBin, ".") // auto: the revision for "servald version" where git is at hand
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building servald:", err)

@@ -159,7 +159,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
-	lis := msp.ListenTransport(tr, node.Identity(), port, msp.Config{Allow: allow, Logger: g.logger()})
+	lis := msp.Listen(tr, node.Identity(), port, msp.Config{Allow: allow, Logger: g.logger()})
 	defer lis.Close()
 	var ss *splitServer
 	if split {

@@ -71,10 +71,13 @@ func newRootCmd(g *globals) *cobra.Command {
 		Short:         "Tunnel TCP and stdio across a mesh of nodes addressed by public key",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(),
 	}
+	root.SetVersionTemplate("servald {{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.instance, "instance", "", "instance directory (keyring, config, daemon socket); $SERVALINSTANCE_PATH wins when set")
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more to stderr (-v info, -vv debug)")
-	root.AddCommand(newKeyringCmd(g), withSubcommands(newIDCmd(g), newPeersCmd(g)), newMSPCmd(g), newStartCmd(g), newStopCmd(g), newStatusCmd(g), newRouteCmd(g), newServiceCmd(g), newSplitCmd(g))
+	root.AddCommand(newKeyringCmd(g), withSubcommands(newIDCmd(g), newPeersCmd(g)), newMSPCmd(g), newStartCmd(g), newStopCmd(g), newStatusCmd(g), newRouteCmd(g), newServiceCmd(g), newSplitCmd(g), newVersionCmd(), newManCmd(root))
+	requireSubcommands(root)
 	return root
 }
 

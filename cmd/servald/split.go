@@ -5,7 +5,7 @@ package main
 // instead of the mesh. The session on top is the same: same handshake and
 // SID check, same --allow, same encryption and streams.
 //
-//	connect: splitter.Dial -> msp.NewStreamTransport -> msp.DialTransport
+//	connect: splitter.Dial -> msp.NewStreamTransport -> msp.Dialer.Dial
 //	listen:  splitter.Listener.Accept -> msp.NewStreamTransport -> msp.Listener.Serve
 
 import (
@@ -281,7 +281,7 @@ func (d *splitDialer) dial(ctx context.Context, sid identity.SID, port uint16, c
 		return nil, splitError(d.addr, err)
 	}
 	d.add(c)
-	s, err := msp.DialTransport(ctx, msp.NewStreamTransport(c), d.id, sid, msp.StreamAddr{Addr: c.RemoteAddr()}, port, cfg)
+	s, err := msp.Dialer{Identity: d.id, Config: cfg}.Dial(ctx, msp.NewStreamTransport(c), sid, port)
 	if err != nil && !errors.Is(err, msp.ErrRefused) && errors.Is(c.Err(), splitter.ErrPeerClosed) {
 		// The listener hangs up on a handshake for a SID it does not hold.
 		return nil, fmt.Errorf("split %s: the node there is not %s (it hung up on the handshake)", d.addr, sid)

@@ -25,7 +25,7 @@ func TestSplitSessionsNoLeaks(t *testing.T) {
 	}
 	server, _ := identity.Generate(nil)
 	client, _ := identity.Generate(nil)
-	lis := msp.ListenTransport(nil, server, 5000, msp.Config{})
+	lis := msp.Listen(nil, server, 5000, msp.Config{})
 	cfg := splitter.DefaultConfig()
 	cfg.Conns = 2
 	srv, err := serveSplit(lis, "127.0.0.1:0", cfg)

@@ -98,24 +98,6 @@
 //
 // # Wire format
 //
-// All integers are unsigned LEB128 varints (encoding/binary Uvarint) and
-// at most 2^62-1, except the one-byte version and frame types.
-//
-//	packet   = version:0x01  packet_number  frame+
-//	PING     = 0x01
-//	ACK      = 0x02 largest ack_delay_us range_count-1 first_length
-//	                (gap length){range_count-1}
-//	MAX_DATA = 0x03 max_offset
-//	STREAM   = 0x04 offset length data[length]
-//	CLOSE    = 0x05 code                (0 graceful, 1 abort)
-//
-// Each frame type appears at most once per packet; the encoder writes ACK,
-// MAX_DATA, PING, CLOSE, STREAM in this order, the decoder accepts any
-// order. ACK ranges go downwards as in QUIC: the first covers
-// [largest-first_length, largest]; each next range ends gap+2 below the
-// previous range's smallest and covers length+1 numbers. At most 32
-// ranges. Ranges not listed are simply not reported (never negative
-// acknowledgements). PING, STREAM and CLOSE make a packet ack-eliciting.
-// A packet that does not decode, or that acknowledges a number never sent,
-// is dropped whole and counted.
+// The packet and frame layouts (varints, ACK ranges, frame order) are in
+// docs/PROTOCOL.md, section "MSP stream layer"; the codec is wire.go.
 package arq

@@ -1,0 +1,38 @@
+package mesh
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/servald/servald/internal/protodoc"
+)
+
+// TestProtocolDocConstants: the constants docs/PROTOCOL.md quotes for the
+// mesh are the code's.
+func TestProtocolDocConstants(t *testing.T) {
+	d := DefaultConfig()
+	var probes []string
+	for _, s := range probeSizes {
+		probes = append(probes, strconv.Itoa(s))
+	}
+	var thresholds []string
+	for _, v := range costThresholds {
+		thresholds = append(thresholds, strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	protodoc.Check(t,
+		fmt.Sprintf("Links start at %d-byte frames.", baseMTU),
+		fmt.Sprintf("PROBEs of %s and %s bytes", strings.Join(probes[:len(probes)-1], ", "), probes[len(probes)-1]),
+		fmt.Sprintf("then the %d-byte probe alone up to ten", probeSizes[len(probeSizes)-1]),
+		fmt.Sprintf("The sender keeps up to %d frames in flight", d.LinkWindow),
+		fmt.Sprintf("After %d attempts a frame is given up", d.MaxAttempts),
+		fmt.Sprintf("hello interval (%d s)", int(d.HelloInterval.Seconds())),
+		fmt.Sprintf("(moving average, weight 1/%d)", int(1/qualityAlpha)),
+		fmt.Sprintf("doubles for each class below %s", strings.Join(thresholds, ", ")),
+		fmt.Sprintf("only when d is %g past the bound and has stayed in the new class for %d hello intervals", costHysteresis, costSettle),
+		fmt.Sprintf("only if that one is at least %d%% cheaper", 100-400/hysteresisQuarters),
+		fmt.Sprintf("A full table goes to each neighbour every %d hello intervals", dumpEvery),
+		fmt.Sprintf("entries not refreshed for %d intervals expire", advertHold),
+	)
+}
