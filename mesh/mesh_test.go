@@ -17,8 +17,16 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// udpPair starts two nodes on loopback UDP. These tests run on the wall
+// clock: the neighbour timeout is the default 5 s, so that a busy machine
+// starving a node of CPU for a second does not drop the link under test.
+func udpPair(t *testing.T) (a, b *mesh.Node) {
+	t.Helper()
+	return meshtest.UDPPair(t, meshtest.Timers(200*time.Millisecond, 5*time.Second))
+}
+
 func TestDatagramsOverUDP(t *testing.T) {
-	a, b := meshtest.UDPPair(t, meshtest.Timers(200*time.Millisecond, time.Second))
+	a, b := udpPair(t)
 	pa, err := a.Bind(0)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +69,7 @@ func TestDatagramsOverUDP(t *testing.T) {
 }
 
 func TestMTUProbeOnLoopback(t *testing.T) {
-	a, b := meshtest.UDPPair(t, meshtest.Timers(200*time.Millisecond, time.Second))
+	a, b := udpPair(t)
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		pa, _ := a.Bind(0)
