@@ -1,13 +1,12 @@
-// Client side of the control socket.
+package daemon
+
+// Client side of the control socket: the requests.
 //
 // Data path: each request opens its own connection (so a long wait does not
-// hold up anything else), sends one REQUEST frame and reads one REPLY. A
-// Port is a connection after BIND: WriteTo appends a DATAGRAM frame to the
-// connection's frameWriter (group-committed by its flusher, waiting while
-// 256 KiB are pending); ReadFrom takes frames off the connection, answering
-// itself the MAXPAYLOAD answers and write errors that come in between
-// datagrams.
-package daemon
+// hold up anything else), sends one REQUEST frame and reads one REPLY, all
+// in roundTrip. Most connections end there; STOP's stays until the daemon
+// closes it, ADVERTISE's for as long as the advertisement stands, and
+// BIND's becomes a Port (port.go).
 
 import (
 	"bufio"
@@ -19,7 +18,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -126,7 +124,67 @@ func (c *Client) connect(ctx context.Context) (*net.UnixConn, error) {
 	return conn.(*net.UnixConn), nil
 }
 
-// send writes one request on conn, honouring ctx.
+// call is a request's connection once the reply has come, still watched by
+// the request's ctx (whose end sets its deadlines to now).
+type call struct {
+	conn    *net.UnixConn
+	ctx     context.Context
+	unwatch func() bool // stops the watch; false if ctx's end fired it
+}
+
+// close ends the call.
+func (x *call) close() {
+	x.unwatch()
+	x.conn.Close()
+}
+
+// keep stops the watch and returns the connection, its deadlines cleared,
+// for the caller to own. If ctx ended during the request, the connection
+// is closed and the error is ctx's.
+func (x *call) keep() (*net.UnixConn, error) {
+	if !x.unwatch() {
+		x.conn.Close()
+		return nil, fmt.Errorf("daemon: %w", x.ctx.Err())
+	}
+	x.conn.SetDeadline(time.Time{})
+	return x.conn, nil
+}
+
+// roundTrip is every request: it opens a connection of its own, sends req
+// and reads the reply with read. The end of ctx interrupts both (the
+// connection's deadlines are set to now; with grace, a deadline that passes
+// leaves the reply that long to arrive, so the daemon's own explanation
+// comes through). A request the daemon refused gets its reason. On error
+// the connection is closed; otherwise the caller ends the call (close or
+// keep).
+func roundTrip[T any](ctx context.Context, c *Client, req request, grace time.Duration, read func(*net.UnixConn) (T, error)) (*call, T, error) {
+	var zero T
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return nil, zero, err
+	}
+	x := &call{conn: conn, ctx: ctx}
+	x.unwatch = context.AfterFunc(ctx, func() {
+		if grace > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			conn.SetReadDeadline(time.Now().Add(grace))
+			return
+		}
+		conn.SetDeadline(time.Now())
+	})
+	if err := sendRequest(ctx, conn, req); err != nil {
+		err = refusal(conn, err)
+		x.close()
+		return nil, zero, ctxErr(ctx, err)
+	}
+	v, err := read(conn)
+	if err != nil {
+		x.close()
+		return nil, zero, ctxErr(ctx, err)
+	}
+	return x, v, nil
+}
+
+// sendRequest writes one request on conn, honouring ctx's deadline.
 func sendRequest(ctx context.Context, conn net.Conn, req request) error {
 	req.V = ProtocolVersion
 	b, err := json.Marshal(req)
@@ -144,8 +202,12 @@ func sendRequest(ctx context.Context, conn net.Conn, req request) error {
 	return nil
 }
 
-// readReply reads one reply from r; a reply carrying an error becomes a
-// *RemoteError.
+// replyReader reads one reply of op from a connection (readReply).
+func replyReader(op string) func(*net.UnixConn) (reply, error) {
+	return func(conn *net.UnixConn) (reply, error) { return readReply(conn, op) }
+}
+
+// readReply reads one reply from r, nothing past it.
 func readReply(r io.Reader, op string) (reply, error) {
 	var hdr [frameHeaderLen]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -160,10 +222,16 @@ func readReply(r io.Reader, op string) (reply, error) {
 	if _, err := io.ReadFull(r, b); err != nil {
 		return reply{}, fmt.Errorf("daemon: %s: short reply: %w", op, err)
 	}
-	if b[0] != frameReply {
-		return reply{}, fmt.Errorf("daemon: %s: %w: frame type %q instead of a reply", op, errMalformed, b[0])
+	return replyOf(op, b[0], b[1:])
+}
+
+// replyOf parses a frame that should be op's reply; a reply carrying an
+// error becomes a *RemoteError.
+func replyOf(op string, typ byte, body []byte) (reply, error) {
+	if typ != frameReply {
+		return reply{}, fmt.Errorf("daemon: %s: %w: frame type %q instead of a reply", op, errMalformed, typ)
 	}
-	rep, err := parseReply(b[1:])
+	rep, err := parseReply(body)
 	if err != nil {
 		return reply{}, fmt.Errorf("daemon: %s: %w", op, err)
 	}
@@ -171,22 +239,6 @@ func readReply(r io.Reader, op string) (reply, error) {
 		return rep, &RemoteError{Code: rep.Code, Msg: rep.Error}
 	}
 	return rep, nil
-}
-
-// do sends one request on a new connection and returns the reply.
-func (c *Client) do(ctx context.Context, req request) (reply, error) {
-	conn, err := c.connect(ctx)
-	if err != nil {
-		return reply{}, err
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-	if err := sendRequest(ctx, conn, req); err != nil {
-		return reply{}, ctxErr(ctx, refusal(conn, err))
-	}
-	rep, err := readReply(conn, req.Op)
-	return rep, ctxErr(ctx, err)
 }
 
 // refusal returns the daemon's reason when a request could not be sent
@@ -212,6 +264,16 @@ func ctxErr(ctx context.Context, err error) error {
 		return err
 	}
 	return fmt.Errorf("daemon: %w", ctx.Err())
+}
+
+// do sends one request and returns the reply.
+func (c *Client) do(ctx context.Context, req request) (reply, error) {
+	x, rep, err := roundTrip(ctx, c, req, 0, replyReader(req.Op))
+	if err != nil {
+		return rep, err
+	}
+	x.close()
+	return rep, nil
 }
 
 // Status returns the daemon's status.
@@ -267,27 +329,14 @@ func (c *Client) WaitReachable(ctx context.Context, sid identity.SID) error {
 	if timeout < time.Millisecond {
 		timeout = time.Millisecond
 	}
-	conn, err := c.connect(ctx)
-	if err != nil {
-		return err
+	req := request{Op: opWait, SID: &sid, TimeoutMS: max(timeout.Milliseconds(), 1)}
+	x, _, err := roundTrip(ctx, c, req, waitGrace, replyReader(opWait))
+	if err == nil {
+		x.close()
+		return nil
 	}
-	defer conn.Close()
-	// On cancellation give up at once; on the deadline wait a little for
-	// the daemon's answer.
-	stop := context.AfterFunc(ctx, func() {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			conn.SetReadDeadline(time.Now().Add(waitGrace))
-			return
-		}
-		conn.SetDeadline(time.Now())
-	})
-	defer stop()
-	if err := sendRequest(ctx, conn, request{Op: opWait, SID: &sid, TimeoutMS: max(timeout.Milliseconds(), 1)}); err != nil {
-		return err
-	}
-	_, err = readReply(conn, opWait)
 	var re *RemoteError
-	if err != nil && !errors.As(err, &re) && ctx.Err() != nil {
+	if !errors.As(err, &re) && ctx.Err() != nil {
 		return fmt.Errorf("daemon: wait for %s: %w", sid.Short(), ctx.Err())
 	}
 	return err
@@ -296,20 +345,11 @@ func (c *Client) WaitReachable(ctx context.Context, sid identity.SID) error {
 // Stop asks the daemon to stop and waits until it has closed its node and
 // released the instance, or ctx ends. It returns the daemon's pid.
 func (c *Client) Stop(ctx context.Context) (int, error) {
-	conn, err := c.connect(ctx)
+	x, rep, err := roundTrip(ctx, c, request{Op: opStop}, 0, replyReader(opStop))
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-	if err := sendRequest(ctx, conn, request{Op: opStop}); err != nil {
-		return 0, ctxErr(ctx, err)
-	}
-	rep, err := readReply(conn, opStop)
-	if err != nil {
-		return 0, ctxErr(ctx, err)
-	}
+	defer x.close()
 	pid := 0
 	if rep.Stopping != nil {
 		pid = rep.Stopping.PID
@@ -317,7 +357,7 @@ func (c *Client) Stop(ctx context.Context) (int, error) {
 	// The daemon closes this connection as the last thing it does.
 	var b [64]byte
 	for {
-		if _, err := conn.Read(b[:]); err != nil {
+		if _, err := x.conn.Read(b[:]); err != nil {
 			if ctx.Err() != nil {
 				return pid, fmt.Errorf("daemon: waiting for pid %d to stop: %w", pid, ctx.Err())
 			}
@@ -338,25 +378,15 @@ type Advert struct {
 // is closed, or this process ends. Several clients may advertise the same
 // name.
 func (c *Client) Advertise(ctx context.Context, name string, port uint16) (*Advert, error) {
-	conn, err := c.connect(ctx)
+	req := request{Op: opAdvertise, Service: name, Port: port}
+	x, _, err := roundTrip(ctx, c, req, 0, replyReader(opAdvertise))
 	if err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	err = sendRequest(ctx, conn, request{Op: opAdvertise, Service: name, Port: port})
+	conn, err := x.keep()
 	if err != nil {
-		err = refusal(conn, err)
-	} else {
-		_, err = readReply(conn, opAdvertise)
-	}
-	if !stop() {
-		err = ctxErr(ctx, fmt.Errorf("daemon: advertise: %w", ctx.Err()))
-	}
-	if err != nil {
-		conn.Close()
 		return nil, err
 	}
-	conn.SetDeadline(time.Time{})
 	a := &Advert{c: c, conn: conn}
 	c.mu.Lock()
 	if c.closed {
@@ -380,43 +410,52 @@ func (a *Advert) Close() error {
 	return nil
 }
 
+// bound is BIND's reply and the reader it came through, which datagrams
+// that followed it at once may be waiting in.
+type bound struct {
+	*boundJSON
+	fr *frameReader
+}
+
+// readBound reads BIND's reply through the buffer that will read the
+// datagrams.
+func readBound(conn *net.UnixConn) (bound, error) {
+	fr := newFrameReader(bufio.NewReaderSize(conn, frameHeaderLen+maxDataFrame))
+	typ, body, err := fr.next(maxDataFrame)
+	if err != nil {
+		return bound{}, fmt.Errorf("daemon: bind: no reply: %w", err)
+	}
+	rep, err := replyOf(opBind, typ, body)
+	if err != nil {
+		return bound{}, err
+	}
+	if rep.Bound == nil || rep.Bound.MaxPayload <= 0 || rep.Bound.MaxPayload > mesh.MaxPayload {
+		return bound{}, fmt.Errorf("daemon: bind: %w: no binding in the reply", errMalformed)
+	}
+	return bound{rep.Bound, fr}, nil
+}
+
 // Bind binds an MDP port on the daemon's node (0: any free one) and returns
 // it. Its datagrams travel over a connection of their own; closing the
 // Port (or the Client) unbinds it at once.
 func (c *Client) Bind(ctx context.Context, port uint16) (*Port, error) {
-	conn, err := c.connect(ctx)
+	x, b, err := roundTrip(ctx, c, request{Op: opBind, Port: port}, 0, readBound)
 	if err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	if err := sendRequest(ctx, conn, request{Op: opBind, Port: port}); err != nil {
-		stop()
-		err = refusal(conn, err)
-		conn.Close()
-		return nil, ctxErr(ctx, err)
-	}
-	// Datagrams may follow the reply at once: read it through the
-	// buffer that will read them.
-	fr := newFrameReader(bufio.NewReaderSize(conn, frameHeaderLen+maxDataFrame))
-	rep, err := readBindReply(fr)
-	if !stop() {
-		err = ctxErr(ctx, fmt.Errorf("daemon: bind: %w", ctx.Err()))
-	}
-	conn.SetDeadline(time.Time{})
+	conn, err := x.keep()
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	p := &Port{
 		c:      c,
 		conn:   conn,
-		local:  mesh.Addr{SID: rep.SID, Port: rep.Port},
-		defMax: rep.MaxPayload,
-		fr:     fr,
+		local:  mesh.Addr{SID: b.SID, Port: b.Port},
+		defMax: b.MaxPayload,
+		fr:     b.fr,
 		fw:     newFrameWriter(conn),
 		mp:     map[identity.SID]*mtuEntry{},
 		errs:   map[identity.SID]error{},
-		wd:     makeDeadline(),
 		done:   make(chan struct{}),
 	}
 	c.mu.Lock()
@@ -428,361 +467,4 @@ func (c *Client) Bind(ctx context.Context, port uint16) (*Port, error) {
 	c.ports[p] = struct{}{}
 	c.mu.Unlock()
 	return p, nil
-}
-
-func readBindReply(fr *frameReader) (*boundJSON, error) {
-	typ, body, err := fr.next(maxDataFrame)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: bind: no reply: %w", err)
-	}
-	if typ != frameReply {
-		return nil, fmt.Errorf("daemon: bind: %w: frame type %q instead of a reply", errMalformed, typ)
-	}
-	rep, err := parseReply(body)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: bind: %w", err)
-	}
-	if rep.Error != "" {
-		return nil, &RemoteError{Code: rep.Code, Msg: rep.Error}
-	}
-	if rep.Bound == nil || rep.Bound.MaxPayload <= 0 || rep.Bound.MaxPayload > mesh.MaxPayload {
-		return nil, fmt.Errorf("daemon: bind: %w: no binding in the reply", errMalformed)
-	}
-	return rep.Bound, nil
-}
-
-// mtuTTL is how long a MaxPayload answer is used before it is asked again:
-// short, because a path's MTU grows in the first moments of a link.
-const mtuTTL = 250 * time.Millisecond
-
-// maxMTUEntries bounds the MaxPayload cache of a port.
-const maxMTUEntries = 4096
-
-type mtuEntry struct {
-	max     int       // 0: not known yet
-	at      time.Time // when max was learnt
-	askedAt time.Time // when it was last asked for
-}
-
-// Port is an MDP port bound through the daemon. It implements
-// net.PacketConn (with mesh.Addr addresses) and msp.Transport (its write
-// errors unwrap to mesh.ErrNoRoute and mesh.ErrTooLarge, which msp tells
-// apart).
-//
-// Errors of a datagram that the daemon could not send (no route, too large
-// for the path) come back asynchronously, as ICMP errors do on a UDP
-// socket: the next WriteTo to that SID returns it and sends nothing.
-type Port struct {
-	c      *Client
-	conn   *net.UnixConn
-	local  mesh.Addr
-	defMax int // max payload towards a SID without a known path
-
-	rmu sync.Mutex
-	fr  *frameReader // guarded by rmu
-
-	fw *frameWriter
-	wd deadline
-
-	dmu    sync.Mutex // orders read-deadline changes with Close
-	closed atomic.Bool
-	gone   atomic.Bool // the daemon closed the connection
-	once   sync.Once
-	done   chan struct{}
-
-	mpMu sync.Mutex
-	mp   map[identity.SID]*mtuEntry // guarded by mpMu
-
-	errMu   sync.Mutex
-	errs    map[identity.SID]error // pending write errors; guarded by errMu
-	nerrs   atomic.Int32           // len(errs), read without the lock
-	dropped atomic.Uint64          // write errors not kept (table full)
-}
-
-// maxPendingErrs bounds the write errors a port keeps.
-const maxPendingErrs = 1024
-
-// LocalAddr returns the daemon's SID and the bound port.
-func (p *Port) LocalAddr() net.Addr { return p.local }
-
-// ReadFrom reads one datagram; the address is a mesh.Addr. A datagram
-// longer than b is cut to fit, as on a UDP socket.
-func (p *Port) ReadFrom(b []byte) (int, net.Addr, error) {
-	if p.closed.Load() {
-		return 0, nil, net.ErrClosed
-	}
-	p.rmu.Lock()
-	defer p.rmu.Unlock()
-	for {
-		if p.closed.Load() {
-			return 0, nil, net.ErrClosed
-		}
-		typ, body, err := p.fr.next(maxDataFrame)
-		if err != nil {
-			switch {
-			case p.closed.Load():
-				return 0, nil, net.ErrClosed
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				return 0, nil, os.ErrDeadlineExceeded
-			}
-			p.gone.Store(true)
-			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-				return 0, nil, ErrDaemonGone
-			}
-			return 0, nil, fmt.Errorf("daemon: read: %v: %w", err, ErrDaemonGone)
-		}
-		switch typ {
-		case frameData:
-			from, payload, err := parseDatagram(body)
-			if err != nil {
-				return 0, nil, p.protocolError(err)
-			}
-			return copy(b, payload), from, nil
-		case frameMTU:
-			sid, max, err := parseMTU(body)
-			if err != nil {
-				return 0, nil, p.protocolError(err)
-			}
-			p.learnMTU(sid, max)
-		case frameWriteErr:
-			we, err := parseWriteErr(body)
-			if err != nil {
-				return 0, nil, p.protocolError(err)
-			}
-			p.learnMTU(we.SID, we.MaxPayload)
-			p.keepErr(we)
-		default:
-			return 0, nil, p.protocolError(fmt.Errorf("%w: frame type %q on a bound connection", errMalformed, typ))
-		}
-	}
-}
-
-// protocolError ends the connection after the daemon sent garbage.
-func (p *Port) protocolError(err error) error {
-	p.gone.Store(true)
-	p.conn.Close()
-	return fmt.Errorf("daemon: %v: %w", err, ErrDaemonGone)
-}
-
-func (p *Port) learnMTU(sid identity.SID, max int) {
-	p.mpMu.Lock()
-	defer p.mpMu.Unlock()
-	e := p.mp[sid]
-	if e == nil {
-		if len(p.mp) >= maxMTUEntries {
-			clear(p.mp)
-		}
-		e = &mtuEntry{}
-		p.mp[sid] = e
-	}
-	e.max, e.at = max, time.Now()
-}
-
-func (p *Port) keepErr(we writeErr) {
-	err := &RemoteError{Code: we.Code, Msg: we.Msg}
-	p.errMu.Lock()
-	defer p.errMu.Unlock()
-	if _, ok := p.errs[we.SID]; !ok && len(p.errs) >= maxPendingErrs {
-		p.dropped.Add(1)
-		return
-	}
-	p.errs[we.SID] = err
-	p.nerrs.Store(int32(len(p.errs)))
-}
-
-// takeErr returns and forgets the pending write error for sid.
-func (p *Port) takeErr(sid identity.SID) error {
-	if p.nerrs.Load() == 0 {
-		return nil
-	}
-	p.errMu.Lock()
-	defer p.errMu.Unlock()
-	err := p.errs[sid]
-	if err != nil {
-		delete(p.errs, sid)
-		p.nerrs.Store(int32(len(p.errs)))
-	}
-	return err
-}
-
-// MaxPayload returns the largest payload that reaches sid now, as the
-// daemon last said (asking again, without waiting, when that is more than
-// 250 ms old). Until the first answer, it is the size every link carries.
-func (p *Port) MaxPayload(sid identity.SID) int {
-	if sid == p.local.SID {
-		return mesh.MaxPayload
-	}
-	now := time.Now()
-	p.mpMu.Lock()
-	e := p.mp[sid]
-	if e == nil {
-		if len(p.mp) >= maxMTUEntries {
-			clear(p.mp)
-		}
-		e = &mtuEntry{}
-		p.mp[sid] = e
-	}
-	max := e.max
-	ask := now.Sub(e.at) > mtuTTL && now.Sub(e.askedAt) > mtuTTL
-	if ask {
-		e.askedAt = now
-	}
-	p.mpMu.Unlock()
-	if ask {
-		p.fw.write(frameHeaderLen+1+sidLen, func(b []byte) []byte { return appendMTUQuery(b, sid) }, false, nil)
-	}
-	if max == 0 {
-		return p.defMax
-	}
-	return max
-}
-
-// PeerAddr returns the address of port on node sid (a mesh.Addr), as
-// msp.Transport asks.
-func (p *Port) PeerAddr(sid identity.SID, port uint16) net.Addr {
-	return mesh.Addr{SID: sid, Port: port}
-}
-
-// FromNode reports whether a datagram ReadFrom returned with address addr
-// was sent by node sid, as msp.Transport asks.
-func (p *Port) FromNode(addr net.Addr, sid identity.SID) bool {
-	a, ok := addr.(mesh.Addr)
-	return ok && a.SID == sid
-}
-
-// WriteTo sends b to addr (a mesh.Addr) through the daemon. It waits while
-// 256 KiB are already on their way to the daemon.
-func (p *Port) WriteTo(b []byte, addr net.Addr) (int, error) {
-	a, ok := addr.(mesh.Addr)
-	if !ok {
-		if ap, isPtr := addr.(*mesh.Addr); isPtr && ap != nil {
-			a, ok = *ap, true
-		}
-	}
-	if !ok {
-		return 0, fmt.Errorf("daemon: write to %v: not an MDP address", addr)
-	}
-	if p.closed.Load() {
-		return 0, net.ErrClosed
-	}
-	if p.gone.Load() {
-		return 0, ErrDaemonGone
-	}
-	if err := p.takeErr(a.SID); err != nil {
-		return 0, err
-	}
-	if len(b) > mesh.MaxPayload {
-		return 0, fmt.Errorf("daemon: write %d bytes to %s: %w (max %d)", len(b), a.SID.Short(), mesh.ErrTooLarge, mesh.MaxPayload)
-	}
-	err := p.fw.write(frameHeaderLen+1+addrLen+len(b), func(buf []byte) []byte { return appendDatagram(buf, a, b) }, true, p.wd.wait())
-	if err != nil {
-		switch {
-		case p.closed.Load():
-			return 0, net.ErrClosed
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			return 0, os.ErrDeadlineExceeded
-		}
-		p.gone.Store(true)
-		return 0, fmt.Errorf("daemon: write: %v: %w", err, ErrDaemonGone)
-	}
-	return len(b), nil
-}
-
-// closeTimeout bounds how long Close waits for the daemon to take the
-// datagrams already written and to unbind the port.
-const closeTimeout = time.Second
-
-// Close sends what WriteTo already accepted, unbinds the port and waits
-// (at most a second) until the daemon has done so; blocked calls return
-// net.ErrClosed. It is idempotent.
-func (p *Port) Close() error {
-	p.once.Do(func() {
-		p.dmu.Lock()
-		p.closed.Store(true)
-		p.dmu.Unlock()
-		close(p.done)
-		p.fw.drain(closeTimeout)
-		// Our half-close makes the daemon unbind the port and close its
-		// end; wait for that (a blocked ReadFrom sees it too).
-		p.conn.CloseWrite()
-		p.conn.SetReadDeadline(time.Now().Add(closeTimeout))
-		p.rmu.Lock()
-		io.Copy(io.Discard, p.fr.r)
-		p.rmu.Unlock()
-		p.conn.Close()
-		p.fw.wait()
-		p.c.mu.Lock()
-		delete(p.c.ports, p)
-		p.c.mu.Unlock()
-	})
-	return nil
-}
-
-// SetDeadline sets the read and write deadlines.
-func (p *Port) SetDeadline(t time.Time) error {
-	if err := p.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return p.SetWriteDeadline(t)
-}
-
-// SetReadDeadline sets the read deadline.
-func (p *Port) SetReadDeadline(t time.Time) error {
-	p.dmu.Lock()
-	defer p.dmu.Unlock()
-	if p.closed.Load() {
-		return net.ErrClosed
-	}
-	return p.conn.SetReadDeadline(t)
-}
-
-// SetWriteDeadline sets the write deadline: how long WriteTo may wait for
-// room to queue its datagram.
-func (p *Port) SetWriteDeadline(t time.Time) error {
-	if p.closed.Load() {
-		return net.ErrClosed
-	}
-	p.wd.set(t)
-	return nil
-}
-
-// deadline is a settable deadline whose wait channel is closed when it
-// passes.
-type deadline struct {
-	mu    sync.Mutex
-	timer *time.Timer   // guarded by mu
-	ch    chan struct{} // guarded by mu
-	isSet bool          // guarded by mu
-}
-
-func makeDeadline() deadline { return deadline{ch: make(chan struct{})} }
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
-	d.ch = make(chan struct{}) // a fresh channel: an old timer closes only its own
-	d.isSet = !t.IsZero()
-	if !d.isSet {
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		ch := d.ch
-		d.timer = time.AfterFunc(dur, func() { close(ch) })
-		return
-	}
-	close(d.ch)
-}
-
-// wait returns a channel closed when the deadline passes; nil if none is set.
-func (d *deadline) wait() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.isSet {
-		return nil
-	}
-	return d.ch
 }

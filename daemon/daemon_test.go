@@ -40,21 +40,7 @@ func pair(t testing.TB) (*mesh.Node, *mesh.Node) {
 func serve(t testing.TB, n *mesh.Node) (*Server, string) {
 	t.Helper()
 	dir := t.TempDir()
-	srv, err := Listen(Config{Dir: dir, Node: n, RequestTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		srv.Close()
-	})
-	return srv, dir
+	return serveWith(t, Config{Dir: dir, Node: n, RequestTimeout: 2 * time.Second}), dir
 }
 
 func dial(t testing.TB, path string) *Client {

@@ -7,12 +7,15 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/servald/servald/internal/safefs"
 )
 
 // File names in the instance directory.
@@ -55,15 +58,20 @@ type PidFile struct {
 
 // LockPidFile takes the instance lock in dir (creating dir 0700 if needed)
 // and writes this process's pid. A *RunningError means another process
-// holds it.
+// holds it. A directory another user owns or may write to, and a pid file
+// that is a symbolic link or not ours, are refused (safefs.ErrUnsafe)
+// before anything is written.
 func LockPidFile(dir string) (*PidFile, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	if err := safefs.CheckDir(dir); err != nil {
+		return nil, fmt.Errorf("daemon: instance directory: %w", err)
+	}
 	path := PidPath(dir)
 	deadline := time.Now().Add(lockRetry)
 	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := safefs.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("daemon: pid file: %w", err)
 		}
@@ -98,9 +106,10 @@ func LockPidFile(dir string) (*PidFile, error) {
 	}
 }
 
+// sameFile reports whether path (not following a symbolic link) is f.
 func sameFile(f *os.File, path string) bool {
 	a, err1 := f.Stat()
-	b, err2 := os.Stat(path)
+	b, err2 := os.Lstat(path)
 	return err1 == nil && err2 == nil && os.SameFile(a, b)
 }
 
@@ -121,7 +130,7 @@ func (p *PidFile) Close() error {
 // pid.
 func Probe(dir string) (pid int, running bool) {
 	path := PidPath(dir)
-	f, err := os.Open(path)
+	f, err := safefs.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return 0, false
 	}
@@ -133,8 +142,15 @@ func Probe(dir string) (pid int, running bool) {
 	return 0, false
 }
 
+// readPid reads the pid in the pid file at path; 0 if it is unreadable,
+// unsafe or holds no pid.
 func readPid(path string) int {
-	b, err := os.ReadFile(path)
+	f, err := safefs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 33))
 	if err != nil || len(b) > 32 {
 		return 0
 	}

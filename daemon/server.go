@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -64,6 +65,9 @@ type Server struct {
 	log     *slog.Logger
 	ln      *net.UnixListener
 	path    string
+	sock    fs.FileInfo // the socket file, to remove only our own
+	lnOnce  sync.Once
+	uid     int      // the effective uid: peers must run as it, or as root
 	lock    *PidFile // ours to release, or nil
 	started time.Time
 	sem     chan struct{} // one token per connection served
@@ -82,7 +86,9 @@ type Server struct {
 }
 
 // Listen takes the instance lock (unless cfg.Lock holds it already),
-// removes a stale socket, and listens on Dir/servald.sock with mode 0600.
+// replaces a stale socket, and listens on Dir/servald.sock with mode 0600
+// (from the moment the name exists: see listenPrivate). Only peers running
+// as the daemon's effective uid, or as root, are served.
 // It binds the node's discovery port (discovery.Port) and answers queries
 // there for the services its clients advertise. A *RunningError means
 // another daemon holds the instance.
@@ -111,29 +117,23 @@ func Listen(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	// We hold the lock: a socket file here is a dead daemon's.
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		own.Close()
-		return nil, fmt.Errorf("daemon: remove stale socket: %w", err)
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	// We hold the lock: a socket file here is a dead daemon's, and the
+	// rename in listenPrivate replaces it.
+	ln, sock, err := listenPrivate(path)
 	if err != nil {
 		own.Close()
-		return nil, fmt.Errorf("daemon: listen: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		own.Close()
-		return nil, fmt.Errorf("daemon: socket mode: %w", err)
+		return nil, err
 	}
 	dpc, err := cfg.Node.Bind(discovery.Port)
 	if err != nil {
 		ln.Close()
+		removeSocket(path, sock)
 		own.Close()
 		return nil, fmt.Errorf("daemon: discovery port: %w", err)
 	}
 	s := &Server{
-		cfg: cfg, node: cfg.Node, ln: ln, path: path, lock: own,
+		cfg: cfg, node: cfg.Node, ln: ln, path: path, sock: sock, lock: own,
+		uid:     os.Geteuid(),
 		disc:    discovery.NewResponder(dpc, cfg.Logger),
 		log:     cfg.Logger.With("socket", path),
 		started: time.Now(),
@@ -164,7 +164,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		case <-ctx.Done():
 		case <-s.stopReq:
 		}
-		s.ln.Close()
+		s.closeListener()
 	}()
 accept:
 	for {
@@ -216,7 +216,7 @@ func (s *Server) Close() error {
 	s.stopConns = nil
 	s.mu.Unlock()
 	if !s.served.Load() {
-		s.ln.Close()
+		s.closeListener()
 	}
 	s.closeDiscovery()
 	err := s.lock.Close()
@@ -247,6 +247,10 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	// Shutdown closes every connection it has not handed on.
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	if !s.peerAllowed(c) {
+		s.refuse(c, "permission denied: the daemon serves only its own user")
+		return
+	}
 
 	c.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout))
 	br := bufio.NewReaderSize(c, maxRequest+frameHeaderLen)
@@ -310,6 +314,35 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		}
 		s.serveBound(ctx, c, br, pc)
 	}
+}
+
+// peerAllowed reports whether the process at the other end of c runs as
+// the daemon's user or as root (SO_PEERCRED), logging a refusal. The
+// socket's mode 0600 keeps others out already; this still holds when that
+// mode or the directory's has been widened.
+func (s *Server) peerAllowed(c *net.UnixConn) bool {
+	uid, pid, err := peerCred(c)
+	if errors.Is(err, errNoPeerCred) {
+		return true // this system cannot tell; the socket's mode must do
+	}
+	if err != nil {
+		s.log.Warn("daemon: connection refused: peer credentials unknown", "err", err)
+		return false
+	}
+	if uid != s.uid && uid != 0 {
+		s.log.Warn("daemon: connection refused: peer runs as another user", "uid", uid, "pid", pid, "want_uid", s.uid)
+		return false
+	}
+	return true
+}
+
+// closeListener closes the listener and removes its socket file, if the
+// name is still our socket. Safe to call more than once.
+func (s *Server) closeListener() {
+	s.lnOnce.Do(func() {
+		s.ln.Close()
+		removeSocket(s.path, s.sock)
+	})
 }
 
 // status describes the node.

@@ -76,6 +76,12 @@ func Serve(ctx context.Context, ln net.Listener, open func(context.Context) (net
 // closes at Debug). No goroutine it started outlives it.
 func ServeStreams(ctx context.Context, accept func(context.Context) (net.Conn, error), target string, once bool,
 	dial func(ctx context.Context, network, addr string) (net.Conn, error), log *slog.Logger) error {
+	return serveStreams(ctx, accept, "tcp", target, once, dial, log)
+}
+
+// serveStreams is ServeStreams to a target on any network.
+func serveStreams(ctx context.Context, accept func(context.Context) (net.Conn, error), network, target string, once bool,
+	dial func(ctx context.Context, network, addr string) (net.Conn, error), log *slog.Logger) error {
 	log = orDiscard(log)
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
@@ -83,7 +89,7 @@ func ServeStreams(ctx context.Context, accept func(context.Context) (net.Conn, e
 	handle := func(ctx context.Context, stream net.Conn) error {
 		slg := log.With("stream", addrString(stream.RemoteAddr()))
 		dctx, cancel := context.WithTimeout(ctx, DialTimeout)
-		c, err := dial(dctx, "tcp", target)
+		c, err := dial(dctx, network, target)
 		cancel()
 		if err != nil {
 			_ = stream.Close()
@@ -96,6 +102,29 @@ func ServeStreams(ctx context.Context, accept func(context.Context) (net.Conn, e
 		return err
 	}
 	return serveLoop(ctx, func() (net.Conn, error) { return accept(ctx) }, nil, handle, once, log)
+}
+
+// ServeConns accepts connections with accept(ctx) and runs handle on each in
+// its own goroutine, at most MaxConns at a time, for protocols that do more
+// than join (a SOCKS server, a SOCKS exit). It retries transient accept
+// errors with back-off, and runs until ctx is done (it then returns
+// ctx.Err()), accept returns net.ErrClosed (nil), or accept fails otherwise
+// (that error); in every case after all handlers have returned. handle must
+// return when its ctx is done; its errors are logged to log at Warn (at
+// Debug once ctx is done; nil log for silence). accept must return when its
+// ctx is done.
+func ServeConns(ctx context.Context, accept func(context.Context) (net.Conn, error),
+	handle func(context.Context, net.Conn) error, log *slog.Logger) error {
+	return serveLoop(ctx, func() (net.Conn, error) { return accept(ctx) }, nil, handle, false, orDiscard(log))
+}
+
+// ServeListener is ServeConns on a listener: it closes ln when ctx is done,
+// and always before it returns.
+func ServeListener(ctx context.Context, ln net.Listener, handle func(context.Context, net.Conn) error, log *slog.Logger) error {
+	stop := afterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	defer ln.Close()
+	return serveLoop(ctx, func() (net.Conn, error) { return ln.Accept() }, nil, handle, false, orDiscard(log))
 }
 
 // serveLoop accepts connections and runs handle on each, at most MaxConns at

@@ -59,13 +59,19 @@ func parsePort(s string) (int, error) {
 }
 
 // validHost reports whether h is an IP address (IPv6 possibly with a zone) or
-// a syntactically valid DNS name (letters, digits, '-' and '_' in dot
-// separated labels of 1-63 bytes, 253 bytes at most, an optional final dot).
+// a DNS name accepted by ValidName.
 func validHost(h string) bool {
 	if _, err := netip.ParseAddr(h); err == nil {
 		return true
 	}
-	name := strings.TrimSuffix(h, ".")
+	return ValidName(h)
+}
+
+// ValidName reports whether name is a syntactically valid DNS name: letters,
+// digits, '-' and '_' in dot separated labels of 1-63 bytes (not starting or
+// ending with '-'), 253 bytes at most, an optional final dot.
+func ValidName(name string) bool {
+	name = strings.TrimSuffix(name, ".")
 	if name == "" || len(name) > 253 {
 		return false
 	}

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/servald/servald/internal/safefs"
 )
 
 // KeyringFile is the keyring's file name inside an instance directory.
@@ -38,12 +40,30 @@ func (k *Keyring) Identities() []*Identity { return append([]*Identity(nil), k.i
 // Primary returns the first identity: the one a node runs as.
 func (k *Keyring) Primary() *Identity { return k.ids[0] }
 
+// maxKeyringSize bounds what is read of a keyring file: far more than any
+// real keyring (about 200 bytes an identity); a larger file is damaged.
+const maxKeyringSize = 1 << 20
+
 // OpenKeyring reads an existing keyring. A missing file gives an error that
-// satisfies errors.Is(err, fs.ErrNotExist); a damaged one ErrDamaged.
+// satisfies errors.Is(err, fs.ErrNotExist); a damaged one ErrDamaged; one
+// that others could have read or planted (a symbolic link, another owner,
+// any group/other permission bit) safefs.ErrUnsafe, with the fix in its
+// message. The file is left exactly as it was in every case.
 func OpenKeyring(path string) (*Keyring, error) {
-	b, err := os.ReadFile(path)
+	f, err := safefs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("identity: keyring: %w", err)
+	}
+	defer f.Close()
+	if err := safefs.CheckPrivate(f); err != nil {
+		return nil, fmt.Errorf("identity: keyring: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyringSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("identity: read keyring: %w", err)
+	}
+	if len(b) > maxKeyringSize {
+		return nil, fmt.Errorf("identity: %s: %w: larger than %d bytes", path, ErrDamaged, maxKeyringSize)
 	}
 	ids, err := parseKeyring(b)
 	if err != nil {
@@ -54,7 +74,8 @@ func OpenKeyring(path string) (*Keyring, error) {
 
 // OpenOrCreateKeyring opens the keyring at path, or creates it (mode 0600,
 // its directory 0700) holding one new identity when no file is there. An
-// existing file is never replaced, even when it is damaged.
+// existing file (or symbolic link) is never replaced, even when it is
+// damaged or unsafe: OpenKeyring's error is returned.
 func OpenOrCreateKeyring(path string, rand io.Reader) (*Keyring, error) {
 	k, err := OpenKeyring(path)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {

@@ -19,6 +19,12 @@ const SIDLen = 32
 // MinPrefix is the fewest hex digits accepted as a SID prefix.
 const MinPrefix = 8
 
+// MinPinPrefix is the fewest hex digits accepted as a prefix where it
+// grants something (--allow, --trust): 64 bits, which nobody can grind a
+// key to match, where 32 bits take tens of core-hours, far less with a
+// vanity grinder.
+const MinPinPrefix = 16
+
 // SID is a node address: its Ed25519 public key.
 type SID [SIDLen]byte
 

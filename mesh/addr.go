@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/servald/servald/identity"
 )
@@ -18,3 +19,19 @@ func (a Addr) Network() string { return "mdp" }
 
 // String returns "SID:port".
 func (a Addr) String() string { return fmt.Sprintf("%s:%d", a.SID, a.Port) }
+
+// AddrOf returns the MDP address a net.Addr holds: an Addr, or a non-nil
+// *Addr. ok is false for any other address.
+func AddrOf(a net.Addr) (Addr, bool) {
+	switch v := a.(type) {
+	case Addr:
+		return v, true
+	case *Addr:
+		if v != nil {
+			return *v, true
+		}
+	}
+	return Addr{}, false
+}
+
+var _ net.Addr = Addr{}

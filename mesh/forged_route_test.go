@@ -110,11 +110,7 @@ func TestForgedRouteAnnouncementsChangeNoRoute(t *testing.T) {
 		s1 := bumpSeq(o)
 		waitOrigin(t, n, o.SID(), m1.SID(), 3, s1)
 
-		xID := forgedID(t)
-		x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr()}
-		defer x.c.Close()
-		x.send(wire.AppendHello(nil, wire.Hello{SID: xID.SID(), Epoch: 7, Seq: 1, MTU: 1500}, xID))
-		x.barrier()
+		x, xID, _ := rawNeighbour(t, nw, n, 7)
 		if nbs := n.Neighbours(); len(nbs) != 2 {
 			t.Fatalf("the raw peer is not a neighbour: %+v", nbs)
 		}
@@ -124,7 +120,9 @@ func TestForgedRouteAnnouncementsChangeNoRoute(t *testing.T) {
 		flipped := sigOf(oID, o.SID(), s1+1000)
 		flipped[7] ^= 0x10
 		entry := func(origin identity.SID, seq uint64, sig *[identity.SignatureLen]byte) wire.RouteEntry {
-			e := wire.RouteEntry{Origin: origin, Seq: seq, Metric: 0, Hops: 0, MTU: 1500}
+			// One hop beyond X: plausible, so only the signature or the
+			// sequence number can reject it.
+			e := wire.RouteEntry{Origin: origin, Seq: seq, Metric: 256, Hops: 1, MTU: 1500}
 			if sig != nil {
 				e.HasSig, e.Sig = true, *sig
 			}
@@ -146,7 +144,8 @@ func TestForgedRouteAnnouncementsChangeNoRoute(t *testing.T) {
 			{"old seq without a signature", entry(o.SID(), s0, nil), 0, 1},
 			{"a SID nobody proved, signed by the attacker", entry(stranger.SID(), 5, &xSigStranger), 1, 0},
 			{"a SID nobody proved, unsigned", entry(stranger.SID(), 5, nil), 0, 0},
-			{"the node's own SID, signed by the attacker", entry(n.SID(), uint64(time.Now().UnixNano())+1000, &xSigN), 1, 0},
+			// Entries for the node's own SID are ignored before any check.
+			{"the node's own SID, signed by the attacker", entry(n.SID(), uint64(time.Now().UnixNano())+1000, &xSigN), 0, 0},
 		}
 		before := routeViews(n)
 		if len(before) != 4 || before[o.SID()] != (routeView{o.SID(), m1.SID(), 3, 3 * 256}) {
@@ -195,15 +194,30 @@ func TestForgedRouteAnnouncementsChangeNoRoute(t *testing.T) {
 			t.Errorf("all forged entries in one message: routes changed:\n%+v\nwant\n%+v", got, before)
 		}
 
-		// Control: O's genuine current announcement, offered by the attacker
-		// at metric 0, is believed and pulls the route (a neighbour can lie
-		// about its distance, not about who the origin is or how new its
+		// O's genuine current announcement re-advertised at metric 0, as if X
+		// were O: cheaper than the link to X allows, so ignored and counted
+		// (it used to pull O's traffic to X).
+		cur := sigOf(oID, o.SID(), s1)
+		zero := entry(o.SID(), s1, &cur)
+		zero.Metric, zero.Hops = 0, 0
+		imp := n.Stats().ImplausibleRoute
+		x.announce(n.SID(), xID.SID(), &dataSeq, &wire.RouteMsg{Entries: []wire.RouteEntry{zero}})
+		x.barrier()
+		if got := n.Stats().ImplausibleRoute - imp; got != 1 {
+			t.Errorf("metric-0 re-advertisement: ImplausibleRoute +%d, want +1", got)
+		}
+		if got := routeViews(n); fmt.Sprint(got) != fmt.Sprint(before) {
+			t.Errorf("metric-0 re-advertisement moved routes:\n%+v\nwant\n%+v", got, before)
+		}
+
+		// Control: the same announcement at one hop from X is believed and
+		// pulls the route (a neighbour can still lie about its distance within
+		// what its link allows, not about who the origin is or how new its
 		// announcement is). So the announcements above reached the router,
 		// and would have moved the route had they been believed.
-		cur := sigOf(oID, o.SID(), s1)
 		x.announce(n.SID(), xID.SID(), &dataSeq, &wire.RouteMsg{Entries: []wire.RouteEntry{entry(o.SID(), s1, &cur)}})
 		x.barrier()
-		if r := routeViews(n)[o.SID()]; r.via != xID.SID() || r.hops != 1 {
+		if r := routeViews(n)[o.SID()]; r.via != xID.SID() || r.hops != 2 {
 			t.Fatalf("control: a genuine announcement did not move the route: %+v", r)
 		}
 		t.Logf("node stats: %+v", n.Stats())

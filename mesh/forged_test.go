@@ -31,7 +31,7 @@ func forgedNet(t *testing.T) *memnet.Network {
 	return nw
 }
 
-func forgedID(t *testing.T) *identity.Identity {
+func forgedID(t testing.TB) *identity.Identity {
 	t.Helper()
 	id, err := identity.Generate(nil)
 	if err != nil {
@@ -44,7 +44,7 @@ func forgedID(t *testing.T) *identity.Identity {
 // a test provokes are sent.
 func forgedNode(t *testing.T, conn net.PacketConn, peers ...net.Addr) *Node {
 	t.Helper()
-	return StartNode(t, conn, peers, time.Minute, 2*time.Minute)
+	return StartNode(t, Config{HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute}, conn, peers)
 }
 
 // helloTap records the hellos a node sends.
@@ -93,6 +93,7 @@ type rawPeer struct {
 	t      *testing.T
 	c      *memnet.Conn
 	to     net.Addr // the node under test
+	n      *Node    // the node under test, if in this process: barrier waits for its verifier too
 	nextID uint32
 }
 
@@ -122,6 +123,9 @@ func (r *rawPeer) barrier() {
 			continue
 		}
 		if got, _, err := wire.ParseProbeAck(buf[:k]); err == nil && got == id {
+			if r.n != nil {
+				settle(r.t, r.n)
+			}
 			return
 		}
 	}
@@ -129,12 +133,12 @@ func (r *rawPeer) barrier() {
 
 // dropCounters are the counters of frames a node rejects.
 type dropCounters struct {
-	Malformed, UnknownSource, BadHello, StaleHello uint64
+	Malformed, UnknownSource, BadHello, StaleHello, CookiesSent uint64
 }
 
 func drops(n *Node) dropCounters {
 	s := n.Stats()
-	return dropCounters{s.Malformed, s.UnknownSource, s.BadHello, s.StaleHello}
+	return dropCounters{s.Malformed, s.UnknownSource, s.BadHello, s.StaleHello, s.CookiesSent}
 }
 
 func TestForgedHelloDropped(t *testing.T) {
@@ -153,8 +157,9 @@ func TestForgedHelloDropped(t *testing.T) {
 		if err := p.WaitReachable(ctx, n.SID()); err != nil {
 			t.Fatal(err)
 		}
-		// p's first hello made it a neighbour of n; p's second answered n's.
-		hellos := tap.waitHellos(t, 2)
+		// p's first hello got a COOKIE; its second echoed it and made p a
+		// neighbour of n; its third answered n's.
+		hellos := tap.waitHellos(t, 3)
 		first, latest := hellos[0], hellos[len(hellos)-1]
 		h1, err := wire.ParseHello(first)
 		if err != nil {
@@ -169,9 +174,12 @@ func TestForgedHelloDropped(t *testing.T) {
 		}
 
 		attackerID := forgedID(t)
-		x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr()}
+		x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
 		defer x.c.Close()
 		x.barrier() // p's hellos are handled too: they were queued before
+		// The attacker receives at its address, so it can echo n's cookie
+		// and get its hellos as far as the signature check.
+		echo := askCookie(t, x.c, cn.LocalAddr(), attackerID)
 		before := n.Neighbours()
 		if len(before) != 1 || before[0].SID != p.SID() || before[0].Addr.String() != cp.LocalAddr().String() {
 			t.Fatalf("neighbours before the attack: %+v", before)
@@ -179,27 +187,30 @@ func TestForgedHelloDropped(t *testing.T) {
 		d0 := drops(n)
 
 		// p's SID with a newer Seq, but signed by the attacker.
-		forged := wire.AppendHello(nil, wire.Hello{SID: p.SID(), Epoch: h2.Epoch, Seq: h2.Seq + 1000, MTU: h2.MTU}, attackerID)
-		// p's latest hello with one signature bit flipped.
-		flipped := bytes.Clone(latest)
+		forged := wire.AppendHello(nil, wire.Hello{SID: p.SID(), Epoch: h2.Epoch, Seq: h2.Seq + 1000, MTU: h2.MTU, Echo: echo}, attackerID)
+		// The attacker's own hello with one signature bit flipped.
+		flipped := wire.AppendHello(nil, wire.Hello{SID: attackerID.SID(), Seq: 2, MTU: 1500, Echo: echo}, attackerID)
 		flipped[len(flipped)-1] ^= 1
 		// A new SID nobody holds the key of.
 		var stranger identity.SID
 		stranger[0] = 0x42
-		unknown := wire.AppendHello(nil, wire.Hello{SID: stranger, Seq: 1}, attackerID)
+		unknown := wire.AppendHello(nil, wire.Hello{SID: stranger, Seq: 1, Echo: echo}, attackerID)
 
+		// A replay from another address does not echo a cookie for that
+		// address: it gets a COOKIE and nothing else.
 		steps := []struct {
-			name       string
-			frame      []byte
-			from       *memnet.Conn
-			bad, stale uint64
+			name               string
+			frame              []byte
+			from               *memnet.Conn
+			bad, stale, cookie uint64
 		}{
-			{"forged signature from another address", forged, x.c, 1, 0},
-			{"flipped signature bit", flipped, x.c, 1, 0},
-			{"forged signature for an unknown SID", unknown, x.c, 1, 0},
-			{"replay of the first hello from another address", first, x.c, 0, 1},
-			{"replay of the latest hello from another address", latest, x.c, 0, 1},
-			{"replay of the first hello from the peer's own address", first, cp, 0, 1},
+			{"forged signature from another address", forged, x.c, 1, 0, 0},
+			{"flipped signature bit", flipped, x.c, 1, 0, 0},
+			{"forged signature for an unknown SID", unknown, x.c, 1, 0, 0},
+			{"replay of the first hello from another address", first, x.c, 0, 0, 1},
+			{"replay of the latest hello from another address", latest, x.c, 0, 0, 1},
+			{"replay of the latest hello from the peer's own address", latest, cp, 0, 1, 0},
+			{"replay of the first hello (no echo) from the peer's own address", first, cp, 0, 0, 1},
 		}
 		for _, st := range steps {
 			b := drops(n)
@@ -208,9 +219,9 @@ func TestForgedHelloDropped(t *testing.T) {
 			}
 			x.barrier()
 			a := drops(n)
-			if a.BadHello-b.BadHello != st.bad || a.StaleHello-b.StaleHello != st.stale {
-				t.Errorf("%s: BadHello +%d, StaleHello +%d; want +%d, +%d",
-					st.name, a.BadHello-b.BadHello, a.StaleHello-b.StaleHello, st.bad, st.stale)
+			if a.BadHello-b.BadHello != st.bad || a.StaleHello-b.StaleHello != st.stale || a.CookiesSent-b.CookiesSent != st.cookie {
+				t.Errorf("%s: BadHello +%d, StaleHello +%d, CookiesSent +%d; want +%d, +%d, +%d",
+					st.name, a.BadHello-b.BadHello, a.StaleHello-b.StaleHello, a.CookiesSent-b.CookiesSent, st.bad, st.stale, st.cookie)
 			}
 			after := n.Neighbours()
 			if len(after) != 1 || after[0].SID != p.SID() || after[0].Addr.String() != cp.LocalAddr().String() {
@@ -218,8 +229,8 @@ func TestForgedHelloDropped(t *testing.T) {
 			}
 		}
 		d1 := drops(n)
-		if d1.BadHello-d0.BadHello != 3 || d1.StaleHello-d0.StaleHello != 3 {
-			t.Errorf("in all: BadHello +%d, StaleHello +%d; want +3, +3", d1.BadHello-d0.BadHello, d1.StaleHello-d0.StaleHello)
+		if d1.BadHello-d0.BadHello != 3 || d1.StaleHello-d0.StaleHello != 1 {
+			t.Errorf("in all: BadHello +%d, StaleHello +%d; want +3, +1", d1.BadHello-d0.BadHello, d1.StaleHello-d0.StaleHello)
 		}
 
 		// The attacker did not become a neighbour: its DATA is from nowhere.
@@ -230,33 +241,11 @@ func TestForgedHelloDropped(t *testing.T) {
 		}
 
 		// The real link still works, in both directions.
-		pn, err := n.Bind(9)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pn.Close()
-		pp, err := p.Bind(9)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pp.Close()
-		for _, dir := range []struct {
-			from, to *PacketConn
-		}{{pp, pn}, {pn, pp}} {
-			if _, err := dir.from.WriteTo([]byte("still here"), dir.to.LocalAddr()); err != nil {
-				t.Fatal(err)
-			}
-			dir.to.SetReadDeadline(time.Now().Add(5 * time.Second))
-			buf := make([]byte, 100)
-			k, from, err := dir.to.ReadFrom(buf)
-			if err != nil || string(buf[:k]) != "still here" || from != dir.from.LocalAddr() {
-				t.Fatalf("after the attack: %q from %v, %v", buf[:k], from, err)
-			}
-		}
+		exchange(t, n, p, 9, "still here")
 
 		// Control: a hello the attacker signs for its own SID is accepted, so
 		// the frames above were rejected for what they are, not for the path.
-		x.send(wire.AppendHello(nil, wire.Hello{SID: attackerID.SID(), Seq: 1, MTU: 1500}, attackerID))
+		x.send(wire.AppendHello(nil, wire.Hello{SID: attackerID.SID(), Seq: 3, MTU: 1500, Echo: echo}, attackerID))
 		x.barrier()
 		if got := n.Neighbours(); len(got) != 2 {
 			t.Fatalf("an honest hello from the attacker's address was not accepted: %+v", got)
@@ -265,23 +254,17 @@ func TestForgedHelloDropped(t *testing.T) {
 	})
 }
 
-// TestMalformedFramesCounted runs on the wall clock: it waits on no timer
-// (a barrier after each frame), and its subtests cannot run in a bubble.
 func TestMalformedFramesCounted(t *testing.T) {
 	nw := forgedNet(t)
 	cn := nw.Listen()
 	n := forgedNode(t, cn)
 	// A neighbour made of raw bytes: its frames reach every decoder.
-	rid := forgedID(t)
-	r := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr()}
-	defer r.c.Close()
-	r.send(wire.AppendHello(nil, wire.Hello{SID: rid.SID(), Epoch: 5, Seq: 1, MTU: 1500}, rid))
-	r.barrier()
+	r, rid, _ := rawNeighbour(t, nw, n, 5)
 	if nbs := n.Neighbours(); len(nbs) != 1 || nbs[0].SID != rid.SID() {
 		t.Fatalf("raw peer is not a neighbour: %+v", nbs)
 	}
 
-	hello := wire.AppendHello(nil, wire.Hello{SID: rid.SID(), Epoch: 5, Seq: 2, MTU: 1500}, rid)
+	hello := wire.AppendHello(nil, wire.Hello{SID: rid.SID(), Epoch: 5, Seq: 3, MTU: 1500}, rid)
 	data := append(wire.AppendData(nil, &wire.DataHeader{Epoch: 5, Seq: 3, Base: 3, TTL: 1, Dst: n.SID(), Src: rid.SID(), DstPort: 1, SrcPort: 1}), "x"...)
 	cut := func(b []byte, k int) []byte { return bytes.Clone(b[:k]) }
 	plus := func(b []byte) []byte { return append(bytes.Clone(b), 0) }
@@ -336,7 +319,7 @@ func TestMalformedFramesCounted(t *testing.T) {
 			r.send(tt.frame)
 			r.barrier()
 			a := drops(n)
-			got := dropCounters{a.Malformed - b.Malformed, a.UnknownSource - b.UnknownSource, a.BadHello - b.BadHello, a.StaleHello - b.StaleHello}
+			got := dropCounters{a.Malformed - b.Malformed, a.UnknownSource - b.UnknownSource, a.BadHello - b.BadHello, a.StaleHello - b.StaleHello, a.CookiesSent - b.CookiesSent}
 			var want dropCounters
 			switch tt.counter {
 			case malformed:

@@ -16,14 +16,16 @@ func TestHelloForOthersDoesNotMoveNeighbour(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nw := forgedNet(t)
 		cn, cp, ca := nw.Listen(), nw.Listen(), nw.Listen()
-		n := StartNode(t, cn, nil, time.Second, 5*time.Second) // the default timers
+		n := StartNode(t, Config{}, cn, nil) // the default timers
 		nid := n.Identity()
 		p, _ := identity.Generate(nil)
 		other, _ := identity.Generate(nil)
 		seq := uint64(100)
-		hello := func(to identity.SID) []byte {
+		// P receives at both addresses, so it echoes N's cookie for each.
+		echoP, echoA := askCookie(t, cp, cn.LocalAddr(), p), askCookie(t, ca, cn.LocalAddr(), p)
+		hello := func(to identity.SID, echo wire.Cookie) []byte {
 			seq++
-			return wire.AppendHello(nil, wire.Hello{SID: p.SID(), To: to, Epoch: 7, Seq: seq, MTU: 1500}, p)
+			return wire.AppendHello(nil, wire.Hello{SID: p.SID(), To: to, Epoch: 7, Seq: seq, MTU: 1500, Echo: echo}, p)
 		}
 		addrOf := func() string {
 			for _, nb := range n.Neighbours() {
@@ -43,10 +45,10 @@ func TestHelloForOthersDoesNotMoveNeighbour(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
-		cp.WriteTo(hello(identity.SID{}), cn.LocalAddr())
+		cp.WriteTo(hello(identity.SID{}, echoP), cn.LocalAddr())
 		waitAddr(cp.LocalAddr().String())
 		stale := n.Stats().StaleHello
-		ca.WriteTo(hello(other.SID()), cn.LocalAddr())
+		ca.WriteTo(hello(other.SID(), echoA), cn.LocalAddr())
 		deadline := time.Now().Add(2 * time.Second)
 		for n.Stats().StaleHello == stale {
 			if time.Now().After(deadline) {
@@ -57,7 +59,7 @@ func TestHelloForOthersDoesNotMoveNeighbour(t *testing.T) {
 		if got := addrOf(); got != cp.LocalAddr().String() {
 			t.Fatalf("a hello meant for another node moved P to %s", got)
 		}
-		ca.WriteTo(hello(nid.SID()), cn.LocalAddr())
+		ca.WriteTo(hello(nid.SID(), echoA), cn.LocalAddr())
 		waitAddr(ca.LocalAddr().String())
 	})
 }

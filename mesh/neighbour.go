@@ -1,7 +1,9 @@
-// Neighbours: nodes heard directly. A neighbour exists once a HELLO signed
-// by its SID arrived; its address is where its frames come from, so a node
-// behind NAT is reached at the address it was heard at.
 package mesh
+
+// Neighbours: nodes heard directly. A neighbour exists once a HELLO signed
+// by its SID arrived from an address that echoed our cookie (admission.go);
+// its address is where its frames come from, so a node behind NAT is
+// reached at the address it was heard at.
 
 import (
 	"net"
@@ -36,6 +38,11 @@ type neighbour struct {
 	peerMTU  int      // largest frame the peer reads; guarded by mu
 	probes   int      // probe rounds sent; guarded by mu
 	since    time.Time
+
+	peerCookie wire.Cookie // its cookie for our address, echoed in our hellos; guarded by mu
+
+	verifyBucket *tokenBucket // signatures checked for it
+	originBucket *tokenBucket // new origins it introduces
 }
 
 func (nb *neighbour) heard() { nb.lastHeard.Store(time.Now().UnixNano()) }
@@ -63,81 +70,11 @@ func (n *Node) neighbourAt(addr net.Addr) *neighbour {
 	return nb
 }
 
-// handleHello verifies a hello and adds or refreshes the neighbour.
-func (n *Node) handleHello(b []byte, from net.Addr) {
-	h, err := wire.ParseHello(b)
-	if err != nil {
-		n.stats.badHello.Add(1)
-		n.log.Debug("mesh: hello rejected", "from", from, "err", err)
-		return
-	}
-	if h.SID == n.sid {
-		return // our own broadcast, or a loop back to ourselves
-	}
-	key := from.String()
-	n.mu.Lock()
-	nb := n.bySID[h.SID]
-	isNew := nb == nil
-	if isNew {
-		nb = &neighbour{n: n, sid: h.SID, addr: from, since: time.Now()}
-		nb.mtu.Store(baseMTU)
-		nb.link = newLink(n, nb)
-		n.bySID[h.SID] = nb
-		n.byAddr[key] = nb
-	}
-	nb.mu.Lock()
-	if !isNew && h.Seq <= nb.helloSeq {
-		nb.mu.Unlock()
-		n.mu.Unlock()
-		n.stats.staleHello.Add(1)
-		return
-	}
-	nb.helloSeq = h.Seq
-	unicast := h.Flags&wire.FlagBroadcast == 0
-	nb.peerMTU = int(h.MTU)
-	if old := nb.addr.String(); old != key {
-		if h.To != n.sid {
-			// A hello sent to someone else, replayed from another address,
-			// must not move the neighbour there.
-			nb.mu.Unlock()
-			n.mu.Unlock()
-			n.stats.staleHello.Add(1)
-			return
-		}
-		delete(n.byAddr, old)
-		n.byAddr[key] = nb
-		nb.addr = from
-		n.log.Info("neighbour moved", "sid", h.SID.Short(), "addr", from)
-	}
-	restarted := !isNew && nb.epoch != h.Epoch
-	nb.epoch = h.Epoch
-	if restarted {
-		nb.probes = 0
-		nb.mtu.Store(baseMTU)
-	}
-	nb.mu.Unlock()
-	nb.heard()
-	if isNew {
-		n.router.neighbourUpLocked(nb)
-	} else if unicast {
-		n.router.helloHeard(nb)
-	}
-	if isNew {
-		n.notifyChangedLocked()
-	}
-	n.mu.Unlock()
-	if isNew {
-		n.log.Info("neighbour up", "sid", h.SID.Short(), "addr", from)
-		nb.link.start()
-		// Answer at once so the link comes up in one round trip.
-		n.sendHello(from, h.SID, 0)
-		n.probe(nb)
-	}
-}
-
-// sendHello sends one signed hello to addr.
-func (n *Node) sendHello(to net.Addr, toSID identity.SID, flags byte) {
-	h := wire.Hello{SID: n.sid, To: toSID, Epoch: n.epoch, Seq: n.helloSeq.Add(1), MTU: maxDatagram, Flags: flags}
+// sendHello sends one signed hello to addr with our cookie for it and the
+// echo of its cookie for us (zero if we have none).
+func (n *Node) sendHello(to net.Addr, toSID identity.SID, flags byte, echo wire.Cookie) {
+	h := wire.Hello{SID: n.sid, To: toSID, Epoch: n.epoch, Seq: n.helloSeq.Add(1), MTU: maxDatagram, Flags: flags,
+		Cookie: n.cookies.make(to), Echo: echo}
 	n.stats.controlOut.Add(wire.HelloLen)
 	n.send(wire.AppendHello(nil, h, n.id), to)
 }
@@ -211,6 +148,7 @@ func (n *Node) maintain() {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
+			n.cookies.maybeRotate(time.Now())
 			n.expire()
 			n.helloRound()
 			n.router.tick()
@@ -218,29 +156,33 @@ func (n *Node) maintain() {
 	}
 }
 
-// helloRound sends a hello to every configured peer, every neighbour and
-// every broadcast address, and retries MTU probes that got no answer.
+// helloRound sends a hello to every broadcast address, every neighbour
+// and every configured peer that is not one, and retries MTU probes that
+// got no answer. A peer not yet a neighbour answers with a COOKIE, and
+// handleCookie sends the hello that admits us.
 func (n *Node) helloRound() {
 	sent := map[string]bool{}
 	for _, a := range n.cfg.Broadcast {
 		if !sent[a.String()] {
 			sent[a.String()] = true
-			n.sendHello(a, identity.SID{}, wire.FlagBroadcast)
+			n.sendHello(a, identity.SID{}, wire.FlagBroadcast, wire.Cookie{})
 		}
+	}
+	for _, nb := range n.neighbours() {
+		nb.mu.Lock()
+		a, echo := nb.addr, nb.peerCookie
+		nb.mu.Unlock()
+		if !sent[a.String()] {
+			sent[a.String()] = true
+			n.sendHello(a, nb.sid, 0, echo)
+		}
+		n.probe(nb)
 	}
 	for _, a := range n.cfg.Peers {
 		if !sent[a.String()] {
 			sent[a.String()] = true
-			n.sendHello(a, n.sidAt(a), 0)
+			n.sendHello(a, identity.SID{}, 0, wire.Cookie{})
 		}
-	}
-	for _, nb := range n.neighbours() {
-		a := nb.address()
-		if !sent[a.String()] {
-			sent[a.String()] = true
-			n.sendHello(a, nb.sid, 0)
-		}
-		n.probe(nb)
 	}
 }
 
@@ -256,7 +198,7 @@ func (n *Node) expire() {
 				delete(n.byAddr, nb.address().String())
 			}
 			gone = append(gone, nb)
-			n.router.neighbourDownLocked(nb)
+			n.router.neighbourDownUnderNodeMu(nb)
 		}
 	}
 	if len(gone) > 0 {

@@ -1,13 +1,18 @@
 // Package mesh runs a node: one datagram socket, the neighbours heard on it,
 // per-hop reliable delivery of frames to them, routing through relays, and
 // MDP ports ((SID, port) addressed datagrams) on top.
-//
-// Packet path (this file): the read loop takes each datagram off the socket
-// and dispatches it by frame type: HELLO to the neighbour table, DATA to the
-// sending neighbour's link (which orders it and hands it on: to a local port
-// or to the next hop's link), ACK to the acknowledged link, PROBE/PROBEACK to
-// MTU discovery, ROUTE to the router.
 package mesh
+
+// The node and its read loop.
+//
+// Packet path: the read loop takes each datagram off the socket and
+// dispatches it by frame type: HELLO and COOKIE to admission (admission.go;
+// a verified hello adds or refreshes a neighbour), DATA to the
+// sending neighbour's link (link_recv.go: it drops duplicates and hands the
+// frame on as it arrives, not held back behind a lost one, to deliver in
+// relay.go: a local port or the next hop's link), ACK and SKIP to that
+// link, PROBE/PROBEACK to MTU discovery; routing messages travel in DATA
+// frames to RoutingPort and reach the router through the link.
 
 import (
 	"context"
@@ -57,6 +62,28 @@ type Config struct {
 	MinRTO time.Duration
 	// PortQueue bounds the datagrams waiting on one bound port. Default 2048.
 	PortQueue int
+	// Trust, when not empty, closes the mesh: only these SIDs are admitted
+	// as neighbours (configured peers too); others get nothing but the
+	// cookie challenge. Nodes further away are still reached through
+	// trusted neighbours.
+	Trust []identity.SID
+	// MaxNeighbours bounds the neighbours; a configured peer is admitted
+	// beyond it. Default 64.
+	MaxNeighbours int
+	// MaxRoutes bounds the routes (origins) known. Default 2048.
+	MaxRoutes int
+	// MaxRoutesPerNeighbour bounds the entries kept from one neighbour.
+	// Default 1024.
+	MaxRoutesPerNeighbour int
+	// NewOriginRate bounds the origins one neighbour may introduce per
+	// second, after a burst of 1024. Default 64.
+	NewOriginRate int
+	// VerifyRate bounds the signatures checked per second for one
+	// neighbour, after a burst of 2048. Default 256.
+	VerifyRate int
+	// VerifyQueue bounds the hellos and routing messages waiting for the
+	// verifier. Default 1024.
+	VerifyQueue int
 	// Logger receives the node's logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -71,6 +98,13 @@ func DefaultConfig() Config {
 		MaxAttempts:      12,
 		MinRTO:           15 * time.Millisecond,
 		PortQueue:        2048,
+
+		MaxNeighbours:         64,
+		MaxRoutes:             2048,
+		MaxRoutesPerNeighbour: 1024,
+		NewOriginRate:         64,
+		VerifyRate:            256,
+		VerifyQueue:           1024,
 	}
 }
 
@@ -96,6 +130,24 @@ func (c *Config) fill() {
 	}
 	if c.PortQueue <= 0 {
 		c.PortQueue = d.PortQueue
+	}
+	if c.MaxNeighbours <= 0 {
+		c.MaxNeighbours = d.MaxNeighbours
+	}
+	if c.MaxRoutes <= 0 {
+		c.MaxRoutes = d.MaxRoutes
+	}
+	if c.MaxRoutesPerNeighbour <= 0 {
+		c.MaxRoutesPerNeighbour = d.MaxRoutesPerNeighbour
+	}
+	if c.NewOriginRate <= 0 {
+		c.NewOriginRate = d.NewOriginRate
+	}
+	if c.VerifyRate <= 0 {
+		c.VerifyRate = d.VerifyRate
+	}
+	if c.VerifyQueue <= 0 {
+		c.VerifyQueue = d.VerifyQueue
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -141,6 +193,15 @@ type Node struct {
 	helloSeq atomic.Uint64
 	stats    counters
 
+	cookies      *cookieJar
+	verifier     *verifier
+	badSigs      *badSigCache
+	admitBucket  *tokenBucket          // hello checks for non-neighbours
+	peerBucket   *tokenBucket          // the same, apart, for configured peers
+	cookieBucket *tokenBucket          // hellos sent in answer to COOKIEs
+	trust        map[identity.SID]bool // nil: open mesh
+	peerAddrs    map[string]bool       // configured peers, by address
+
 	mu         sync.RWMutex
 	bySID      map[identity.SID]*neighbour // guarded by mu
 	byAddr     map[string]*neighbour       // guarded by mu
@@ -179,6 +240,18 @@ func New(cfg Config) (*Node, error) {
 		ports:    map[uint16]*PacketConn{},
 		nextPort: firstEphemeralPort,
 		changed:  make(chan struct{}),
+
+		cookies:      newCookieJar(),
+		verifier:     newVerifier(cfg.VerifyQueue),
+		badSigs:      newBadSigCache(),
+		admitBucket:  newBucket(admitRate, admitBurst),
+		peerBucket:   newBucket(admitRate, admitBurst),
+		cookieBucket: newBucket(cookieAnswerRate, cookieAnswerBurst),
+		trust:        trustSet(cfg.Trust),
+		peerAddrs:    map[string]bool{},
+	}
+	for _, a := range cfg.Peers {
+		n.peerAddrs[a.String()] = true
 	}
 	n.log = cfg.Logger.With("node", n.sid.Short())
 	// Hello sequence numbers continue across restarts because they start
@@ -187,7 +260,8 @@ func New(cfg Config) (*Node, error) {
 	n.router = newRouter(n)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.routerKick = make(chan struct{}, 1)
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go func() { defer n.wg.Done(); n.verifier.run(n.ctx) }()
 	go n.readLoop()
 	go n.maintain()
 	go n.routeLoop()
@@ -272,6 +346,8 @@ func (n *Node) handle(bp *[]byte, from net.Addr) {
 	switch typ {
 	case wire.TypeHello:
 		n.handleHello(b, from)
+	case wire.TypeCookie:
+		n.handleCookie(b, from)
 	case wire.TypeData:
 		if nb := n.neighbourAt(from); nb != nil {
 			nb.heard()
@@ -341,7 +417,7 @@ func (n *Node) WaitReachable(ctx context.Context, sid identity.SID) error {
 	for {
 		n.mu.RLock()
 		ch := n.changed
-		ok := sid == n.sid || n.bySID[sid] != nil || n.router.lookupLocked(sid) != nil
+		ok := sid == n.sid || n.bySID[sid] != nil || n.router.hasRoute(sid)
 		n.mu.RUnlock()
 		if ok {
 			return nil

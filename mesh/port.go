@@ -1,11 +1,14 @@
+package mesh
+
 // MDP ports: (SID, port) addressed datagrams.
 //
 // Packet path: WriteTo builds a DATA frame (MDP header + payload) in a pooled
 // buffer and queues it on the link of the next hop towards the destination,
-// waiting while that queue is full. deliver takes in-order frames from a
-// link: those addressed to this node go to the bound port's queue, read by
-// ReadFrom; the rest are relayed to the next hop's link.
-package mesh
+// waiting while that queue is full (until the write deadline or Close); a
+// frame to this node goes straight to deliver (relay.go). Frames for a bound
+// port arrive in its queue from deliver, in the order the links received
+// them (a frame behind a lost one is not held back), and ReadFrom takes them
+// off.
 
 import (
 	"errors"
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/deadline"
 	"github.com/servald/servald/mesh/internal/wire"
 )
 
@@ -42,7 +46,7 @@ type PacketConn struct {
 	done chan struct{}
 	once sync.Once
 
-	rd, wd deadline
+	rd, wd deadline.Timer // read and write deadlines
 }
 
 // Bind binds an MDP port; port 0 picks a free ephemeral port.
@@ -76,7 +80,6 @@ func (n *Node) Bind(port uint16) (*PacketConn, error) {
 		n: n, port: port,
 		q:    make(chan datagram, n.cfg.PortQueue),
 		done: make(chan struct{}),
-		rd:   makeDeadline(), wd: makeDeadline(),
 	}
 	n.ports[port] = c
 	return c, nil
@@ -123,7 +126,7 @@ func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		return k, d.src, nil
 	case <-c.done:
 		return 0, nil, net.ErrClosed
-	case <-c.rd.wait():
+	case <-c.rd.Done():
 		return 0, nil, os.ErrDeadlineExceeded
 	}
 }
@@ -167,12 +170,7 @@ func (e *pathError) TooLarge() bool { return !e.noRoute }
 // WriteTo sends p to addr (an Addr). It waits while the next hop's queue is
 // full; unreachable destinations give ErrNoRoute, oversized ones ErrTooLarge.
 func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	a, ok := addr.(Addr)
-	if !ok {
-		if ap, isPtr := addr.(*Addr); isPtr && ap != nil {
-			a, ok = *ap, true
-		}
-	}
+	a, ok := AddrOf(addr)
 	if !ok {
 		return 0, fmt.Errorf("mesh: write to %v: not an MDP address", addr)
 	}
@@ -200,10 +198,9 @@ func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		n.bufs.put(bp)
 		return 0, fmt.Errorf("mesh: write %d bytes to %s: %w (max %d)", len(p), a.SID.Short(), ErrTooLarge, mtu-wire.DataHeaderLen)
 	}
-	wait := c.wd.wait()
-	if err := nb.link.enqueue(bp, mergeDone(wait, c.done)); err != nil {
+	if err := nb.link.enqueueLocal(bp, c.wd.Done(), c.done); err != nil {
 		n.bufs.put(bp)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
 			select {
 			case <-c.done:
 				return 0, net.ErrClosed
@@ -215,94 +212,18 @@ func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return len(p), nil
 }
 
-// mergeDone returns a channel closed when either is closed. Both channels
-// usually live long; the goroutine is avoided when one can never fire.
-func mergeDone(a, b <-chan struct{}) <-chan struct{} {
-	if a == nil {
-		return b
-	}
-	select {
-	case <-a:
-		return a
-	case <-b:
-		return b
-	default:
-	}
-	// Rare path: a write deadline is set and the queue is full.
-	ch := make(chan struct{})
-	go func() {
-		select {
-		case <-a:
-		case <-b:
-		}
-		close(ch)
-	}()
-	return ch
-}
-
 // SetDeadline sets the read and write deadlines.
 func (c *PacketConn) SetDeadline(t time.Time) error {
-	c.rd.set(t)
-	c.wd.set(t)
+	c.rd.Set(t)
+	c.wd.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the read deadline.
-func (c *PacketConn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
+func (c *PacketConn) SetReadDeadline(t time.Time) error { c.rd.Set(t); return nil }
 
 // SetWriteDeadline sets the write deadline.
-func (c *PacketConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
-
-// deliver hands an in-order frame on: to a local port or to the next hop.
-// It owns bp.
-func (n *Node) deliver(bp *[]byte) {
-	h, _, err := wire.ParseData(*bp)
-	if err != nil {
-		n.stats.malformed.Add(1)
-		n.bufs.put(bp)
-		return
-	}
-	if h.Dst == n.sid {
-		n.mu.RLock()
-		c := n.ports[h.DstPort]
-		n.mu.RUnlock()
-		if c == nil {
-			n.stats.noPort.Add(1)
-			n.bufs.put(bp)
-			return
-		}
-		select {
-		case c.q <- datagram{src: Addr{SID: h.Src, Port: h.SrcPort}, bp: bp}:
-			n.stats.delivered.Add(1)
-		default:
-			n.stats.portDrops.Add(1)
-			n.bufs.put(bp)
-		}
-		return
-	}
-	if h.TTL <= 1 {
-		n.stats.ttlExpired.Add(1)
-		n.bufs.put(bp)
-		return
-	}
-	(*bp)[wire.TTLOffset] = h.TTL - 1
-	nb, mtu := n.router.nextHop(h.Dst)
-	switch {
-	case nb == nil:
-		n.stats.noRoute.Add(1)
-		n.bufs.put(bp)
-	case len(*bp) > mtu:
-		n.stats.tooBig.Add(1)
-		n.bufs.put(bp)
-	default:
-		if err := nb.link.enqueue(bp, nil); err != nil {
-			n.stats.relayDrops.Add(1)
-			n.bufs.put(bp)
-			return
-		}
-		n.stats.relayed.Add(1)
-	}
-}
+func (c *PacketConn) SetWriteDeadline(t time.Time) error { c.wd.Set(t); return nil }
 
 // maxPayload is the largest MDP payload that fits the path to sid.
 func (n *Node) maxPayload(sid identity.SID) int {
@@ -314,58 +235,4 @@ func (n *Node) maxPayload(sid identity.SID) int {
 		return baseMTU - wire.DataHeaderLen
 	}
 	return mtu - wire.DataHeaderLen
-}
-
-// deadline is a settable deadline whose wait channel is closed when it passes.
-type deadline struct {
-	mu    sync.Mutex
-	timer *time.Timer
-	ch    chan struct{}
-	set_  bool
-}
-
-func makeDeadline() deadline { return deadline{ch: make(chan struct{})} }
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.ch // the timer fired and closed ch; wait until it has
-	}
-	d.timer = nil
-	closed := false
-	select {
-	case <-d.ch:
-		closed = true
-	default:
-	}
-	if t.IsZero() {
-		d.set_ = false
-		if closed {
-			d.ch = make(chan struct{})
-		}
-		return
-	}
-	d.set_ = true
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.ch = make(chan struct{})
-		}
-		ch := d.ch
-		d.timer = time.AfterFunc(dur, func() { close(ch) })
-		return
-	}
-	if !closed {
-		close(d.ch)
-	}
-}
-
-// wait returns a channel closed when the deadline passes; nil if none is set.
-func (d *deadline) wait() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.set_ {
-		return nil
-	}
-	return d.ch
 }

@@ -1,3 +1,5 @@
+package mesh
+
 // Routing: which neighbour leads towards each SID.
 //
 // A distance-vector protocol in the manner of Babel (RFC 8966), with signed
@@ -22,9 +24,9 @@
 // bound, so steady random loss never moves a metric. Full tables go to every neighbour every DumpEvery hello
 // intervals and changes at once, so control traffic per node grows linearly
 // with the number of nodes.
-package mesh
 
 import (
+	"crypto/sha256"
 	"math"
 	"sort"
 	"sync"
@@ -144,6 +146,9 @@ func (q *linkQuality) update() bool {
 	return true
 }
 
+// router is the routing state of a node. A method named …Locked is called
+// with r.mu held; one that the caller calls with the node's n.mu held says
+// so in its name (…UnderNodeMu). n.mu is taken before r.mu.
 type router struct {
 	n *Node
 
@@ -175,15 +180,17 @@ func newRouter(n *Node) *router {
 	return r
 }
 
-// originate issues sequence number seq for this node. Called with mu held
+// originate issues sequence number seq for this node. Called with r.mu held
 // (or before the router is shared).
 func (r *router) originate(seq uint64) {
 	r.selfSeq = seq
 	copy(r.selfSig[:], r.n.id.Sign(wire.SignedOrigin(r.n.sid, seq)))
 }
 
-// neighbourUpLocked is called with n.mu held when a neighbour appears.
-func (r *router) neighbourUpLocked(nb *neighbour) {
+// neighbourUpUnderNodeMu starts routing state for a neighbour that just
+// appeared. The caller holds n.mu (the node's lock, taken before r.mu), so
+// that it runs in the order neighbours come and go.
+func (r *router) neighbourUpUnderNodeMu(nb *neighbour) {
 	r.mu.Lock()
 	r.adverts[nb] = map[identity.SID]*advert{}
 	q := &linkQuality{din: 1, dout: 1, ewma: 1}
@@ -194,8 +201,9 @@ func (r *router) neighbourUpLocked(nb *neighbour) {
 	r.sendTable(nb, true)
 }
 
-// neighbourDownLocked is called with n.mu held when a neighbour is dropped.
-func (r *router) neighbourDownLocked(nb *neighbour) {
+// neighbourDownUnderNodeMu forgets a neighbour that was dropped and moves
+// the routes through it. The caller holds n.mu (taken before r.mu).
+func (r *router) neighbourDownUnderNodeMu(nb *neighbour) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.adverts, nb)
@@ -218,7 +226,7 @@ func (r *router) helloHeard(nb *neighbour) {
 	r.mu.Unlock()
 }
 
-// cost is the cost of the link to nb. Called with mu held.
+// costLocked is the cost of the link to nb. Called with r.mu held.
 func (r *router) costLocked(nb *neighbour) uint32 {
 	q := r.quality[nb]
 	if q == nil {
@@ -237,10 +245,11 @@ func (r *router) linkInfo(nb *neighbour) (float64, int) {
 	return 0, 0
 }
 
-// lookupLocked returns the next hop towards sid (n.mu held or not; takes r.mu).
-func (r *router) lookupLocked(sid identity.SID) *neighbour {
+// hasRoute reports whether routing knows a next hop towards sid. It takes
+// r.mu, so the caller may hold n.mu.
+func (r *router) hasRoute(sid identity.SID) bool {
 	nb, _ := r.lookup(sid)
-	return nb
+	return nb != nil
 }
 
 func (r *router) lookup(sid identity.SID) (*neighbour, int) {
@@ -278,7 +287,7 @@ func (rt *route) feasible(seq uint64, metric uint16) bool {
 	return seq == rt.fdSeq && uint32(metric) < rt.fdMetric
 }
 
-// recomputeLocked selects the best route to rt.origin. Called with mu held.
+// recomputeLocked selects the best route to rt.origin. Called with r.mu held.
 func (r *router) recomputeLocked(rt *route) {
 	var best *neighbour
 	var bestAd *advert
@@ -365,7 +374,7 @@ func (r *router) recomputeLocked(rt *route) {
 }
 
 // askSeqLocked asks the origin of rt for a sequence number newer than the
-// feasibility distance's, at most every 500 ms per origin (mu held).
+// feasibility distance's, at most every 500 ms per origin (r.mu held).
 func (r *router) askSeqLocked(rt *route) {
 	if time.Since(rt.asked) <= 500*time.Millisecond {
 		return
@@ -384,38 +393,103 @@ func changedEnough(a, b uint32) bool {
 	return d*8 > int64(a)
 }
 
-// receive handles a routing message from neighbour nb.
+// receive hands a routing message from neighbour nb to the verifier (read
+// loop; it copies payload). Messages keep their order there.
 func (r *router) receive(nb *neighbour, payload []byte) {
+	p := append([]byte(nil), payload...)
+	if !r.n.verifier.submit(len(p), func() { r.receiveNow(nb, p) }) {
+		r.n.stats.verifyQueueDrops.Add(1)
+	}
+}
+
+// minHopCost is the least cost of a link: an entry for a node other than
+// the neighbour itself cannot be cheaper.
+const minHopCost = 256
+
+// receiveNow handles a routing message from neighbour nb (verifier).
+// Cheap checks come first (plausible metric, caps, the rate of new origins,
+// the cache of failed signatures, the neighbour's signature budget); only
+// what passes them costs a signature check, outside the lock.
+func (r *router) receiveNow(nb *neighbour, payload []byte) {
 	var m wire.RouteMsg
 	if err := wire.ParseRouteMsg(payload, &m); err != nil {
 		r.n.stats.malformed.Add(1)
 		return
 	}
-	// Verify signatures outside the lock; they are the expensive part.
-	verified := make([]bool, len(m.Entries))
+	st := &r.n.stats
+	const (
+		check = iota
+		ok
+		skip
+	)
+	state := make([]uint8, len(m.Entries))
+	keys := make([][32]byte, len(m.Entries))
 	r.mu.Lock()
+	ads := r.adverts[nb]
+	if ads == nil { // the neighbour went away meanwhile
+		r.mu.Unlock()
+		return
+	}
+	fresh := 0 // origins this message introduces
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		if !e.HasSig {
+		rt := r.routes[e.Origin]
+		switch {
+		case e.Origin == r.n.sid:
+			state[i] = skip
+			continue
+		case e.Origin != nb.sid && e.Metric != wire.MetricInfinity && (e.Hops == 0 || e.Metric < minHopCost):
+			// Cheaper than the link to us allows: a neighbour pulling
+			// traffic towards itself with someone else's entry.
+			st.implausibleRoute.Add(1)
+			state[i] = skip
+			continue
+		case rt == nil && !e.HasSig:
+			state[i] = skip // nothing proves this origin exists
+			continue
+		case ads[e.Origin] == nil && len(ads) >= r.n.cfg.MaxRoutesPerNeighbour,
+			rt == nil && len(r.routes)+fresh >= r.n.cfg.MaxRoutes:
+			st.routeCap.Add(1)
+			state[i] = skip
+			continue
+		case rt == nil && !nb.originBucket.take():
+			st.newOriginLimited.Add(1)
+			state[i] = skip
 			continue
 		}
-		if rt := r.routes[e.Origin]; rt != nil && rt.seq == e.Seq && rt.sig == e.Sig {
-			verified[i] = true
+		if rt == nil {
+			fresh++
+		}
+		if !e.HasSig || (rt != nil && rt.seq == e.Seq && rt.sig == e.Sig) {
+			state[i] = ok
 		}
 	}
 	r.mu.Unlock()
+	// Verify signatures outside the lock; they are the expensive part.
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		if e.HasSig && !verified[i] {
-			verified[i] = identity.Verify(e.Origin, wire.SignedOrigin(e.Origin, e.Seq), e.Sig[:])
-			if !verified[i] {
-				r.n.stats.badRoute.Add(1)
-			}
+		if state[i] != check {
+			continue
+		}
+		keys[i] = sha256.Sum256(append(wire.SignedOrigin(e.Origin, e.Seq), e.Sig[:]...))
+		switch {
+		case r.n.badSigs.has(keys[i]):
+			st.badSigCached.Add(1)
+			state[i] = skip
+		case !nb.verifyBucket.take():
+			st.verifyLimited.Add(1)
+			state[i] = skip
+		case identity.Verify(e.Origin, wire.SignedOrigin(e.Origin, e.Seq), e.Sig[:]):
+			state[i] = ok
+		default:
+			r.n.badSigs.add(keys[i])
+			st.badRoute.Add(1)
+			state[i] = skip
 		}
 	}
 	now := time.Now()
 	r.mu.Lock()
-	ads := r.adverts[nb]
+	ads = r.adverts[nb]
 	if ads == nil { // the neighbour went away meanwhile
 		r.mu.Unlock()
 		return
@@ -425,16 +499,17 @@ func (r *router) receive(nb *neighbour, payload []byte) {
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		if e.Origin == r.n.sid {
-			continue
+		if state[i] != ok {
+			continue // forged, implausible or over a bound: changes nothing
 		}
-		if e.HasSig && !verified[i] {
-			continue // forged: changes nothing
+		if ads[e.Origin] == nil && len(ads) >= r.n.cfg.MaxRoutesPerNeighbour {
+			st.routeCap.Add(1)
+			continue
 		}
 		rt := r.routes[e.Origin]
 		if rt == nil {
-			if !e.HasSig {
-				continue // nothing proves this origin exists
+			if !e.HasSig || len(r.routes) >= r.n.cfg.MaxRoutes {
+				continue // nothing proves this origin exists, or no room
 			}
 			rt = &route{origin: e.Origin}
 			r.routes[e.Origin] = rt
@@ -465,7 +540,7 @@ func (r *router) receive(nb *neighbour, payload []byte) {
 	}
 }
 
-// handleRequestLocked answers or forwards a seqno request. Called with mu held.
+// handleRequestLocked answers or forwards a seqno request. Called with r.mu held.
 func (r *router) handleRequestLocked(from *neighbour, q wire.SeqRequest) {
 	if q.Origin == r.n.sid {
 		if q.Seq > r.selfSeq && time.Since(r.lastBump) > 200*time.Millisecond {
@@ -593,13 +668,13 @@ func (r *router) flushTriggered() {
 }
 
 // selfBumpedFor reports whether nb has not had our current sequence number.
-// Called with mu held.
+// Called with r.mu held.
 func (r *router) selfBumpedFor(nb *neighbour) bool {
 	s := r.sentSeq[nb]
 	return s != nil && s[r.n.sid] != r.selfSeq
 }
 
-// selfEntryLocked is our own origin entry. Called with mu held.
+// selfEntryLocked is our own origin entry. Called with r.mu held.
 func (r *router) selfEntryLocked(nb *neighbour) wire.RouteEntry {
 	if s := r.sentSeq[nb]; s != nil {
 		s[r.n.sid] = r.selfSeq
@@ -609,7 +684,7 @@ func (r *router) selfEntryLocked(nb *neighbour) wire.RouteEntry {
 
 // entryLocked is the entry for rt as nb should hear it: with poison reverse
 // (infinite when nb is our next hop), and the signature when nb may lack it.
-// Called with mu held.
+// Called with r.mu held.
 func (r *router) entryLocked(nb *neighbour, rt *route, forceSig bool) wire.RouteEntry {
 	e := wire.RouteEntry{Origin: rt.origin, Seq: rt.seq, Metric: wire.MetricInfinity, MTU: uint16(min(rt.mtu, maxDatagram))}
 	if rt.via != nil && rt.via != nb {
@@ -625,6 +700,7 @@ func (r *router) entryLocked(nb *neighbour, rt *route, forceSig bool) wire.Route
 	return e
 }
 
+// ihuLocked adds to m how well nb's hellos arrive. Called with r.mu held.
 func (r *router) ihuLocked(nb *neighbour, m *wire.RouteMsg) {
 	if q := r.quality[nb]; q != nil {
 		m.HasIHU, m.IHU = true, uint8(math.Round(q.din*255))

@@ -19,6 +19,14 @@ type counters struct {
 	badRoute, staleRoute     atomic.Uint64
 	routeLost, controlOut    atomic.Uint64
 	ackOut                   atomic.Uint64
+
+	cookiesOut, badCookie       atomic.Uint64
+	untrusted, addrTaken        atomic.Uint64
+	neighbourCap                atomic.Uint64
+	verifyQueueDrops            atomic.Uint64
+	verifyLimited, badSigCached atomic.Uint64
+	newOriginLimited, routeCap  atomic.Uint64
+	implausibleRoute            atomic.Uint64
 }
 
 // Stats is a snapshot of a node's counters.
@@ -46,6 +54,19 @@ type Stats struct {
 	RoutesLost               uint64 // routes retracted for want of a feasible next hop
 	ControlBytesOut          uint64 // bytes of hellos, MTU probes and routing messages sent
 	AckBytesOut              uint64 // bytes of per-hop acknowledgements sent
+
+	// Admission and bounds (docs/PROTOCOL.md, "Admission").
+	CookiesSent      uint64 // COOKIEs sent: hellos without a valid echo, answered with nothing else
+	BadCookie        uint64 // COOKIEs whose echo is none of our cookies: dropped
+	Untrusted        uint64 // hellos from SIDs outside Config.Trust: dropped
+	AddrTaken        uint64 // hellos of another SID from a neighbour's address: dropped
+	NeighbourCap     uint64 // hellos of new nodes beyond MaxNeighbours: dropped
+	VerifyQueueDrops uint64 // hellos and routing messages dropped because the verifier's queue was full
+	VerifyLimited    uint64 // hellos, COOKIEs and route entries over a signature-check rate: dropped
+	BadSigCached     uint64 // hellos and route entries whose bad signature was seen before: dropped
+	NewOriginLimited uint64 // route entries for new origins over a neighbour's rate: dropped
+	RouteCap         uint64 // route entries beyond MaxRoutes or MaxRoutesPerNeighbour: dropped
+	ImplausibleRoute uint64 // route entries cheaper than one hop for a non-neighbour: ignored
 }
 
 // Stats returns the node's counters.
@@ -66,5 +87,12 @@ func (n *Node) Stats() Stats {
 		BadRoute: c.badRoute.Load(), StaleRoute: c.staleRoute.Load(),
 		RoutesLost: c.routeLost.Load(), ControlBytesOut: c.controlOut.Load(),
 		AckBytesOut: c.ackOut.Load(),
+
+		CookiesSent: c.cookiesOut.Load(), BadCookie: c.badCookie.Load(),
+		Untrusted: c.untrusted.Load(), AddrTaken: c.addrTaken.Load(),
+		NeighbourCap: c.neighbourCap.Load(), VerifyQueueDrops: c.verifyQueueDrops.Load(),
+		VerifyLimited: c.verifyLimited.Load(), BadSigCached: c.badSigCached.Load(),
+		NewOriginLimited: c.newOriginLimited.Load(), RouteCap: c.routeCap.Load(),
+		ImplausibleRoute: c.implausibleRoute.Load(),
 	}
 }

@@ -34,7 +34,7 @@ const (
 type epCounters struct {
 	malformed, authFailed, replayed, unknownIndex atomic.Uint64
 	badInit, refused, writeErrors                 atomic.Uint64
-	staleInit, pendingDropped                     atomic.Uint64
+	staleInit, pendingDropped, unauthenticated    atomic.Uint64
 }
 
 // pendingHS is a handshake the listener answered and the initiator has not
@@ -77,6 +77,7 @@ type endpoint struct {
 	hsResult chan hsResult           // dialing: where the handshake's end goes
 	closed   bool                    // guarded by mu
 	readDone bool                    // the read loop has ended: nothing more arrives; guarded by mu
+	authed   bool                    // a session on this transport was confirmed; guarded by mu
 	released bool                    // transport closed and endpoint dropped; guarded by mu
 	wg       sync.WaitGroup
 }
@@ -316,7 +317,12 @@ func (ep *endpoint) confirmPending(idx uint32, p *pendingHS, pkt, plain []byte) 
 	ep.wg.Add(2)
 	go s.watch()
 	go ep.lis.acceptStreams(s, &ep.wg)
+	first := !ep.authed
+	ep.authed = true
 	ep.mu.Unlock()
+	if a, ok := ep.tr.(interface{ PeerAuthenticated() }); ok && first {
+		a.PeerAuthenticated()
+	}
 	ep.log.Info("msp: session accepted", "peer", p.peer.Short(), "from", p.from)
 	s.input(pt)
 }
@@ -415,4 +421,18 @@ func (ep *endpoint) close() {
 	}
 	ep.tr.Close()
 	ep.wg.Wait()
+}
+
+// dropIfUnauthenticated closes a single-node transport on which no session
+// was confirmed in time (see Transport): the peer proved nothing, so it
+// holds nothing.
+func (ep *endpoint) dropIfUnauthenticated() {
+	ep.mu.Lock()
+	drop := !ep.authed && !ep.closed
+	ep.mu.Unlock()
+	if drop {
+		ep.stats.unauthenticated.Add(1)
+		ep.log.Info("msp: closed a connection that authenticated no session in time", "from", ep.tr.LocalAddr(), "after", authTimeout)
+		ep.tr.Close()
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/servald/servald/identity"
 )
@@ -65,6 +66,9 @@ func (l *Listener) serve(tr Transport) {
 	l.eps = append(l.eps, ep)
 	l.mu.Unlock()
 	ep.start()
+	if singleNode(tr) {
+		time.AfterFunc(authTimeout, ep.dropIfUnauthenticated)
+	}
 }
 
 // forget drops an endpoint that was released (its transport ended).

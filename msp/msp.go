@@ -37,7 +37,12 @@ import (
 // A transport that reaches one node only, chosen by whoever opened it
 // rather than routed by SID (a stream transport), also has a method
 // SingleNode() returning true: a listener there hangs up on a handshake for
-// another SID, so that the dialer fails at once instead of waiting.
+// another SID, so that the dialer fails at once instead of waiting, and on
+// a transport where no session was confirmed within authTimeout (an
+// unauthenticated peer holds no connection for long). When the first
+// session on it is confirmed, a transport with a method PeerAuthenticated()
+// is told (the splitter then lifts the one-block window it gives an
+// unauthenticated peer).
 type Transport interface {
 	ReadFrom(p []byte) (int, net.Addr, error)
 	WriteTo(p []byte, addr net.Addr) (int, error)
@@ -73,6 +78,10 @@ func singleNode(tr Transport) bool {
 	sn, ok := tr.(interface{ SingleNode() bool })
 	return ok && sn.SingleNode()
 }
+
+// authTimeout is how long a listener keeps a single-node transport on
+// which no session has been confirmed.
+const authTimeout = 5 * time.Second
 
 // Config tunes sessions. The zero value takes the defaults.
 type Config struct {

@@ -95,3 +95,11 @@ func (t *streamTransport) FromNode(net.Addr, identity.SID) bool { return true }
 // SingleNode returns true: the connection reaches one node only, chosen by
 // whoever opened it (see Transport).
 func (t *streamTransport) SingleNode() bool { return true }
+
+// PeerAuthenticated opens the connection's receive window where it has one
+// to open (a splitter session behind a gated listener).
+func (t *streamTransport) PeerAuthenticated() {
+	if o, ok := t.c.(interface{ OpenWindow() }); ok {
+		o.OpenWindow()
+	}
+}

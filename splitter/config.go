@@ -70,6 +70,16 @@ type Config struct {
 	// AcceptBacklog bounds the sessions a Listener holds that Accept has not
 	// taken yet; more are refused.
 	AcceptBacklog int
+	// MaxSessions bounds a Listener's sessions (live or waiting for
+	// Accept) and MaxSessionsPerAddr those opened from one IP address;
+	// more are refused as busy. 0 takes the defaults (256 and 32).
+	MaxSessions, MaxSessionsPerAddr int
+	// GatedWindow makes a Listener's sessions start with a receive window
+	// of one block, until the protocol above calls (*Conn).OpenWindow
+	// after it has authenticated the peer (MSP does): an unauthenticated
+	// peer then holds one block of the listener's memory, not the whole
+	// reorder window.
+	GatedWindow bool
 	// Dial opens TCP connections; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives log lines; nil means silent.
@@ -143,6 +153,8 @@ func (c Config) Validate() error {
 		return bad("DialsPerSecond %v must be positive", c.DialsPerSecond)
 	case c.AcceptBacklog < 1:
 		return bad("AcceptBacklog %d must be at least 1", c.AcceptBacklog)
+	case c.MaxSessions < 0 || c.MaxSessionsPerAddr < 0:
+		return bad("MaxSessions %d and MaxSessionsPerAddr %d must not be negative", c.MaxSessions, c.MaxSessionsPerAddr)
 	}
 	return nil
 }
@@ -152,6 +164,18 @@ func (c Config) maxConns() int {
 		return 2 * c.Conns
 	}
 	return c.MaxConns
+}
+
+// sessionCaps are MaxSessions and MaxSessionsPerAddr with their defaults.
+func (c Config) sessionCaps() (total, perAddr int) {
+	total, perAddr = c.MaxSessions, c.MaxSessionsPerAddr
+	if total == 0 {
+		total = 256
+	}
+	if perAddr == 0 {
+		perAddr = 32
+	}
+	return total, perAddr
 }
 
 func (c Config) listenerMaxConns() int {

@@ -110,6 +110,7 @@ type Conn struct {
 	ps       int // largest shard payload
 	blockMax int // d * ps
 	wnd      int // local window in blocks (rx ring and tx ring size)
+	rwnd     int // blocks the peer may send beyond those read (<= wnd; 1 while gated); guarded by rmu
 	maxLanes int // cap on lanes open at once
 	encMu    sync.Mutex
 	encs     []reedsolomon.Encoder // by data shards (see geometry), made when first needed
@@ -228,6 +229,10 @@ func newConn(cfg Config, client bool, id uint64, token [16]byte, peerWindow uint
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.tx = make([]*txBlock, s.wnd)
 	s.limit = uint64(max(peerWindow, 1))
+	s.rwnd = s.wnd
+	if cfg.GatedWindow && !client {
+		s.rwnd = 1
+	}
 	s.rx = make([]rxBlock, s.wnd)
 	for i := range s.rx {
 		s.rx[i].block = noBlock
@@ -607,3 +612,23 @@ const closeWriteTimeout = 250 * time.Millisecond
 
 var _ net.Conn = (*Conn)(nil)
 var _ io.ReadWriteCloser = (*Conn)(nil)
+
+// recvWindow is the receive window the peer is told, in blocks.
+func (s *Conn) recvWindow() int {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	return s.rwnd
+}
+
+// OpenWindow lifts a listener session's receive window from one block to
+// the whole reorder window (Config.GatedWindow): the protocol above calls
+// it once it has authenticated the peer. It does nothing otherwise.
+func (s *Conn) OpenWindow() {
+	s.rmu.Lock()
+	opened := s.rwnd != s.wnd
+	s.rwnd = s.wnd
+	s.rmu.Unlock()
+	if opened {
+		s.want(ctlAck)
+	}
+}

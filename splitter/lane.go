@@ -310,7 +310,7 @@ func (s *Conn) onLaneAck(l *lane, v uint64) error {
 func (s *Conn) onPeerClose(c wire.CloseFrame) {
 	if c.Code == wire.CloseNormal {
 		s.rmu.Lock()
-		if !s.rfinSet && s.known <= c.Next && c.Next <= s.consumed+uint64(s.wnd) {
+		if !s.rfinSet && s.known <= c.Next && c.Next <= s.consumed+uint64(s.rwnd) {
 			s.rfinSet, s.rfinBlock, s.rfinOffset = true, c.Next, c.EndOffset
 		}
 		s.rmu.Unlock()

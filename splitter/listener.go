@@ -1,8 +1,9 @@
 package splitter
 
 // Listener side: every accepted TCP connection runs the handshake in its
-// own goroutine (at most maxHandshakes at once, each bounded by
-// HandshakeTimeout). A new-session hello whose parameters match creates a
+// own goroutine (at most maxHandshakes at once and maxHandshakesPerAddr
+// from one IP address, the hello within helloTimeout, the whole exchange
+// within HandshakeTimeout). A new-session hello whose parameters match creates a
 // session, queued for Accept; a join hello with the right id and token adds
 // the connection to its session.
 //
@@ -26,9 +27,16 @@ import (
 	"github.com/servald/servald/splitter/internal/wire"
 )
 
-// maxHandshakes bounds the connections a Listener handshakes at once;
-// more are closed at once.
-const maxHandshakes = 128
+// Handshake bounds: the connections a Listener handshakes at once, in all
+// and from one IP address (more are closed at once), and how long a new
+// connection may take to send its hello. Idle connections from one address
+// (a slowloris) take at most maxHandshakesPerAddr slots, each for
+// helloTimeout.
+const (
+	maxHandshakes        = 1024
+	maxHandshakesPerAddr = 16
+	helloTimeout         = 2 * time.Second
+)
 
 // Listener accepts splitter sessions. It implements net.Listener.
 type Listener struct {
@@ -45,7 +53,10 @@ type Listener struct {
 	sessions map[uint64]*Conn
 	pending  int
 	hs       map[net.Conn]struct{}
-	ended    Stats // counters of the sessions that have ended
+	hsOf     map[string]int    // handshakes under way by remote IP
+	sessOf   map[string]int    // sessions by remote IP
+	sessAddr map[uint64]string // a session's remote IP
+	ended    Stats             // counters of the sessions that have ended
 
 	accepted, refused, joinsRefused, hsErrors atomic.Uint64
 }
@@ -90,6 +101,9 @@ func NewListener(ln net.Listener, cfg Config) (*Listener, error) {
 		hsSem:    make(chan struct{}, maxHandshakes),
 		sessions: make(map[uint64]*Conn),
 		hs:       make(map[net.Conn]struct{}),
+		hsOf:     make(map[string]int),
+		sessOf:   make(map[string]int),
+		sessAddr: make(map[uint64]string),
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -216,6 +230,16 @@ func (l *Listener) acceptLoop() {
 			<-l.hsSem
 			return
 		}
+		host := hostOf(c.RemoteAddr())
+		if l.hsOf[host] >= maxHandshakesPerAddr {
+			l.mu.Unlock()
+			c.Close()
+			<-l.hsSem
+			l.hsErrors.Add(1)
+			l.log.Debug("splitter: too many handshakes from one address, dropping connection", "remote", c.RemoteAddr())
+			continue
+		}
+		l.hsOf[host]++
 		l.hs[c] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
@@ -229,17 +253,23 @@ func (l *Listener) handshake(c net.Conn) {
 	defer l.wg.Done()
 	defer func() { <-l.hsSem }()
 	owned := false
+	host := hostOf(c.RemoteAddr())
 	defer func() {
 		l.mu.Lock()
 		delete(l.hs, c)
+		if l.hsOf[host]--; l.hsOf[host] <= 0 {
+			delete(l.hsOf, host)
+		}
 		l.mu.Unlock()
 		if !owned {
 			c.Close()
 		}
 	}()
 	remote := c.RemoteAddr().String()
-	c.SetDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
+	start := time.Now()
+	c.SetDeadline(start.Add(min(l.cfg.HandshakeTimeout, helloTimeout)))
 	h, err := readHello(c)
+	c.SetDeadline(start.Add(l.cfg.HandshakeTimeout))
 	if err != nil {
 		l.hsErrors.Add(1)
 		l.log.Debug("splitter: bad handshake", "remote", remote, "err", err)
@@ -318,8 +348,10 @@ func (l *Listener) refuse(c net.Conn, code uint8, err error, session bool) {
 
 // newSession creates a session for a new-session hello on c.
 func (l *Listener) newSession(c net.Conn, h wire.Hello, remote string) bool {
+	host := hostOf(c.RemoteAddr())
+	total, perAddr := l.cfg.sessionCaps()
 	l.mu.Lock()
-	if l.closed || l.pending >= l.cfg.AcceptBacklog {
+	if l.closed || l.pending >= l.cfg.AcceptBacklog || len(l.sessions) >= total || l.sessOf[host] >= perAddr {
 		code, why := uint8(wire.RefuseBusy), refuseText(wire.RefuseBusy)
 		if l.closed {
 			code, why = wire.RefuseClosing, refuseText(wire.RefuseClosing)
@@ -343,10 +375,12 @@ func (l *Listener) newSession(c net.Conn, h wire.Hello, remote string) bool {
 	// take every slot.
 	s.slots[0] = true
 	l.sessions[id] = s
+	l.sessOf[host]++
+	l.sessAddr[id] = host
 	l.pending++
 	l.mu.Unlock()
 
-	err := l.reply(c, wire.Reply{Status: wire.StatusOK, Session: id, Token: token, Window: uint32(s.wnd)})
+	err := l.reply(c, wire.Reply{Status: wire.StatusOK, Session: id, Token: token, Window: uint32(s.recvWindow())})
 	if err == nil {
 		c.SetDeadline(time.Time{})
 		err = s.addLaneAt(c, 0)
@@ -385,7 +419,7 @@ func (l *Listener) join(c net.Conn, h wire.Hello, remote string) bool {
 		l.refuse(c, code, &RefusedError{Reason: refuseText(code), Remote: remote, code: code}, false)
 		return false
 	}
-	if err := l.reply(c, wire.Reply{Status: wire.StatusOK, Session: s.id, Token: s.token, Window: uint32(s.wnd)}); err != nil {
+	if err := l.reply(c, wire.Reply{Status: wire.StatusOK, Session: s.id, Token: s.token, Window: uint32(s.recvWindow())}); err != nil {
 		l.hsErrors.Add(1)
 		return false
 	}
@@ -411,9 +445,27 @@ func (l *Listener) forget(s *Conn) {
 	l.mu.Lock()
 	if l.sessions[s.id] == s {
 		delete(l.sessions, s.id)
+		host := l.sessAddr[s.id]
+		delete(l.sessAddr, s.id)
+		if l.sessOf[host]--; l.sessOf[host] <= 0 {
+			delete(l.sessOf, host)
+		}
 		l.ended = l.ended.Add(st)
 	}
 	l.mu.Unlock()
+}
+
+// hostOf is the IP address of a remote TCP address (the whole address
+// where it has no port).
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	s := a.String()
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		return h
+	}
+	return s
 }
 
 var _ net.Listener = (*Listener)(nil)

@@ -110,9 +110,9 @@ func (s *Conn) onData(br *bufio.Reader, dh wire.DataHeader, plen int) error {
 		s.rmu.Unlock()
 		return s.discard(br, plen)
 	}
-	if b >= s.consumed+uint64(s.wnd) {
+	if b >= s.consumed+uint64(s.rwnd) {
 		s.rmu.Unlock()
-		return protoErrf("block %d beyond window %d+%d", b, s.consumed, s.wnd)
+		return protoErrf("block %d beyond window %d+%d", b, s.consumed, s.rwnd)
 	}
 	if s.rfinSet && b >= s.rfinBlock {
 		s.rmu.Unlock()
@@ -284,7 +284,7 @@ func (s *Conn) readLocked(p []byte) (int, error, bool) {
 		e.block = noBlock
 		s.consumed++
 		s.readOff = 0
-		if s.consumed+uint64(s.wnd)-s.advLimit >= s.ackEvery() {
+		if s.consumed+uint64(s.rwnd)-s.advLimit >= s.ackEvery() {
 			ack = true
 		}
 	}
@@ -303,11 +303,11 @@ func (s *Conn) readLocked(p []byte) (int, error, bool) {
 	return 0, nil, ack
 }
 
-func (s *Conn) ackEvery() uint64 { return uint64(max(1, s.wnd/4)) }
+func (s *Conn) ackEvery() uint64 { return uint64(max(1, s.rwnd/4)) }
 
 // ackLocked builds the ACK to send and records it as advertised.
 func (s *Conn) ackLocked(now time.Time) wire.Ack {
-	a := wire.Ack{Cum: s.rcum, Limit: s.consumed + uint64(s.wnd)}
+	a := wire.Ack{Cum: s.rcum, Limit: s.consumed + uint64(s.rwnd)}
 	if s.rfinSet {
 		a.Flags |= wire.AckFin
 	}
@@ -319,9 +319,9 @@ func (s *Conn) ackLocked(now time.Time) wire.Ack {
 // entirely, re-requests them at once and answers with an ACK.
 func (s *Conn) onTail(t wire.Tail) error {
 	s.rmu.Lock()
-	if t.Next > s.consumed+uint64(s.wnd) {
+	if t.Next > s.consumed+uint64(s.rwnd) {
 		s.rmu.Unlock()
-		return protoErrf("tail at block %d beyond window %d+%d", t.Next, s.consumed, s.wnd)
+		return protoErrf("tail at block %d beyond window %d+%d", t.Next, s.consumed, s.rwnd)
 	}
 	if t.Flags&wire.TailFin != 0 {
 		if s.rfinSet && (t.Next != s.rfinBlock || t.EndOffset != s.rfinOffset) {
@@ -390,7 +390,7 @@ func (s *Conn) checkRecvLocked(now time.Time) uint32 {
 	if s.scanNacksLocked(now) {
 		bits |= ctlNack
 	}
-	if (s.rcum != s.advCum || s.consumed+uint64(s.wnd) != s.advLimit) && now.Sub(s.lastAckSent) >= s.tick {
+	if (s.rcum != s.advCum || s.consumed+uint64(s.rwnd) != s.advLimit) && now.Sub(s.lastAckSent) >= s.tick {
 		bits |= ctlAck
 	}
 	return bits

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/servald/servald/internal/deadline"
 )
 
 // Conn is one endpoint of a Network. It implements [net.PacketConn]: it is
@@ -23,7 +25,7 @@ type Conn struct {
 
 	notify  chan struct{} // cap 1: the queue became non-empty
 	closing chan struct{} // closed by Close
-	rd, wd  deadline
+	rd, wd  deadline.Timer
 	closedA atomic.Bool   // set by Close; lets WriteTo skip c.mu
 	sent    atomic.Uint64 // ConnStats.Sent
 	// oversize is ConnStats.Oversize.
@@ -50,8 +52,6 @@ func newConn(n *Network, a Addr) *Conn {
 		addr:    a,
 		notify:  make(chan struct{}, 1),
 		closing: make(chan struct{}),
-		rd:      makeDeadline(),
-		wd:      makeDeadline(),
 	}
 }
 
@@ -97,15 +97,17 @@ func (c *Conn) signal() {
 // os.ErrDeadlineExceeded), or the Conn is closed (net.ErrClosed).
 func (c *Conn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		expired := c.rd.wait()
+		expired := c.rd.Done()
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
 			return 0, nil, c.opErr("read", nil, net.ErrClosed)
 		}
-		if isClosedChan(expired) {
+		select {
+		case <-expired:
 			c.mu.Unlock()
 			return 0, nil, c.opErr("read", nil, os.ErrDeadlineExceeded)
+		default:
 		}
 		if c.q.len() > 0 {
 			d := c.q.pop()
@@ -137,7 +139,7 @@ func (c *Conn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if c.closedA.Load() {
 		return 0, c.opErr("write", addr, net.ErrClosed)
 	}
-	if isClosedChan(c.wd.wait()) {
+	if c.wd.Expired() {
 		return 0, c.opErr("write", addr, os.ErrDeadlineExceeded)
 	}
 	to, ok := toAddr(addr)
@@ -192,8 +194,8 @@ func (c *Conn) shut() bool {
 	c.qBytes = 0
 	close(c.closing)
 	c.mu.Unlock()
-	c.rd.stop()
-	c.wd.stop()
+	c.rd.Stop()
+	c.wd.Stop()
 	return true
 }
 
@@ -208,8 +210,8 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	if c.closedA.Load() {
 		return c.opErr("set deadline", nil, net.ErrClosed)
 	}
-	c.rd.set(t)
-	c.wd.set(t)
+	c.rd.Set(t)
+	c.wd.Set(t)
 	return nil
 }
 
@@ -219,7 +221,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	if c.closedA.Load() {
 		return c.opErr("set deadline", nil, net.ErrClosed)
 	}
-	c.rd.set(t)
+	c.rd.Set(t)
 	return nil
 }
 
@@ -229,7 +231,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	if c.closedA.Load() {
 		return c.opErr("set deadline", nil, net.ErrClosed)
 	}
-	c.wd.set(t)
+	c.wd.Set(t)
 	return nil
 }
 

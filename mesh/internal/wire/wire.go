@@ -4,7 +4,9 @@
 //
 // Every frame starts with Magic and a type byte:
 //
-//	HELLO    signed announcement of a node on a link (who I am, my link epoch)
+//	HELLO    signed announcement of a node on a link (who I am, my link epoch),
+//	         with a cookie for the receiver's address and the echo of its one
+//	COOKIE   stateless answer to a hello that did not echo a valid cookie
 //	DATA     one MDP datagram, sequenced per link for per-hop reliability
 //	ACK      which DATA frames of a link have arrived
 //	PROBE    padded frame testing whether a datagram size gets through
@@ -58,53 +60,112 @@ func Type(b []byte) (byte, error) {
 // Hello announces a node on a link. It is signed by the node's key, so the
 // SID in it is proven; Seq grows with every hello a node sends, across
 // restarts, so an old hello cannot be replayed to move a neighbour.
+//
+// Cookie is what the sender made for the receiver's address (a MAC only
+// the sender can check); Echo is the last cookie the sender got from the
+// receiver. A node admits a neighbour only on a hello whose Echo is a valid
+// cookie for the address it came from (see COOKIE).
 type Hello struct {
-	SID   identity.SID
-	To    identity.SID // the neighbour it is sent to; zero on first contact and broadcast
-	Epoch uint32       // random per node start: the incarnation of its links
-	Seq   uint64       // strictly increasing per node
-	MTU   uint16       // largest frame the sender accepts
-	Flags byte         // FlagBroadcast when sent as a LAN broadcast
+	SID    identity.SID
+	To     identity.SID // the neighbour it is sent to; zero on first contact and broadcast
+	Epoch  uint32       // random per node start: the incarnation of its links
+	Seq    uint64       // strictly increasing per node
+	MTU    uint16       // largest frame the sender accepts
+	Flags  byte         // FlagBroadcast when sent as a LAN broadcast
+	Cookie Cookie       // made by the sender for the receiver's address
+	Echo   Cookie       // the receiver's last cookie for the sender; zero if none
 }
 
 // FlagBroadcast marks a hello sent to a broadcast address.
 const FlagBroadcast = 1
 
+// HelloVersion is the version byte of a hello. A later version (or flag)
+// will add the sender's ephemeral X25519 key for per-hop link keys; a
+// hello of another version is rejected.
+const HelloVersion = 2
+
+// CookieLen is the length of an address cookie.
+const CookieLen = 16
+
+// Cookie is a MAC over an address under a node's rotating secret.
+type Cookie [CookieLen]byte
+
 // HelloLen is the encoded length of a signed hello.
-const HelloLen = 2 + 2*identity.SIDLen + 4 + 8 + 2 + 1 + identity.SignatureLen
+const HelloLen = 3 + 2*identity.SIDLen + 4 + 8 + 2 + 1 + 2*CookieLen + identity.SignatureLen
 
 const helloSigned = HelloLen - identity.SignatureLen
 
 // AppendHello appends h signed by id (whose SID must be h.SID).
 func AppendHello(b []byte, h Hello, id *identity.Identity) []byte {
 	start := len(b)
-	b = append(b, Magic, TypeHello)
+	b = append(b, Magic, TypeHello, HelloVersion)
 	b = append(b, h.SID[:]...)
 	b = append(b, h.To[:]...)
 	b = binary.BigEndian.AppendUint32(b, h.Epoch)
 	b = binary.BigEndian.AppendUint64(b, h.Seq)
 	b = binary.BigEndian.AppendUint16(b, h.MTU)
 	b = append(b, h.Flags)
+	b = append(b, h.Cookie[:]...)
+	b = append(b, h.Echo[:]...)
 	return append(b, id.Sign(b[start:])...)
 }
 
-// ParseHello decodes and verifies a hello. A bad signature is an error.
+// ParseHello decodes a hello without checking its signature: the cookie
+// is checked first, which is cheap, and VerifyHello only then.
 func ParseHello(b []byte) (Hello, error) {
 	var h Hello
 	if len(b) != HelloLen || b[0] != Magic || b[1] != TypeHello {
 		return h, malformed("hello of %d bytes", len(b))
 	}
-	copy(h.SID[:], b[2:])
-	copy(h.To[:], b[2+identity.SIDLen:])
-	p := 2 + 2*identity.SIDLen
+	if b[2] != HelloVersion {
+		return h, malformed("hello version %d", b[2])
+	}
+	copy(h.SID[:], b[3:])
+	copy(h.To[:], b[3+identity.SIDLen:])
+	p := 3 + 2*identity.SIDLen
 	h.Epoch = binary.BigEndian.Uint32(b[p:])
 	h.Seq = binary.BigEndian.Uint64(b[p+4:])
 	h.MTU = binary.BigEndian.Uint16(b[p+12:])
 	h.Flags = b[p+14]
-	if !identity.Verify(h.SID, b[:helloSigned], b[helloSigned:]) {
-		return Hello{}, fmt.Errorf("wire: hello from %s: bad signature", h.SID.Short())
-	}
+	copy(h.Cookie[:], b[p+15:])
+	copy(h.Echo[:], b[p+15+CookieLen:])
 	return h, nil
+}
+
+// VerifyHello reports whether the hello b (which ParseHello accepted) is
+// signed by the SID it carries.
+func VerifyHello(b []byte) bool {
+	if len(b) != HelloLen {
+		return false
+	}
+	sid := identity.SID(b[3 : 3+identity.SIDLen])
+	return identity.Verify(sid, b[:helloSigned], b[helloSigned:])
+}
+
+// TypeCookie is the answer to a hello whose echo was not a valid cookie for
+// the address it came from: the receiver's cookie for that address and the
+// echo of the hello's own cookie. It is smaller than a hello, unsigned, and
+// creates no state at either end.
+const TypeCookie byte = 8
+
+// CookieMsgLen is the encoded length of a COOKIE frame.
+const CookieMsgLen = 2 + 2*CookieLen
+
+// AppendCookie appends a COOKIE frame.
+func AppendCookie(b []byte, cookie, echo Cookie) []byte {
+	b = append(b, Magic, TypeCookie)
+	b = append(b, cookie[:]...)
+	return append(b, echo[:]...)
+}
+
+// ParseCookie decodes a COOKIE frame.
+func ParseCookie(b []byte) (cookie, echo Cookie, err error) {
+	if len(b) != CookieMsgLen || b[0] != Magic || b[1] != TypeCookie {
+		return cookie, echo, malformed("cookie of %d bytes", len(b))
+	}
+	copy(cookie[:], b[2:])
+	copy(echo[:], b[2+CookieLen:])
+	return cookie, echo, nil
 }
 
 // DataHeader is the header of a DATA frame: link sequencing for the per-hop

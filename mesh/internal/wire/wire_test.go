@@ -93,37 +93,85 @@ func TestHelloRoundTrip(t *testing.T) {
 
 func TestHelloSignature(t *testing.T) {
 	id, other := fixedID(t, 1), fixedID(t, 2)
-	h := Hello{SID: id.SID(), Epoch: 7, Seq: 1000, MTU: 1400}
+	h := Hello{SID: id.SID(), Epoch: 7, Seq: 1000, MTU: 1400, Cookie: Cookie{1, 2}, Echo: Cookie{3, 4}}
 	good := AppendHello(nil, h, id)
-
+	if !VerifyHello(good) {
+		t.Fatal("a genuine hello does not verify")
+	}
 	mutate := func(f func(b []byte)) []byte {
 		b := bytes.Clone(good)
 		f(b)
 		return b
 	}
+	const fields = 3 + 2*identity.SIDLen // epoch starts here
 	tests := []struct {
 		name string
 		in   []byte
 	}{
 		// Someone else's SID, signed with the wrong key.
 		{"signed by another key", AppendHello(nil, h, other)},
-		{"sid changed", mutate(func(b []byte) { b[2] ^= 1 })},
-		{"epoch changed", mutate(func(b []byte) { b[2+identity.SIDLen] ^= 1 })},
-		{"seq changed", mutate(func(b []byte) { b[2+identity.SIDLen+11] ^= 1 })},
-		{"mtu changed", mutate(func(b []byte) { b[2+identity.SIDLen+12] ^= 1 })},
-		{"flags changed", mutate(func(b []byte) { b[helloSigned-1] ^= FlagBroadcast })},
+		{"sid changed", mutate(func(b []byte) { b[3] ^= 1 })},
+		{"to changed", mutate(func(b []byte) { b[3+identity.SIDLen] ^= 1 })},
+		{"epoch changed", mutate(func(b []byte) { b[fields] ^= 1 })},
+		{"seq changed", mutate(func(b []byte) { b[fields+11] ^= 1 })},
+		{"mtu changed", mutate(func(b []byte) { b[fields+12] ^= 1 })},
+		{"flags changed", mutate(func(b []byte) { b[fields+14] ^= FlagBroadcast })},
+		{"cookie changed", mutate(func(b []byte) { b[fields+15] ^= 1 })},
+		{"echo changed", mutate(func(b []byte) { b[helloSigned-1] ^= 1 })},
 		{"signature changed", mutate(func(b []byte) { b[HelloLen-1] ^= 0x80 })},
 		{"signature zeroed", mutate(func(b []byte) { clear(b[helloSigned:]) })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got, err := ParseHello(tt.in); err == nil {
-				t.Fatalf("forged hello accepted: %+v", got)
-			} else if got != (Hello{}) {
-				t.Fatalf("rejected hello still returned %+v", got)
+			if _, err := ParseHello(tt.in); err != nil {
+				t.Fatalf("ParseHello rejects a well-formed hello: %v", err)
+			}
+			if VerifyHello(tt.in) {
+				t.Fatal("forged hello verifies")
 			}
 		})
 	}
+}
+
+func TestCookieRoundTrip(t *testing.T) {
+	for _, tt := range []struct{ cookie, echo Cookie }{
+		{},
+		{Cookie{1}, Cookie{2}},
+		{Cookie{0xFF, 15: 0xFF}, Cookie{0xAA, 15: 0x55}},
+	} {
+		b := AppendCookie([]byte("x"), tt.cookie, tt.echo)[1:]
+		if len(b) != CookieMsgLen || CookieMsgLen >= HelloLen {
+			t.Fatalf("cookie frame is %d bytes, want %d (< hello %d)", len(b), CookieMsgLen, HelloLen)
+		}
+		c, e, err := ParseCookie(b)
+		if err != nil || c != tt.cookie || e != tt.echo {
+			t.Fatalf("ParseCookie = %x, %x, %v; want %x, %x", c, e, err, tt.cookie, tt.echo)
+		}
+	}
+	good := AppendCookie(nil, Cookie{1}, Cookie{2})
+	for _, in := range [][]byte{nil, good[:2], good[:CookieMsgLen-1], append(bytes.Clone(good), 0), append([]byte{0}, good[1:]...), append([]byte{Magic, TypeHello}, good[2:]...)} {
+		if _, _, err := ParseCookie(in); !isMalformed(err) {
+			t.Fatalf("ParseCookie(%x): err = %v, want ErrMalformed", in, err)
+		}
+	}
+}
+
+func FuzzParseCookie(f *testing.F) {
+	f.Add(AppendCookie(nil, Cookie{1, 2, 3}, Cookie{4, 5, 6}))
+	f.Add(AppendCookie(nil, Cookie{}, Cookie{}))
+	f.Add([]byte{Magic, TypeCookie})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, e, err := ParseCookie(b)
+		if err != nil {
+			if !isMalformed(err) {
+				t.Fatalf("error does not wrap ErrMalformed: %v", err)
+			}
+			return
+		}
+		if again := AppendCookie(nil, c, e); !bytes.Equal(again, b) {
+			t.Fatalf("cookie does not re-encode to its bytes:\n%x\n%x", b, again)
+		}
+	})
 }
 
 func TestHelloRejects(t *testing.T) {
@@ -139,6 +187,7 @@ func TestHelloRejects(t *testing.T) {
 		{"trailing byte", append(bytes.Clone(good), 0)},
 		{"bad magic", append([]byte{Magic ^ 1}, good[1:]...)},
 		{"wrong type", append([]byte{Magic, TypeData}, good[2:]...)},
+		{"other version", append([]byte{Magic, TypeHello, HelloVersion + 1}, good[3:]...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -398,11 +447,13 @@ func parseProbeAck(b []byte) error { _, _, err := ParseProbeAck(b); return err }
 func parseSkip(b []byte) error     { _, _, err := ParseSkip(b); return err }
 func parseData(b []byte) error     { _, _, err := ParseData(b); return err }
 func parseHelloErr(b []byte) error { _, err := ParseHello(b); return err }
+func parseCookie(b []byte) error   { _, _, err := ParseCookie(b); return err }
 func parseAckErr(b []byte) error   { var a Ack; return ParseAck(b, &a) }
 func parsers() map[byte]func([]byte) error {
 	return map[byte]func([]byte) error{
 		TypeHello: parseHelloErr, TypeData: parseData, TypeAck: parseAckErr,
 		TypeProbe: parseProbe, TypeProbeAck: parseProbeAck, TypeSkip: parseSkip,
+		TypeCookie: parseCookie,
 	}
 }
 
@@ -453,6 +504,7 @@ func TestParsersRejectOtherTypes(t *testing.T) {
 		TypeProbe:    AppendProbe(nil, 1, 100),
 		TypeProbeAck: AppendProbeAck(nil, 1, 100),
 		TypeSkip:     AppendSkip(nil, 1, 1),
+		TypeCookie:   AppendCookie(nil, Cookie{1}, Cookie{2}),
 	}
 	for typ, frame := range frames {
 		if got, err := Type(frame); err != nil || got != typ {
@@ -484,6 +536,7 @@ func FuzzType(f *testing.F) {
 	f.Add(AppendProbe(nil, 1, 20))
 	f.Add(AppendProbeAck(nil, 1, 20))
 	f.Add(AppendSkip(nil, 1, 1))
+	f.Add(AppendCookie(nil, Cookie{1}, Cookie{2}))
 	f.Add([]byte{Magic, 6, 1, 2, 3}) // type 6: ROUTE, reserved
 	f.Fuzz(func(t *testing.T, b []byte) {
 		typ, err := Type(b)
@@ -511,6 +564,7 @@ func FuzzParseHello(f *testing.F) {
 	f.Add(AppendHello(nil, Hello{SID: id.SID(), Epoch: 1, Seq: 2, MTU: 1500}, id))
 	f.Add(AppendHello(nil, Hello{SID: id.SID(), Epoch: math.MaxUint32, Seq: math.MaxUint64, MTU: 65535, Flags: FlagBroadcast}, id))
 	f.Add(AppendHello(nil, Hello{SID: id.SID()}, fixedID(f, 2))) // bad signature
+	f.Add(AppendHello(nil, Hello{SID: id.SID(), Seq: 3, Cookie: Cookie{9}, Echo: Cookie{8}}, id))
 	f.Add([]byte{Magic, TypeHello})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHello(b)
@@ -520,10 +574,14 @@ func FuzzParseHello(f *testing.F) {
 			}
 			return
 		}
-		if len(b) != HelloLen || !identity.Verify(h.SID, b[:helloSigned], b[helloSigned:]) {
-			t.Fatalf("accepted an unverifiable hello %x", b)
+		if len(b) != HelloLen {
+			t.Fatalf("accepted a hello of %d bytes", len(b))
 		}
-		if h.SID == id.SID() {
+		ok := VerifyHello(b)
+		if ok != identity.Verify(h.SID, b[:helloSigned], b[helloSigned:]) {
+			t.Fatalf("VerifyHello disagrees with the SID decoded: %x", b)
+		}
+		if ok && h.SID == id.SID() {
 			// Ed25519 signatures are deterministic: the same key re-signs
 			// to the same bytes.
 			if again := AppendHello(nil, h, id); !bytes.Equal(again, b) {

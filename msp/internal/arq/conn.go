@@ -15,6 +15,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/servald/servald/internal/deadline"
 )
 
 // Bounds and defaults of Config.
@@ -184,8 +186,8 @@ type Conn struct {
 	writeC chan struct{} // cap 1: buffer space (or the end) for a blocked Write
 	done   chan struct{} // closed when the Conn ends
 	exited chan struct{} // closed when the goroutine has returned
-	rdl    deadline
-	wdl    deadline
+	rdl    deadline.Timer
+	wdl    deadline.Timer
 
 	mu sync.Mutex
 	// All below guarded by mu.
@@ -281,8 +283,6 @@ func New(cfg Config) (*Conn, error) {
 		maxDataSent: InitialWindow,
 		reoMult:     minReoMult,
 	}
-	c.rdl.init()
-	c.wdl.init()
 	c.cc.init(cfg.MaxPacket, 4*int64(cfg.SendBuffer)+64*int64(MaxPacketLimit))
 	go c.run()
 	return c, nil
@@ -316,7 +316,7 @@ func (c *Conn) end(err error) {
 // after Close or Shutdown, net.ErrClosed at once.
 func (c *Conn) Read(p []byte) (int, error) {
 	for {
-		if c.rdl.expired() {
+		if c.rdl.Expired() {
 			return 0, os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
@@ -355,7 +355,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		select {
 		case <-c.readC:
 		case <-c.done:
-		case <-c.rdl.wait():
+		case <-c.rdl.Done():
 		}
 	}
 }
@@ -366,7 +366,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	n := 0
 	for {
-		if c.wdl.expired() {
+		if c.wdl.Expired() {
 			return n, os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
@@ -398,7 +398,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		select {
 		case <-c.writeC:
 		case <-c.done:
-		case <-c.wdl.wait():
+		case <-c.wdl.Done():
 		}
 	}
 }
@@ -476,8 +476,8 @@ func (c *Conn) Close() error {
 	c.mu.Unlock()
 	poke(c.wake)
 	<-c.exited
-	c.rdl.stop()
-	c.wdl.stop()
+	c.rdl.Stop()
+	c.wdl.Stop()
 	return nil
 }
 
@@ -494,22 +494,22 @@ func (c *Conn) Err() error {
 
 // SetDeadline sets both the read and the write deadline.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.rdl.set(t)
-	c.wdl.set(t)
+	c.rdl.Set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline makes Read fail with os.ErrDeadlineExceeded after t; the
 // zero time clears it.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rdl.set(t)
+	c.rdl.Set(t)
 	return nil
 }
 
 // SetWriteDeadline makes Write fail with os.ErrDeadlineExceeded after t; the
 // zero time clears it.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.wdl.set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
@@ -529,68 +529,4 @@ func (c *Conn) Stats() Stats {
 	s.PeerWindow = c.peerMaxData
 	s.MaxPacket = c.maxPacket
 	return s
-}
-
-// deadline is a settable point in time whose wait channel is closed once it
-// has passed (the pattern of net.Pipe).
-type deadline struct {
-	mu     sync.Mutex
-	timer  *time.Timer
-	cancel chan struct{} // closed when the deadline passes
-}
-
-func (d *deadline) init() { d.cancel = make(chan struct{}) }
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.cancel // the timer fired: wait for its close
-	}
-	d.timer = nil
-	closed := isClosed(d.cancel)
-	if t.IsZero() {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		if closed {
-			d.cancel = make(chan struct{})
-		}
-		ch := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(ch) })
-		return
-	}
-	if !closed {
-		close(d.cancel)
-	}
-}
-
-func (d *deadline) stop() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
-	}
-}
-
-func (d *deadline) wait() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cancel
-}
-
-func (d *deadline) expired() bool {
-	return isClosed(d.wait())
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }

@@ -1,4 +1,4 @@
-package main
+package instance
 
 import (
 	"context"
@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
 )
 
-// fakeAccess is a meshAccess whose routing table the test sets.
+// fakeAccess is a Mesh whose routing table the test sets.
 type fakeAccess struct {
 	id *identity.Identity
 
@@ -93,16 +94,16 @@ func TestParseSIDArg(t *testing.T) {
 		{in: strings.Repeat("G", 64), bad: "not hex"},
 		{in: full + "A", bad: "64 hex digits"},
 	} {
-		a, err := parseSIDArg(tc.in)
+		a, err := ParseSIDArg(tc.in)
 		if tc.bad != "" {
-			var ue usageError
+			var ue *UsageError
 			if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.bad) {
-				t.Errorf("parseSIDArg(%q) = %v, want a usage error mentioning %q", tc.in, err, tc.bad)
+				t.Errorf("ParseSIDArg(%q) = %v, want a usage error mentioning %q", tc.in, err, tc.bad)
 			}
 			continue
 		}
-		if err != nil || a.prefix != tc.prefix || (tc.prefix == "" && a.sid.String() != strings.ToUpper(tc.in)) {
-			t.Errorf("parseSIDArg(%q) = %+v, %v", tc.in, a, err)
+		if err != nil || a.Prefix() != tc.prefix || (tc.prefix == "" && a.SID().String() != strings.ToUpper(tc.in)) {
+			t.Errorf("ParseSIDArg(%q) = %+v, %v", tc.in, a, err)
 		}
 	}
 }
@@ -112,25 +113,25 @@ func TestResolveShortSID(t *testing.T) {
 	x1, x2, y := sidWith(t, "ABCDEF0011"), sidWith(t, "ABCDEF0022"), sidWith(t, "12345678")
 	f := newFakeAccess(t)
 	f.setRoutes(x1, x2, y)
-	arg := func(s string) sidArg {
+	arg := func(s string) SIDArg {
 		t.Helper()
-		a, err := parseSIDArg(s)
+		a, err := ParseSIDArg(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return a
 	}
 
-	if got, err := arg("12345678").resolve(ctx, f, time.Minute); err != nil || got != y {
+	if got, err := arg("12345678").Resolve(ctx, f, time.Minute); err != nil || got != y {
 		t.Errorf("unique prefix: %v, %v", got, err)
 	}
-	if got, err := arg(f.id.SID().String()[:9]).resolve(ctx, f, time.Minute); err != nil || got != f.id.SID() {
+	if got, err := arg(f.id.SID().String()[:9]).Resolve(ctx, f, time.Minute); err != nil || got != f.id.SID() {
 		t.Errorf("prefix of this node: %v, %v", got, err)
 	}
 	// Ambiguous: a usage error naming both, at once (no waiting).
 	t0 := time.Now()
-	_, err := arg("abcdef00").resolve(ctx, f, time.Minute)
-	var ue usageError
+	_, err := arg("abcdef00").Resolve(ctx, f, time.Minute)
+	var ue *UsageError
 	if !errors.As(err, &ue) || !errors.Is(err, identity.ErrAmbiguousSID) || !strings.Contains(err.Error(), x1.String()) || !strings.Contains(err.Error(), x2.String()) {
 		t.Errorf("ambiguous prefix: %v", err)
 	}
@@ -138,7 +139,7 @@ func TestResolveShortSID(t *testing.T) {
 		t.Errorf("ambiguous prefix took %v", d)
 	}
 	// Unknown: after the wait, an error (exit 1) listing what is known.
-	_, err = arg("99999999").resolve(ctx, f, 300*time.Millisecond)
+	_, err = arg("99999999").Resolve(ctx, f, 300*time.Millisecond)
 	if errors.As(err, &ue) || !errors.Is(err, identity.ErrUnknownSID) {
 		t.Errorf("unknown prefix: %v, want ErrUnknownSID, not a usage error", err)
 	}
@@ -147,23 +148,86 @@ func TestResolveShortSID(t *testing.T) {
 			t.Errorf("unknown-prefix error does not list %s: %v", s, err)
 		}
 	}
-	// A node that the mesh learns while we wait is found.
+	// A node that the mesh learns while we wait is found by a prefix of
+	// 16 digits or more; one of fewer (which a ground key could match)
+	// is matched only against the nodes known at once.
 	late := sidWith(t, "FEEDFACE")
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		f.setRoutes(x1, x2, y, late)
 	}()
-	if got, err := arg("feedface").resolve(ctx, f, time.Minute); err != nil || got != late {
-		t.Errorf("prefix of a node learnt while waiting: %v, %v", got, err)
+	if _, err := arg("feedface").Resolve(ctx, f, time.Minute); !errors.Is(err, identity.ErrUnknownSID) || !strings.Contains(err.Error(), "fewer than 16 digits") {
+		t.Errorf("8-digit prefix of a node not known yet: %v, want ErrUnknownSID at once", err)
+	}
+	if got, err := arg("feedface00000000").Resolve(ctx, f, time.Minute); err != nil || got != late {
+		t.Errorf("16-digit prefix of a node learnt while waiting: %v, %v", got, err)
 	}
 	// Cancelled (a signal): the cancellation, not a resolution error.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := arg("77777777").resolve(cctx, f, time.Minute); !errors.Is(err, context.Canceled) {
+	if _, err := arg("77777777").Resolve(cctx, f, time.Minute); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
 	// A full SID needs no table at all.
-	if got, err := arg(sidWith(t, "55").String()).resolve(ctx, f, 0); err != nil || got != sidWith(t, "55") {
+	if got, err := arg(sidWith(t, "55").String()).Resolve(ctx, f, 0); err != nil || got != sidWith(t, "55") {
 		t.Errorf("full SID: %v, %v", got, err)
+	}
+}
+
+// TestResolveOnMesh resolves short SIDs against the routing table of an
+// embedded node on memnet.
+func TestResolveOnMesh(t *testing.T) {
+	a, b := memPair(t, nil, nil)
+	m := Embed(a)
+	ctx := context.Background()
+	for _, n := range []*identity.Identity{a.Identity(), b.Identity()} {
+		arg, err := ParseSIDArg(strings.ToLower(n.SID().String()[:10]))
+		if err != nil || !arg.IsShort() {
+			t.Fatalf("ParseSIDArg: %+v, %v", arg, err)
+		}
+		if got, err := arg.Resolve(ctx, m, 5*time.Second); err != nil || got != n.SID() {
+			t.Errorf("Resolve(%s) = %v, %v; want %s", arg.Prefix(), got, err, n.SID())
+		}
+	}
+	unknown := "0123456789ABCDEF"
+	if strings.HasPrefix(a.SID().String(), unknown) || strings.HasPrefix(b.SID().String(), unknown) {
+		unknown = "FEDCBA9876543210"
+	}
+	arg, _ := ParseSIDArg(unknown)
+	_, err := arg.Resolve(ctx, m, 200*time.Millisecond)
+	var ue *UsageError
+	if !errors.Is(err, identity.ErrUnknownSID) || errors.As(err, &ue) || !strings.Contains(err.Error(), "after waiting 200ms") || !strings.Contains(err.Error(), b.SID().String()) {
+		t.Errorf("unknown prefix: %v", err)
+	}
+}
+
+// TestTargetFind: a service is looked up at every Find (and found where it
+// is now); a short SID is resolved once.
+func TestTargetFind(t *testing.T) {
+	a, b := memPair(t, nil, nil)
+	m := Embed(a)
+	ctx := context.Background()
+	svc := Target{Service: "ssh"}
+	if _, _, err := svc.Find(ctx, m, 300*time.Millisecond); !errors.Is(err, discovery.ErrNoService) {
+		t.Fatalf("service nobody offers: %v", err)
+	}
+	ad, err := Embed(b).Advertise("ssh", 5000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ad.Close()
+	if sid, port, err := svc.Find(ctx, m, 5*time.Second); err != nil || sid != b.SID() || port != 5000 {
+		t.Fatalf("service: %s %d, %v; want %s 5000", sid.Short(), port, err, b.SID().Short())
+	}
+	arg, err := ParseSIDArg(b.SID().String()[:8])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt := Target{SID: arg, Port: 7}
+	if sid, port, err := tgt.Find(ctx, m, 5*time.Second); err != nil || sid != b.SID() || port != 7 {
+		t.Fatalf("short SID: %s %d, %v", sid.Short(), port, err)
+	}
+	if tgt.SID.IsShort() || tgt.SID.SID() != b.SID() {
+		t.Errorf("the short SID did not stay resolved: %+v", tgt.SID)
 	}
 }

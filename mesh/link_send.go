@@ -1,0 +1,406 @@
+package mesh
+
+// The sending half of a link.
+//
+// Packet path: a DATA frame for this neighbour comes from a local WriteTo
+// (enqueueLocal: it waits for room in the queue; with nothing queued and
+// room in the window it is numbered and written to the socket right there)
+// or from the relay (enqueueRelay: dropped when the queue is full, never
+// written from the read loop); this node's routing messages come through
+// enqueueControl, ahead of queued data. The link goroutine's flush gives
+// queued frames the next sequence numbers while the window has room and
+// writes them. receiveAck (read loop) marks acknowledged frames done and,
+// since first copies go out in sequence order, marks lost a frame sent
+// before one that arrived; flush resends those, and frames whose timer ran
+// out, up to MaxAttempts; then a frame is given up and a SKIP tells the
+// neighbour not to wait for it.
+
+import (
+	"errors"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/servald/servald/mesh/internal/wire"
+)
+
+// maxBackoff caps a frame's retransmission timer.
+const maxBackoff = time.Second
+
+// maxTimerResends bounds the frames resent when the timer runs out: the
+// oldest ones. A receiver that was merely slow to answer gets that many
+// duplicates, not a whole window; after a real silence the rest follow at
+// the next expiries, or at once as lost when later frames are acknowledged.
+const maxTimerResends = 64
+
+var errQueueFull = errors.New("mesh: link queue full")
+
+// maxCtlQueue bounds the routing messages waiting for one neighbour. The
+// router sends a few per hello interval; more means the window has been
+// shut for a long time, and the next full table says it all again.
+const maxCtlQueue = 64
+
+// enqueueControl queues one of this node's routing messages. It goes out
+// before any queued data: behind a relay's full data queue it would wait
+// a whole queue's worth of transmissions, and dropped for a full queue
+// (as relayed data is) routes would expire under load, in the middle of
+// the transfer that filled the queue.
+func (l *link) enqueueControl(bp *[]byte) error {
+	return l.push(&l.tx.ctlQueue, maxCtlQueue, bp)
+}
+
+// enqueueRelay queues a relayed DATA frame. It runs on the read loop, so
+// it never waits: a full queue drops the frame (errQueueFull), and the
+// frame always goes through the queue, written by the link goroutine.
+func (l *link) enqueueRelay(bp *[]byte) error {
+	return l.push(&l.tx.queue, l.n.cfg.LinkQueue, bp)
+}
+
+// push appends bp to q (a queue of tx) unless it holds limit frames or the
+// link is dead, and kicks the link goroutine.
+func (l *link) push(q *[]*[]byte, limit int, bp *[]byte) error {
+	l.mu.Lock()
+	switch {
+	case l.dead:
+		l.mu.Unlock()
+		return ErrNoRoute
+	case len(*q) >= limit:
+		l.mu.Unlock()
+		return errQueueFull
+	}
+	*q = append(*q, bp)
+	l.mu.Unlock()
+	l.kick()
+	return nil
+}
+
+// enqueueLocal queues a DATA frame of a local sender, waiting for room in
+// the queue until deadline (os.ErrDeadlineExceeded) or closed
+// (net.ErrClosed) is closed.
+func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error {
+	l.mu.Lock()
+	for len(l.tx.queue) >= l.n.cfg.LinkQueue && !l.dead {
+		ch := l.tx.space
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			return os.ErrDeadlineExceeded
+		case <-closed:
+			return net.ErrClosed
+		}
+		l.mu.Lock()
+	}
+	if l.dead {
+		l.mu.Unlock()
+		return ErrNoRoute
+	}
+	if len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win {
+		l.tx.queue = append(l.tx.queue, bp)
+		l.mu.Unlock()
+		l.kick()
+		return nil
+	}
+	// Nothing waits before this frame and the window has room: send it
+	// from here, not after the link goroutine gets to run (a wakeup that
+	// costs more than the send on a busy machine). sendMu comes before mu.
+	l.mu.Unlock()
+	l.sendMu.Lock()
+	l.mu.Lock()
+	if l.dead || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win {
+		dead := l.dead
+		if !dead {
+			l.tx.queue = append(l.tx.queue, bp)
+		}
+		l.mu.Unlock()
+		l.sendMu.Unlock()
+		if dead {
+			return ErrNoRoute
+		}
+		l.kick()
+		return nil
+	}
+	s := l.tx.nextSeq
+	l.tx.nextSeq++
+	l.tx.ring[s%l.win] = txEntry{buf: bp, sentAt: time.Now(), tries: 1}
+	wire.PutLinkFields(*bp, l.n.epoch, s, l.tx.base)
+	l.tx.sent++
+	if l.tx.nextTimer.IsZero() {
+		l.tx.nextTimer = l.deadlineLocked(&l.tx.ring[s%l.win])
+		l.armLocked(l.tx.nextTimer)
+	}
+	l.mu.Unlock()
+	err := l.n.send(*bp, l.nb.address())
+	l.sendMu.Unlock()
+	if err != nil && errors.Is(err, syscall.EMSGSIZE) {
+		l.nb.lowerMTU(len(*bp))
+	}
+	return nil
+}
+
+// rto returns the retransmission timeout: srtt-based, doubled for each
+// timer expiry in a row with no ACK making progress in between (a silent
+// link is probed ever more slowly; a frame lost again while others get
+// through is not). Called with mu held.
+func (l *link) rto() time.Duration {
+	r := 200 * time.Millisecond
+	if l.tx.rttInit {
+		// A quarter of srtt at least on top: the timer is the last resort
+		// (losses are found by later frames arriving), so it may wait for
+		// a receiver that was slow to answer.
+		r = l.tx.srtt + max(4*l.tx.rttvar, l.tx.srtt/4)
+	}
+	r = max(r, l.n.cfg.MinRTO)
+	for i := 0; i < l.tx.backoff && r < maxBackoff; i++ {
+		r *= 2
+	}
+	return min(r, maxBackoff)
+}
+
+// deadlineLocked is when frame e is resent for want of an ACK: its RTO
+// after it was sent or after the last ACK that made progress, whichever is
+// later. While ACKs keep coming, frames merely queued behind others (a
+// link slower than its window) are not resent; a lost frame is found by
+// the frames after it arriving first. Called with mu held.
+func (l *link) deadlineLocked(e *txEntry) time.Time {
+	t := e.sentAt
+	if l.tx.progress.After(t) {
+		t = l.tx.progress
+	}
+	return t.Add(l.rto())
+}
+
+// flush sends what is due: the ACK, frames marked lost, frames whose timer
+// ran out, new frames the window has room for, and arms the timer for when
+// to look again.
+func (l *link) flush() {
+	bufs := l.n.bufs
+	addr := l.nb.address()
+	// sendMu for the whole flush: frames are changed (resent ones get a
+	// new base) and written in sequence order, none while enqueueLocal writes.
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	l.mu.Lock()
+	for _, b := range l.tx.free {
+		bufs.put(b)
+	}
+	clear(l.tx.free)
+	l.tx.free = l.tx.free[:0]
+	now := time.Now()
+	out := l.tx.out[:0]
+	sendAck := l.rx.ackPending
+	if sendAck {
+		l.rx.ackPending = false
+		l.rx.unacked = 0
+		l.buildAckLocked(&l.rx.flushAck)
+	}
+	epoch := l.n.epoch
+	skip := false
+	resend := func(s uint64, e *txEntry) {
+		e.lost = false
+		e.tries++
+		e.sentAt = now
+		wire.PutLinkFields(*e.buf, epoch, s, l.tx.base)
+		out = append(out, e.buf)
+		l.tx.resent++
+		l.tx.sent++
+		l.n.stats.retransmits.Add(1)
+	}
+	for _, s := range l.tx.lostList {
+		if s >= l.tx.base && s < l.tx.nextSeq {
+			if e := &l.tx.ring[s%l.win]; !e.done && e.lost {
+				resend(s, e)
+			}
+		}
+	}
+	l.tx.lostList = l.tx.lostList[:0]
+	if !l.tx.nextTimer.IsZero() && !now.Before(l.tx.nextTimer) {
+		gaveUp, expired := false, 0
+		for s := l.tx.base; s < l.tx.nextSeq && expired < maxTimerResends; s++ {
+			e := &l.tx.ring[s%l.win]
+			if e.done || now.Before(l.deadlineLocked(e)) {
+				continue
+			}
+			if e.tries >= l.n.cfg.MaxAttempts {
+				e.done = true
+				gaveUp = true
+				l.n.stats.abandoned.Add(1)
+				continue
+			}
+			resend(s, e)
+			l.n.stats.timeouts.Add(1)
+			expired++
+		}
+		if expired > 0 {
+			l.tx.backoff++
+		}
+		if gaveUp {
+			l.advanceLocked()
+			l.tx.skipDue = true
+		}
+		if l.tx.skipDue && l.tx.peerCum >= l.tx.base {
+			l.tx.skipDue = false
+		}
+		skip = l.tx.skipDue
+	}
+	first := func(b *[]byte) {
+		s := l.tx.nextSeq
+		l.tx.nextSeq++
+		l.tx.ring[s%l.win] = txEntry{buf: b, sentAt: now, tries: 1}
+		wire.PutLinkFields(*b, epoch, s, l.tx.base)
+		out = append(out, b)
+		l.tx.sent++
+	}
+	for len(l.tx.ctlQueue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
+		first(l.tx.ctlQueue[0])
+		l.tx.ctlQueue[0] = nil
+		l.tx.ctlQueue = l.tx.ctlQueue[1:]
+	}
+	if len(l.tx.ctlQueue) == 0 {
+		l.tx.ctlQueue = l.tx.ctlQueue[:0:0]
+	}
+	for len(l.tx.queue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
+		first(l.tx.queue[0])
+		l.tx.queue[0] = nil
+		l.tx.queue = l.tx.queue[1:]
+		if len(l.tx.queue) == 0 || len(l.tx.queue) == l.n.cfg.LinkQueue-1 {
+			close(l.tx.space)
+			l.tx.space = make(chan struct{})
+		}
+	}
+	if len(l.tx.queue) == 0 {
+		l.tx.queue = l.tx.queue[:0:0]
+	}
+	// The next timer: the earliest deadline of a frame in flight.
+	l.tx.nextTimer = time.Time{}
+	for s := l.tx.base; s < l.tx.nextSeq; s++ {
+		e := &l.tx.ring[s%l.win]
+		if e.done {
+			continue
+		}
+		d := l.deadlineLocked(e)
+		if l.tx.nextTimer.IsZero() || d.Before(l.tx.nextTimer) {
+			l.tx.nextTimer = d
+		}
+		if e.tries == 1 {
+			break // later first transmissions are due later still
+		}
+	}
+	base := l.tx.base
+	next := l.tx.nextTimer
+	if l.tx.skipDue && next.IsZero() {
+		next = now.Add(l.rto())
+	}
+	l.armLocked(next)
+	l.mu.Unlock()
+
+	if sendAck {
+		l.rx.flushAckBuf = wire.AppendAck(l.rx.flushAckBuf[:0], &l.rx.flushAck)
+		l.n.stats.ackOut.Add(uint64(len(l.rx.flushAckBuf)))
+		l.n.send(l.rx.flushAckBuf, addr)
+	}
+	if skip {
+		l.n.send(wire.AppendSkip(nil, epoch, base), addr)
+	}
+	for _, b := range out {
+		if err := l.n.send(*b, addr); err != nil && errors.Is(err, syscall.EMSGSIZE) {
+			l.nb.lowerMTU(len(*b))
+		}
+	}
+	clear(out)
+	l.tx.out = out[:0]
+}
+
+// advanceLocked moves base past done frames. Called with mu held.
+func (l *link) advanceLocked() {
+	for l.tx.base < l.tx.nextSeq {
+		e := &l.tx.ring[l.tx.base%l.win]
+		if !e.done {
+			break
+		}
+		l.tx.free = append(l.tx.free, e.buf)
+		*e = txEntry{}
+		l.tx.base++
+	}
+}
+
+// receiveAck applies an ACK from the neighbour (read loop).
+func (l *link) receiveAck(a *wire.Ack) {
+	if a.Epoch != l.n.epoch {
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	var sample time.Time
+	mark := func(s uint64) {
+		e := &l.tx.ring[s%l.win]
+		if e.done {
+			return
+		}
+		e.done = true
+		l.tx.progress = now
+		l.tx.backoff = 0
+		// Only a frame sent once says when what arrived was sent: the ack
+		// of a resent one may be for its first copy.
+		if e.tries == 1 && s >= l.tx.rackSeq {
+			l.tx.rackSeq, l.tx.rackSent = s+1, e.sentAt
+		}
+		if e.tries == 1 && e.sentAt.After(sample) {
+			sample = e.sentAt
+		}
+	}
+	if a.Cum > l.tx.peerCum {
+		l.tx.peerCum = a.Cum
+	}
+	for s := l.tx.base; s < min(a.Cum, l.tx.nextSeq); s++ {
+		mark(s)
+	}
+	for _, r := range a.Ranges {
+		for s := max(r.Start, l.tx.base); s < min(r.End, l.tx.nextSeq); s++ {
+			mark(s)
+		}
+	}
+	if !sample.IsZero() {
+		l.rttSampleLocked(now.Sub(sample))
+	}
+	// The path to a neighbour does not reorder datagrams (it is one UDP
+	// hop), so a frame sent before one that arrived, and not itself
+	// acknowledged, is taken as lost: first copies are sent in sequence
+	// order, resent ones are compared by the time they went out.
+	lost := 0
+	for s := l.tx.base; s < min(l.tx.rackSeq, l.tx.nextSeq); s++ {
+		e := &l.tx.ring[s%l.win]
+		if e.done || e.lost || (e.tries > 1 && !e.sentAt.Before(l.tx.rackSent)) {
+			continue
+		}
+		e.lost = true
+		l.tx.lostList = append(l.tx.lostList, s)
+		lost++
+	}
+	l.advanceLocked()
+	// The link goroutine has work only if something is to be resent or
+	// waits for the window. (Freed buffers and a timer armed for frames
+	// now acknowledged keep until it runs for another reason.)
+	work := lost > 0 || len(l.tx.queue) > 0 || len(l.tx.ctlQueue) > 0
+	l.mu.Unlock()
+	if lost > 0 {
+		l.n.stats.fastRetransmits.Add(uint64(lost))
+	}
+	if work {
+		l.kick()
+	}
+}
+
+func (l *link) rttSampleLocked(r time.Duration) {
+	if !l.tx.rttInit {
+		l.tx.srtt, l.tx.rttvar, l.tx.rttInit = r, r/2, true
+		return
+	}
+	d := l.tx.srtt - r
+	if d < 0 {
+		d = -d
+	}
+	l.tx.rttvar = (3*l.tx.rttvar + d) / 4
+	l.tx.srtt = (7*l.tx.srtt + r) / 8
+}
