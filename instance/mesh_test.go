@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
 )
@@ -23,37 +23,15 @@ import (
 // other.
 func memPair(t *testing.T, ida, idb *identity.Identity) (a, b *mesh.Node) {
 	t.Helper()
-	seed := rand.Int64()
-	t.Logf("memnet seed %d", seed)
-	nw := memnet.New(seed)
-	t.Cleanup(func() { nw.Close() })
-	ca, cb := nw.Listen(), nw.Listen()
-	nw.SetLinkBoth(ca.LocalAddr(), cb.LocalAddr(), memnet.LinkConfig{Delay: time.Millisecond})
-	mk := func(id *identity.Identity, c net.PacketConn, peers ...net.Addr) *mesh.Node {
-		if id == nil {
-			var err error
-			if id, err = identity.Generate(nil); err != nil {
-				t.Fatal(err)
+	ids := []*identity.Identity{ida, idb}
+	m := meshtest.Pair(t, memnet.LinkConfig{Delay: time.Millisecond},
+		meshtest.Timers(50*time.Millisecond, 3*time.Second),
+		meshtest.Configure(func(i int, c *mesh.Config) {
+			if ids[i] != nil {
+				c.Identity = ids[i]
 			}
-		}
-		n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers, HelloInterval: 50 * time.Millisecond, NeighbourTimeout: 3 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	b = mk(idb, cb)
-	a = mk(ida, ca, cb.LocalAddr())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.WaitReachable(ctx, b.SID()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitReachable(ctx, a.SID()); err != nil {
-		t.Fatal(err)
-	}
-	return a, b
+		}))
+	return m.Nodes[0], m.Nodes[1]
 }
 
 // echoListener serves an echo on every stream of lis until it closes.

@@ -18,12 +18,8 @@ func FuzzNodeHandle(f *testing.F) {
 	nw := memnet.New(1)
 	f.Cleanup(func() { nw.Close() })
 	cn := nw.Listen()
-	n, err := New(Config{Identity: forgedID(f), Conn: cn, HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute,
-		MaxNeighbours: 2, MaxRoutes: 8, MaxRoutesPerNeighbour: 4})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { n.Close() })
+	n := StartNode(f, Config{HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute,
+		MaxNeighbours: 2, MaxRoutes: 8, MaxRoutesPerNeighbour: 4}, cn, nil)
 	addrs := make([]net.Addr, 4)
 	for i := range addrs {
 		c := nw.Listen()

@@ -1,9 +1,13 @@
-package mesh
+package mesh_test
 
 import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
+	"github.com/servald/servald/mesh"
 )
 
 // randomMesh returns the links of a connected random graph of n nodes with
@@ -31,7 +35,7 @@ func randomMesh(rng *rand.Rand, n, deg int) [][2]int {
 }
 
 // fullyRouted reports whether every live node routes to every other.
-func fullyRouted(nodes []*Node, dead map[int]bool) bool {
+func fullyRouted(nodes []*mesh.Node, dead map[int]bool) bool {
 	for i, n := range nodes {
 		if dead[i] {
 			continue
@@ -57,8 +61,8 @@ func BenchmarkMesh50(b *testing.B) {
 		links := randomMesh(rng, count, 3)
 		b.Logf("seed %d: %d nodes, %d links", seed, count, len(links))
 		t0 := time.Now()
-		m := newMemMesh(b, count, links, Config{HelloInterval: time.Second, NeighbourTimeout: 5 * time.Second})
-		for !fullyRouted(m.nodes, nil) {
+		m := meshtest.New(b, count, links, memnet.LinkConfig{}, meshtest.Timers(time.Second, 5*time.Second))
+		for !fullyRouted(m.Nodes, nil) {
 			if time.Since(t0) > time.Minute {
 				b.Fatal("not converged after a minute")
 			}
@@ -68,7 +72,7 @@ func BenchmarkMesh50(b *testing.B) {
 
 		// Idle control traffic over 20 s.
 		sum := func() (total uint64) {
-			for _, n := range m.nodes {
+			for _, n := range m.Nodes {
 				s := n.Stats()
 				total += s.ControlBytesOut + s.AckBytesOut
 			}
@@ -79,12 +83,12 @@ func BenchmarkMesh50(b *testing.B) {
 		ctl := float64(sum()-c0) / time.Since(w0).Seconds() / count
 
 		victim := rng.IntN(count)
-		vsid := m.nodes[victim].SID()
-		m.nodes[victim].Close()
+		vsid := m.Nodes[victim].SID()
+		m.Nodes[victim].Close()
 		t1 := time.Now()
 		for {
 			gone := true
-			for i, n := range m.nodes {
+			for i, n := range m.Nodes {
 				if i == victim {
 					continue
 				}
