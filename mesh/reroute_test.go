@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -395,4 +396,68 @@ func markOf(n *Node, origin, via identity.SID) *failMark {
 	}
 	c := *m
 	return &c
+}
+
+// memMesh is a set of nodes on one in-memory network (built through
+// StartNode, that is internal/meshtest).
+type memMesh struct {
+	t     testing.TB
+	net   *memnet.Network
+	nodes []*Node
+	conns []*memnet.Conn
+}
+
+// newMemMesh starts count nodes; links lists which node knows which as a
+// configured peer (both directions then come up). Links not listed are cut.
+func newMemMesh(t testing.TB, count int, links [][2]int, cfg Config) *memMesh {
+	t.Helper()
+	seed := time.Now().UnixNano()
+	t.Logf("memnet seed %d", seed)
+	nw := memnet.New(seed)
+	t.Cleanup(func() { nw.Close() })
+	nw.SetDefault(memnet.LinkConfig{Cut: true})
+	conns := make([]*memnet.Conn, count)
+	for i := range conns {
+		conns[i] = nw.Listen()
+	}
+	peers := make([][]net.Addr, count)
+	for _, l := range links {
+		a, b := conns[l[0]].LocalAddr(), conns[l[1]].LocalAddr()
+		nw.SetLinkBoth(a, b, memnet.LinkConfig{})
+		peers[l[0]] = append(peers[l[0]], b)
+	}
+	if cfg.HelloInterval == 0 {
+		cfg.HelloInterval, cfg.NeighbourTimeout = 100*time.Millisecond, 500*time.Millisecond
+	}
+	m := &memMesh{t: t, net: nw, conns: conns}
+	for i := range conns {
+		m.nodes = append(m.nodes, StartNode(t, cfg, conns[i], peers[i]))
+	}
+	return m
+}
+
+// waitRoute waits until node from routes to node to with the given hop
+// count (0: any) and next hop (-1: any).
+func (m *memMesh) waitRoute(from, to, hops, via int, within time.Duration) Route {
+	m.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		for _, r := range m.nodes[from].Routes() {
+			if r.SID == m.nodes[to].SID() && (hops == 0 || r.Hops == hops) && (via < 0 || r.NextHop == m.nodes[via].SID()) {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("node %d has no route to node %d (hops %d via %d) after %v; routes: %v", from, to, hops, via, within, m.nodes[from].Routes())
+		}
+		select {
+		case <-m.nodes[from].Changed():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// setLink changes the link between nodes a and b (both directions).
+func (m *memMesh) setLink(a, b int, cfg memnet.LinkConfig) {
+	m.net.SetLinkBoth(m.conns[a].LocalAddr(), m.conns[b].LocalAddr(), cfg)
 }
