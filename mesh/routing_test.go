@@ -10,6 +10,7 @@ import (
 
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/mesh/internal/wire"
 )
 
 // memMesh is a set of nodes on one in-memory network.
@@ -399,7 +400,7 @@ func TestMTUProbeRetried(t *testing.T) {
 		t.Fatalf("MTU %d with nothing above 1300 bytes passing, want %d", m, baseMTU)
 	}
 	nw.SetMTU(1500)
-	for deadline := time.Now().Add(probeRounds * hello * 4); mtu() != probeSizes[len(probeSizes)-1]; {
+	for deadline := time.Now().Add(probeRounds * hello * 4); mtu() != probeSizes[len(probeSizes)-1]-wire.AuthLen; {
 		if time.Now().After(deadline) {
 			t.Fatalf("MTU still %d after the network passed 1500 bytes", mtu())
 		}
