@@ -97,7 +97,7 @@ func (c *helloTap) waitHellos(t *testing.T, n int) [][]byte {
 
 // rawPeer is a memnet endpoint driven by the test.
 type rawPeer struct {
-	t      *testing.T
+	t      testing.TB
 	c      *memnet.Conn
 	to     net.Addr // the node under test
 	n      *Node    // the node under test, if in this process: barrier waits for its verifier too
