@@ -128,11 +128,14 @@ func (a authCounters) minus(b authCounters) authCounters {
 		a.UnknownSource - b.UnknownSource, a.Malformed - b.Malformed, a.Moved - b.Moved}
 }
 
-// keyedNeighbour is a raw neighbour of n that has sent one authenticated
-// DATA frame (seq 0, epoch 5) to n's port 1, read there: the node holds
-// confirmed keys for it and has started its link towards it.
-func keyedNeighbour(t *testing.T, nw *memnet.Network, n *Node) (*rawPeer, *identity.Identity, *PacketConn) {
+// keyedNeighbour starts a node with a raw neighbour that has sent one
+// authenticated DATA frame (seq 0, epoch 5) to the node's port 1, read
+// there: the node holds confirmed keys for it and has started its link
+// towards it.
+func keyedNeighbour(t *testing.T) (*memnet.Network, *Node, *rawPeer, *identity.Identity, *PacketConn) {
 	t.Helper()
+	nw := forgedNet(t)
+	n := forgedNode(t, nw.Listen())
 	r, rid, _ := rawNeighbour(t, nw, n, 5)
 	pc, err := n.Bind(1)
 	if err != nil {
@@ -152,7 +155,7 @@ func keyedNeighbour(t *testing.T, nw *memnet.Network, n *Node) (*rawPeer, *ident
 	if !nb.ready() {
 		t.Fatal("the node's keys are not confirmed by an authenticated frame")
 	}
-	return r, rid, pc
+	return nw, n, r, rid, pc
 }
 
 // foreignKeys returns keys of a link between other ephemerals that use
@@ -172,10 +175,7 @@ func foreignKeys(t *testing.T, r *rawPeer, n *Node) *linkKeys {
 }
 
 func TestForgedLinkFramesChangeNothing(t *testing.T) {
-	nw := forgedNet(t)
-	cn := nw.Listen()
-	n := forgedNode(t, cn)
-	r, rid, _ := keyedNeighbour(t, nw, n)
+	_, n, r, rid, _ := keyedNeighbour(t)
 	from := r.c.LocalAddr()
 	// The node sends its routing table to r, which never acknowledges it:
 	// a forged ACK would have frames in flight to mark done.
@@ -272,10 +272,7 @@ func TestForgedLinkFramesChangeNothing(t *testing.T) {
 }
 
 func TestReplayedLinkFramesChangeNothing(t *testing.T) {
-	nw := forgedNet(t)
-	cn := nw.Listen()
-	n := forgedNode(t, cn)
-	r, rid, pc := keyedNeighbour(t, nw, n)
+	_, n, r, rid, pc := keyedNeighbour(t)
 	from := r.c.LocalAddr()
 	data := append(wire.AppendData(nil, &wire.DataHeader{Epoch: 5, Seq: 1, Base: 0, TTL: 1, Dst: n.SID(), Src: rid.SID(), DstPort: 1, SrcPort: 2}), "once"...)
 	sealed := r.link(data)
@@ -311,10 +308,7 @@ func TestReplayedLinkFramesChangeNothing(t *testing.T) {
 }
 
 func TestAddressMovesOnlyOnAuthenticatedFrame(t *testing.T) {
-	nw := forgedNet(t)
-	cn := nw.Listen()
-	n := forgedNode(t, cn)
-	r, rid, pc := keyedNeighbour(t, nw, n)
+	nw, n, r, rid, pc := keyedNeighbour(t)
 	home := r.c.LocalAddr().String()
 	moved := nw.Listen() // r's new address after a NAT rebinding
 	defer moved.Close()
@@ -352,7 +346,7 @@ func TestAddressMovesOnlyOnAuthenticatedFrame(t *testing.T) {
 	// A fresh authenticated frame from the new address moves r there, and
 	// the node's frames (the ACK of it) go there.
 	c0 := authDrops(n)
-	if _, err := moved.WriteTo(r.link(frame(2, "moved")), cn.LocalAddr()); err != nil {
+	if _, err := moved.WriteTo(r.link(frame(2, "moved")), n.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
 	pc.SetReadDeadline(time.Now().Add(5 * time.Second))

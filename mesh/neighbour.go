@@ -2,8 +2,9 @@ package mesh
 
 // Neighbours: nodes heard directly. A neighbour exists once a HELLO signed
 // by its SID arrived from an address that echoed our cookie (admission.go);
-// its address is where its frames come from, so a node behind NAT is
-// reached at the address it was heard at.
+// its address is where its signed hellos and authenticated frames
+// (linkauth.go) come from, so a node behind NAT is reached at the address
+// it was heard at.
 
 import (
 	"crypto/ecdh"
