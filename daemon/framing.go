@@ -1,3 +1,5 @@
+package daemon
+
 // Buffered frame I/O on a bound connection.
 //
 // Data path: writers append whole frames to a bounded pending buffer and
@@ -7,7 +9,6 @@
 // buffer makes writers wait (back-pressure). Readers take frames from a
 // bufio.Reader large enough for the largest frame, peeking before
 // consuming so that a read deadline never leaves half a frame consumed.
-package daemon
 
 import (
 	"bufio"

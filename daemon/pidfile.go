@@ -1,8 +1,9 @@
+package daemon
+
 // The instance lock: the pid file, held with an exclusive flock(2) for as
 // long as a daemon runs. The kernel drops the lock when the process dies,
 // however it dies, so a pid file or socket left by a killed daemon is known
 // to be stale and is cleaned up by the next one.
-package daemon
 
 import (
 	"errors"

@@ -1,3 +1,5 @@
+package daemon
+
 // Control-socket wire format: frames, requests and replies, datagrams.
 //
 // Data path: every byte on the daemon's Unix socket is a frame (a 32-bit
@@ -6,7 +8,6 @@
 // connection carries DATAGRAM frames both ways (binary: SID, port,
 // payload), MAXPAYLOAD queries from the client and their answers, and
 // asynchronous write errors from the daemon.
-package daemon
 
 import (
 	"encoding/binary"

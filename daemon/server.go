@@ -1,9 +1,5 @@
-// Package daemon serves a running mesh node to other processes of the same
-// instance over a Unix socket in the instance directory, and is the client
-// of that socket: `servald start` runs a Server, and `msp`, `id peers`,
-// `route print` and `service find` use a Client instead of starting a node
-// of their own.
-//
+package daemon
+
 // Data path (this file): the server accepts connections; each reads one
 // request and answers it. A BIND turns its connection into a datagram
 // channel: one goroutine reads DATAGRAM frames from the socket and writes
@@ -11,7 +7,6 @@
 // so a fast client is slowed, not buffered without end); another reads the
 // port and appends DATAGRAM frames to the connection's frameWriter. When the
 // connection closes, the port is unbound at once.
-package daemon
 
 import (
 	"bufio"
@@ -134,7 +129,7 @@ func Listen(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, node: cfg.Node, ln: ln, path: path, sock: sock, lock: own,
 		uid:     os.Geteuid(),
-		disc:    discovery.NewResponder(dpc, cfg.Logger),
+		disc:    discovery.NewResponder(dpc, cfg.Node.Identity(), cfg.Logger),
 		log:     cfg.Logger.With("socket", path),
 		started: time.Now(),
 		sem:     make(chan struct{}, cfg.MaxConns),

@@ -1,9 +1,10 @@
+package daemon
+
 // The control socket is never visible under its name with a wider mode
 // than 0600: it is bound in a fresh private directory (0700) beside its
 // final place, given mode 0600 there, where nobody else can reach it or
 // put a symbolic link, and then renamed into place. The rename replaces a
 // dead daemon's socket atomically.
-package daemon
 
 import (
 	"crypto/rand"

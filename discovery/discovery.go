@@ -1,14 +1,15 @@
-// Package discovery finds services across the mesh, as Serval does: a
-// listener started with --service=NAME answers queries on MDP port 11 with
-// "NAME.mdp.port=PORT".
-//
-// Packet path: Find sends one QUERY datagram to port 11 of every reachable
-// node and gathers the ANSWER datagrams that come back; a Responder reads
-// queries on port 11 and answers with the services it has that match.
 package discovery
+
+// Packet path: Find sends one QUERY datagram (with a fresh nonce) to port
+// 11 of every reachable node and gathers the ANSWER datagrams that come
+// back, keeping only those from nodes it asked whose signature over the
+// nonce, the asker and the services verifies; a Responder reads queries on
+// port 11 and answers, signed with its node's key, with the services it
+// has that match.
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,12 @@ const (
 	typeQuery  byte = 'Q'
 	typeAnswer byte = 'A'
 )
+
+// NonceLen is the length of a query's nonce, which its answers repeat.
+const NonceLen = 16
+
+// sigContext starts what an answer's signature covers (see signedBytes).
+const sigContext = "servald discovery answer v2\x00"
 
 // ErrMalformed is wrapped by decoding errors.
 var ErrMalformed = errors.New("discovery: malformed packet")
@@ -58,42 +65,84 @@ func ValidName(name string) error {
 	return nil
 }
 
+// Nonce is a query's random nonce.
+type Nonce [NonceLen]byte
+
 // AppendQuery encodes a query for name ("" asks for every service).
-func AppendQuery(b []byte, name string) []byte {
-	return append(append(b, typeQuery), name...)
+func AppendQuery(b []byte, nonce Nonce, name string) []byte {
+	b = append(b, typeQuery)
+	b = append(b, nonce[:]...)
+	return append(b, name...)
 }
 
 // ParseQuery decodes a query.
-func ParseQuery(b []byte) (string, error) {
-	if len(b) < 1 || b[0] != typeQuery || len(b) > 1+MaxName {
-		return "", ErrMalformed
+func ParseQuery(b []byte) (Nonce, string, error) {
+	var n Nonce
+	if len(b) < 1+NonceLen || b[0] != typeQuery || len(b) > 1+NonceLen+MaxName {
+		return n, "", ErrMalformed
 	}
-	name := string(b[1:])
+	copy(n[:], b[1:])
+	name := string(b[1+NonceLen:])
 	if name != "" {
 		if err := ValidName(name); err != nil {
-			return "", fmt.Errorf("%w: %v", ErrMalformed, err)
+			return n, "", fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
 	}
-	return name, nil
+	return n, name, nil
 }
 
-// AppendAnswer encodes an answer listing services, one per line.
-func AppendAnswer(b []byte, svcs []Service) []byte {
-	b = append(b, typeAnswer)
+// signedBytes is what the signature of an answer from node from to node to
+// covers: the context, both SIDs, the nonce and the service lines.
+func signedBytes(from, to identity.SID, nonce Nonce, lines []byte) []byte {
+	b := append([]byte(sigContext), from[:]...)
+	b = append(b, to[:]...)
+	b = append(b, nonce[:]...)
+	return append(b, lines...)
+}
+
+// AppendAnswer encodes the answer of node id to node to's query with
+// nonce: the services, one line each, signed with id's key.
+func AppendAnswer(b []byte, id *identity.Identity, to identity.SID, nonce Nonce, svcs []Service) []byte {
+	var lines []byte
 	for _, s := range svcs {
-		b = append(b, s.String()...)
-		b = append(b, '\n')
+		lines = append(lines, s.String()...)
+		lines = append(lines, '\n')
 	}
-	return b
+	b = append(b, typeAnswer)
+	b = append(b, nonce[:]...)
+	b = append(b, id.Sign(signedBytes(id.SID(), to, nonce, lines))...)
+	return append(b, lines...)
 }
 
-// ParseAnswer decodes an answer.
-func ParseAnswer(b []byte) ([]Service, error) {
-	if len(b) < 1 || b[0] != typeAnswer {
+// answerOverhead is the size of an answer with no service.
+const answerOverhead = 1 + NonceLen + identity.SignatureLen
+
+// ErrBadSignature is wrapped by VerifyAnswer's error for an answer whose
+// signature is not its sender's over this query.
+var ErrBadSignature = errors.New("discovery: answer not signed by its node for this query")
+
+// VerifyAnswer decodes the answer b that node from sent to node to's query
+// with nonce, checking that it repeats the nonce and that from signed it.
+func VerifyAnswer(b []byte, from, to identity.SID, nonce Nonce) ([]Service, error) {
+	if len(b) < answerOverhead || b[0] != typeAnswer {
 		return nil, ErrMalformed
 	}
+	var n Nonce
+	copy(n[:], b[1:])
+	if n != nonce {
+		return nil, fmt.Errorf("%w: another query's nonce", ErrBadSignature)
+	}
+	sig, lines := b[1+NonceLen:answerOverhead], b[answerOverhead:]
+	if !identity.Verify(from, signedBytes(from, to, nonce, lines), sig) {
+		return nil, ErrBadSignature
+	}
+	return parseLines(lines)
+}
+
+// parseLines decodes an answer's service lines.
+func parseLines(b []byte) ([]Service, error) {
 	var out []Service
-	for _, line := range strings.Split(string(b[1:]), "\n") {
+	for _, line := range strings.Split(string(b), "\n") {
 		if line == "" {
 			continue
 		}
@@ -133,6 +182,7 @@ const minAnswerRoom = 1024
 // while any of its advertisements stands.
 type Responder struct {
 	pc  PacketConn
+	id  *identity.Identity
 	log *slog.Logger
 	wg  sync.WaitGroup
 
@@ -141,13 +191,13 @@ type Responder struct {
 	nextAd uint64             // guarded by mu
 }
 
-// NewResponder answers queries arriving on pc, the discovery port (Port);
-// Close closes pc.
-func NewResponder(pc PacketConn, log *slog.Logger) *Responder {
+// NewResponder answers queries arriving on pc, the discovery port (Port)
+// of node id, signing its answers with id's key; Close closes pc.
+func NewResponder(pc PacketConn, id *identity.Identity, log *slog.Logger) *Responder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Responder{pc: pc, log: log, ads: map[uint64]Service{}}
+	r := &Responder{pc: pc, id: id, log: log, ads: map[uint64]Service{}}
 	r.wg.Add(1)
 	go r.serve()
 	return r
@@ -206,23 +256,23 @@ func (r *Responder) serve() {
 		if err != nil {
 			return
 		}
-		name, err := ParseQuery(buf[:k])
+		nonce, name, err := ParseQuery(buf[:k])
 		if err != nil {
 			r.log.Debug("discovery: bad query", "from", from, "err", err)
 			continue
 		}
-		a, ok := from.(mesh.Addr)
+		a, ok := mesh.AddrOf(from)
 		if !ok {
 			continue
 		}
 		// An empty answer too, so that Find need not wait for this node.
-		r.pc.WriteTo(r.answer(name, a.SID), from)
+		r.pc.WriteTo(r.answer(name, a.SID, nonce), from)
 	}
 }
 
 // answer encodes the services matching name, as many as fit one datagram
 // to sid (in name order; an answer is cut, never split).
-func (r *Responder) answer(name string, to identity.SID) []byte {
+func (r *Responder) answer(name string, to identity.SID, nonce Nonce) []byte {
 	r.mu.Lock()
 	seen := map[Service]bool{}
 	var match []Service
@@ -241,17 +291,16 @@ func (r *Responder) answer(name string, to identity.SID) []byte {
 	})
 	room := minAnswerRoom
 	if mp, ok := r.pc.(maxPayloader); ok {
-		room = max(mp.MaxPayload(to), 1+MaxName+len(".mdp.port=65535\n"))
+		room = max(mp.MaxPayload(to), answerOverhead+MaxName+len(".mdp.port=65535\n"))
 	}
-	b := []byte{typeAnswer}
-	for _, s := range match {
-		line := s.String() + "\n"
-		if len(b)+len(line) > room {
+	n := answerOverhead
+	for i, s := range match {
+		if n += len(s.String()) + 1; n > room {
+			match = match[:i]
 			break
 		}
-		b = append(b, line...)
 	}
-	return b
+	return AppendAnswer(nil, r.id, to, nonce, match)
 }
 
 // Answer is one service found.
@@ -264,20 +313,37 @@ type Answer struct {
 // String returns "SID NAME.mdp.port=PORT".
 func (a Answer) String() string { return a.SID.String() + " " + a.Service.String() }
 
+// Ignored counts the answers Find dropped.
+type Ignored struct {
+	NotAsked     int // from a node that was not asked (or asked and answered already)
+	BadSignature int // not signed by their node for this query
+	Malformed    int
+}
+
 // Find asks self and every node in routes for name ("" for all services)
 // through pc (an unused MDP port, which Find closes) and returns the answers
 // that arrive before ctx ends or every node has answered, nearest first.
+// Only answers signed by the node asked, for this query, count.
 func Find(ctx context.Context, pc PacketConn, self identity.SID, routes []mesh.Route, name string) ([]Answer, error) {
+	out, _, err := FindCounting(ctx, pc, self, routes, name)
+	return out, err
+}
+
+// FindCounting is Find that also says how many answers it ignored.
+func FindCounting(ctx context.Context, pc PacketConn, self identity.SID, routes []mesh.Route, name string) ([]Answer, Ignored, error) {
+	var ign Ignored
 	if name != "" {
 		if err := ValidName(name); err != nil {
-			return nil, err
+			return nil, ign, err
 		}
 	}
+	var nonce Nonce
+	rand.Read(nonce[:])
 	defer pc.Close()
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	defer stop()
 	hops := map[identity.SID]int{}
-	q := AppendQuery(nil, name)
+	q := AppendQuery(nil, nonce, name)
 	targets := append([]mesh.Route{{SID: self}}, routes...)
 	for _, rt := range targets {
 		hops[rt.SID] = rt.Hops
@@ -292,14 +358,20 @@ func Find(ctx context.Context, pc PacketConn, self identity.SID, routes []mesh.R
 			if errors.Is(err, net.ErrClosed) {
 				break
 			}
-			return out, err
+			return out, ign, err
 		}
-		a, ok := from.(mesh.Addr)
-		if !ok || a.Port != Port || answered[a.SID] {
+		a, ok := mesh.AddrOf(from)
+		if _, asked := hops[a.SID]; !ok || a.Port != Port || !asked || answered[a.SID] {
+			ign.NotAsked++
 			continue
 		}
-		svcs, err := ParseAnswer(buf[:k])
+		svcs, err := VerifyAnswer(buf[:k], a.SID, self, nonce)
+		if errors.Is(err, ErrBadSignature) {
+			ign.BadSignature++
+			continue
+		}
 		if err != nil {
+			ign.Malformed++
 			continue
 		}
 		answered[a.SID] = true
@@ -310,5 +382,5 @@ func Find(ctx context.Context, pc PacketConn, self identity.SID, routes []mesh.R
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Hops < out[j].Hops })
-	return out, nil
+	return out, ign, nil
 }

@@ -47,10 +47,11 @@ func TestValidName(t *testing.T) {
 
 func TestQueryRoundTrip(t *testing.T) {
 	for _, name := range []string{"", "ssh", "a.b-c_d", strings.Repeat("z", MaxName)} {
-		b := AppendQuery([]byte("pre"), name)[3:]
-		got, err := ParseQuery(b)
-		if err != nil || got != name {
-			t.Errorf("ParseQuery(AppendQuery(%q)) = %q, %v", name, got, err)
+		nonce := Nonce{1, 2, 3, 15: 16}
+		b := AppendQuery([]byte("pre"), nonce, name)[3:]
+		gotNonce, got, err := ParseQuery(b)
+		if err != nil || got != name || gotNonce != nonce {
+			t.Errorf("ParseQuery(AppendQuery(%q)) = %x %q, %v", name, gotNonce, got, err)
 		}
 	}
 }
@@ -61,16 +62,18 @@ func TestQueryRejects(t *testing.T) {
 		in   []byte
 	}{
 		{"empty", nil},
-		{"answer type", []byte("Assh")},
-		{"lower-case type", []byte("qssh")},
-		{"name too long", append([]byte{typeQuery}, strings.Repeat("x", MaxName+1)...)},
-		{"space in name", []byte("Qa b")},
-		{"newline in name", []byte("Qssh\n")},
-		{"binary name", []byte{typeQuery, 0xFF, 0x00}},
+		{"no nonce", []byte("Q")},
+		{"short nonce", []byte("Q0123456789")},
+		{"answer type", []byte("A0123456789abcdefssh")},
+		{"lower-case type", []byte("q0123456789abcdefssh")},
+		{"name too long", append([]byte("Q0123456789abcdef"), strings.Repeat("x", MaxName+1)...)},
+		{"space in name", []byte("Q0123456789abcdefa b")},
+		{"newline in name", []byte("Q0123456789abcdefssh\n")},
+		{"binary name", []byte("Q0123456789abcdef\xff\x00")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got, err := ParseQuery(tt.in); !errors.Is(err, ErrMalformed) {
+			if _, got, err := ParseQuery(tt.in); !errors.Is(err, ErrMalformed) {
 				t.Fatalf("ParseQuery = %q, %v; want ErrMalformed", got, err)
 			}
 		})
@@ -78,16 +81,18 @@ func TestQueryRejects(t *testing.T) {
 }
 
 func TestAnswerRoundTrip(t *testing.T) {
+	id, to := testIdentity(t), testIdentity(t).SID()
+	nonce := Nonce{7}
 	tests := [][]Service{
 		nil,
 		{{Name: "ssh", Port: 5000}},
 		{{Name: "a", Port: 1}, {Name: "http.alt", Port: 65535}, {Name: strings.Repeat("n", MaxName), Port: 11}},
 	}
 	for _, svcs := range tests {
-		b := AppendAnswer(nil, svcs)
-		got, err := ParseAnswer(b)
+		b := AppendAnswer(nil, id, to, nonce, svcs)
+		got, err := VerifyAnswer(b, id.SID(), to, nonce)
 		if err != nil {
-			t.Fatalf("ParseAnswer(%q): %v", b, err)
+			t.Fatalf("VerifyAnswer(%q): %v", b, err)
 		}
 		if len(got) != len(svcs) || (len(got) > 0 && !reflect.DeepEqual(got, svcs)) {
 			t.Fatalf("round trip of %v gave %v", svcs, got)
@@ -103,35 +108,43 @@ func TestAnswerRejects(t *testing.T) {
 		name string
 		in   string
 	}{
-		{"empty", ""},
-		{"query type", "Qssh.mdp.port=5000\n"},
-		{"no separator", "Assh port 5000\n"},
-		{"empty name", "A.mdp.port=5000\n"},
-		{"bad name", "Ab@d.mdp.port=5000\n"},
-		{"port zero", "Assh.mdp.port=0\n"},
-		{"port too large", "Assh.mdp.port=65536\n"},
-		{"negative port", "Assh.mdp.port=-1\n"},
-		{"port not a number", "Assh.mdp.port=ssh\n"},
-		{"empty port", "Assh.mdp.port=\n"},
-		{"carriage return", "Assh.mdp.port=5000\r\n"},
-		{"one bad line among good ones", "Assh.mdp.port=5000\nbad\nhttp.mdp.port=80\n"},
+		{"no separator", "ssh port 5000\n"},
+		{"empty name", ".mdp.port=5000\n"},
+		{"bad name", "b@d.mdp.port=5000\n"},
+		{"port zero", "ssh.mdp.port=0\n"},
+		{"port too large", "ssh.mdp.port=65536\n"},
+		{"negative port", "ssh.mdp.port=-1\n"},
+		{"port not a number", "ssh.mdp.port=ssh\n"},
+		{"empty port", "ssh.mdp.port=\n"},
+		{"carriage return", "ssh.mdp.port=5000\r\n"},
+		{"one bad line among good ones", "ssh.mdp.port=5000\nbad\nhttp.mdp.port=80\n"},
 	}
+	id, to := testIdentity(t), testIdentity(t).SID()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got, err := ParseAnswer([]byte(tt.in)); !errors.Is(err, ErrMalformed) {
-				t.Fatalf("ParseAnswer = %v, %v; want ErrMalformed", got, err)
+			// Signed as it is, so that only the lines are wrong.
+			b := append([]byte{typeAnswer}, make([]byte, NonceLen)...)
+			b = append(b, id.Sign(signedBytes(id.SID(), to, Nonce{}, []byte(tt.in)))...)
+			b = append(b, tt.in...)
+			if got, err := VerifyAnswer(b, id.SID(), to, Nonce{}); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("VerifyAnswer = %v, %v; want ErrMalformed", got, err)
 			}
 		})
+	}
+	for _, short := range [][]byte{nil, []byte("A"), append([]byte("A"), make([]byte, answerOverhead-2)...)} {
+		if _, err := VerifyAnswer(short, id.SID(), to, Nonce{}); !errors.Is(err, ErrMalformed) {
+			t.Errorf("VerifyAnswer(%d bytes) = %v, want ErrMalformed", len(short), err)
+		}
 	}
 }
 
 func FuzzParseQuery(f *testing.F) {
-	f.Add(AppendQuery(nil, ""))
-	f.Add(AppendQuery(nil, "ssh"))
-	f.Add(AppendQuery(nil, strings.Repeat("x", MaxName)))
-	f.Add([]byte("Qa b"))
+	f.Add(AppendQuery(nil, Nonce{}, ""))
+	f.Add(AppendQuery(nil, Nonce{1}, "ssh"))
+	f.Add(AppendQuery(nil, Nonce{2}, strings.Repeat("x", MaxName)))
+	f.Add([]byte("Q0123456789abcdefa b"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		name, err := ParseQuery(b)
+		nonce, name, err := ParseQuery(b)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error does not wrap ErrMalformed: %v", err)
@@ -141,22 +154,22 @@ func FuzzParseQuery(f *testing.F) {
 		if name != "" && ValidName(name) != nil {
 			t.Fatalf("accepted invalid name %q", name)
 		}
-		if again := AppendQuery(nil, name); string(again) != string(b) {
+		if again := AppendQuery(nil, nonce, name); string(again) != string(b) {
 			t.Fatalf("query does not re-encode to its bytes: %q vs %q", b, again)
 		}
 	})
 }
 
-func FuzzParseAnswer(f *testing.F) {
-	f.Add(AppendAnswer(nil, nil))
-	f.Add(AppendAnswer(nil, []Service{{Name: "ssh", Port: 5000}}))
-	f.Add(AppendAnswer(nil, []Service{{Name: "a", Port: 1}, {Name: "b.c-d_e", Port: 65535}}))
-	f.Add([]byte("Assh.mdp.port=+05000\n\nx.mdp.port=1"))
+func FuzzVerifyAnswer(f *testing.F) {
+	id, to := testIdentity(f), testIdentity(f).SID()
+	f.Add(AppendAnswer(nil, id, to, Nonce{}, nil))
+	f.Add(AppendAnswer(nil, id, to, Nonce{}, []Service{{Name: "ssh", Port: 5000}}))
+	f.Add(AppendAnswer(nil, id, to, Nonce{}, []Service{{Name: "a", Port: 1}, {Name: "b.c-d_e", Port: 65535}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		svcs, err := ParseAnswer(b)
+		svcs, err := VerifyAnswer(b, id.SID(), to, Nonce{})
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error does not wrap ErrMalformed: %v", err)
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("error wraps neither ErrMalformed nor ErrBadSignature: %v", err)
 			}
 			return
 		}
@@ -165,16 +178,22 @@ func FuzzParseAnswer(f *testing.F) {
 				t.Fatalf("accepted %+v", s)
 			}
 		}
-		// The text allows slack (blank lines, "+05000"); the values must
-		// survive a re-encoding.
-		again, err := ParseAnswer(AppendAnswer(nil, svcs))
-		if err != nil {
-			t.Fatalf("re-encoded answer rejected: %v", err)
-		}
-		if len(again) != len(svcs) || (len(svcs) > 0 && !reflect.DeepEqual(again, svcs)) {
-			t.Fatalf("re-encoding changed %v to %v", svcs, again)
+		// Only what id signed verifies: the services re-encode to the
+		// same answer (Ed25519 signatures are deterministic).
+		if again := AppendAnswer(nil, id, to, Nonce{}, svcs); len(svcs) > 0 && string(again) != string(b) {
+			t.Fatalf("a verified answer is not what id signs for its services: %q", b)
 		}
 	})
+}
+
+// testIdentity is a fresh node identity.
+func testIdentity(t testing.TB) *identity.Identity {
+	t.Helper()
+	id, err := identity.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 // meshPair starts two nodes on memnet; a knows b as a peer.
@@ -217,7 +236,7 @@ func responder(t *testing.T, n *mesh.Node, svcs ...Service) *Responder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := NewResponder(pc, nil)
+	r := NewResponder(pc, n.Identity(), nil)
 	t.Cleanup(func() { r.Close() })
 	for _, s := range svcs {
 		if err := r.Add(s.Name, s.Port); err != nil {
@@ -312,7 +331,7 @@ func TestResponderIgnoresGarbage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := pc.WriteTo(AppendQuery(nil, "ssh"), to); err != nil {
+	if _, err := pc.WriteTo(AppendQuery(nil, Nonce{9}, "ssh"), to); err != nil {
 		t.Fatal(err)
 	}
 	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -321,7 +340,7 @@ func TestResponderIgnoresGarbage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svcs, err := ParseAnswer(buf[:k])
+	svcs, err := VerifyAnswer(buf[:k], b.SID(), a.SID(), Nonce{9})
 	if err != nil || from != to || len(svcs) != 1 || svcs[0] != (Service{"ssh", 5000}) {
 		t.Fatalf("answer %q from %v (%v)", buf[:k], from, err)
 	}
@@ -389,17 +408,18 @@ func (f fixedRoom) MaxPayload(identity.SID) int { return f.max }
 
 func TestAnswerFitsPath(t *testing.T) {
 	const room = 200
-	r := &Responder{pc: fixedRoom{max: room}, ads: map[uint64]Service{}}
+	id := testIdentity(t)
+	r := &Responder{pc: fixedRoom{max: room}, id: id, ads: map[uint64]Service{}}
 	for i := 0; i < 50; i++ {
 		if _, err := r.Advertise(fmt.Sprintf("service-%02d", i), uint16(1000+i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b := r.answer("", identity.SID{})
+	b := r.answer("", identity.SID{}, Nonce{})
 	if len(b) > room {
 		t.Fatalf("answer of %d bytes for a path of %d", len(b), room)
 	}
-	svcs, err := ParseAnswer(b)
+	svcs, err := VerifyAnswer(b, id.SID(), identity.SID{}, Nonce{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +428,7 @@ func TestAnswerFitsPath(t *testing.T) {
 	}
 	t.Logf("%d of 50 services fit %d bytes", len(svcs), room)
 	// A query for one name still gets it, whatever else is advertised.
-	one, err := ParseAnswer(r.answer("service-49", identity.SID{}))
+	one, err := VerifyAnswer(r.answer("service-49", identity.SID{}, Nonce{}), id.SID(), identity.SID{}, Nonce{})
 	if err != nil || len(one) != 1 || one[0] != (Service{"service-49", 1049}) {
 		t.Fatalf("answer for service-49: %v %v", one, err)
 	}

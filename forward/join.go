@@ -1,8 +1,5 @@
-// Package forward bridges byte streams: it joins a tunnelled stream (an MSP
-// or splitter net.Conn) with a local TCP connection or with stdin/stdout, in
-// both directions, with half-close, prompt teardown when either side fails,
-// and no goroutine outlives the call that started it.
-//
+package forward
+
 // Data path (Join):
 //
 //	a.Read ──copy a->b──► b.Write     a at EOF ─► b.CloseWrite (or b.Close)
@@ -12,7 +9,6 @@
 // buffer, or the WriteTo/ReadFrom method of an end that has one (smux
 // streams' WriteTo avoids a copy). An error in either direction, or ctx being
 // done, closes both ends at once.
-package forward
 
 import (
 	"context"

@@ -1,6 +1,3 @@
-// Package identity holds a node's Ed25519 identity and its keyring file.
-// A SID (Serval ID) is the 32-byte Ed25519 public key itself, so an address
-// cannot be claimed without the private key that signs for it.
 package identity
 
 import (
@@ -18,6 +15,12 @@ const SIDLen = 32
 
 // MinPrefix is the fewest hex digits accepted as a SID prefix.
 const MinPrefix = 8
+
+// MinPinPrefix is the fewest hex digits accepted as a prefix where it
+// grants something (--allow, --trust): 64 bits, which nobody can grind a
+// key to match, where 32 bits take tens of core-hours, far less with a
+// vanity grinder.
+const MinPinPrefix = 16
 
 // SID is a node address: its Ed25519 public key.
 type SID [SIDLen]byte

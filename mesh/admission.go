@@ -1,3 +1,5 @@
+package mesh
+
 // Admission: who becomes a neighbour, and what an address that has not
 // proved itself can make a node do.
 //
@@ -12,7 +14,6 @@
 // address not held by another neighbour, not stale) and then goes to the
 // verifier (verify.go) for its signature; only then is the neighbour made
 // (admit), within the neighbour cap.
-package mesh
 
 import (
 	"crypto/hmac"

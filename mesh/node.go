@@ -1,6 +1,3 @@
-// Package mesh runs a node: one datagram socket, the neighbours heard on it,
-// per-hop reliable delivery of frames to them, routing through relays, and
-// MDP ports ((SID, port) addressed datagrams) on top.
 package mesh
 
 // The node and its read loop.

@@ -1,3 +1,5 @@
+package mesh
+
 // Signature checks off the read loop.
 //
 // Flow: the read loop hands hellos that passed the cookie check, and every
@@ -8,7 +10,6 @@
 // a signature. A signature that failed once is remembered (by a hash of
 // what was signed and the signature) in a bounded cache, so a replayed bad
 // entry costs a hash lookup.
-package mesh
 
 import (
 	"context"

@@ -1,9 +1,10 @@
+package msp
+
 // Endpoints. Packet path: the read loop takes every datagram of one
 // transport; INIT goes to the listener's handshake (answered with RESPONSE
 // or a signed REFUSE), RESPONSE/REFUSE to the dialer's handshake, DATA is
 // opened with the keys of the session its receiver index names and handed
 // to that session.
-package msp
 
 import (
 	"crypto/rand"

@@ -1,10 +1,11 @@
+package msp
+
 // Sessions. Packet path, sending: a smux frame written to a stream goes
 // into the session's arq.Conn; its goroutine cuts packets and calls output,
 // which seals each one and writes it to the transport. Receiving: the
 // endpoint's read loop opens a DATA packet with the session's keys and hands
 // the plaintext to arq.Conn.Input; smux reads the ordered bytes and delivers
 // them to streams.
-package msp
 
 import (
 	"context"

@@ -1,9 +1,10 @@
+package msp
+
 // Streams. A stream is a smux stream; the session counts the ones the
 // application holds, so that after the peer ends the session cleanly it
 // stays up until the application has read every stream to its end and
 // closed it (smux forgets a stream as soon as both FINs passed and its
 // buffer drained, which can be before the reader has seen io.EOF).
-package msp
 
 import (
 	"io"

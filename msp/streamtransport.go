@@ -1,8 +1,9 @@
+package msp
+
 // Stream transport. Packet path: an MSP datagram written with WriteTo goes
 // onto a reliable byte stream (a splitter connection) behind a 2-byte
 // length; the read side cuts the stream back into datagrams. The session on
 // top is the same as over the mesh: same handshake, keys and streams.
-package msp
 
 import (
 	"bufio"

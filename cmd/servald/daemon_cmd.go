@@ -1,29 +1,20 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/servald/servald/daemon"
+	inst "github.com/servald/servald/instance"
 )
-
-// startTimeout bounds how long `servald start` waits for the daemon it
-// launched to answer.
-const startTimeout = 30 * time.Second
 
 // stopTimeout bounds how long `servald stop` waits for the daemon to end.
 const stopTimeout = 15 * time.Second
@@ -88,7 +79,7 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 		}
 		return err
 	}
-	node, err := g.startNode(&o.node, cmd.Flags())
+	node, err := inst.StartNode(dir, o.node.options(cmd.Flags(), g))
 	if err != nil {
 		lock.Close()
 		return err
@@ -137,59 +128,9 @@ func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) e
 	if _, err := g.identity(); err != nil {
 		return err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("cannot find this program to start the daemon: %w", err)
-	}
-	logPath := filepath.Join(dir, daemon.LogName)
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("daemon log: %w", err)
-	}
-	defer logf.Close()
-	devnull, err := os.Open(os.DevNull)
+	c, err := inst.StartDaemon(cmd.Context(), dir, args)
 	if err != nil {
 		return err
-	}
-	defer devnull.Close()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer pr.Close()
-	child := exec.Command(exe, args...)
-	child.Env = withoutEnv(os.Environ(), "SERVALINSTANCE_PATH")
-	child.Stdin, child.Stdout, child.Stderr = devnull, logf, logf
-	child.ExtraFiles = []*os.File{pw} // fd 3
-	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := child.Start(); err != nil {
-		pw.Close()
-		return fmt.Errorf("start the daemon: %w", err)
-	}
-	pw.Close()
-
-	pr.SetReadDeadline(time.Now().Add(startTimeout))
-	stop := context.AfterFunc(cmd.Context(), func() { pr.SetReadDeadline(time.Now()) })
-	line, rerr := bufio.NewReader(pr).ReadString('\n')
-	stop()
-	if strings.TrimSpace(line) != "ok" {
-		if rerr != nil && errors.Is(rerr, os.ErrDeadlineExceeded) {
-			child.Process.Kill()
-			child.Wait()
-			return fmt.Errorf("the daemon did not start within %v; see %s", startTimeout, logPath)
-		}
-		child.Wait()
-		if l := lastLogLine(logPath); l != "" {
-			return fmt.Errorf("the daemon failed to start: %s", strings.TrimPrefix(l, "servald: "))
-		}
-		return fmt.Errorf("the daemon failed to start (%v); see %s", child.ProcessState, logPath)
-	}
-	child.Process.Release()
-	ctx, cancel := context.WithTimeout(cmd.Context(), daemonTimeout)
-	defer cancel()
-	c, err := daemon.Dial(ctx, daemon.SocketPath(dir))
-	if err != nil {
-		return fmt.Errorf("the daemon started but does not answer: %w", err)
 	}
 	defer c.Close()
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", c.SID(), c.PID(), c.UDPAddr())
@@ -201,16 +142,8 @@ func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) e
 // instance directory and paths made absolute.
 func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]string, error) {
 	// Check the options now, so that a mistake is a usage error here.
-	check := o.node
-	check.peers = append([]string(nil), o.node.peers...)
-	if err := check.loadConfig(fs); err != nil {
+	if err := o.node.options(fs, g).Check(); err != nil {
 		return nil, err
-	}
-	if _, err := check.resolvePeers(); err != nil {
-		return nil, err
-	}
-	if _, _, err := net.SplitHostPort(check.udp); err != nil {
-		return nil, usagef("--udp %q: want HOST:PORT", check.udp)
 	}
 	args := []string{"start", "--foreground", "--notify-fd", "3", "--instance", dir}
 	for i := 0; i < g.verbose; i++ {
@@ -237,26 +170,6 @@ func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]s
 	return args, nil
 }
 
-func withoutEnv(env []string, name string) []string {
-	out := env[:0:0]
-	for _, e := range env {
-		if !strings.HasPrefix(e, name+"=") {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// lastLogLine returns the last non-empty line of the daemon's log.
-func lastLogLine(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
-	return string(bytes.TrimSpace(lines[len(lines)-1]))
-}
-
 func newStopCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stop",
@@ -269,64 +182,14 @@ func newStopCmd(g *globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), stopTimeout)
 			defer cancel()
-			c, err := dialDaemon(ctx, dir)
+			pid, err := inst.StopDaemon(ctx, dir)
 			if err != nil {
-				return err
-			}
-			defer c.Close()
-			pid, err := c.Stop(ctx)
-			if err != nil {
-				return err
-			}
-			if err := waitExit(ctx, pid); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stderr, "servald: stopped (pid %d)\n", pid)
 			return nil
 		},
 	}
-}
-
-// dialDaemon connects to the instance's daemon; "not running" when none
-// answers.
-func dialDaemon(ctx context.Context, dir string) (*daemon.Client, error) {
-	c, err := daemon.Dial(ctx, daemon.SocketPath(dir))
-	if errors.Is(err, daemon.ErrNotRunning) {
-		if pid, running := daemon.Probe(dir); running {
-			return nil, fmt.Errorf("the daemon (pid %d) holds %s but does not answer on its socket", pid, dir)
-		}
-		return nil, errors.New("not running")
-	}
-	return c, err
-}
-
-// waitExit waits until process pid has exited (or is a zombie).
-func waitExit(ctx context.Context, pid int) error {
-	if pid <= 0 || pid == os.Getpid() {
-		return nil
-	}
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) || isZombie(pid) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the daemon (pid %d) released the instance but has not exited", pid)
-		case <-t.C:
-		}
-	}
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// pid (comm) state ...: comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -339,9 +202,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), daemonTimeout)
+			ctx, cancel := context.WithTimeout(cmd.Context(), inst.DaemonTimeout)
 			defer cancel()
-			c, err := dialDaemon(ctx, dir)
+			c, err := inst.DialDaemon(ctx, dir)
 			if err != nil {
 				return err
 			}

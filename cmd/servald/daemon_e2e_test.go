@@ -16,6 +16,7 @@ import (
 
 	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/identity"
+	instpkg "github.com/servald/servald/instance"
 )
 
 // runningDaemon is a daemon started with `servald start`.
@@ -63,7 +64,7 @@ func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := waitExit(ctx, pid); err != nil {
+	if err := instpkg.WaitExit(ctx, pid); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -114,7 +115,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Fatalf("stop: exit %d: %s", code, errOut)
 	}
 	oneLine(t, errOut, fmt.Sprintf("stopped (pid %d)", d.pid))
-	if syscall.Kill(d.pid, 0) == nil && !isZombie(d.pid) {
+	if syscall.Kill(d.pid, 0) == nil && !instpkg.IsZombie(d.pid) {
 		t.Errorf("pid %d still runs after stop returned", d.pid)
 	}
 	if _, err := os.Stat(daemon.SocketPath(inst)); !errors.Is(err, os.ErrNotExist) {
@@ -324,8 +325,8 @@ func TestAllowShortSID(t *testing.T) {
 		}
 		return ""
 	})
-	lis := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", strings.ToLower(b.sid[:12]), "--forward", echoPort, "5000")
-	lis.waitLine("--allow " + strings.ToLower(b.sid[:12]) + " is " + b.sid + "$")
+	lis := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", strings.ToLower(b.sid[:16]), "--forward", echoPort, "5000")
+	lis.waitLine("--allow " + strings.ToLower(b.sid[:16]) + " is " + b.sid + "$")
 	lis.waitLine("listening as")
 	code, out, errOut := runOnce(t, strings.NewReader("let in\n"), "msp", "connect", "--instance", b.inst, "--udp", "127.0.0.1:0", a.sid, "5000")
 	if code != 0 || out != "let in\n" {
@@ -337,11 +338,11 @@ func TestAllowShortSID(t *testing.T) {
 	}
 	oneLine(t, errOut, "refused")
 	// A prefix of no known node is refused at start, naming the known.
-	code, _, errOut = runOnce(t, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", "00000000", "5001")
+	code, _, errOut = runOnce(t, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", "0000000000000000", "5001")
 	if code != 1 {
 		t.Errorf("--allow with an unknown prefix: exit %d", code)
 	}
-	oneLine(t, errOut, "unknown SID prefix 00000000")
+	oneLine(t, errOut, "unknown SID prefix 0000000000000000")
 	if !strings.Contains(errOut, b.sid) {
 		t.Errorf("the error does not list B: %q", errOut)
 	}

@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/servald/servald/identity"
+	inst "github.com/servald/servald/instance"
 )
 
 func newKeyringCmd(g *globals) *cobra.Command {
@@ -16,11 +16,11 @@ func newKeyringCmd(g *globals) *cobra.Command {
 		Short: "Add a new identity to the keyring (creating the keyring if needed)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, err := g.keyringPath()
+			dir, err := g.instanceDir()
 			if err != nil {
 				return err
 			}
-			k, created, err := openKeyring(path)
+			k, created, err := inst.OpenKeyring(dir)
 			if err != nil {
 				return err
 			}
@@ -38,11 +38,11 @@ func newKeyringCmd(g *globals) *cobra.Command {
 		Short: "List the SIDs in the keyring, the node's own first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, err := g.keyringPath()
+			dir, err := g.instanceDir()
 			if err != nil {
 				return err
 			}
-			k, err := identity.OpenKeyring(path)
+			k, err := identity.OpenKeyring(inst.KeyringPath(dir))
 			if err != nil {
 				return err
 			}
@@ -73,36 +73,12 @@ func newIDCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func (g *globals) keyringPath() (string, error) {
+// identity returns the node's primary identity, creating the keyring on
+// first use.
+func (g *globals) identity() (*identity.Identity, error) {
 	dir, err := g.instanceDir()
 	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, identity.KeyringFile), nil
-}
-
-// openKeyring opens the keyring, creating it with one identity when missing.
-func openKeyring(path string) (k *identity.Keyring, created bool, err error) {
-	if k, err = identity.OpenKeyring(path); err == nil {
-		return k, false, nil
-	}
-	k, err = identity.OpenOrCreateKeyring(path, nil)
-	if err != nil {
-		return nil, false, err
-	}
-	return k, true, nil
-}
-
-// identity returns the node's primary identity, creating the keyring on
-// first use. A damaged keyring is an error and is left as it is.
-func (g *globals) identity() (*identity.Identity, error) {
-	path, err := g.keyringPath()
-	if err != nil {
 		return nil, err
 	}
-	k, _, err := openKeyring(path)
-	if err != nil {
-		return nil, err
-	}
-	return k.Primary(), nil
+	return inst.Identity(dir)
 }

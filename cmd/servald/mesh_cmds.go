@@ -11,12 +11,9 @@ import (
 
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
+	inst "github.com/servald/servald/instance"
 	"github.com/servald/servald/mesh"
 )
-
-// quietPeriod: a node started for one command has learnt what it will
-// learn soon once its neighbours and routes stopped changing for this long.
-const quietPeriod = 500 * time.Millisecond
 
 // meshCmdOptions are the options of the commands that look at the mesh.
 type meshCmdOptions struct {
@@ -32,7 +29,7 @@ func (o *meshCmdOptions) addFlags(cmd *cobra.Command) {
 // open reaches the mesh: through the daemon, which knows its neighbours
 // already, or through a node started for this command, given until its
 // table settles (at most --wait) to learn them.
-func (o *meshCmdOptions) open(cmd *cobra.Command, g *globals) (meshAccess, error) {
+func (o *meshCmdOptions) open(cmd *cobra.Command, g *globals) (inst.Mesh, error) {
 	if o.wait < 0 {
 		return nil, usagef("--wait must not be negative")
 	}
@@ -40,37 +37,8 @@ func (o *meshCmdOptions) open(cmd *cobra.Command, g *globals) (meshAccess, error
 	if err != nil {
 		return nil, err
 	}
-	if e, ok := a.(embedded); ok {
-		expect := len(o.node.peers) > 0 || len(o.node.broadcast) > 0
-		settle(cmd.Context(), e.n, o.wait, expect)
-	}
+	inst.Settle(cmd.Context(), a, o.wait)
 	return a, nil
-}
-
-// settle waits until n's neighbours and routes have not changed for
-// quietPeriod (and, when expect, it has a neighbour), or wait has passed.
-func settle(ctx context.Context, n *mesh.Node, wait time.Duration, expect bool) {
-	if wait <= 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	for {
-		ch := n.Changed()
-		quiet := time.NewTimer(quietPeriod)
-		select {
-		case <-ch:
-			quiet.Stop()
-			continue
-		case <-quiet.C:
-			if !expect || len(n.Neighbours()) > 0 {
-				return
-			}
-		case <-ctx.Done():
-			quiet.Stop()
-			return
-		}
-	}
 }
 
 // newPeersCmd is `id peers`.
@@ -110,7 +78,7 @@ the node options and listens for at most --wait.`,
 
 // routes reaches the mesh and reads its routing table; the caller closes
 // the access.
-func (o *meshCmdOptions) routes(cmd *cobra.Command, g *globals) (meshAccess, []mesh.Route, error) {
+func (o *meshCmdOptions) routes(cmd *cobra.Command, g *globals) (inst.Mesh, []mesh.Route, error) {
 	a, err := o.open(cmd, g)
 	if err != nil {
 		return nil, nil, err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -16,7 +15,10 @@ import (
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/forward"
 	"github.com/servald/servald/identity"
+	inst "github.com/servald/servald/instance"
 	"github.com/servald/servald/msp"
+	"github.com/servald/servald/msp/splitmsp"
+	"github.com/servald/servald/splitter"
 )
 
 func newMSPCmd(g *globals) *cobra.Command {
@@ -109,7 +111,6 @@ func newListenCmd(g *globals) *cobra.Command {
 }
 
 func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error {
-	ctx := cmd.Context()
 	port, err := parsePort(args[0])
 	if err != nil {
 		return err
@@ -123,9 +124,9 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 			return usagef("--service: %v", err)
 		}
 	}
-	allowArgs := make([]sidArg, len(o.allow))
+	allowArgs := make([]inst.SIDArg, len(o.allow))
 	for i, a := range o.allow {
-		if allowArgs[i], err = parseSIDArg(a); err != nil {
+		if allowArgs[i], err = inst.ParsePinnedSIDArg(a); err != nil {
 			return usagef("--allow: %v", err)
 		}
 	}
@@ -138,35 +139,25 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		return err
 	}
 	defer node.Close()
-	var allow func(identity.SID) bool
-	if len(allowArgs) > 0 {
-		set := map[identity.SID]bool{}
-		for i, a := range allowArgs {
-			// A short SID stands for the node it names now: a later
-			// connector with the same prefix is not let in.
-			sid, err := a.resolve(ctx, node, allowWait)
-			if err != nil {
-				return fmt.Errorf("--allow %s: %w", o.allow[i], err)
-			}
-			if a.prefix != "" {
-				fmt.Fprintf(g.stderr, "servald: --allow %s is %s\n", o.allow[i], sid)
-			}
-			set[sid] = true
-		}
-		allow = func(s identity.SID) bool { return set[s] }
-	}
-	tr, err := node.Bind(port)
+	allow, err := o.allowed(cmd.Context(), g, node, allowArgs)
 	if err != nil {
 		return err
 	}
-	lis := msp.Listen(tr, node.Identity(), port, msp.Config{Allow: allow, Logger: g.logger()})
+	lis, err := inst.Listen(node, port, msp.Config{Allow: allow, Logger: g.logger()})
+	if err != nil {
+		return err
+	}
 	defer lis.Close()
-	var ss *splitServer
+	var splitLn *splitter.Listener
 	if split {
-		if ss, err = serveSplit(lis, o.split.addr, splitCfg); err != nil {
+		// An unauthenticated peer gets one block of reorder memory; MSP
+		// opens the window once its handshake proved the peer.
+		splitCfg.GatedWindow = true
+		if splitLn, err = listenSplit("--split", o.split.addr, splitCfg); err != nil {
 			return err
 		}
-		defer ss.Close(g)
+		ss := splitmsp.Serve(lis, splitLn)
+		defer func() { ss.Close(); reportListener(g, splitLn) }()
 	}
 	if o.service != "" {
 		ad, err := node.Advertise(o.service, port, g.logger())
@@ -175,6 +166,33 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		}
 		defer ad.Close()
 	}
+	o.printListening(cmd, g, node, port, target, splitLn)
+	return o.serve(cmd, g, lis, target)
+}
+
+// allowed resolves --allow: nil (everyone) without it. A short SID stands
+// for the node it names now: a later connector with the same prefix is
+// not let in.
+func (o *listenOptions) allowed(ctx context.Context, g *globals, node inst.Mesh, args []inst.SIDArg) (func(identity.SID) bool, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	set := map[identity.SID]bool{}
+	for i, a := range args {
+		sid, err := a.Resolve(ctx, node, allowWait)
+		if err != nil {
+			return nil, fmt.Errorf("--allow %s: %w", o.allow[i], err)
+		}
+		if a.IsShort() {
+			fmt.Fprintf(g.stderr, "servald: --allow %s is %s\n", o.allow[i], sid)
+		}
+		set[sid] = true
+	}
+	return func(s identity.SID) bool { return set[s] }, nil
+}
+
+// printListening tells where the listener is and how to connect to it.
+func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst.Mesh, port uint16, target string, splitLn *splitter.Listener) {
 	fwd := ""
 	if target != "" {
 		_, p, _ := net.SplitHostPort(target)
@@ -183,11 +201,17 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	sid := node.Identity().SID()
 	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, sid, port)
-	if ss != nil {
-		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", ss.Addr(), o.split.fec)
-		fmt.Fprintf(g.stderr, "servald: or over split transport: %s\n", ss.connectHint(fwd, sid, port, o.split.hintFlags(cmd.Flags())))
+	if splitLn != nil {
+		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", splitLn.Addr(), o.split.fec)
+		fmt.Fprintf(g.stderr, "servald: or over split transport: servald msp connect --split=%s%s %s%s %d\n",
+			hintAddr(splitLn.Addr()), o.split.hintFlags(cmd.Flags()), fwd, sid, port)
 	}
+}
 
+// serve forwards each stream to the --forward target, or joins one to
+// stdin/stdout, then shuts the listener down gracefully.
+func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, target string) error {
+	ctx := cmd.Context()
 	if target != "" {
 		err := forward.ServeStreams(ctx, lis.AcceptContext, target, o.once, nil, g.logger())
 		if errors.Is(err, context.Canceled) {
@@ -196,21 +220,23 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		if err != nil {
 			return err
 		}
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return lis.Shutdown(sctx)
+		return shutdown(lis.Shutdown)
 	}
 	st, err := lis.AcceptContext(ctx)
 	if err != nil {
 		return fmt.Errorf("no connection: %w", err)
 	}
-	_, _, err = forward.Join(ctx, stdio(cmd), st)
-	if err != nil {
+	if _, _, err = forward.Join(ctx, stdio(cmd), st); err != nil {
 		return fmt.Errorf("stream broke: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	return shutdown(lis.Shutdown)
+}
+
+// shutdown runs a graceful shutdown, for at most 5 s.
+func shutdown(f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return lis.Shutdown(sctx)
+	return f(ctx)
 }
 
 // allowWait bounds how long `msp listen` waits for the mesh to learn a
@@ -221,8 +247,9 @@ type connectOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
-	service string
-	timeout time.Duration
+	service    string
+	serviceSID string
+	timeout    time.Duration
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
@@ -250,55 +277,38 @@ each connection; without it, tunnel stdin/stdout over one connection.`,
 	}
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, true)
-	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT)")
+	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT); the same node on every redial while it offers it")
+	fs.StringVar(&o.serviceSID, "service-sid", "", "with --service: take it only from this node (full SID or a prefix of 16+ hex digits)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
 	o.split.addFlags(fs, true)
 	o.node.addFlags(fs)
 	return cmd
 }
 
-// connectTarget finds what a connect dials: a fixed (SID, port), or the
-// nearest node offering a service, asked again at each dial.
-type connectTarget struct {
-	arg     sidArg
-	port    uint16
-	service string
-}
-
-func (o *connectOptions) target(args []string) (connectTarget, error) {
+func (o *connectOptions) target(args []string) (inst.Target, error) {
 	if o.service != "" {
 		if err := discovery.ValidName(o.service); err != nil {
-			return connectTarget{}, usagef("--service: %v", err)
+			return inst.Target{}, usagef("--service: %v", err)
 		}
-		return connectTarget{service: o.service}, nil
+		if o.serviceSID != "" {
+			if _, err := inst.ParsePinnedSIDArg(o.serviceSID); err != nil {
+				return inst.Target{}, usagef("--service-sid: %v", err)
+			}
+		}
+		return inst.Target{Service: o.service, ServiceSID: o.serviceSID}, nil
 	}
-	arg, err := parseSIDArg(args[0])
+	if o.serviceSID != "" {
+		return inst.Target{}, usagef("--service-sid needs --service")
+	}
+	arg, err := inst.ParseSIDArg(args[0])
 	if err != nil {
-		return connectTarget{}, err
+		return inst.Target{}, err
 	}
 	port, err := parsePort(args[1])
 	if err != nil {
-		return connectTarget{}, err
+		return inst.Target{}, err
 	}
-	return connectTarget{arg: arg, port: port}, nil
-}
-
-// find returns the SID and port to dial, within d; a short SID, once
-// resolved, stays resolved.
-func (t *connectTarget) find(ctx context.Context, a meshAccess, d time.Duration) (identity.SID, uint16, error) {
-	if t.service != "" {
-		ans, err := findService(ctx, a, t.service, d)
-		if err != nil {
-			return identity.SID{}, 0, err
-		}
-		return ans.SID, ans.Port, nil
-	}
-	sid, err := t.arg.resolve(ctx, a, d)
-	if err != nil {
-		return identity.SID{}, 0, err
-	}
-	t.arg = sidArg{sid: sid}
-	return sid, t.port, nil
+	return inst.Target{SID: arg, Port: port}, nil
 }
 
 func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) error {
@@ -325,97 +335,82 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		}
 		defer ln.Close()
 	}
-	cfg := msp.Config{Logger: g.logger()}
-	// dial finds the target and opens a session to it, all within
-	// --timeout: over split transport straight to the listener (no mesh
-	// node, so the SID must be given in full), else through the mesh.
-	var sid identity.SID
-	var port uint16
-	var dialVia func(ctx context.Context) (*msp.Session, error)
-	if split {
-		if tgt.service != "" || tgt.arg.prefix != "" {
-			return usagef("--split reaches one listener directly, without the mesh: give its full SID and MDPPORT")
-		}
-		sid, port = tgt.arg.sid, tgt.port
-		sd, err := g.newSplitDialer(o.split.addr, splitCfg)
-		if err != nil {
-			return err
-		}
-		defer sd.report(g) // after the session below has closed
-		dialVia = func(ctx context.Context) (*msp.Session, error) { return sd.dial(ctx, sid, port, cfg) }
-	} else {
-		node, err := g.access(&o.node, cmd.Flags())
-		if err != nil {
-			return err
-		}
-		defer node.Close()
-		dialVia = func(ctx context.Context) (*msp.Session, error) {
-			var err error
-			if sid, port, err = tgt.find(ctx, node, o.timeout); err != nil {
-				return nil, err
-			}
-			if tgt.service != "" {
-				fmt.Fprintf(g.stderr, "servald: service %s is at %s port %d\n", tgt.service, sid, port)
-			}
-			return dialSession(ctx, node, sid, port, cfg)
-		}
-	}
-	dial := func(ctx context.Context) (*msp.Session, error) {
-		dctx, cancel := context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-		s, err := dialVia(dctx)
-		if err != nil && ctx.Err() == nil && dctx.Err() != nil {
-			return nil, fmt.Errorf("%s unreachable after %v: %w", sid, o.timeout, err)
-		}
-		return s, err
-	}
-	sess, err := dial(ctx)
+	rd, done, err := o.redialer(cmd, g, tgt, split, splitCfg)
 	if err != nil {
 		return err
 	}
-	defer func() { sess.Close() }() // the current one, after any redial
-
+	defer done()
+	defer rd.Close() // the current session, after any redial
+	sess, err := rd.Session(ctx)
+	if err != nil {
+		return err
+	}
 	if ln == nil {
 		st, err := sess.OpenStream(ctx)
 		if err != nil {
 			return err
 		}
-		_, _, err = forward.Join(ctx, stdio(cmd), st)
-		if err != nil {
+		if _, _, err = forward.Join(ctx, stdio(cmd), st); err != nil {
 			return fmt.Errorf("stream broke: %w", err)
 		}
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return sess.Shutdown(sctx)
+		return shutdown(sess.Shutdown)
 	}
+	sid, port := rd.Target()
 	fmt.Fprintf(g.stderr, "servald: forwarding TCP %s to %s port %d\n", ln.Addr(), sid, port)
 	// A session that ended (the peer restarted, say) is dialled again for
 	// the next connection (with --service, to the nearest node offering it
 	// then).
-	var mu sync.Mutex
-	open := func(ctx context.Context) (net.Conn, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if sess.Err() != nil {
-			s, err := dial(ctx)
-			if err != nil {
-				return nil, err
-			}
-			sess.Close()
-			sess = s
-		}
-		return sess.OpenStream(ctx)
-	}
-	err = forward.Serve(ctx, ln, open, o.once, g.logger())
+	err = forward.Serve(ctx, ln, rd.OpenStream, o.once, g.logger())
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	if err == nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		mu.Lock()
-		sess.Shutdown(sctx)
-		mu.Unlock()
+		shutdown(rd.Shutdown)
 	}
 	return err
+}
+
+// redialer finds the target and opens sessions to it, each dial within
+// --timeout: over split transport straight to the listener (no mesh node,
+// so the SID must be given in full), else through the mesh. done closes
+// what it opened, after the last session has closed.
+func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Target, split bool, splitCfg splitter.Config) (rd *inst.Redialer, done func(), err error) {
+	cfg := msp.Config{Logger: g.logger()}
+	if split {
+		if tgt.Service != "" || tgt.SID.IsShort() {
+			return nil, nil, usagef("--split reaches one listener directly, without the mesh: give its full SID and MDPPORT")
+		}
+		id, err := g.identity()
+		if err != nil {
+			return nil, nil, err
+		}
+		d := &splitmsp.Dialer{Addr: o.split.addr, Config: splitCfg, Identity: id}
+		find := func(context.Context) (identity.SID, uint16, error) { return tgt.SID.SID(), tgt.Port, nil }
+		dial := func(ctx context.Context, sid identity.SID, port uint16) (*msp.Session, error) {
+			s, err := d.Dial(ctx, sid, port, cfg)
+			var de *splitmsp.DialError
+			if errors.As(err, &de) {
+				return nil, splitError(de.Addr, de.Err)
+			}
+			return s, err
+		}
+		return inst.NewRedialer(o.timeout, find, dial), func() { reportSessions(g, &d.Sessions) }, nil
+	}
+	node, err := g.access(&o.node, cmd.Flags())
+	if err != nil {
+		return nil, nil, err
+	}
+	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
+	find := func(ctx context.Context) (identity.SID, uint16, error) {
+		short := tgt.SID.Prefix()
+		sid, port, err := tgt.Find(ctx, node, o.timeout)
+		if err == nil && short != "" {
+			fmt.Fprintf(g.stderr, "servald: %s is %s\n", short, sid)
+		}
+		return sid, port, err
+	}
+	dial := func(ctx context.Context, sid identity.SID, port uint16) (*msp.Session, error) {
+		return inst.DialSession(ctx, node, sid, port, cfg)
+	}
+	return inst.NewRedialer(o.timeout, find, dial), func() { node.Close() }, nil
 }

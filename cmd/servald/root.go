@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	inst "github.com/servald/servald/instance"
 )
 
 // usageError marks a command-line mistake: exit status 2.
@@ -48,7 +50,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	fmt.Fprintln(stderr, msg)
 	var ue usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	var iue *inst.UsageError
+	if errors.As(err, &ue) || errors.As(err, &iue) || isCobraUsage(err) {
 		return 2
 	}
 	return 1

@@ -1,29 +1,22 @@
 package main
 
-// Split transport for msp listen / msp connect (--split): the MSP session
-// runs over one splitter session (N TCP connections with Reed-Solomon FEC)
-// instead of the mesh. The session on top is the same: same handshake and
-// SID check, same --allow, same encryption and streams.
-//
-//	connect: splitter.Dial -> msp.NewStreamTransport -> msp.Dialer.Dial
-//	listen:  splitter.Listener.Accept -> msp.NewStreamTransport -> msp.Listener.Serve
+// The --split flags of msp listen / msp connect and the splitter flags of
+// split listen / split connect: their parsing, the wording of splitter
+// errors and the -v counters. The MSP session over split transport is
+// package msp/splitmsp.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/spf13/pflag"
 
 	"github.com/servald/servald/forward"
-	"github.com/servald/servald/identity"
-	"github.com/servald/servald/msp"
+	"github.com/servald/servald/msp/splitmsp"
 	"github.com/servald/servald/splitter"
 )
 
@@ -105,7 +98,7 @@ var splitFlags = []string{"conns", "fec", "payload"}
 
 // nodeFlags are the flags of the embedded node, which connect --split
 // does not start.
-var nodeFlags = []string{"udp", "peer", "broadcast", "config"}
+var nodeFlags = []string{"udp", "peer", "broadcast", "config", "trust"}
 
 // config checks the flags and returns the splitter settings; ok is false
 // without --split.
@@ -209,113 +202,14 @@ func (e mismatchError) Error() string {
 
 func (e mismatchError) Unwrap() error { return e.NegotiationError }
 
-// splitSessions counts the split sessions a connecting side opens, for
-// the -v exit line.
-type splitSessions struct {
-	mu    sync.Mutex
-	conns []*splitter.Conn // split sessions that may still run
-	ended splitter.Stats   // counters of those that ended
-	count int              // split sessions opened
-}
-
-// add counts c, and folds the sessions that ended into the totals: a
-// long-running connect --forward opens many, and must not keep every
-// session's buffers.
-func (ss *splitSessions) add(c *splitter.Conn) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.conns = slices.DeleteFunc(ss.conns, func(c *splitter.Conn) bool {
-		if c.Err() == nil {
-			return false
-		}
-		st := c.Stats()
-		st.ConnsLive = 0
-		ss.ended = ss.ended.Add(st)
-		return true
-	})
-	ss.conns = append(ss.conns, c)
-	ss.count++
-}
-
-// Stats sums the counters of every split session opened, and counts them.
-func (ss *splitSessions) Stats() (sessions int, sum splitter.Stats) {
-	ss.mu.Lock()
-	conns, sum, sessions := slices.Clone(ss.conns), ss.ended, ss.count
-	ss.mu.Unlock()
-	for _, c := range conns {
-		sum = sum.Add(c.Stats())
-	}
-	return sessions, sum
-}
-
-// report prints the counters with -v.
-func (ss *splitSessions) report(g *globals) {
+// reportSessions prints the counters of a connecting side's split
+// sessions with -v.
+func reportSessions(g *globals, ss *splitmsp.Sessions) {
 	if g.verbose == 0 {
 		return
 	}
 	n, st := ss.Stats()
 	fmt.Fprintf(g.stderr, "servald: split counters: sessions %d, %s\n", n, formatSplitStats(st))
-}
-
-// splitDialer opens MSP sessions over split sessions to one listener.
-type splitDialer struct {
-	addr string
-	cfg  splitter.Config
-	id   *identity.Identity
-	splitSessions
-}
-
-func (g *globals) newSplitDialer(addr string, cfg splitter.Config) (*splitDialer, error) {
-	id, err := g.identity()
-	if err != nil {
-		return nil, err
-	}
-	return &splitDialer{addr: addr, cfg: cfg, id: id}, nil
-}
-
-// dial opens a split session and an MSP session with sid on it; the MSP
-// session owns the split session and closes it when it ends.
-func (d *splitDialer) dial(ctx context.Context, sid identity.SID, port uint16, cfg msp.Config) (*msp.Session, error) {
-	c, err := splitter.Dial(ctx, d.addr, d.cfg)
-	if err != nil {
-		return nil, splitError(d.addr, err)
-	}
-	d.add(c)
-	s, err := msp.Dialer{Identity: d.id, Config: cfg}.Dial(ctx, msp.NewStreamTransport(c), sid, port)
-	if err != nil && !errors.Is(err, msp.ErrRefused) && errors.Is(c.Err(), splitter.ErrPeerClosed) {
-		// The listener hangs up on a handshake for a SID it does not hold.
-		return nil, fmt.Errorf("split %s: the node there is not %s (it hung up on the handshake)", d.addr, sid)
-	}
-	return s, err
-}
-
-// splitServer accepts split sessions and serves MSP over each of them on
-// an msp.Listener (which also serves the mesh).
-type splitServer struct {
-	ln  *splitter.Listener
-	lis *msp.Listener
-	wg  sync.WaitGroup
-}
-
-// serveSplit listens for split sessions on addr and hands each to lis.
-func serveSplit(lis *msp.Listener, addr string, cfg splitter.Config) (*splitServer, error) {
-	ln, err := listenSplit("--split", addr, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s := &splitServer{ln: ln, lis: lis}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.AcceptContext(context.Background())
-			if err != nil {
-				return // closed
-			}
-			lis.Serve(msp.NewStreamTransport(c))
-		}
-	}()
-	return s, nil
 }
 
 // listenSplit opens a splitter listener on addr, which the command line
@@ -331,15 +225,6 @@ func listenSplit(name, addr string, cfg splitter.Config) (*splitter.Listener, er
 	return ln, nil
 }
 
-// Addr is where split sessions are accepted.
-func (s *splitServer) Addr() net.Addr { return s.ln.Addr() }
-
-// connectHint is the split connect line printed at start; opts are the
-// splitter flags it must repeat (splitParams.hintFlags).
-func (s *splitServer) connectHint(fwd string, sid identity.SID, port uint16, opts string) string {
-	return fmt.Sprintf("servald msp connect --split=%s%s %s%s %d", hintAddr(s.Addr()), opts, fwd, sid, port)
-}
-
 // hintAddr is a listening address as a connect line names it: HOST where
 // the listener takes every interface.
 func hintAddr(a net.Addr) string {
@@ -348,15 +233,6 @@ func hintAddr(a net.Addr) string {
 		host = "HOST"
 	}
 	return net.JoinHostPort(host, p)
-}
-
-// Close stops accepting split sessions and ends those open (with the
-// MSP listener), then prints the counters with -v.
-func (s *splitServer) Close(g *globals) {
-	s.ln.Close()
-	s.wg.Wait()
-	s.lis.Close()
-	reportListener(g, s.ln)
 }
 
 // reportListener prints a split listener's counters with -v.
@@ -368,10 +244,6 @@ func reportListener(g *globals, ln *splitter.Listener) {
 	fmt.Fprintf(g.stderr, "servald: split counters: sessions %d (refused %d), %s\n",
 		st.SessionsAccepted, st.SessionsRefused, formatSplitStats(st.Sessions))
 }
-
-// Stats returns the split listener's counters, with the totals of its
-// sessions (ended ones included).
-func (s *splitServer) Stats() splitter.ListenerStats { return s.ln.Stats() }
 
 // formatSplitStats is the counters part of the -v exit line.
 func formatSplitStats(st splitter.Stats) string {

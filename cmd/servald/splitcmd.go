@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/servald/servald/forward"
+	"github.com/servald/servald/msp/splitmsp"
 	"github.com/servald/servald/splitter"
 )
 
@@ -109,7 +110,24 @@ func (o *splitListenOptions) run(cmd *cobra.Command, g *globals, args []string) 
 			turnAwaySessions(ln, log)
 		}()
 	})
+	o.printListening(cmd, g, ln, target)
+	if target != "" {
+		return o.serveForward(ctx, ln, target, turnAway, log)
+	}
+	c, err := ln.AcceptContext(ctx)
+	if err != nil {
+		return fmt.Errorf("no connection: %w", err)
+	}
+	turnAway()
+	if _, _, err := forward.Join(ctx, stdio(cmd), newSplitStream(c)); err != nil {
+		return fmt.Errorf("stream broke: %w", err)
+	}
+	return nil
+}
 
+// printListening tells where the listener is, how to connect to it, and
+// that the tunnel is not secured.
+func (o *splitListenOptions) printListening(cmd *cobra.Command, g *globals, ln *splitter.Listener, target string) {
 	fwd := ""
 	if target != "" {
 		_, p, _ := net.SplitHostPort(target)
@@ -122,33 +140,26 @@ func (o *splitListenOptions) run(cmd *cobra.Command, g *globals, args []string) 
 		gets = "a connection to " + target
 	}
 	fmt.Fprintf(g.stderr, "servald: warning: the tunnel is neither authenticated nor encrypted: anyone who reaches TCP %s gets %s; for authentication and encryption use msp listen/connect --split\n", ln.Addr(), gets)
+}
 
-	if target != "" {
-		accept := func(ctx context.Context) (net.Conn, error) {
-			c, err := ln.AcceptContext(ctx)
-			if err != nil {
-				return nil, err
-			}
-			if o.once {
-				turnAway()
-			}
-			return newSplitStream(c), nil
+// serveForward connects each session ln accepts to target (with --once,
+// one, turning the others away).
+func (o *splitListenOptions) serveForward(ctx context.Context, ln *splitter.Listener, target string, turnAway func(), log *slog.Logger) error {
+	accept := func(ctx context.Context) (net.Conn, error) {
+		c, err := ln.AcceptContext(ctx)
+		if err != nil {
+			return nil, err
 		}
-		err := forward.ServeStreams(ctx, accept, target, o.once, nil, log)
-		if errors.Is(err, context.Canceled) {
-			return nil // stopped by a signal
+		if o.once {
+			turnAway()
 		}
-		return err
+		return newSplitStream(c), nil
 	}
-	c, err := ln.AcceptContext(ctx)
-	if err != nil {
-		return fmt.Errorf("no connection: %w", err)
+	err := forward.ServeStreams(ctx, accept, target, o.once, nil, log)
+	if errors.Is(err, context.Canceled) {
+		return nil // stopped by a signal
 	}
-	turnAway()
-	if _, _, err := forward.Join(ctx, stdio(cmd), newSplitStream(c)); err != nil {
-		return fmt.Errorf("stream broke: %w", err)
-	}
-	return nil
+	return err
 }
 
 // turnAwaySessions resets every session that arrives once a stdio or
@@ -214,14 +225,14 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 		return err
 	}
 	cfg = splitTunnelConfig(cfg)
-	var sessions splitSessions
-	defer sessions.report(g) // after every session has closed
+	var sessions splitmsp.Sessions
+	defer reportSessions(g, &sessions) // after every session has closed
 	dial := func(ctx context.Context) (*splitter.Conn, error) {
 		c, err := dialSplit(ctx, addr, cfg, o.timeout)
 		if err != nil {
 			return nil, err
 		}
-		sessions.add(c)
+		sessions.Add(c)
 		return c, nil
 	}
 
@@ -235,6 +246,13 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 		}
 		return nil
 	}
+	return o.serveForward(cmd, g, addr, cfg, target, dial)
+}
+
+// serveForward listens on the --forward target and opens a split session
+// for each connection accepted there.
+func (o *splitConnectOptions) serveForward(cmd *cobra.Command, g *globals, addr string, cfg splitter.Config, target string, dial func(context.Context) (*splitter.Conn, error)) error {
+	ctx := cmd.Context()
 	ln, err := listenTCP(target)
 	if err != nil {
 		return err

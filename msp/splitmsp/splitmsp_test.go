@@ -1,4 +1,4 @@
-package main
+package splitmsp
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 )
 
 // TestSplitSessionsNoLeaks opens and closes 1000 MSP sessions over split
-// transport in this process (the code msp listen --split and msp connect
+// transport in this process (what msp listen --split and msp connect
 // --split run), one stream each, and checks that goroutines and file
 // descriptors return to where they were while the listener keeps running:
 // nothing stays behind per session.
@@ -25,33 +25,15 @@ func TestSplitSessionsNoLeaks(t *testing.T) {
 	}
 	server, _ := identity.Generate(nil)
 	client, _ := identity.Generate(nil)
-	lis := msp.Listen(nil, server, 5000, msp.Config{})
 	cfg := splitter.DefaultConfig()
 	cfg.Conns = 2
-	srv, err := serveSplit(lis, "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &globals{stderr: io.Discard}
-	defer srv.Close(g)
-	go func() {
-		for {
-			st, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(st, st)
-				st.Close()
-			}()
-		}
-	}()
-	d := &splitDialer{addr: srv.Addr().String(), cfg: cfg, id: client}
+	srv, ln := serveEcho(t, server, cfg, msp.Config{})
+	d := &Dialer{Addr: ln.Addr().String(), Config: cfg, Identity: client}
 	session := func(i int) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		s, err := d.dial(ctx, server.SID(), 5000, msp.Config{})
+		s, err := d.Dial(ctx, server.SID(), 5000, msp.Config{})
 		if err != nil {
 			t.Fatalf("session %d: %v", i, err)
 		}

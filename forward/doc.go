@@ -1,0 +1,5 @@
+// Package forward bridges byte streams: it joins a tunnelled stream (an MSP
+// or splitter net.Conn) with a local TCP connection or with stdin/stdout, in
+// both directions, with half-close, prompt teardown when either side fails,
+// and no goroutine outlives the call that started it.
+package forward

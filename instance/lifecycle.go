@@ -1,0 +1,201 @@
+package instance
+
+// The instance's daemon as a process: starting it detached (this program
+// run again with arguments that make it the daemon), asking it to stop and
+// waiting until it has exited, and asking for its status.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/servald/servald/daemon"
+	"github.com/servald/servald/internal/logfile"
+)
+
+// StartTimeout bounds how long StartDaemon waits for the daemon it
+// launched to answer.
+const StartTimeout = 30 * time.Second
+
+// StartDaemon runs this program again, detached, with args that make it
+// the daemon of instance dir (logging to DIR/servald.log and writing "ok"
+// to file descriptor 3 once it serves), waits (at most StartTimeout) until
+// it serves, and returns a connection to it. When it did not start, the
+// error quotes the last line of its log.
+func StartDaemon(ctx context.Context, dir string, args []string) (*daemon.Client, error) {
+	if err := PrepareDir(dir); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, daemon.LogName)
+	child, pr, logStart, err := spawnDaemon(args, logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer pr.Close()
+	if err := waitNotify(ctx, child, pr, logPath, logStart); err != nil {
+		return nil, err
+	}
+	child.Process.Release()
+	dctx, cancel := context.WithTimeout(ctx, DaemonTimeout)
+	defer cancel()
+	c, err := daemon.Dial(dctx, daemon.SocketPath(dir))
+	if err != nil {
+		return nil, fmt.Errorf("the daemon started but does not answer: %w", err)
+	}
+	return c, nil
+}
+
+// spawnDaemon starts this program detached with args, its output appended
+// to the log at logPath (never truncated, a symlink refused, rotated at
+// logfile.DefaultMaxSize); the child writes "ok" to the returned pipe once
+// serving. logStart is where this run's lines begin in the log.
+func spawnDaemon(args []string, logPath string) (child *exec.Cmd, pr *os.File, logStart int64, err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("cannot find this program to start the daemon: %w", err)
+	}
+	logf, err := logfile.Open(logPath, logfile.DefaultMaxSize)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("daemon log: %w", describeUnsafe(err, "daemon log"))
+	}
+	defer logf.Close()
+	logStart = logf.Size()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer devnull.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	child = exec.Command(exe, args...)
+	child.Env = withoutEnv(os.Environ(), "SERVALINSTANCE_PATH")
+	child.Stdin, child.Stdout, child.Stderr = devnull, logf.File(), logf.File()
+	child.ExtraFiles = []*os.File{pw} // fd 3
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := child.Start(); err != nil {
+		pw.Close()
+		pr.Close()
+		return nil, nil, 0, fmt.Errorf("start the daemon: %w", err)
+	}
+	pw.Close()
+	return child, pr, logStart, nil
+}
+
+// waitNotify waits for the child's "ok" on pr, or says why it failed.
+func waitNotify(ctx context.Context, child *exec.Cmd, pr *os.File, logPath string, logStart int64) error {
+	pr.SetReadDeadline(time.Now().Add(StartTimeout))
+	stop := context.AfterFunc(ctx, func() { pr.SetReadDeadline(time.Now()) })
+	line, rerr := bufio.NewReader(pr).ReadString('\n')
+	stop()
+	if strings.TrimSpace(line) == "ok" {
+		return nil
+	}
+	if rerr != nil && errors.Is(rerr, os.ErrDeadlineExceeded) {
+		child.Process.Kill()
+		child.Wait()
+		return fmt.Errorf("the daemon did not start within %v; see %s", StartTimeout, logPath)
+	}
+	child.Wait()
+	if l := lastLogLine(logPath, logStart); l != "" {
+		return fmt.Errorf("the daemon failed to start: %s", strings.TrimPrefix(l, "servald: "))
+	}
+	return fmt.Errorf("the daemon failed to start (%v); see %s", child.ProcessState, logPath)
+}
+
+func withoutEnv(env []string, name string) []string {
+	out := env[:0:0]
+	for _, e := range env {
+		if !strings.HasPrefix(e, name+"=") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// lastLogLine returns the last non-empty line the daemon wrote to its log
+// from offset start on (the log is appended to: earlier runs' lines are
+// not this run's reason).
+func lastLogLine(path string, start int64) string {
+	b, err := os.ReadFile(path)
+	if err != nil || int64(len(b)) < start {
+		return ""
+	}
+	b = b[start:]
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	return string(bytes.TrimSpace(lines[len(lines)-1]))
+}
+
+// DialDaemon connects to the daemon of instance dir; the error says "not
+// running" when none answers, or names the pid of one that holds the
+// instance without answering.
+func DialDaemon(ctx context.Context, dir string) (*daemon.Client, error) {
+	c, err := daemon.Dial(ctx, daemon.SocketPath(dir))
+	if errors.Is(err, daemon.ErrNotRunning) {
+		if pid, running := daemon.Probe(dir); running {
+			return nil, fmt.Errorf("the daemon (pid %d) holds %s but does not answer on its socket", pid, dir)
+		}
+		return nil, errors.New("not running")
+	}
+	return c, err
+}
+
+// StopDaemon asks the daemon of instance dir to stop and waits until its
+// process has exited (or ctx ends); it returns the daemon's pid.
+func StopDaemon(ctx context.Context, dir string) (int, error) {
+	c, err := DialDaemon(ctx, dir)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	pid, err := c.Stop(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := WaitExit(ctx, pid); err != nil {
+		return 0, err
+	}
+	return pid, nil
+}
+
+// WaitExit waits until process pid has exited (or is a zombie), or ctx
+// ends (then the error says the daemon has not exited).
+func WaitExit(ctx context.Context, pid int) error {
+	if pid <= 0 || pid == os.Getpid() {
+		return nil
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) || IsZombie(pid) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the daemon (pid %d) released the instance but has not exited", pid)
+		case <-t.C:
+		}
+	}
+}
+
+// IsZombie reports whether process pid has exited but not been reaped
+// (Linux /proc; false where it cannot tell).
+func IsZombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
+}

@@ -1,0 +1,136 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/servald/servald/identity"
+	"github.com/servald/servald/msp"
+)
+
+// fastEnd notices a lost peer quickly.
+var fastEnd = msp.Config{KeepAlive: 50 * time.Millisecond, IdleTimeout: 500 * time.Millisecond}
+
+// TestRedialer: the first stream dials; later streams share the session;
+// once the listener is gone and the session ended, the next stream dials
+// again, which gives up after the timeout ("unreachable after"), and a
+// later one, with the listener back, gets a new session.
+func TestRedialer(t *testing.T) {
+	a, b := memPair(t, nil, nil)
+	m := Embed(a)
+	listen := func() *msp.Listener {
+		t.Helper()
+		lis, err := Listen(Embed(b), 7, fastEnd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go echoListener(lis)
+		return lis
+	}
+	lis := listen()
+	var finds, dials atomic.Int32
+	find := func(context.Context) (identity.SID, uint16, error) {
+		finds.Add(1)
+		return b.SID(), 7, nil
+	}
+	dial := func(ctx context.Context, sid identity.SID, port uint16) (*msp.Session, error) {
+		dials.Add(1)
+		return DialSession(ctx, m, sid, port, fastEnd)
+	}
+	const timeout = 700 * time.Millisecond
+	rd := NewRedialer(timeout, find, dial)
+	defer rd.Close()
+	ctx := context.Background()
+
+	first, err := rd.Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sid, port := rd.Target(); sid != b.SID() || port != 7 {
+		t.Errorf("Target = %s %d, want %s 7", sid.Short(), port, b.SID().Short())
+	}
+	for i := range 3 {
+		st, err := rd.OpenStream(ctx)
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		echo(t, st, "on the first session")
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d dials for 3 streams on a live session, want 1", n)
+	}
+
+	lis.Close()
+	select {
+	case <-first.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session did not end after its listener closed")
+	}
+	start := time.Now()
+	_, err = rd.OpenStream(ctx)
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), b.SID().String()+" unreachable after "+timeout.String()) || !errors.Is(err, msp.ErrNoAnswer) {
+		t.Fatalf("stream with no listener: %v; want %q wrapping msp.ErrNoAnswer", err, "SID unreachable after "+timeout.String())
+	}
+	if took < timeout || took > timeout+5*time.Second {
+		t.Errorf("gave up after %v, want about %v", took, timeout)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d dials, want 2", n)
+	}
+
+	lis = listen()
+	defer lis.Close()
+	st, err := rd.OpenStream(ctx)
+	if err != nil {
+		t.Fatalf("stream after the listener came back: %v", err)
+	}
+	echo(t, st, "on a new session")
+	s, err := rd.Session(ctx)
+	if err != nil || s == first {
+		t.Fatalf("Session = %p, %v; want a new one (first %p)", s, err, first)
+	}
+	if f, d := finds.Load(), dials.Load(); f != 3 || d != 3 {
+		t.Errorf("%d finds and %d dials, want 3 of each (the target is found again at each dial)", f, d)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rd.Shutdown(sctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// TestRedialerErrors: a failing find is returned as it is when ctx ends
+// first, and named by the timeout when the timeout ends it; a new
+// Redialer has no session to close.
+func TestRedialerErrors(t *testing.T) {
+	stuck := func(ctx context.Context) (identity.SID, uint16, error) {
+		<-ctx.Done()
+		return identity.SID{}, 0, ctx.Err()
+	}
+	never := func(context.Context, identity.SID, uint16) (*msp.Session, error) {
+		t.Fatal("dial called after find failed")
+		return nil, nil
+	}
+	rd := NewRedialer(100*time.Millisecond, stuck, never)
+	if err := rd.Close(); err != nil {
+		t.Errorf("Close before any dial: %v", err)
+	}
+	if err := rd.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown before any dial: %v", err)
+	}
+	_, err := rd.Session(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "unreachable after 100ms") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("timed out: %v", err)
+	}
+	rd = NewRedialer(time.Hour, stuck, never)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := rd.OpenStream(ctx); !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("cancelled: %v, want context.Canceled as it is", err)
+	}
+}
