@@ -251,7 +251,7 @@ func (n *Node) neighbours() []*neighbour {
 type Neighbour struct {
 	SID       identity.SID
 	Addr      net.Addr
-	MTU       int           // largest frame known to pass the link
+	MTU       int           // largest frame known to pass the link, less the authentication trailer
 	SRTT      time.Duration // smoothed per-hop round trip
 	Loss      float64       // fraction of frames sent that needed resending, recent
 	Delivery  float64       // fraction of hellos that get through, both ways multiplied
