@@ -44,6 +44,9 @@ type embedded struct {
 	// expect: the node was given peers or broadcast, so it should find a
 	// neighbour (see Settle).
 	expect bool
+	// probes answers ping and trace for the node (see ServeProbes); nil
+	// when switched off.
+	probes io.Closer
 }
 
 func (e *embedded) Identity() *identity.Identity { return e.n.Identity() }
@@ -75,7 +78,12 @@ func (e *embedded) Advertise(name string, port uint16, log *slog.Logger) (io.Clo
 	}
 	return r, nil
 }
-func (e *embedded) Close() error { return e.n.Close() }
+func (e *embedded) Close() error {
+	if e.probes != nil {
+		e.probes.Close()
+	}
+	return e.n.Close()
+}
 
 // QuietPeriod: a node started for one command has learnt what it will
 // learn soon once its neighbours and routes stopped changing for this long.

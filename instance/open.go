@@ -35,6 +35,9 @@ type NodeOptions struct {
 	// given explicitly (pflag.FlagSet.Changed): the config file does not
 	// override those. nil: none was.
 	Given func(name string) bool
+	// NoEcho leaves ping and trace unanswered: the node does not bind
+	// probe.EchoPort and probe.TracePort (see ServeProbes).
+	NoEcho bool
 	// Logger receives the node's logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -68,7 +71,12 @@ func Open(dir string, o NodeOptions) (Mesh, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &embedded{n: n, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0}, nil
+	probes, err := ServeProbes(n, o)
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	return &embedded{n: n, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0, probes: probes}, nil
 }
 
 // StartNode starts a node of instance dir with options o (completed from

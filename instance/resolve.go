@@ -14,6 +14,7 @@ import (
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp"
 )
 
 // lookAgain is how often Resolve looks at the routing table again when
@@ -237,4 +238,21 @@ func sidList(as []discovery.Answer) string {
 		s[i] = a.SID.String()
 	}
 	return strings.Join(s, ", ")
+}
+
+// Reach resolves s on m and waits, at most timeout, until the node is
+// reachable; it returns the node and a fresh port of m to ask it from.
+func Reach(ctx context.Context, m Mesh, s SIDArg, timeout time.Duration) (identity.SID, msp.Transport, error) {
+	sid, err := s.Resolve(ctx, m, timeout)
+	if err != nil {
+		return identity.SID{}, nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	err = m.WaitReachable(wctx, sid)
+	cancel()
+	if err != nil {
+		return identity.SID{}, nil, fmt.Errorf("%w (waited %v)", err, timeout)
+	}
+	pc, err := m.Bind(0)
+	return sid, pc, err
 }

@@ -150,6 +150,16 @@ func (c *PacketConn) FromNode(addr net.Addr, sid identity.SID) bool {
 	return ok && a.SID == sid
 }
 
+// NoProgress tells the node that a session with node sid saw nothing it
+// sent acknowledged for several round trips while a route existed (msp
+// calls it; see msp.Transport). If another neighbour, not marked, also
+// leads to sid, routing avoids the next hop in use towards sid for 30 s
+// (doubling, up to 16 min, when it fails again soon after the mark ends)
+// and moves the route; otherwise (sid is gone, or no other path exists, or
+// sid is the next hop itself) nothing changes. It reports whether the
+// route moved.
+func (c *PacketConn) NoProgress(sid identity.SID) bool { return c.n.router.noProgress(sid) }
+
 // pathError is the type of ErrNoRoute and ErrTooLarge. Its methods let
 // code that is generic over transports (package msp) tell the two apart
 // with errors.As on an interface, without importing mesh.

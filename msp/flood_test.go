@@ -182,3 +182,55 @@ func TestReplayedInit(t *testing.T) {
 		t.Fatalf("stale INITs counted %d, want 1", ep.stats.staleInit.Load())
 	}
 }
+
+// replayFirst is a dialing transport whose first datagram (the INIT) an
+// attacker copies and delivers first, from an address of its own.
+type replayFirst struct {
+	*chanTransport
+	once sync.Once
+}
+
+func (r *replayFirst) WriteTo(p []byte, a net.Addr) (int, error) {
+	r.once.Do(func() {
+		r.peer.in <- datagram{append([]byte(nil), p...), chanAddr("evil")}
+	})
+	return r.chanTransport.WriteTo(p, a)
+}
+
+// TestReplyAddressFromRecords: a session's reply address is where the
+// peer's authenticated records come from, not where its INIT (which anyone
+// can copy and send from elsewhere) was first seen.
+func TestReplyAddressFromRecords(t *testing.T) {
+	server, _ := identity.Generate(nil)
+	client, _ := identity.Generate(nil)
+	dialSide, lisSide := chanPair()
+	l := Listen(lisSide, server, 5000, Config{})
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := Dialer{Identity: client}.Dial(ctx, &replayFirst{chanTransport: dialSide}, server.SID(), 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ep := l.eps[0]
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		ep.mu.Lock()
+		var got net.Addr
+		for _, ls := range ep.sessions {
+			got = ls.RemoteAddr()
+		}
+		ep.mu.Unlock()
+		if got != nil {
+			if got.String() != "a" {
+				t.Fatalf("the listener replies to %v, where the INIT copy came from; want a, where the records come from", got)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no session at the listener")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

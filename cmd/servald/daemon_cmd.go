@@ -79,10 +79,20 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 		}
 		return err
 	}
-	node, err := inst.StartNode(dir, o.node.options(cmd.Flags(), g))
+	opts := o.node.options(cmd.Flags(), g)
+	node, err := inst.StartNode(dir, opts)
 	if err != nil {
 		lock.Close()
 		return err
+	}
+	probes, err := inst.ServeProbes(node, opts)
+	if err != nil {
+		node.Close()
+		lock.Close()
+		return err
+	}
+	if probes != nil {
+		defer probes.Close()
 	}
 	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger()})
 	if err != nil {
@@ -159,6 +169,12 @@ func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]s
 	}
 	if fs.Changed("broadcast") {
 		args = append(args, "--broadcast="+strings.Join(o.node.broadcast, ","))
+	}
+	for _, sid := range o.node.trust {
+		args = append(args, "--trust", sid)
+	}
+	if o.node.noEcho {
+		args = append(args, "--no-echo")
 	}
 	if fs.Changed("config") {
 		abs, err := filepath.Abs(o.node.config)

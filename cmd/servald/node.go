@@ -16,6 +16,7 @@ type nodeOptions struct {
 	broadcast []string
 	config    string
 	trust     []string
+	noEcho    bool
 }
 
 func (o *nodeOptions) addFlags(fs *pflag.FlagSet) {
@@ -25,6 +26,7 @@ func (o *nodeOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Lookup("broadcast").NoOptDefVal = inst.BroadcastAll
 	fs.StringVar(&o.config, "config", "", "config file with lines 'udp = ADDR', 'peer = HOST:PORT', 'broadcast = IFACE,...'")
 	fs.StringArrayVar(&o.trust, "trust", nil, "admit only these nodes as neighbours (full SID, repeatable; also DIR/trusted, one per line): a closed mesh")
+	fs.BoolVar(&o.noEcho, "no-echo", false, "do not answer ping and trace (MDP ports 7 and 8), which a node answers by default")
 }
 
 // options are the node options for package instance: flags win over the
@@ -36,6 +38,7 @@ func (o *nodeOptions) options(fs *pflag.FlagSet, g *globals) inst.NodeOptions {
 		Broadcast: o.broadcast,
 		Trust:     o.trust,
 		Config:    o.config,
+		NoEcho:    o.noEcho,
 		Given:     fs.Changed,
 		Logger:    g.logger(),
 	}

@@ -79,7 +79,7 @@ func newRootCmd(g *globals) *cobra.Command {
 	root.SetVersionTemplate("servald {{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.instance, "instance", "", "instance directory (keyring, config, daemon socket); $SERVALINSTANCE_PATH wins when set")
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more to stderr (-v info, -vv debug)")
-	root.AddCommand(newKeyringCmd(g), withSubcommands(newIDCmd(g), newPeersCmd(g)), newMSPCmd(g), newStartCmd(g), newStopCmd(g), newStatusCmd(g), newRouteCmd(g), newServiceCmd(g), newSplitCmd(g), newVersionCmd(), newManCmd(root))
+	root.AddCommand(newKeyringCmd(g), withSubcommands(newIDCmd(g), newPeersCmd(g)), newMSPCmd(g), newStartCmd(g), newStopCmd(g), newStatusCmd(g), newRouteCmd(g), newServiceCmd(g), newSplitCmd(g), newPingCmd(g), newTraceCmd(g), newVersionCmd(), newManCmd(root))
 	requireSubcommands(root)
 	return root
 }
