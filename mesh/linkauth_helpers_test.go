@@ -95,3 +95,17 @@ func isLinkFrame(b []byte) bool {
 	}
 	return false
 }
+
+// unwrap returns the frame inside b if b is authenticated under r's link
+// keys, nil if it fails them, and b itself if it is a plain frame.
+func (r *rawPeer) unwrap(b []byte) []byte {
+	if len(b) < 2 || b[1]&wire.FlagAuth == 0 {
+		return b
+	}
+	a, err := wire.ParseAuth(b)
+	k := r.auth.keys.Load()
+	if err != nil || k == nil || a.KeyID != k.rxID || !k.open(&a) {
+		return nil
+	}
+	return wire.Inner(b)
+}
