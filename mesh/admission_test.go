@@ -436,7 +436,7 @@ func TestRelayUnderSignatureFlood(t *testing.T) {
 			for range 10 { // 20,000 frames a second
 				seq++
 				h := wire.DataHeader{Epoch: 7, Seq: seq, Base: seq, TTL: 1, Dst: n.SID(), Src: xid.SID(), DstPort: RoutingPort, SrcPort: RoutingPort}
-				if _, err := x.c.WriteTo(wire.AppendRouteMsg(wire.AppendData(nil, &h), &m), cn.LocalAddr()); err != nil {
+				if _, err := x.c.WriteTo(x.link(wire.AppendRouteMsg(wire.AppendData(nil, &h), &m)), cn.LocalAddr()); err != nil {
 					t.Errorf("flood: %v", err)
 					return
 				}

@@ -90,15 +90,21 @@ func (c *helloTap) waitHellos(t *testing.T, n int) [][]byte {
 
 // rawPeer is a memnet endpoint driven by the test.
 type rawPeer struct {
-	t      *testing.T
+	t      testing.TB
 	c      *memnet.Conn
 	to     net.Addr // the node under test
 	n      *Node    // the node under test, if in this process: barrier waits for its verifier too
 	nextID uint32
+	auth   *rawAuth // r's side of its link keys, once it joined (linkauth_helpers_test.go)
 }
 
+// send writes b to the node; a DATA, ACK, SKIP or PROBEACK frame of a
+// peer that joined goes authenticated under its link key.
 func (r *rawPeer) send(b []byte) {
 	r.t.Helper()
+	if r.auth != nil && isLinkFrame(b) {
+		b = r.link(b)
+	}
 	if _, err := r.c.WriteTo(b, r.to); err != nil {
 		r.t.Fatalf("inject: %v", err)
 	}
@@ -119,7 +125,11 @@ func (r *rawPeer) barrier() {
 		if err != nil {
 			r.t.Fatalf("barrier: no PROBEACK %d: %v", id, err)
 		}
-		if typ, err := wire.Type(buf[:k]); err != nil || typ != wire.TypeProbeAck {
+		typ, err := wire.Type(buf[:k])
+		if err == nil && typ == wire.TypeHello {
+			r.heard(buf[:k])
+		}
+		if err != nil || typ != wire.TypeProbeAck {
 			continue
 		}
 		if got, _, err := wire.ParseProbeAck(buf[:k]); err == nil && got == id {

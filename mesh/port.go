@@ -29,8 +29,9 @@ const DefaultTTL = 32
 // firstEphemeralPort is where ports chosen by Bind(0) start.
 const firstEphemeralPort = 32768
 
-// MaxPayload is the largest MDP payload on any link.
-const MaxPayload = maxDatagram - wire.DataHeaderLen
+// MaxPayload is the largest MDP payload on any link: a datagram less the
+// DATA header and the authentication trailer.
+const MaxPayload = maxDatagram - wire.AuthLen - wire.DataHeaderLen
 
 type datagram struct {
 	src Addr

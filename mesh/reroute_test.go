@@ -48,6 +48,7 @@ func newDropper(t *testing.T, nw *memnet.Network, n, victim *Node, interval time
 	d := &dropper{r: &rawPeer{t: t, c: c, to: n.LocalAddr(), n: n}, id: forgedID(t), victim: victim, stop: make(chan struct{})}
 	d.helloSeq = 2
 	d.echo = d.r.join(d.id, wire.Hello{SID: d.id.SID(), To: n.SID(), Epoch: 7, Seq: d.helloSeq, MTU: 1500})
+	d.r.linkKeys() // before readLoop reads r's socket
 	d.wg.Add(2)
 	go d.readLoop()
 	go d.sendLoop(n.SID(), interval)
@@ -69,18 +70,19 @@ func (d *dropper) readLoop() {
 		if err != nil {
 			return
 		}
-		switch typ, _ := wire.Type(buf[:k]); typ {
+		b := d.r.unwrap(buf[:k])
+		switch typ, _ := wire.Type(b); typ {
 		case wire.TypeData:
-			h, _, err := wire.ParseData(buf[:k])
+			h, _, err := wire.ParseData(b)
 			if err != nil {
 				continue
 			}
-			d.r.c.WriteTo(wire.AppendAck(nil, &wire.Ack{Epoch: h.Epoch, Cum: h.Seq + 1}), d.r.to)
+			d.r.c.WriteTo(d.r.link(wire.AppendAck(nil, &wire.Ack{Epoch: h.Epoch, Cum: h.Seq + 1})), d.r.to)
 			if h.Dst != d.id.SID() {
 				d.dropped.Add(1)
 			}
 		case wire.TypeCookie:
-			if cookie, _, err := wire.ParseCookie(buf[:k]); err == nil {
+			if cookie, _, err := wire.ParseCookie(b); err == nil {
 				d.mu.Lock()
 				d.echo = cookie
 				d.mu.Unlock()
@@ -113,7 +115,7 @@ func (d *dropper) sendLoop(to identity.SID, interval time.Duration) {
 		d.dataSeq++
 		h := wire.DataHeader{Epoch: 7, Seq: d.dataSeq, Base: d.dataSeq, TTL: 1, Dst: to, Src: d.id.SID(), DstPort: RoutingPort, SrcPort: RoutingPort}
 		m := &wire.RouteMsg{HasIHU: true, IHU: 255, Entries: []wire.RouteEntry{e}}
-		d.r.c.WriteTo(wire.AppendRouteMsg(wire.AppendData(nil, &h), m), d.r.to)
+		d.r.c.WriteTo(d.r.link(wire.AppendRouteMsg(wire.AppendData(nil, &h), m)), d.r.to)
 	}
 }
 

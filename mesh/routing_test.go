@@ -10,6 +10,7 @@ import (
 	"github.com/servald/servald/internal/memnet"
 	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/mesh/internal/wire"
 )
 
 // transfer sends count numbered datagrams from node a to node b and checks
@@ -321,7 +322,7 @@ func TestMTUProbeRetried(t *testing.T) {
 			t.Fatalf("MTU %d with nothing above 1300 bytes passing, want %d", m, mesh.BaseMTU)
 		}
 		nw.SetMTU(1500)
-		for deadline := time.Now().Add(mesh.ProbeRounds * hello * 4); mtu() != mesh.SmallestProbe; {
+		for deadline := time.Now().Add(mesh.ProbeRounds * hello * 4); mtu() != mesh.SmallestProbe-wire.AuthLen; {
 			if time.Now().After(deadline) {
 				t.Fatalf("MTU still %d after the network passed 1500 bytes", mtu())
 			}
