@@ -11,6 +11,7 @@ import (
 
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/probe"
 )
@@ -40,27 +41,13 @@ func newChain(t *testing.T, count int) *chain {
 		nw.SetLinkBoth(c.conns[i].LocalAddr(), c.conns[i+1].LocalAddr(), memnet.LinkConfig{Delay: linkDelay})
 	}
 	for i := 0; i < count; i++ {
-		id, err := identity.Generate(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var peers []net.Addr
 		if i > 0 {
 			peers = []net.Addr{c.conns[i-1].LocalAddr()}
 		}
-		n, err := mesh.New(mesh.Config{Identity: id, Conn: c.conns[i], Peers: peers,
-			HelloInterval: 100 * time.Millisecond, NeighbourTimeout: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.nodes = append(c.nodes, n)
+		c.nodes = append(c.nodes, meshtest.Start(t, c.conns[i], peers, meshtest.Timers(100*time.Millisecond, 2*time.Second)))
 	}
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			n.Close()
-		}
-		nw.Close()
-	})
+	t.Cleanup(func() { nw.Close() })
 	// Both ends route to each other over the whole chain.
 	c.waitHops(t, 0, count-1)
 	c.waitHops(t, count-1, 0)
