@@ -326,19 +326,17 @@ func (s *floodSock) echo() wire.Cookie {
 	return wire.Cookie{}
 }
 
-// pace calls send(i) rate times a second for d, in bursts every 5 ms, and
-// returns how many it sent. It stops early when ctx ends or send fails.
+// pace calls send(i) rate times a second for d (rate*d calls in all), in
+// bursts every 5 ms, and returns how many it made. It stops early when ctx
+// ends or send fails.
 func pace(ctx context.Context, rate int, d time.Duration, send func(i int) error) (int, error) {
+	total := int(d.Seconds() * float64(rate))
 	start := time.Now()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	i := 0
-	for {
-		el := time.Since(start)
-		if el >= d {
-			return i, nil
-		}
-		due := int(el.Seconds() * float64(rate))
+	for i < total {
+		due := min(total, int(time.Since(start).Seconds()*float64(rate)))
 		for ; i < due; i++ {
 			if err := send(i); err != nil {
 				return i, err
@@ -350,6 +348,7 @@ func pace(ctx context.Context, rate int, d time.Duration, send func(i int) error
 			return i, ctx.Err()
 		}
 	}
+	return i, nil
 }
 
 // victimProc is a `servald start --foreground` process: the victim whose
@@ -884,6 +883,7 @@ func TestAttackFreshOriginsUDP(t *testing.T) {
 	const epoch = 7
 	echo, hseq := joinAs(t, x, v.udp, v.sid, xid, epoch)
 	idle := rssOf(t, v.pid)
+	s0 := v.status(t).Stats
 	rss := sample(func() int64 { return rssOf(t, v.pid) })
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
@@ -918,6 +918,10 @@ func TestAttackFreshOriginsUDP(t *testing.T) {
 	table, _ := v.run(t, "route", "print")
 	routes := len(regexp.MustCompile(`(?m)^[0-9A-F]{64} `).FindAllString(table, -1))
 	out, findTook := v.run(t, "service", "find", "attacked")
+	st := v.status(t)
+	t.Logf("victim: routes %d, neighbours %d; RouteCap +%d, NewOriginLimited +%d, VerifyLimited +%d, VerifyQueueDrops +%d, BadRoute +%d",
+		st.Routes, st.Neighbours, st.Stats.RouteCap-s0.RouteCap, st.Stats.NewOriginLimited-s0.NewOriginLimited,
+		st.Stats.VerifyLimited-s0.VerifyLimited, st.Stats.VerifyQueueDrops-s0.VerifyQueueDrops, st.Stats.BadRoute-s0.BadRoute)
 	cfg := mesh.DefaultConfig()
 	t.Logf("%d frames of %d signed entries (%d origins) in %v from one neighbour; victim: %d routes (caps %d per neighbour, %d in all); RSS idle %s, peak %s (limit %s); service find %v",
 		frames, per, min(frames*per, origins), took.Round(time.Millisecond), routes, cfg.MaxRoutesPerNeighbour, cfg.MaxRoutes,
