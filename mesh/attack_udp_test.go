@@ -1154,4 +1154,57 @@ func TestAttackUntrustedUDP(t *testing.T) {
 	if in > out {
 		t.Errorf("U got %d bytes for the %d it sent", in, out)
 	}
+
+	// W, a raw stranger that receives: its own hello is answered with a
+	// COOKIE only, its echoing hello (an untrusted SID) with nothing. A
+	// COOKIE carries no SID, so one that echoes V's cookie for W is
+	// answered with V's HELLO, as for any node (the LAN exchange needs
+	// it): that is logged, and bounded to one, but makes no neighbour.
+	w := floodSocks(t, 1, vaddr, true)[0]
+	wid := seededIDs(t, 1, 7)[0]
+	h := wire.Hello{SID: wid.SID(), To: v.SID(), Seq: 1, MTU: 1500}
+	h.Cookie[0] = 1
+	if _, err := w.c.WriteTo(wire.AppendHello(nil, h, wid), vaddr); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for w.cookie.Load() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no COOKIE for W")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.Seq, h.Echo = 2, w.echo()
+	u0 := v.Stats().Untrusted
+	if _, err := w.c.WriteTo(wire.AppendHello(nil, h, wid), vaddr); err != nil {
+		t.Fatal(err)
+	}
+	for v.Stats().Untrusted == u0 {
+		if time.Now().After(deadline) {
+			t.Fatal("W's echoing hello was not counted Untrusted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	afterHello := w.frames.Load()
+	if _, err := w.c.WriteTo(wire.AppendCookie(nil, h.Cookie, w.echo()), vaddr); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	var wt [16]int64
+	for i := range wt {
+		wt[i] = w.types[i].Load()
+	}
+	t.Logf("W: %d frames after its hellos (%d COOKIE), %d after its COOKIE (%d HELLO), %d bytes in all",
+		afterHello, wt[wire.TypeCookie], w.frames.Load()-afterHello, wt[wire.TypeHello], w.bytes.Load())
+	if afterHello != 1 || wt[wire.TypeCookie] != 1 {
+		t.Errorf("W got %d frames for its two hellos, want the one COOKIE", afterHello)
+	}
+	if got := w.frames.Load() - afterHello; got > 1 || wt[wire.TypeHello] > 1 {
+		t.Errorf("W got %d frames for one COOKIE", got)
+	}
+	for _, nb := range v.Neighbours() {
+		if nb.SID == wid.SID() {
+			t.Fatal("W became a neighbour")
+		}
+	}
 }
