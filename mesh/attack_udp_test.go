@@ -240,6 +240,7 @@ func checkEchoes(t testing.TB, what string, r echoResult) {
 // address) and counts what it receives.
 type floodSock struct {
 	c      *net.UDPConn
+	link   atomic.Pointer[mesh.AttackLink] // set by joinAs: takes the victim's hellos
 	cookie atomic.Pointer[wire.Cookie]
 	bytes  atomic.Int64
 	frames atomic.Int64
@@ -283,6 +284,9 @@ func floodSocks(t testing.TB, k int, victim net.Addr, read bool) []*floodSock {
 					continue
 				}
 				s.types[typ&15].Add(1)
+				if l := s.link.Load(); l != nil && typ == wire.TypeHello {
+					l.Heard(buf[:k])
+				}
 				if typ == wire.TypeCookie {
 					if ck, _, err := wire.ParseCookie(buf[:k]); err == nil {
 						s.cookie.Store(&ck)
@@ -814,22 +818,26 @@ func TestAttackForgedSourceHelloUDP(t *testing.T) {
 // joinAs makes s a neighbour of the node at victim as id: a hello without
 // an echo, the COOKIE that answers it, the hello that echoes it; it waits
 // for the node's answering HELLO. It returns the echo and the seq used.
-func joinAs(t testing.TB, s *floodSock, victim net.Addr, vsid identity.SID, id *identity.Identity, epoch uint32) (wire.Cookie, uint64) {
+func joinAs(t testing.TB, s *floodSock, victim net.Addr, vsid identity.SID, id *identity.Identity, epoch uint32) (wire.Cookie, uint64, *mesh.AttackLink) {
 	t.Helper()
+	link, eph, err := mesh.NewAttackLink(id.SID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.link.Store(link)
 	seq := uint64(time.Now().UnixNano())
-	h := wire.Hello{SID: id.SID(), Epoch: epoch, Seq: seq, MTU: 1500}
+	h := wire.Hello{SID: id.SID(), Epoch: epoch, Seq: seq, MTU: 1500, Eph: eph}
 	h.Cookie[0] = 1
 	if _, err := s.c.WriteTo(wire.AppendHello(nil, h, id), victim); err != nil {
 		t.Fatal(err)
 	}
 	h.Echo, h.To = s.waitCookie(t), vsid
-	hellos := s.types[wire.TypeHello].Load()
 	h.Seq++
 	if _, err := s.c.WriteTo(wire.AppendHello(nil, h, id), victim); err != nil {
 		t.Fatal(err)
 	}
-	s.waitFor(t, "HELLO admitting the attacker", func() bool { return s.types[wire.TypeHello].Load() > hellos })
-	return h.Echo, h.Seq
+	s.waitFor(t, "HELLO admitting the attacker, with the victim's link key", link.Ready)
+	return h.Echo, h.Seq, link
 }
 
 // TestAttackFreshOriginsUDP is point 4 of issue 9: one neighbour X (the
@@ -877,7 +885,7 @@ func TestAttackFreshOriginsUDP(t *testing.T) {
 	xid := mesh.FreshIDs(t, 1, 0xA5)[0]
 	x := floodSocks(t, 1, v.udp, true)[0]
 	const epoch = 7
-	echo, hseq := joinAs(t, x, v.udp, v.sid, xid, epoch)
+	echo, hseq, link := joinAs(t, x, v.udp, v.sid, xid, epoch)
 	idle := rssOf(t, v.pid)
 	s0 := v.status(t).Stats
 	rss := sample(func() int64 { return rssOf(t, v.pid) })
@@ -890,7 +898,7 @@ func TestAttackFreshOriginsUDP(t *testing.T) {
 		if time.Since(lastHello) > 500*time.Millisecond {
 			// Hellos keep X a neighbour (the victim drops one silent for 5 s).
 			hseq++
-			h := wire.Hello{SID: xid.SID(), To: v.sid, Epoch: epoch, Seq: hseq, MTU: 1500, Echo: echo}
+			h := wire.Hello{SID: xid.SID(), To: v.sid, Epoch: epoch, Seq: hseq, MTU: 1500, Echo: echo, Eph: link.Eph()}
 			h.Cookie[0] = 1
 			if _, err := x.c.WriteTo(wire.AppendHello(nil, h, xid), v.udp); err != nil {
 				return err
@@ -903,7 +911,7 @@ func TestAttackFreshOriginsUDP(t *testing.T) {
 		seq++
 		h := wire.DataHeader{Epoch: epoch, Seq: seq, Base: seq, TTL: 1, Dst: v.sid, Src: xid.SID(), DstPort: mesh.RoutingPort, SrcPort: mesh.RoutingPort}
 		m := wire.RouteMsg{Entries: entries[i*per : min(i*per+per, origins)]}
-		_, err := x.c.WriteTo(wire.AppendRouteMsg(wire.AppendData(nil, &h), &m), v.udp)
+		_, err := x.c.WriteTo(link.Seal(wire.AppendRouteMsg(wire.AppendData(nil, &h), &m)), v.udp)
 		return err
 	})
 	if err != nil {
