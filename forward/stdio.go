@@ -10,7 +10,10 @@ package forward
 import (
 	"io"
 	"net"
+	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // StdioConn is one end of a join made of a reader (usually os.Stdin) and a
@@ -214,5 +217,28 @@ func (s *StdioConn) Close() error {
 			err = cerr
 		}
 	})
+	return err
+}
+
+// TerminalStdio is Stdio with one difference when in is a terminal: the
+// far end finishing also ends our input, so that `msp listen 5000 > file`
+// typed at a prompt exits when the sender is done, as in Serval, instead of
+// waiting for ^D. Otherwise half-close is strict (EOF on in ends our
+// direction only).
+func TerminalStdio(in io.Reader, out io.Writer) io.ReadWriteCloser {
+	sc := Stdio(in, out)
+	if f, ok := in.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			return endInputWithOutput{sc}
+		}
+	}
+	return sc
+}
+
+type endInputWithOutput struct{ *StdioConn }
+
+func (s endInputWithOutput) CloseWrite() error {
+	err := s.StdioConn.CloseWrite()
+	s.CloseRead()
 	return err
 }

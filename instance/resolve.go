@@ -25,6 +25,18 @@ const lookAgain = 100 * time.Millisecond
 type SIDArg struct {
 	sid    identity.SID
 	prefix string // upper-case hex; "" when sid is complete
+	as     string // as typed
+}
+
+// typed is the SID as it was typed.
+func (s SIDArg) typed() string {
+	if s.as != "" {
+		return s.as
+	}
+	if s.prefix != "" {
+		return s.prefix
+	}
+	return s.sid.String()
 }
 
 // FullSID is the SIDArg of a complete SID.
@@ -38,13 +50,13 @@ func ParseSIDArg(s string) (SIDArg, error) {
 		if err != nil {
 			return SIDArg{}, &UsageError{err}
 		}
-		return SIDArg{sid: sid}, nil
+		return SIDArg{sid: sid, as: s}, nil
 	}
 	p, err := identity.ParsePrefix(s)
 	if err != nil {
 		return SIDArg{}, &UsageError{err}
 	}
-	return SIDArg{prefix: p}, nil
+	return SIDArg{prefix: p, as: s}, nil
 }
 
 // ParsePinnedSIDArg is ParseSIDArg for a SID that grants something
@@ -266,4 +278,25 @@ func Reach(ctx context.Context, m Mesh, s SIDArg, timeout time.Duration) (identi
 	}
 	pc, err := m.Bind(0)
 	return sid, pc, err
+}
+
+// AllowList resolves --allow's SIDs on m: nil (everyone) without any. A
+// short one stands for the node it names now (waiting at most wait for it),
+// and said is told which: a later node with the same prefix is not let in.
+func AllowList(ctx context.Context, m Mesh, args []SIDArg, wait time.Duration, said func(arg string, sid identity.SID)) (func(identity.SID) bool, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	set := map[identity.SID]bool{}
+	for _, a := range args {
+		sid, err := a.Resolve(ctx, m, wait)
+		if err != nil {
+			return nil, fmt.Errorf("--allow %s: %w", a.typed(), err)
+		}
+		if a.IsShort() && said != nil {
+			said(a.typed(), sid)
+		}
+		set[sid] = true
+	}
+	return func(s identity.SID) bool { return set[s] }, nil
 }

@@ -132,28 +132,37 @@ func newListenCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error {
-	port, err := parseListenPort(args[0])
-	if err != nil {
-		return err
+// parse checks the arguments and flags of msp listen.
+func (o *listenOptions) parse(args []string, g *globals) (port uint16, ends inst.ListenEnd, allow []inst.SIDArg, err error) {
+	if port, err = parseListenPort(args[0]); err != nil {
+		return
 	}
-	if err := o.checkIdle(); err != nil {
-		return err
+	if err = o.checkIdle(); err != nil {
+		return
 	}
-	ends, err := inst.EndFlags{Once: o.once, Forward: o.forward, SocksExit: o.socks, To: o.to, Logger: g.logger()}.ListenEnd(len(o.allow) > 0)
-	if err != nil {
-		return err
+	if ends, err = (inst.EndFlags{Once: o.once, Forward: o.forward, SocksExit: o.socks, To: o.to, Logger: g.logger()}).ListenEnd(len(o.allow) > 0); err != nil {
+		return
 	}
 	if o.service != "" {
-		if err := discovery.ValidName(o.service); err != nil {
-			return usagef("--service: %v", err)
+		if err = discovery.ValidName(o.service); err != nil {
+			err = usagef("--service: %v", err)
+			return
 		}
 	}
-	allowArgs := make([]inst.SIDArg, len(o.allow))
+	allow = make([]inst.SIDArg, len(o.allow))
 	for i, a := range o.allow {
-		if allowArgs[i], err = inst.ParsePinnedSIDArg(a); err != nil {
-			return usagef("--allow: %v", err)
+		if allow[i], err = inst.ParsePinnedSIDArg(a); err != nil {
+			err = usagef("--allow: %v", err)
+			return
 		}
+	}
+	return
+}
+
+func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error {
+	port, ends, allowArgs, err := o.parse(args, g)
+	if err != nil {
+		return err
 	}
 	splitCfg, split, err := o.split.config(cmd.Flags(), false, g)
 	if err != nil {
@@ -164,7 +173,9 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		return err
 	}
 	defer node.Close()
-	allow, err := o.allowed(cmd.Context(), g, node, allowArgs)
+	allow, err := inst.AllowList(cmd.Context(), node, allowArgs, allowWait, func(arg string, sid identity.SID) {
+		fmt.Fprintf(g.stderr, "servald: --allow %s is %s\n", arg, sid)
+	})
 	if err != nil {
 		return err
 	}
@@ -175,13 +186,11 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	defer lis.Close()
 	var splitLn *splitter.Listener
 	if split {
-		// An unauthenticated peer gets one block of reorder memory; MSP
-		// opens the window once its handshake proved the peer.
-		splitCfg.GatedWindow = true
-		if splitLn, err = listenSplit("--split", o.split.addr, splitCfg); err != nil {
+		ss, err := o.listenSplit(lis, splitCfg)
+		if err != nil {
 			return err
 		}
-		ss := splitmsp.Serve(lis, splitLn)
+		splitLn = ss.Listener()
 		defer func() { ss.Close(); reportListener(g, splitLn) }()
 	}
 	if o.service != "" {
@@ -195,37 +204,28 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	return o.serve(cmd, g, lis, ends)
 }
 
-// allowed resolves --allow: nil (everyone) without it. A short SID stands
-// for the node it names now: a later connector with the same prefix is
-// not let in.
-func (o *listenOptions) allowed(ctx context.Context, g *globals, node inst.Mesh, args []inst.SIDArg) (func(identity.SID) bool, error) {
-	if len(args) == 0 {
-		return nil, nil
+// listenSplit also serves the MSP listener on --split.
+func (o *listenOptions) listenSplit(lis *msp.Listener, cfg splitter.Config) (*splitmsp.Server, error) {
+	// An unauthenticated peer gets one block of reorder memory; MSP opens
+	// the window once its handshake proved the peer.
+	cfg.GatedWindow = true
+	ln, err := inst.ListenSplit("--split", o.split.addr, cfg)
+	if err != nil {
+		return nil, err
 	}
-	set := map[identity.SID]bool{}
-	for i, a := range args {
-		sid, err := a.Resolve(ctx, node, allowWait)
-		if err != nil {
-			return nil, fmt.Errorf("--allow %s: %w", o.allow[i], err)
-		}
-		if a.IsShort() {
-			fmt.Fprintf(g.stderr, "servald: --allow %s is %s\n", o.allow[i], sid)
-		}
-		set[sid] = true
-	}
-	return func(s identity.SID) bool { return set[s] }, nil
+	return splitmsp.Serve(lis, ln), nil
 }
 
 // printListening tells where the listener is and how to connect to it.
 func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst.Mesh, port uint16, fwd string, splitLn *splitter.Listener) {
 	sid := node.Identity().SID()
 	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
-	peer := hintAddr(node.UDPAddr())
+	peer := inst.HintAddr(node.UDPAddr())
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect --udp :0 --peer %s %s%s %d\n", peer, fwd, sid, port)
 	if splitLn != nil {
 		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", splitLn.Addr(), o.split.fec)
 		fmt.Fprintf(g.stderr, "servald: or over split transport: servald msp connect --split=%s%s %s%s %d\n",
-			hintAddr(splitLn.Addr()), o.split.hintFlags(cmd.Flags()), fwd, sid, port)
+			inst.HintAddr(splitLn.Addr()), o.split.hintFlags(cmd.Flags()), fwd, sid, port)
 	}
 }
 
@@ -249,7 +249,7 @@ func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener,
 	if err != nil {
 		return fmt.Errorf("no connection: %w", err)
 	}
-	if _, _, err = forward.Join(ctx, stdio(cmd), st); err != nil {
+	if _, _, err = forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
 		return fmt.Errorf("stream broke: %w", err)
 	}
 	return shutdown(lis.Shutdown)
@@ -391,21 +391,25 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		if err != nil {
 			return err
 		}
-		if _, _, err = forward.Join(ctx, stdio(cmd), st); err != nil {
+		if _, _, err = forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
 			return fmt.Errorf("stream broke: %w", err)
 		}
 		return shutdown(sess.Shutdown)
 	}
+	return o.serveLocal(ctx, g, ends, ln, rd)
+}
+
+// serveLocal tunnels each connection to ln through rd: a session that ended
+// (the peer restarted, say) is dialled again for the next connection (with
+// --service, to the node offering it then).
+func (o *connectOptions) serveLocal(ctx context.Context, g *globals, ends inst.ConnectEnd, ln net.Listener, rd *inst.Redialer) error {
 	sid, port := rd.Target()
 	fmt.Fprintf(g.stderr, "servald: %s to %s port %d\n", ends.Describe(ln), sid, port)
-	// A session that ended (the peer restarted, say) is dialled again for
-	// the next connection (with --service, to the nearest node offering it
-	// then).
 	// Each connection holds a stream: beyond the streams a session allows,
 	// the forwarder evicts one instead of failing the newcomer's open.
 	ends.Forwarder = o.forwarder(g.logger())
 	ends.Forwarder.MaxConns = connectStreams
-	err = ends.Serve(ctx, ln, rd.OpenStream)
+	err := ends.Serve(ctx, ln, rd.OpenStream)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

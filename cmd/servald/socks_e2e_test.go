@@ -291,7 +291,7 @@ func TestUnixForward(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 
 	l := startListen(t, nil, nil, "--forward=unix:"+srvPath, "5000")
-	l.waitLine(regexp.QuoteMeta("servald msp connect --forward=unix:server.sock " + l.sid))
+	l.waitLine(regexp.QuoteMeta("servald msp connect --udp :0 --peer " + l.udp + " --forward=unix:server.sock " + l.sid))
 	c := start(t, nil, nil, connectArgs(t, l, "--forward=unix:"+cliPath, l.sid, "5000")...)
 	c.waitLine(`forwarding Unix socket ` + cliPath + ` to ` + l.sid + ` port 5000`)
 	fi, err := os.Lstat(cliPath)

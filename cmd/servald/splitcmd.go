@@ -22,6 +22,8 @@ import (
 	"github.com/servald/servald/forward"
 	"github.com/servald/servald/msp/splitmsp"
 	"github.com/servald/servald/splitter"
+
+	inst "github.com/servald/servald/instance"
 )
 
 func newSplitCmd(g *globals) *cobra.Command {
@@ -79,7 +81,7 @@ use msp listen/connect --split.`,
 
 func (o *splitListenOptions) run(cmd *cobra.Command, g *globals, args []string) error {
 	ctx := cmd.Context()
-	addr, err := parseSplitAddr("ADDR", args[0], false)
+	addr, err := inst.ParseSplitAddr("ADDR", args[0], false)
 	if err != nil {
 		return err
 	}
@@ -91,7 +93,7 @@ func (o *splitListenOptions) run(cmd *cobra.Command, g *globals, args []string) 
 	if err != nil {
 		return err
 	}
-	ln, err := listenSplit("split listen", addr, splitTunnelConfig(cfg))
+	ln, err := inst.ListenSplit("split listen", addr, splitTunnelConfig(cfg))
 	if err != nil {
 		return err
 	}
@@ -118,7 +120,7 @@ func (o *splitListenOptions) run(cmd *cobra.Command, g *globals, args []string) 
 		return fmt.Errorf("no connection: %w", err)
 	}
 	turnAway()
-	if _, _, err := forward.Join(ctx, stdio(cmd), splitter.Tunnel(c)); err != nil {
+	if _, _, err := forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), splitter.Tunnel(c)); err != nil {
 		return fmt.Errorf("stream broke: %w", err)
 	}
 	return nil
@@ -133,7 +135,7 @@ func (o *splitListenOptions) printListening(cmd *cobra.Command, g *globals, ln *
 		fwd = " --forward=" + p
 	}
 	fmt.Fprintf(g.stderr, "servald: split listening on TCP %s (fec %s, payload %d)\n", ln.Addr(), o.params.fec, o.params.payload)
-	fmt.Fprintf(g.stderr, "servald: connect with: servald split connect%s%s %s\n", o.params.hintFlags(cmd.Flags()), fwd, hintAddr(ln.Addr()))
+	fmt.Fprintf(g.stderr, "servald: connect with: servald split connect%s%s %s\n", o.params.hintFlags(cmd.Flags()), fwd, inst.HintAddr(ln.Addr()))
 	gets := "this process's stdin/stdout"
 	if target != "" {
 		gets = "a connection to " + target
@@ -193,7 +195,7 @@ tunnelled bytes. For authentication and encryption use msp listen/connect
 
 func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string) error {
 	ctx := cmd.Context()
-	addr, err := parseSplitAddr("ADDR", args[0], true)
+	addr, err := inst.ParseSplitAddr("ADDR", args[0], true)
 	if err != nil {
 		return err
 	}
@@ -214,7 +216,7 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 	dial := func(ctx context.Context) (*splitter.Conn, error) {
 		c, err := splitter.DialRetry(ctx, addr, cfg, o.timeout)
 		if err != nil {
-			return nil, splitError(addr, err)
+			return nil, inst.SplitError(addr, err)
 		}
 		sessions.Add(c)
 		return c, nil
@@ -225,7 +227,7 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 		if err != nil {
 			return err
 		}
-		if _, _, err := forward.Join(ctx, stdio(cmd), splitter.Tunnel(c)); err != nil {
+		if _, _, err := forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), splitter.Tunnel(c)); err != nil {
 			return fmt.Errorf("stream broke: %w", err)
 		}
 		return nil
@@ -248,7 +250,7 @@ func (o *splitConnectOptions) serveForward(cmd *cobra.Command, g *globals, addr 
 	if err := splitter.Retry(ctx, o.timeout, func(ctx context.Context) error {
 		return splitter.Probe(ctx, addr, cfg)
 	}); err != nil {
-		return splitError(addr, err)
+		return inst.SplitError(addr, err)
 	}
 	fmt.Fprintf(g.stderr, "servald: forwarding TCP %s to split listener %s (%d connections per session, fec %s)\n", ln.Addr(), addr, cfg.Conns, o.params.fec)
 	// A parameter mismatch is the same for every session: stop at the first.

@@ -9,6 +9,8 @@ import (
 	"github.com/servald/servald/msp"
 	"github.com/servald/servald/msp/splitmsp"
 	"github.com/servald/servald/splitter"
+
+	inst "github.com/servald/servald/instance"
 )
 
 // splitDial returns msp connect --split's dial: it tries the split
@@ -31,7 +33,7 @@ func splitDial(d *splitmsp.Dialer, cfg msp.Config) func(context.Context, identit
 			}
 			var ne *splitter.NegotiationError
 			if errors.As(de.Err, &ne) || ctx.Err() != nil {
-				return nil, splitError(last.Addr, last.Err)
+				return nil, inst.SplitError(last.Addr, last.Err)
 			}
 			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
 			t := time.NewTimer(backoff)
@@ -39,7 +41,7 @@ func splitDial(d *splitmsp.Dialer, cfg msp.Config) func(context.Context, identit
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return nil, splitError(last.Addr, last.Err)
+				return nil, inst.SplitError(last.Addr, last.Err)
 			}
 		}
 	}

@@ -142,6 +142,9 @@ func (s *Server) Close() error {
 	return s.lis.Close()
 }
 
+// Listener is the split listener s serves.
+func (s *Server) Listener() *splitter.Listener { return s.ln }
+
 // Stats returns the split listener's counters, with the totals of its
 // sessions (ended ones included).
 func (s *Server) Stats() splitter.ListenerStats { return s.ln.Stats() }
