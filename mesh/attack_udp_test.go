@@ -242,6 +242,7 @@ type floodSock struct {
 	c      *net.UDPConn
 	link   atomic.Pointer[mesh.AttackLink] // set by joinAs: takes the victim's hellos
 	cookie atomic.Pointer[wire.Cookie]
+	data   atomic.Pointer[func(frame []byte)] // when set, given each DATA frame from the victim (only during the call)
 	bytes  atomic.Int64
 	frames atomic.Int64
 	types  [16]atomic.Int64
@@ -286,6 +287,9 @@ func floodSocks(t testing.TB, k int, victim net.Addr, read bool) []*floodSock {
 				s.types[typ&15].Add(1)
 				if l := s.link.Load(); l != nil && typ == wire.TypeHello {
 					l.Heard(buf[:k])
+				}
+				if f := s.data.Load(); f != nil && typ&^wire.FlagAuth == wire.TypeData {
+					(*f)(buf[:k])
 				}
 				if typ == wire.TypeCookie {
 					if ck, _, err := wire.ParseCookie(buf[:k]); err == nil {
@@ -392,7 +396,26 @@ var startedRe = regexp.MustCompile(`servald: started, SID ([0-9A-F]{64}) pid (\d
 func startVictim(t testing.TB, bin string, args ...string) *victimProc {
 	t.Helper()
 	inst := filepath.Join(t.TempDir(), "inst")
-	cmd := exec.Command(bin, append([]string{"start", "--foreground", "--instance", inst, "--udp", "127.0.0.1:0"}, args...)...)
+	m, _, stderr := startServald(t, bin, startedRe, append([]string{"start", "--foreground", "--instance", inst, "--udp", "127.0.0.1:0"}, args...)...)
+	v := &victimProc{bin: bin, inst: inst, stderr: stderr}
+	sid, err := identity.ParseSID(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.sid = sid
+	v.pid, _ = strconv.Atoi(m[2])
+	if v.udp, err = net.ResolveUDPAddr("udp", m[3]); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// startServald runs servald with args (and SERVALINSTANCE_PATH unset)
+// until a line of its stderr matches ready; it is killed at the end of the
+// test. It returns the match, the process id and the stderr buffer.
+func startServald(t testing.TB, bin string, ready *regexp.Regexp, args ...string) ([]string, int, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "SERVALINSTANCE_PATH=")
 	pr, err := cmd.StderrPipe()
 	if err != nil {
@@ -401,7 +424,7 @@ func startVictim(t testing.TB, bin string, args ...string) *victimProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	v := &victimProc{bin: bin, inst: inst, stderr: &bytes.Buffer{}}
+	stderr := &bytes.Buffer{}
 	var mu sync.Mutex
 	started := make(chan []string, 1)
 	drained := make(chan struct{})
@@ -410,9 +433,9 @@ func startVictim(t testing.TB, bin string, args ...string) *victimProc {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			mu.Lock()
-			v.stderr.WriteString(sc.Text() + "\n")
+			stderr.WriteString(sc.Text() + "\n")
 			mu.Unlock()
-			if m := startedRe.FindStringSubmatch(sc.Text()); m != nil {
+			if m := ready.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case started <- m:
 				default:
@@ -427,21 +450,13 @@ func startVictim(t testing.TB, bin string, args ...string) *victimProc {
 	})
 	select {
 	case m := <-started:
-		sid, err := identity.ParseSID(m[1])
-		if err != nil {
-			t.Fatal(err)
-		}
-		v.sid = sid
-		v.pid, _ = strconv.Atoi(m[2])
-		if v.udp, err = net.ResolveUDPAddr("udp", m[3]); err != nil {
-			t.Fatal(err)
-		}
+		return m, cmd.Process.Pid, stderr
 	case <-drained:
-		t.Fatalf("servald exited before it started:\n%s", v.stderr)
+		t.Fatalf("servald %s exited before it started:\n%s", args[0], stderr)
 	case <-time.After(20 * time.Second):
-		t.Fatal("servald did not start within 20 s")
+		t.Fatalf("servald %s did not start within 20 s", args[0])
 	}
-	return v
+	return nil, 0, nil
 }
 
 // run runs a servald command in the victim's instance (it talks to the
@@ -883,36 +898,22 @@ func TestAttackFreshOriginsUDP(t *testing.T) {
 	t.Logf("service find before the flood: %v", took.Round(time.Millisecond))
 
 	xid := mesh.FreshIDs(t, 1, 0xA5)[0]
-	x := floodSocks(t, 1, v.udp, true)[0]
-	const epoch = 7
-	echo, hseq, link := joinAs(t, x, v.udp, v.sid, xid, epoch)
+	x := newRawNeighbour(t, floodSocks(t, 1, v.udp, true)[0], v.udp, v.sid, xid, 7)
 	idle := rssOf(t, v.pid)
 	s0 := v.status(t).Stats
 	rss := sample(func() int64 { return rssOf(t, v.pid) })
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	var seq uint64
-	lastHello := time.Now()
 	start := time.Now()
 	frames, err := pace(ctx, origins/per/int(d/time.Second), d, func(i int) error {
-		if time.Since(lastHello) > 500*time.Millisecond {
-			// Hellos keep X a neighbour (the victim drops one silent for 5 s).
-			hseq++
-			h := wire.Hello{SID: xid.SID(), To: v.sid, Epoch: epoch, Seq: hseq, MTU: 1500, Echo: echo, Eph: link.Eph()}
-			h.Cookie[0] = 1
-			if _, err := x.c.WriteTo(wire.AppendHello(nil, h, xid), v.udp); err != nil {
-				return err
-			}
-			lastHello = time.Now()
+		if err := x.keep(); err != nil {
+			return err
 		}
 		if i*per >= origins {
 			return nil
 		}
-		seq++
-		h := wire.DataHeader{Epoch: epoch, Seq: seq, Base: seq, TTL: 1, Dst: v.sid, Src: xid.SID(), DstPort: mesh.RoutingPort, SrcPort: mesh.RoutingPort}
 		m := wire.RouteMsg{Entries: entries[i*per : min(i*per+per, origins)]}
-		_, err := x.c.WriteTo(link.Seal(wire.AppendRouteMsg(wire.AppendData(nil, &h), &m)), v.udp)
-		return err
+		return x.send(xid.SID(), mesh.RoutingPort, mesh.RoutingPort, wire.AppendRouteMsg(nil, &m))
 	})
 	if err != nil {
 		t.Fatalf("flood of origins: %v", err)
