@@ -431,7 +431,6 @@ func TestInitFloodGoroutinesUDP(t *testing.T) {
 	var gs *sampler
 	var s0 mesh.Stats
 	r := initFlood(t, bin, vaddr, v.SID(), func() {
-		runtime.GC()
 		idle = int64(runtime.NumGoroutine())
 		s0 = v.Stats()
 		gs = sample(func() int64 { return int64(runtime.NumGoroutine()) })
@@ -448,7 +447,6 @@ func TestInitFloodGoroutinesUDP(t *testing.T) {
 	time.Sleep(time.Until(floodEnd.Add(pendingTimeout + time.Second)))
 	var after int
 	for range 50 { // sessions of the connects may still be closing
-		runtime.GC()
 		if after = runtime.NumGoroutine(); int64(after) <= idle+maxGoroutinesAfter {
 			break
 		}
