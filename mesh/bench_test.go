@@ -98,91 +98,96 @@ type meshScale struct {
 // the time until a killed node's routes are gone everywhere (s-withdraw).
 func benchMesh(b *testing.B, s meshScale) {
 	for b.Loop() {
-		seed := rand.Uint64()
-		rng := rand.New(rand.NewPCG(seed, 1))
-		links := s.links(rng)
-		victim := s.victim(rng)
-		b.Logf("seed %d: %d nodes, %d links, victim %d", seed, s.count, len(links), victim)
-		runtime.GC()
-		var ms0 runtime.MemStats
-		runtime.ReadMemStats(&ms0)
-		g0 := runtime.NumGoroutine()
-		cfg := s.cfg
-		if cfg.HelloInterval == 0 { // the defaults, not newMemMesh's fast test timers
-			cfg.HelloInterval, cfg.NeighbourTimeout = time.Second, 5*time.Second
-		}
-		t0 := time.Now()
-		m := newMemMesh(b, s.count, links, cfg)
-		// Cleanups run last first: the network closes before the nodes, so
-		// that their sends fail at once instead of queueing on it.
-		b.Cleanup(func() { m.net.Close() })
-		for !fullyRouted(m.nodes, nil) {
-			if time.Since(t0) > s.within {
-				// No convergence time to report: the share of routes
-				// found says how far it got (scripts/bench wants 100).
-				b.Logf("not converged after %v: %s", s.within, meshReport(m.nodes))
-				b.ReportMetric(reachedShare(m.nodes), "reached-%")
-				return
-			}
-			time.Sleep(pollEvery)
-		}
-		converge := time.Since(t0)
-		b.ReportMetric(100, "reached-%")
+		benchMeshOnce(b, s)
+	}
+}
 
-		// Idle control traffic over 20 s.
-		ctl := func() []uint64 {
-			out := make([]uint64, len(m.nodes))
-			for i, n := range m.nodes {
-				st := n.Stats()
-				out[i] = st.ControlBytesOut + st.AckBytesOut
-			}
-			return out
+// benchMeshOnce is one iteration of benchMesh.
+func benchMeshOnce(b *testing.B, s meshScale) {
+	seed := rand.Uint64()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	links := s.links(rng)
+	victim := s.victim(rng)
+	b.Logf("seed %d: %d nodes, %d links, victim %d", seed, s.count, len(links), victim)
+	runtime.GC()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	g0 := runtime.NumGoroutine()
+	cfg := s.cfg
+	if cfg.HelloInterval == 0 { // the defaults, not newMemMesh's fast test timers
+		cfg.HelloInterval, cfg.NeighbourTimeout = time.Second, 5*time.Second
+	}
+	t0 := time.Now()
+	m := newMemMesh(b, s.count, links, cfg)
+	// Cleanups run last first: the network closes before the nodes, so
+	// that their sends fail at once instead of queueing on it.
+	b.Cleanup(func() { m.net.Close() })
+	for !fullyRouted(m.nodes, nil) {
+		if time.Since(t0) > s.within {
+			// No convergence time to report: the share of routes
+			// found says how far it got (scripts/bench wants 100).
+			b.Logf("not converged after %v: %s", s.within, meshReport(m.nodes))
+			b.ReportMetric(reachedShare(m.nodes), "reached-%")
+			return
 		}
-		c0, w0 := ctl(), time.Now()
-		time.Sleep(20 * time.Second)
-		c1, secs := ctl(), time.Since(w0).Seconds()
-		var total, busiest uint64
-		for i := range c1 {
-			total += c1[i] - c0[i]
-			busiest = max(busiest, c1[i]-c0[i])
-		}
-		if !fullyRouted(m.nodes, nil) {
-			b.Fatalf("routes lost while idle: %s", meshReport(m.nodes))
-		}
+		time.Sleep(pollEvery)
+	}
+	converge := time.Since(t0)
+	b.ReportMetric(100, "reached-%")
 
-		runtime.GC()
-		var ms1 runtime.MemStats
-		runtime.ReadMemStats(&ms1)
-		heap := (float64(ms1.HeapInuse) - float64(ms0.HeapInuse)) / float64(s.count)
-		gor := float64(runtime.NumGoroutine()-g0) / float64(s.count)
+	// Idle control traffic over 20 s.
+	ctl := func() []uint64 {
+		out := make([]uint64, len(m.nodes))
+		for i, n := range m.nodes {
+			st := n.Stats()
+			out[i] = st.ControlBytesOut + st.AckBytesOut
+		}
+		return out
+	}
+	c0, w0 := ctl(), time.Now()
+	time.Sleep(20 * time.Second)
+	c1, secs := ctl(), time.Since(w0).Seconds()
+	var total, busiest uint64
+	for i := range c1 {
+		total += c1[i] - c0[i]
+		busiest = max(busiest, c1[i]-c0[i])
+	}
+	if !fullyRouted(m.nodes, nil) {
+		b.Fatalf("routes lost while idle: %s", meshReport(m.nodes))
+	}
 
-		vsid := m.nodes[victim].SID()
-		m.nodes[victim].Close()
-		t1 := time.Now()
-		for {
-			gone := true
-			for i, n := range m.nodes {
-				if _, found := reachable(n, vsid); found && i != victim {
-					gone = false
-					break
-				}
-			}
-			if gone {
+	runtime.GC()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	heap := (float64(ms1.HeapInuse) - float64(ms0.HeapInuse)) / float64(s.count)
+	gor := float64(runtime.NumGoroutine()-g0) / float64(s.count)
+
+	vsid := m.nodes[victim].SID()
+	m.nodes[victim].Close()
+	t1 := time.Now()
+	for {
+		gone := true
+		for i, n := range m.nodes {
+			if _, found := reachable(n, vsid); found && i != victim {
+				gone = false
 				break
 			}
-			if time.Since(t1) > s.within {
-				b.Fatalf("killed node still routed to after %v", s.within)
-			}
-			time.Sleep(pollEvery)
 		}
-		withdraw := time.Since(t1)
-		b.ReportMetric(converge.Seconds(), "s-converge")
-		b.ReportMetric(withdraw.Seconds(), "s-withdraw")
-		b.ReportMetric(float64(total)/secs/float64(s.count), "ctl-B/node/s")
-		b.ReportMetric(float64(busiest)/secs, "ctl-max-B/s")
-		b.ReportMetric(heap/1024, "heap-KB/node")
-		b.ReportMetric(gor, "goroutines/node")
+		if gone {
+			break
+		}
+		if time.Since(t1) > s.within {
+			b.Fatalf("killed node still routed to after %v", s.within)
+		}
+		time.Sleep(pollEvery)
 	}
+	withdraw := time.Since(t1)
+	b.ReportMetric(converge.Seconds(), "s-converge")
+	b.ReportMetric(withdraw.Seconds(), "s-withdraw")
+	b.ReportMetric(float64(total)/secs/float64(s.count), "ctl-B/node/s")
+	b.ReportMetric(float64(busiest)/secs, "ctl-max-B/s")
+	b.ReportMetric(heap/1024, "heap-KB/node")
+	b.ReportMetric(gor, "goroutines/node")
 }
 
 // reachedShare is the percentage of all node pairs (a, b) where a has a
