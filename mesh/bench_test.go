@@ -91,7 +91,8 @@ type meshScale struct {
 
 // benchMesh starts s on the in-memory network and reports: the time until
 // every node routes to every other (s-converge; reached-% is the share of
-// all routes found then, or when s.within ran out), control bytes sent per node
+// all routes there after the idle window below, or when s.within ran out
+// before convergence), control bytes sent per node
 // per second while idle over 20 s (hellos, probes, routing messages and their
 // per-hop acknowledgements: the mean, ctl-B/node/s, and the busiest node,
 // ctl-max-B/s), the heap in use and goroutines per node once converged, and
@@ -133,7 +134,7 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 		time.Sleep(pollEvery)
 	}
 	converge := time.Since(t0)
-	b.ReportMetric(100, "reached-%")
+	b.ReportMetric(converge.Seconds(), "s-converge")
 
 	// Idle control traffic over 20 s.
 	ctl := func() []uint64 {
@@ -152,8 +153,12 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 		total += c1[i] - c0[i]
 		busiest = max(busiest, c1[i]-c0[i])
 	}
-	if !fullyRouted(m.nodes, nil) {
-		b.Fatalf("routes lost while idle: %s", meshReport(m.nodes))
+	// reached-% is 100 only if every route found is still there.
+	if fullyRouted(m.nodes, nil) {
+		b.ReportMetric(100, "reached-%")
+	} else {
+		b.Logf("routes lost while idle: %s", meshReport(m.nodes))
+		b.ReportMetric(reachedShare(m.nodes), "reached-%")
 	}
 
 	runtime.GC()
@@ -182,7 +187,6 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 		time.Sleep(pollEvery)
 	}
 	withdraw := time.Since(t1)
-	b.ReportMetric(converge.Seconds(), "s-converge")
 	b.ReportMetric(withdraw.Seconds(), "s-withdraw")
 	b.ReportMetric(float64(total)/secs/float64(s.count), "ctl-B/node/s")
 	b.ReportMetric(float64(busiest)/secs, "ctl-max-B/s")
