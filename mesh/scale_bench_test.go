@@ -19,14 +19,8 @@ import (
 func BenchmarkMeshHub100(b *testing.B) {
 	const count = 100
 	benchMesh(b, meshScale{
-		count: count,
-		links: func(*rand.Rand) [][2]int {
-			var links [][2]int
-			for i := 1; i < count; i++ {
-				links = append(links, [2]int{0, i})
-			}
-			return links
-		},
+		count:  count,
+		links:  linksOf(count-1, func(i int) [2]int { return [2]int{0, i + 1} }),
 		victim: func(rng *rand.Rand) int { return 1 + rng.IntN(count-1) },
 		within: time.Minute,
 	})
@@ -38,14 +32,8 @@ func BenchmarkMeshHub100(b *testing.B) {
 func BenchmarkMeshChain64(b *testing.B) {
 	const count = 64
 	benchMesh(b, meshScale{
-		count: count,
-		links: func(*rand.Rand) [][2]int {
-			var links [][2]int
-			for i := 0; i+1 < count; i++ {
-				links = append(links, [2]int{i, i + 1})
-			}
-			return links
-		},
+		count:  count,
+		links:  linksOf(count-1, func(i int) [2]int { return [2]int{i, i + 1} }),
 		victim: func(*rand.Rand) int { return count - 1 },
 		within: time.Minute,
 	})
@@ -62,4 +50,15 @@ func BenchmarkMesh500(b *testing.B) {
 		victim: victimAny(count),
 		within: 90 * time.Second,
 	})
+}
+
+// linksOf returns the k links link(0) ... link(k-1), whatever the seed.
+func linksOf(k int, link func(i int) [2]int) func(*rand.Rand) [][2]int {
+	return func(*rand.Rand) [][2]int {
+		out := make([][2]int, k)
+		for i := range out {
+			out[i] = link(i)
+		}
+		return out
+	}
 }
