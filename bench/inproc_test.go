@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/servald/servald/bench/udprelay"
-	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
 )
@@ -111,16 +111,10 @@ func inprocGoodput(b *testing.B, a, z *mesh.Node) []float64 {
 
 func newNode(b *testing.B, c net.PacketConn, peers []net.Addr) *mesh.Node {
 	b.Helper()
-	id, err := identity.Generate(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { n.Close() })
-	return n
+	// Mesh's default timers, as servald runs them.
+	return meshtest.Start(b, c, peers, meshtest.Configure(func(_ int, c *mesh.Config) {
+		c.HelloInterval, c.NeighbourTimeout = 0, 0
+	}))
 }
 
 func waitPair(b *testing.B, a, z *mesh.Node) {

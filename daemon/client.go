@@ -452,6 +452,7 @@ func (c *Client) Bind(ctx context.Context, port uint16) (*Port, error) {
 		conn:   conn,
 		local:  mesh.Addr{SID: b.SID, Port: b.Port},
 		defMax: b.MaxPayload,
+		noProg: b.NoProgress,
 		fr:     b.fr,
 		fw:     newFrameWriter(conn),
 		mp:     map[identity.SID]*mtuEntry{},

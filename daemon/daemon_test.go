@@ -18,6 +18,7 @@ import (
 
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
 )
 
@@ -26,36 +27,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // newNode starts a node on loopback UDP.
 func newNode(t testing.TB, peers ...net.Addr) *mesh.Node {
 	t.Helper()
-	id, err := identity.Generate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := mesh.ListenUDP("127.0.0.1:0", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers, HelloInterval: 200 * time.Millisecond, NeighbourTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return meshtest.UDPNode(t, peers, meshtest.Timers(200*time.Millisecond, time.Second))
 }
 
 // pair starts two linked nodes; a knows b as a peer.
 func pair(t testing.TB) (*mesh.Node, *mesh.Node) {
 	t.Helper()
-	b := newNode(t)
-	a := newNode(t, b.LocalAddr())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := a.WaitReachable(ctx, b.SID()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitReachable(ctx, a.SID()); err != nil {
-		t.Fatal(err)
-	}
-	return a, b
+	return meshtest.UDPPair(t, meshtest.Timers(200*time.Millisecond, time.Second))
 }
 
 // serve runs a daemon server for n in a fresh directory until the test ends.

@@ -40,6 +40,7 @@ func seedFrames() [][]byte {
 		rep(reply{Error: "mesh: MDP port in use", Code: codePortInUse}),
 		appendDatagram(nil, mesh.Addr{SID: sid, Port: 7}, []byte("payload")),
 		appendMTUQuery(nil, sid),
+		appendNoProgress(nil, sid),
 		appendMTU(nil, sid, 1141),
 		appendWriteErr(nil, writeErr{SID: sid, Code: codeNoRoute, MaxPayload: 1141, Msg: "no route"}),
 	}
@@ -72,6 +73,10 @@ func FuzzParseFrame(f *testing.F) {
 		case frameMTUQuery:
 			if sid, err := parseMTUQuery(body); err == nil && !bytes.Equal(appendMTUQuery(nil, sid), b[:n]) {
 				t.Fatal("MTU query does not round-trip")
+			}
+		case frameNoProgress:
+			if sid, err := parseNoProgress(body); err == nil && !bytes.Equal(appendNoProgress(nil, sid), b[:n]) {
+				t.Fatal("no-progress report does not round-trip")
 			}
 		case frameMTU:
 			if sid, max, err := parseMTU(body); err == nil && !bytes.Equal(appendMTU(nil, sid, max), b[:n]) {

@@ -50,7 +50,8 @@ type Port struct {
 	c      *Client
 	conn   *net.UnixConn
 	local  mesh.Addr
-	defMax int // max payload towards a SID without a known path
+	defMax int  // max payload towards a SID without a known path
+	noProg bool // the daemon takes NO-PROGRESS frames
 
 	rmu sync.Mutex
 	fr  *frameReader // guarded by rmu
@@ -209,6 +210,22 @@ func (p *Port) MaxPayload(sid identity.SID) int {
 		return p.defMax
 	}
 	return max
+}
+
+// NoProgress tells the daemon that a session with node sid saw nothing
+// acknowledged for several round trips (see msp.Transport), which it hands
+// to its mesh.PacketConn: the daemon's router may then avoid the next hop
+// towards sid. The report is advisory (dropped when 256 KiB wait for the
+// daemon) and unanswered, so NoProgress cannot know whether the route
+// moved: it returns true (the session then probes at once, a few packets).
+// To a daemon that did not say in its BIND reply that it takes the report
+// (an older one), nothing is sent and it returns false.
+func (p *Port) NoProgress(sid identity.SID) bool {
+	if !p.noProg || p.closed.Load() {
+		return false
+	}
+	p.fw.write(frameHeaderLen+1+sidLen, func(b []byte) []byte { return appendNoProgress(b, sid) }, false, nil)
+	return true
 }
 
 // PeerAddr returns the address of port on node sid (a mesh.Addr), as

@@ -35,6 +35,10 @@ const (
 	frameMTUQuery byte = 'M' // client → daemon: SID(32)
 	frameMTU      byte = 'm' // daemon → client: SID(32) maxPayload(4)
 	frameWriteErr byte = 'E' // daemon → client: SID(32) code(1) maxPayload(4) message
+	// frameNoProgress: client → daemon: SID(32): a session with SID saw
+	// nothing acknowledged for several round trips (mesh.PacketConn's
+	// NoProgress); no answer.
+	frameNoProgress byte = 'P'
 )
 
 // Sizes and bounds.
@@ -122,10 +126,23 @@ func appendMTUQuery(b []byte, sid identity.SID) []byte {
 }
 
 // parseMTUQuery decodes a MAXPAYLOAD query's body.
-func parseMTUQuery(body []byte) (identity.SID, error) {
+func parseMTUQuery(body []byte) (identity.SID, error) { return parseSIDBody(body, "MTU query") }
+
+// appendNoProgress appends a NO-PROGRESS report for sid.
+func appendNoProgress(b []byte, sid identity.SID) []byte {
+	return appendFrame(b, frameNoProgress, sid[:])
+}
+
+// parseNoProgress decodes a NO-PROGRESS report's body.
+func parseNoProgress(body []byte) (identity.SID, error) {
+	return parseSIDBody(body, "no-progress report")
+}
+
+// parseSIDBody decodes a frame body that is one SID.
+func parseSIDBody(body []byte, what string) (identity.SID, error) {
 	var sid identity.SID
 	if len(body) != sidLen {
-		return sid, fmt.Errorf("%w: MTU query of %d bytes", errMalformed, len(body))
+		return sid, fmt.Errorf("%w: %s of %d bytes", errMalformed, what, len(body))
 	}
 	copy(sid[:], body)
 	return sid, nil
@@ -305,6 +322,9 @@ type boundJSON struct {
 	SID        identity.SID `json:"sid"`
 	Port       uint16       `json:"port"`
 	MaxPayload int          `json:"max_payload"` // towards a SID with no known path
+	// NoProgress: the daemon takes NO-PROGRESS frames (an older one closes
+	// the connection on a frame it does not know).
+	NoProgress bool `json:"no_progress,omitempty"`
 }
 
 type stoppingJSON struct {

@@ -303,7 +303,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		}
 		var none identity.SID
 		port := pc.LocalAddr().(mesh.Addr).Port
-		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none)}}) {
+		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none), NoProgress: true}}) {
 			pc.Close()
 			return
 		}
@@ -476,6 +476,14 @@ func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, p
 			}
 			max := pc.MaxPayload(sid)
 			fw.write(frameHeaderLen+1+sidLen+4, func(b []byte) []byte { return appendMTU(b, sid, max) }, false, nil)
+			continue
+		}
+		if typ == frameNoProgress {
+			sid, err := parseNoProgress(body)
+			if err != nil {
+				break
+			}
+			pc.NoProgress(sid)
 			continue
 		}
 		log.Debug("daemon: unexpected frame on a bound connection", "type", typ)

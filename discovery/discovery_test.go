@@ -4,17 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"reflect"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
 )
 
@@ -199,35 +199,8 @@ func testIdentity(t testing.TB) *identity.Identity {
 // meshPair starts two nodes on memnet; a knows b as a peer.
 func meshPair(t *testing.T) (a, b *mesh.Node) {
 	t.Helper()
-	seed := rand.Int64()
-	t.Logf("memnet seed %d", seed)
-	nw := memnet.New(seed)
-	t.Cleanup(func() { nw.Close() })
-	ca, cb := nw.Listen(), nw.Listen()
-	nw.SetLinkBoth(ca.LocalAddr(), cb.LocalAddr(), memnet.LinkConfig{Delay: time.Millisecond})
-	mk := func(c net.PacketConn, peers ...net.Addr) *mesh.Node {
-		id, err := identity.Generate(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers, HelloInterval: 100 * time.Millisecond, NeighbourTimeout: 3 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	b = mk(cb)
-	a = mk(ca, cb.LocalAddr())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := a.WaitReachable(ctx, b.SID()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitReachable(ctx, a.SID()); err != nil {
-		t.Fatal(err)
-	}
-	return a, b
+	m := meshtest.Pair(t, memnet.LinkConfig{Delay: time.Millisecond}, meshtest.Timers(100*time.Millisecond, 3*time.Second))
+	return m.Nodes[0], m.Nodes[1]
 }
 
 func responder(t *testing.T, n *mesh.Node, svcs ...Service) *Responder {
@@ -264,138 +237,146 @@ func find(t *testing.T, n *mesh.Node, name string, timeout time.Duration) ([]Ans
 }
 
 func TestFindAcrossMesh(t *testing.T) {
-	a, b := meshPair(t)
-	responder(t, b, Service{"ssh", 5000})
+	synctest.Test(t, func(t *testing.T) {
+		a, b := meshPair(t)
+		responder(t, b, Service{"ssh", 5000})
 
-	// A runs no responder, so Find waits for its own answer until the
-	// deadline: keep it short.
-	const wait = 500 * time.Millisecond
-	got, _ := find(t, a, "ssh", wait)
-	want := b.SID().String() + " ssh.mdp.port=5000"
-	if len(got) != 1 || got[0].String() != want || got[0].Hops != 1 || got[0].SID != b.SID() {
-		t.Fatalf("Find(ssh) = %v, want exactly [%s] at 1 hop", got, want)
-	}
-	all, _ := find(t, a, "", wait)
-	if len(all) != 1 || all[0].String() != want {
-		t.Fatalf("Find(\"\") = %v, want [%s]", all, want)
-	}
-	if none, _ := find(t, a, "nope", wait); len(none) != 0 {
-		t.Fatalf("Find(nope) = %v, want none", none)
-	}
+		// A runs no responder, so Find waits for its own answer until the
+		// deadline: keep it short.
+		const wait = 500 * time.Millisecond
+		got, _ := find(t, a, "ssh", wait)
+		want := b.SID().String() + " ssh.mdp.port=5000"
+		if len(got) != 1 || got[0].String() != want || got[0].Hops != 1 || got[0].SID != b.SID() {
+			t.Fatalf("Find(ssh) = %v, want exactly [%s] at 1 hop", got, want)
+		}
+		all, _ := find(t, a, "", wait)
+		if len(all) != 1 || all[0].String() != want {
+			t.Fatalf("Find(\"\") = %v, want [%s]", all, want)
+		}
+		if none, _ := find(t, a, "nope", wait); len(none) != 0 {
+			t.Fatalf("Find(nope) = %v, want none", none)
+		}
+	})
 }
 
 func TestFindNearestFirstAndEarlyReturn(t *testing.T) {
-	a, b := meshPair(t)
-	ra := responder(t, a, Service{"ssh", 22}, Service{"web", 80})
-	rb := responder(t, b, Service{"ssh", 5000})
+	synctest.Test(t, func(t *testing.T) {
+		a, b := meshPair(t)
+		ra := responder(t, a, Service{"ssh", 22}, Service{"web", 80})
+		rb := responder(t, b, Service{"ssh", 5000})
 
-	// Every node answers, so Find returns before its deadline.
-	got, took := find(t, a, "ssh", 10*time.Second)
-	if took > 5*time.Second {
-		t.Errorf("Find took %v though every node answered", took)
-	}
-	if len(got) != 2 || got[0].SID != a.SID() || got[0].Hops != 0 || got[0].Port != 22 ||
-		got[1].SID != b.SID() || got[1].Hops != 1 || got[1].Port != 5000 {
-		t.Fatalf("Find(ssh) = %v, want A's ssh (0 hops) then B's (1 hop)", got)
-	}
-	all, _ := find(t, a, "", 10*time.Second)
-	if len(all) != 3 {
-		t.Fatalf("Find(\"\") = %v, want 3 services", all)
-	}
+		// Every node answers, so Find returns before its deadline.
+		got, took := find(t, a, "ssh", 10*time.Second)
+		if took > 5*time.Second {
+			t.Errorf("Find took %v though every node answered", took)
+		}
+		if len(got) != 2 || got[0].SID != a.SID() || got[0].Hops != 0 || got[0].Port != 22 ||
+			got[1].SID != b.SID() || got[1].Hops != 1 || got[1].Port != 5000 {
+			t.Fatalf("Find(ssh) = %v, want A's ssh (0 hops) then B's (1 hop)", got)
+		}
+		all, _ := find(t, a, "", 10*time.Second)
+		if len(all) != 3 {
+			t.Fatalf("Find(\"\") = %v, want 3 services", all)
+		}
 
-	if err := ra.Add("bad name", 1); err == nil {
-		t.Error("Add accepted an invalid name")
-	}
-	rb.Remove("ssh")
-	ra.Remove("web")
-	got, _ = find(t, a, "", 300*time.Millisecond)
-	if len(got) != 1 || got[0].SID != a.SID() || got[0].Name != "ssh" {
-		t.Fatalf("after Remove: %v, want only A's ssh", got)
-	}
-	if _, err := Find(context.Background(), nil, a.SID(), nil, "bad name"); err == nil {
-		t.Error("Find accepted an invalid name")
-	}
+		if err := ra.Add("bad name", 1); err == nil {
+			t.Error("Add accepted an invalid name")
+		}
+		rb.Remove("ssh")
+		ra.Remove("web")
+		got, _ = find(t, a, "", 300*time.Millisecond)
+		if len(got) != 1 || got[0].SID != a.SID() || got[0].Name != "ssh" {
+			t.Fatalf("after Remove: %v, want only A's ssh", got)
+		}
+		if _, err := Find(context.Background(), nil, a.SID(), nil, "bad name"); err == nil {
+			t.Error("Find accepted an invalid name")
+		}
+	})
 }
 
 func TestResponderIgnoresGarbage(t *testing.T) {
-	a, b := meshPair(t)
-	responder(t, b, Service{"ssh", 5000})
-	pc, err := a.Bind(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	to := mesh.Addr{SID: b.SID(), Port: Port}
-	for _, g := range [][]byte{{}, []byte("Q bad"), []byte("Assh.mdp.port=1\n"), make([]byte, 1000)} {
-		if _, err := pc.WriteTo(g, to); err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := meshPair(t)
+		responder(t, b, Service{"ssh", 5000})
+		pc, err := a.Bind(0)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if _, err := pc.WriteTo(AppendQuery(nil, Nonce{9}, "ssh"), to); err != nil {
-		t.Fatal(err)
-	}
-	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 2048)
-	k, from, err := pc.ReadFrom(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svcs, err := VerifyAnswer(buf[:k], b.SID(), a.SID(), Nonce{9})
-	if err != nil || from != to || len(svcs) != 1 || svcs[0] != (Service{"ssh", 5000}) {
-		t.Fatalf("answer %q from %v (%v)", buf[:k], from, err)
-	}
-	// Exactly one answer: garbage got none.
-	pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if k, _, err := pc.ReadFrom(buf); err == nil {
-		t.Fatalf("a second answer: %q", buf[:k])
-	}
+		defer pc.Close()
+		to := mesh.Addr{SID: b.SID(), Port: Port}
+		for _, g := range [][]byte{{}, []byte("Q bad"), []byte("Assh.mdp.port=1\n"), make([]byte, 1000)} {
+			if _, err := pc.WriteTo(g, to); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := pc.WriteTo(AppendQuery(nil, Nonce{9}, "ssh"), to); err != nil {
+			t.Fatal(err)
+		}
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 2048)
+		k, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcs, err := VerifyAnswer(buf[:k], b.SID(), a.SID(), Nonce{9})
+		if err != nil || from != to || len(svcs) != 1 || svcs[0] != (Service{"ssh", 5000}) {
+			t.Fatalf("answer %q from %v (%v)", buf[:k], from, err)
+		}
+		// Exactly one answer: garbage got none.
+		pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if k, _, err := pc.ReadFrom(buf); err == nil {
+			t.Fatalf("a second answer: %q", buf[:k])
+		}
+	})
 }
 
 func TestAdvertiseStandsUntilEveryWithdraw(t *testing.T) {
-	a, b := meshPair(t)
-	rb := responder(t, b)
-	w1, err := rb.Advertise("ssh", 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w2, err := rb.Advertise("ssh", 5000) // a second listener, same service
-	if err != nil {
-		t.Fatal(err)
-	}
-	w3, err := rb.Advertise("ssh", 5001) // the same name at another port
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rb.Advertise("ssh", 0); err == nil {
-		t.Error("Advertise accepted port 0")
-	}
-	ports := func() []uint16 {
-		t.Helper()
-		got, _ := find(t, a, "ssh", 500*time.Millisecond)
-		var out []uint16
-		for _, g := range got {
-			if g.SID == b.SID() {
-				out = append(out, g.Port)
-			}
+	synctest.Test(t, func(t *testing.T) {
+		a, b := meshPair(t)
+		rb := responder(t, b)
+		w1, err := rb.Advertise("ssh", 5000)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return out
-	}
-	if got := ports(); !reflect.DeepEqual(got, []uint16{5000, 5001}) {
-		t.Fatalf("three advertisements: ports %v, want [5000 5001] (each service once)", got)
-	}
-	w1()
-	w1() // a second withdraw of the same advertisement changes nothing
-	if got := ports(); !reflect.DeepEqual(got, []uint16{5000, 5001}) {
-		t.Fatalf("after one of two withdrawn: ports %v, want [5000 5001]", got)
-	}
-	w2()
-	if got := ports(); !reflect.DeepEqual(got, []uint16{5001}) {
-		t.Fatalf("after both withdrawn: ports %v, want [5001]", got)
-	}
-	w3()
-	if got := ports(); len(got) != 0 {
-		t.Fatalf("after every withdraw: ports %v", got)
-	}
+		w2, err := rb.Advertise("ssh", 5000) // a second listener, same service
+		if err != nil {
+			t.Fatal(err)
+		}
+		w3, err := rb.Advertise("ssh", 5001) // the same name at another port
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rb.Advertise("ssh", 0); err == nil {
+			t.Error("Advertise accepted port 0")
+		}
+		ports := func() []uint16 {
+			t.Helper()
+			got, _ := find(t, a, "ssh", 500*time.Millisecond)
+			var out []uint16
+			for _, g := range got {
+				if g.SID == b.SID() {
+					out = append(out, g.Port)
+				}
+			}
+			return out
+		}
+		if got := ports(); !reflect.DeepEqual(got, []uint16{5000, 5001}) {
+			t.Fatalf("three advertisements: ports %v, want [5000 5001] (each service once)", got)
+		}
+		w1()
+		w1() // a second withdraw of the same advertisement changes nothing
+		if got := ports(); !reflect.DeepEqual(got, []uint16{5000, 5001}) {
+			t.Fatalf("after one of two withdrawn: ports %v, want [5000 5001]", got)
+		}
+		w2()
+		if got := ports(); !reflect.DeepEqual(got, []uint16{5001}) {
+			t.Fatalf("after both withdrawn: ports %v, want [5001]", got)
+		}
+		w3()
+		if got := ports(); len(got) != 0 {
+			t.Fatalf("after every withdraw: ports %v", got)
+		}
+	})
 }
 
 // fixedRoom is a port whose path carries max bytes; it is never read.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // hidden wraps a connection so that Join sees neither *net.TCPConn nor any
@@ -26,6 +27,10 @@ func (h hidden) Close() error                { return h.c.Close() }
 //	tcp-hidden:       the same, ends hidden behind a plain type
 //	splice-reference: client -> [io.Copy each way: splice(2)] -> server
 //	mem:              io.Pipe pairs on both sides (no kernel)
+//	mem-writeto:      the same, the input end copied from through WriteTo
+//
+// and each Join path again with the activity stamp that Serve and
+// ServeStreams keep for the idle timeout and eviction ("-tracked").
 func BenchmarkJoin(b *testing.B) {
 	const chunk = 1 << 20
 	b.Run("raw-tcp", func(b *testing.B) {
@@ -36,6 +41,13 @@ func BenchmarkJoin(b *testing.B) {
 		client, in := tcpPair(b)
 		out, server := tcpPair(b)
 		j := goJoin(context.Background(), in, out)
+		benchStream(b, client, server, chunk)
+		j.wait(b, promptly, "join")
+	})
+	b.Run("tcp-tracked", func(b *testing.B) {
+		client, in := tcpPair(b)
+		out, server := tcpPair(b)
+		j := goJoinTracked(in, out)
 		benchStream(b, client, server, chunk)
 		j.wait(b, promptly, "join")
 	})
@@ -61,12 +73,39 @@ func BenchmarkJoin(b *testing.B) {
 		up.wait(b, promptly, "splice up")
 		down.wait(b, promptly, "splice down")
 	})
-	b.Run("mem", func(b *testing.B) {
-		client, in := memPair()
-		out, server := memPair()
-		j := goJoin(context.Background(), in, out)
-		benchStream(b, client, server, chunk)
-		j.wait(b, promptly, "join")
+	for _, tracked := range []bool{false, true} {
+		suffix := ""
+		if tracked {
+			suffix = "-tracked"
+		}
+		join := func(a, b io.ReadWriteCloser) result[joinResult] {
+			if tracked {
+				return goJoinTracked(a, b)
+			}
+			return goJoin(context.Background(), a, b)
+		}
+		b.Run("mem"+suffix, func(b *testing.B) {
+			client, in := memPair()
+			out, server := memPair()
+			j := join(in, out)
+			benchStream(b, client, server, chunk)
+			j.wait(b, promptly, "join")
+		})
+		b.Run("mem-writeto"+suffix, func(b *testing.B) {
+			client, in := memPair()
+			out, server := memPair()
+			j := join(writerToConn{in}, out)
+			benchStream(b, client, server, chunk)
+			j.wait(b, promptly, "join")
+		})
+	}
+}
+
+// goJoinTracked runs join with an activity stamp, as the serving loops do.
+func goJoinTracked(a, b io.ReadWriteCloser) result[joinResult] {
+	return goRun(func() joinResult {
+		ab, ba, err := join(context.Background(), a, b, &activity{base: time.Now()}, "a", "b")
+		return joinResult{ab, ba, err}
 	})
 }
 

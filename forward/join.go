@@ -18,6 +18,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // HalfCloser is implemented by streams that can signal end of data to their
@@ -49,22 +50,24 @@ const BufferSize = 64 << 10
 // direction ("a->b" copies from a to b), or ctx.Err() wrapped. Both ends are
 // always closed when Join returns, and both copying goroutines have ended.
 func Join(ctx context.Context, a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
-	return join(ctx, a, b, "a", "b")
+	return join(ctx, a, b, nil, "a", "b")
 }
 
-// join is Join with names for the ends, used in error messages.
-func join(ctx context.Context, a, b io.ReadWriteCloser, aName, bName string) (aToB, bToA int64, err error) {
-	j := &joiner{a: end{rwc: a}, b: end{rwc: b}}
-	if err := ctx.Err(); err != nil {
+// join is Join with names for the ends, used in error messages, and act
+// (nil for none) stamped whenever a byte moves. When ctx is done its cause
+// (context.Cause) is the error.
+func join(ctx context.Context, a, b io.ReadWriteCloser, act *activity, aName, bName string) (aToB, bToA int64, err error) {
+	j := &joiner{a: end{rwc: a}, b: end{rwc: b}, act: act}
+	if ctx.Err() != nil {
 		j.closeBoth()
-		return 0, 0, fmt.Errorf("forward: %w", err)
+		return 0, 0, fmt.Errorf("forward: %w", context.Cause(ctx))
 	}
 	stop := afterFunc(ctx, func() {
 		j.mu.Lock()
 		finished := j.finished
 		j.mu.Unlock()
 		if !finished {
-			j.fail(fmt.Errorf("forward: %w", ctx.Err()))
+			j.fail(fmt.Errorf("forward: %w", context.Cause(ctx)))
 		}
 	})
 
@@ -101,6 +104,7 @@ func (e *end) close() { e.closeOnce.Do(func() { _ = e.rwc.Close() }) }
 // joiner holds the shared state of one Join.
 type joiner struct {
 	a, b end
+	act  *activity // nil: not tracked
 
 	mu       sync.Mutex
 	err      error // first failure; guarded by mu
@@ -109,7 +113,7 @@ type joiner struct {
 
 // pipe copies src to dst, then propagates EOF to dst or fails the join.
 func (j *joiner) pipe(dst, src *end, dir string) int64 {
-	n, err := copyStream(dst.rwc, src.rwc)
+	n, err := copyStream(dst.rwc, src.rwc, j.act)
 	if err != nil && src.closedForEOF.Load() {
 		err = nil // we closed src ourselves to pass on its peer's EOF
 	}
@@ -157,7 +161,8 @@ func afterFunc(ctx context.Context, f func()) (stop func()) {
 	}
 }
 
-// copyStream copies src to dst until EOF (nil error) or an error.
+// copyStream copies src to dst until EOF (nil error) or an error, stamping
+// act (if not nil) whenever bytes move.
 //
 // It uses the WriteTo method of src or the ReadFrom method of dst when the
 // end is not a kernel-backed type (smux streams deliver their frames without
@@ -165,16 +170,46 @@ func afterFunc(ctx context.Context, f func()) (stop func()) {
 // kernel types' own methods are bypassed: their generic fallback copies
 // through a 32 KiB buffer, and their splice(2) path between two TCP sockets
 // measured slower than the 64 KiB copy on loopback (BenchmarkJoin).
-func copyStream(dst io.Writer, src io.Reader) (int64, error) {
+//
+// The activity stamp costs one clock read per Read or Write call on the
+// path (a call moves up to BufferSize bytes, or one smux frame): the
+// WriteTo path stamps the writes it makes to dst, the ReadFrom path the
+// reads it makes from src, and the buffered path both.
+func copyStream(dst io.Writer, src io.Reader, act *activity) (int64, error) {
 	switch copyPath(dst, src) {
 	case viaWriterTo:
+		if act != nil {
+			dst = writerOnly{dst, act}
+		}
 		return src.(io.WriterTo).WriteTo(dst)
 	case viaReaderFrom:
+		if act != nil {
+			src = readerOnly{src, act}
+		}
 		return dst.(io.ReaderFrom).ReadFrom(src)
 	}
 	buf := getBuffer()
 	defer putBuffer(buf)
-	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *buf)
+	return io.CopyBuffer(writerOnly{dst, act}, readerOnly{src, act}, *buf)
+}
+
+// activity records when a joined pair last moved a byte, in either
+// direction, for the idle timeout and for choosing whom to evict. Stamps
+// are monotonic nanoseconds since base.
+type activity struct {
+	base time.Time    // the origin of the stamps (monotonic)
+	last atomic.Int64 // the last byte moved; 0: none yet
+}
+
+// now is the current stamp: nanoseconds since base, plus one so that no
+// stamp is 0.
+func (a *activity) now() int64 { return int64(time.Since(a.base)) + 1 }
+
+// touch records that bytes moved now; a nil activity is not tracked.
+func (a *activity) touch() {
+	if a != nil {
+		a.last.Store(a.now())
+	}
 }
 
 // path is how copyStream moves bytes.
@@ -240,12 +275,32 @@ func isReaderFrom(w io.Writer) bool {
 	return ok
 }
 
-// readerOnly hides every method but Read from io.CopyBuffer.
-type readerOnly struct{ r io.Reader }
+// readerOnly hides every method but Read from io.CopyBuffer, and stamps
+// act (if not nil) when bytes are read.
+type readerOnly struct {
+	r   io.Reader
+	act *activity
+}
 
-func (r readerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
+func (r readerOnly) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.act.touch()
+	}
+	return n, err
+}
 
-// writerOnly hides every method but Write from io.CopyBuffer.
-type writerOnly struct{ w io.Writer }
+// writerOnly hides every method but Write from io.CopyBuffer, and stamps
+// act (if not nil) when bytes are written.
+type writerOnly struct {
+	w   io.Writer
+	act *activity
+}
 
-func (w writerOnly) Write(p []byte) (int, error) { return w.w.Write(p) }
+func (w writerOnly) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if n > 0 {
+		w.act.touch()
+	}
+	return n, err
+}

@@ -54,11 +54,16 @@ func (e Endpoint) String() string {
 }
 
 // Listen listens on the endpoint: net.Listen for tcp, ListenUnix for unix.
+// A TCP address taken by another socket is an error that says so in words
+// (errors.Is syscall.EADDRINUSE).
 func (e Endpoint) Listen(ctx context.Context) (net.Listener, error) {
 	if e.Network == "unix" {
 		return ListenUnix(ctx, e.Addr)
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, e.Network, e.Addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("forward: TCP port %s is in use: %w", e.Addr, syscall.EADDRINUSE)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("forward: %w", err)
 	}
@@ -70,7 +75,8 @@ func (e Endpoint) Listen(ctx context.Context) (net.Listener, error) {
 // dial(ctx, target.Network, target.Addr).
 func ServeStreamsTo(ctx context.Context, accept func(context.Context) (net.Conn, error), target Endpoint, once bool,
 	dial func(ctx context.Context, network, addr string) (net.Conn, error), log *slog.Logger) error {
-	return serveStreams(ctx, accept, target.Network, target.Addr, once, dial, log)
+	f := &Forwarder{IdleTimeout: DefaultIdleTimeout, Once: once, Dial: dial, Logger: log}
+	return f.ServeStreams(ctx, accept, target)
 }
 
 // UnixListener is a Unix stream socket listener whose socket file has mode

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -255,5 +256,22 @@ func TestUnixListenerCloseKeepsReplacement(t *testing.T) {
 	ln.Close()
 	if b, err := os.ReadFile(path); err != nil || string(b) != "new" {
 		t.Errorf("replacement changed: %q, %v", b, err)
+	}
+}
+
+// A TCP port taken by another socket is refused in words, as EADDRINUSE.
+func TestEndpointListenInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ln, err := Endpoint{Network: "tcp", Addr: busy.Addr().String()}.Listen(t.Context())
+	if err == nil {
+		ln.Close()
+		t.Fatal("listened on a port in use")
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "TCP port "+busy.Addr().String()+" is in use") {
+		t.Errorf("error %q, want one saying the port is in use (EADDRINUSE)", err)
 	}
 }

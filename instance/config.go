@@ -20,11 +20,22 @@ import (
 // interface.
 const BroadcastAll = "*"
 
-// withConfig returns o completed from its config file, which has lines
-// 'udp = ADDR', 'peer = HOST:PORT' (repeatable) and 'broadcast =
-// IFACE,...', blank lines and '#' comments. Options that o.Given reports
-// win over the file. A malformed line is a *UsageError.
-func (o NodeOptions) withConfig() (NodeOptions, error) {
+// ConfigFile is the config file of an instance directory, read when
+// present unless NodeOptions.Config names another.
+const ConfigFile = "config"
+
+// withConfig returns o completed from its config file (o.Config, else
+// instance dir's ConfigFile when present), which has lines 'udp = ADDR',
+// 'peer = HOST:PORT' (repeatable) and 'broadcast = IFACE,...', blank lines
+// and comments ('#' to the end of the line). Options that o.Given reports win over the file.
+// A malformed line is a *UsageError.
+func (o NodeOptions) withConfig(dir string) (NodeOptions, error) {
+	if o.Config == "" && dir != "" {
+		p := filepath.Join(dir, ConfigFile)
+		if _, err := os.Stat(p); err == nil {
+			o.Config = p
+		}
+	}
 	if o.Config == "" {
 		return o, nil
 	}
@@ -40,8 +51,8 @@ func (o NodeOptions) withConfig() (NodeOptions, error) {
 	o.Peers = append([]string(nil), o.Peers...)
 	sc := bufio.NewScanner(f)
 	for line := 1; sc.Scan(); line++ {
-		t := strings.TrimSpace(sc.Text())
-		if t == "" || strings.HasPrefix(t, "#") {
+		t, _, _ := strings.Cut(sc.Text(), "#")
+		if t = strings.TrimSpace(t); t == "" {
 			continue
 		}
 		k, v, ok := strings.Cut(t, "=")

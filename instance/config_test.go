@@ -37,7 +37,7 @@ func TestConfigFile(t *testing.T) {
 			o := tc.o
 			o.Config = good
 			o.Given = func(name string) bool { return strings.Contains(strings.Join(tc.given, " "), name) }
-			got, err := o.withConfig()
+			got, err := o.withConfig("")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,7 +47,7 @@ func TestConfigFile(t *testing.T) {
 		})
 	}
 	o := NodeOptions{Config: good, Peers: []string{"127.0.0.1:1"}}
-	if _, err := o.withConfig(); err != nil || len(o.Peers) != 1 {
+	if _, err := o.withConfig(""); err != nil || len(o.Peers) != 1 {
 		t.Errorf("withConfig changed the caller's peers: %q (%v)", o.Peers, err)
 	}
 }
@@ -66,7 +66,7 @@ func TestConfigFileErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := writeConfig(t, tc.text)
-			err := NodeOptions{UDP: "127.0.0.1:0", Config: p}.Check()
+			err := NodeOptions{UDP: "127.0.0.1:0", Config: p}.Check("")
 			var ue *UsageError
 			if err == nil || !strings.Contains(err.Error(), tc.want) || errors.As(err, &ue) != tc.usage {
 				t.Fatalf("Check = %v, want an error containing %q (usage error: %v)", err, tc.want, tc.usage)
@@ -77,7 +77,7 @@ func TestConfigFileErrors(t *testing.T) {
 		})
 	}
 	missing := filepath.Join(t.TempDir(), "none.conf")
-	err := NodeOptions{UDP: "127.0.0.1:0", Config: missing}.Check()
+	err := NodeOptions{UDP: "127.0.0.1:0", Config: missing}.Check("")
 	var ue *UsageError
 	if err == nil || !errors.Is(err, os.ErrNotExist) || errors.As(err, &ue) || !strings.HasPrefix(err.Error(), "config: ") {
 		t.Errorf("missing file: %v, want a config: error (not a usage error) wrapping ErrNotExist", err)
@@ -85,10 +85,29 @@ func TestConfigFileErrors(t *testing.T) {
 	if _, err := Open(t.TempDir(), NodeOptions{UDP: "127.0.0.1:0", Config: missing}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Open with a missing config file: %v", err)
 	}
-	if err := (NodeOptions{UDP: "127.0.0.1:0", Broadcast: []string{"no-such-iface0"}}).Check(); err != nil {
+	if err := (NodeOptions{UDP: "127.0.0.1:0", Broadcast: []string{"no-such-iface0"}}).Check(""); err != nil {
 		t.Errorf("Check looks at interfaces: %v", err)
 	}
 	if _, err := StartNode(t.TempDir(), NodeOptions{UDP: "127.0.0.1:0", Broadcast: []string{"no-such-iface0"}}); !errors.As(err, &ue) || !strings.Contains(err.Error(), "no interface named no-such-iface0") {
 		t.Errorf("StartNode with an unknown interface: %v", err)
+	}
+}
+
+// TestInstanceConfig: DIR/config is read when present (comments allowed,
+// also after a value); --config, when given, is read instead.
+func TestInstanceConfig(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte("# this node\nudp = 127.0.0.1:0 # any port\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// "not an address" fails unless the file supplies udp.
+	m, err := Open(dir, NodeOptions{UDP: "not an address"})
+	if err != nil {
+		t.Fatalf("Open with DIR/config: %v", err)
+	}
+	m.Close()
+	other := writeConfig(t, "udp = also not an address\n")
+	if err := (NodeOptions{UDP: "127.0.0.1:0", Config: other}).Check(dir); err == nil || !strings.Contains(err.Error(), "also not an address") {
+		t.Errorf("--config and DIR/config: %v, want --config read instead", err)
 	}
 }

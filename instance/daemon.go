@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/servald/servald/daemon"
@@ -41,8 +42,36 @@ func openDaemon(dir string, log *slog.Logger) (Mesh, error) {
 		c.Close()
 		return nil, fmt.Errorf("the daemon (pid %d) runs as %s but the keyring of %s now says %s: restart it (servald stop; servald start)", c.PID(), c.SID(), dir, id.SID())
 	}
-	logger(log).Info("using the running daemon; node options are ignored", "pid", c.PID(), "udp", c.UDPAddr())
+	logger(log).Info("using the running daemon", "pid", c.PID(), "udp", c.UDPAddr())
 	return viaDaemon{c: c, id: id}, nil
+}
+
+// nodeFlags are the node options a daemon ignores, as flags.
+var nodeFlags = []string{"udp", "peer", "broadcast", "config", "trust"}
+
+// Ignored is the notice, "" for none, that the node options o.Given
+// reports given are ignored because m is the instance's daemon, which
+// has options of its own.
+func (o NodeOptions) Ignored(m Mesh) string {
+	d, ok := m.(viaDaemon)
+	if !ok || o.Given == nil {
+		return ""
+	}
+	var given []string
+	for _, f := range nodeFlags {
+		if o.Given(f) {
+			given = append(given, "--"+f)
+		}
+	}
+	if len(given) == 0 {
+		return ""
+	}
+	verb := "are"
+	if len(given) == 1 {
+		verb = "is"
+	}
+	return fmt.Sprintf("the daemon of this instance (pid %d) runs, so %s %s ignored: it keeps its own (stop it and start it with them to change them)",
+		d.c.PID(), strings.Join(given, ", "), verb)
 }
 
 // viaDaemon reaches the mesh through the instance's daemon.

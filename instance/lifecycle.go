@@ -137,13 +137,14 @@ func lastLogLine(path string, start int64) string {
 }
 
 // DialDaemon connects to the daemon of instance dir; the error says "not
-// running" when none answers, or names the pid of one that holds the
-// instance without answering.
+// running" when none answers, or names the pid of the process that holds
+// the instance without answering (a command's own node, or a daemon that
+// hangs).
 func DialDaemon(ctx context.Context, dir string) (*daemon.Client, error) {
 	c, err := daemon.Dial(ctx, daemon.SocketPath(dir))
 	if errors.Is(err, daemon.ErrNotRunning) {
 		if pid, running := daemon.Probe(dir); running {
-			return nil, fmt.Errorf("the daemon (pid %d) holds %s but does not answer on its socket", pid, dir)
+			return nil, fmt.Errorf("no daemon answers, but pid %d holds %s (a command's own node, or a daemon that does not answer on its socket)", pid, dir)
 		}
 		return nil, errors.New("not running")
 	}

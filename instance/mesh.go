@@ -2,11 +2,14 @@ package instance
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"time"
 
+	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
@@ -40,10 +43,15 @@ func Embed(n *mesh.Node) Mesh { return &embedded{n: n} }
 
 // embedded is a node running inside this process.
 type embedded struct {
-	n *mesh.Node
+	n    *mesh.Node
+	lock *daemon.PidFile // the instance lock; nil for Embed
 	// expect: the node was given peers or broadcast, so it should find a
 	// neighbour (see Settle).
 	expect bool
+	// probes answers ping and trace for the node (see ServeProbes); nil
+	// when switched off.
+	probes io.Closer
+	peers  []string // the peers it was given (HOST:PORT), for errors
 }
 
 func (e *embedded) Identity() *identity.Identity { return e.n.Identity() }
@@ -54,9 +62,6 @@ func (e *embedded) Bind(port uint16) (msp.Transport, error) {
 		return nil, err
 	}
 	return pc, nil
-}
-func (e *embedded) WaitReachable(ctx context.Context, sid identity.SID) error {
-	return e.n.WaitReachable(ctx, sid)
 }
 func (e *embedded) Routes() ([]mesh.Route, error)         { return e.n.Routes(), nil }
 func (e *embedded) Neighbours() ([]mesh.Neighbour, error) { return e.n.Neighbours(), nil }
@@ -75,11 +80,22 @@ func (e *embedded) Advertise(name string, port uint16, log *slog.Logger) (io.Clo
 	}
 	return r, nil
 }
-func (e *embedded) Close() error { return e.n.Close() }
+func (e *embedded) Close() error {
+	if e.probes != nil {
+		e.probes.Close()
+	}
+	err := e.n.Close()
+	e.lock.Close()
+	return err
+}
 
 // QuietPeriod: a node started for one command has learnt what it will
-// learn soon once its neighbours and routes stopped changing for this long.
-const QuietPeriod = 500 * time.Millisecond
+// learn soon once its neighbours and routes stopped changing for this
+// long: two hello intervals, in which every neighbour has sent what it
+// knows at least once more (a neighbour's route to a node two hops away
+// can arrive a hello interval after the neighbour itself). Embedded nodes
+// run with mesh's default hello interval of 1 s (TestQuietPeriod).
+const QuietPeriod = 2 * time.Second
 
 // Settle gives an embedded node time to learn its neighbours: it waits
 // until the node's neighbours and routes have not changed for QuietPeriod
@@ -121,7 +137,11 @@ func DialSession(ctx context.Context, m Mesh, sid identity.SID, port uint16, cfg
 	if err != nil {
 		return nil, err
 	}
-	return msp.Dialer{Identity: m.Identity(), Config: cfg}.Dial(ctx, tr, sid, port)
+	s, err := msp.Dialer{Identity: m.Identity(), Config: cfg}.Dial(ctx, tr, sid, port)
+	if errors.Is(err, msp.ErrRefused) {
+		return nil, fmt.Errorf("MDP port %d: %w", port, err)
+	}
+	return s, err
 }
 
 // Listen accepts MSP sessions on MDP port of m.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
 )
@@ -23,37 +23,15 @@ import (
 // other.
 func memPair(t *testing.T, ida, idb *identity.Identity) (a, b *mesh.Node) {
 	t.Helper()
-	seed := rand.Int64()
-	t.Logf("memnet seed %d", seed)
-	nw := memnet.New(seed)
-	t.Cleanup(func() { nw.Close() })
-	ca, cb := nw.Listen(), nw.Listen()
-	nw.SetLinkBoth(ca.LocalAddr(), cb.LocalAddr(), memnet.LinkConfig{Delay: time.Millisecond})
-	mk := func(id *identity.Identity, c net.PacketConn, peers ...net.Addr) *mesh.Node {
-		if id == nil {
-			var err error
-			if id, err = identity.Generate(nil); err != nil {
-				t.Fatal(err)
+	ids := []*identity.Identity{ida, idb}
+	m := meshtest.Pair(t, memnet.LinkConfig{Delay: time.Millisecond},
+		meshtest.Timers(50*time.Millisecond, 3*time.Second),
+		meshtest.Configure(func(i int, c *mesh.Config) {
+			if ids[i] != nil {
+				c.Identity = ids[i]
 			}
-		}
-		n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers, HelloInterval: 50 * time.Millisecond, NeighbourTimeout: 3 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	b = mk(idb, cb)
-	a = mk(ida, ca, cb.LocalAddr())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.WaitReachable(ctx, b.SID()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitReachable(ctx, a.SID()); err != nil {
-		t.Fatal(err)
-	}
-	return a, b
+		}))
+	return m.Nodes[0], m.Nodes[1]
 }
 
 // echoListener serves an echo on every stream of lis until it closes.
@@ -255,5 +233,33 @@ func TestOpenEmbedded(t *testing.T) {
 	Settle(context.Background(), m, 10*time.Second)
 	if d := time.Since(start); d < QuietPeriod || d > 5*time.Second {
 		t.Errorf("Settle took %v, want about %v", d, QuietPeriod)
+	}
+}
+
+// TestQuietPeriod: Settle waits for two of an embedded node's hello
+// intervals without change.
+func TestQuietPeriod(t *testing.T) {
+	if h := mesh.DefaultConfig().HelloInterval; QuietPeriod < 2*h {
+		t.Errorf("QuietPeriod %v is less than two hello intervals (%v)", QuietPeriod, 2*h)
+	}
+}
+
+// TestRefuseUnbound: a session asked for on an MDP port nothing is bound
+// to on a node started by the instance is refused at once ("no listener"),
+// not left to time out.
+func TestRefuseUnbound(t *testing.T) {
+	a, b := memPair(t, nil, nil)
+	if err := refuseUnbound(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	_, err := DialSession(ctx, Embed(a), b.SID(), 999, msp.Config{})
+	if !errors.Is(err, msp.ErrRefused) || !strings.Contains(err.Error(), "MDP port 999") || !strings.Contains(err.Error(), "nothing listens on that port") {
+		t.Fatalf("dial to an unbound port: %v", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("refused after %v", d)
 	}
 }

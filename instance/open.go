@@ -12,6 +12,7 @@ import (
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/safefs"
 	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp"
 )
 
 // NodeOptions are the settings of a node embedded in the process.
@@ -28,13 +29,17 @@ type NodeOptions struct {
 	// (configured peers included); farther nodes are still reached
 	// through them. Full SIDs only: a prefix could be ground.
 	Trust []string
-	// Config is a config file (see LoadConfig) that fills the options the
-	// command line did not give; "" for none.
+	// Config is a config file that fills the options the command line
+	// did not give; "" for the instance's (DIR/config, ConfigFile) when
+	// present, which is not read when Config is set.
 	Config string
 	// Given reports whether the option "udp", "peer" or "broadcast" was
 	// given explicitly (pflag.FlagSet.Changed): the config file does not
 	// override those. nil: none was.
 	Given func(name string) bool
+	// NoEcho leaves ping and trace unanswered: the node does not bind
+	// probe.EchoPort and probe.TracePort (see ServeProbes).
+	NoEcho bool
 	// Logger receives the node's logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -55,26 +60,40 @@ func usagef(format string, args ...any) error {
 
 // Open reaches the mesh for instance directory dir: through the
 // instance's daemon when one runs (o is then ignored), else through a
-// node started in this process with options o (see StartNode).
+// node started in this process with options o (see StartNode), which
+// holds the instance lock until closed: a *NodeRunningError when another
+// node of the instance holds it.
 func Open(dir string, o NodeOptions) (Mesh, error) {
 	if d, err := openDaemon(dir, o.Logger); d != nil || err != nil {
 		return d, err
 	}
-	o, err := o.withConfig()
+	o, err := o.withConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := LockInstance(dir)
 	if err != nil {
 		return nil, err
 	}
 	n, err := startNode(dir, o)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
-	return &embedded{n: n, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0}, nil
+	probes, err := ServeProbes(n, o)
+	if err != nil {
+		n.Close()
+		lock.Close()
+		return nil, err
+	}
+	return &embedded{n: n, lock: lock, peers: o.Peers, expect: len(o.Peers) > 0 || len(o.Broadcast) > 0, probes: probes}, nil
 }
 
 // StartNode starts a node of instance dir with options o (completed from
-// the config file) in this process.
+// the config file, o.Config or DIR/config) in this process. The caller holds the instance lock
+// (LockInstance).
 func StartNode(dir string, o NodeOptions) (*mesh.Node, error) {
-	o, err := o.withConfig()
+	o, err := o.withConfig(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +117,8 @@ func startNode(dir string, o NodeOptions) (*mesh.Node, error) {
 	conn, err := mesh.ListenUDP(o.UDP, len(o.Broadcast) > 0)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("UDP address %s is in use (is another node running? choose another with --udp)", o.UDP)
+			// The instance lock is ours: no node of this instance holds it.
+			return nil, fmt.Errorf("UDP address %s is in use by another program or another instance's node: choose another with --udp", o.UDP)
 		}
 		return nil, err
 	}
@@ -112,13 +132,33 @@ func startNode(dir string, o NodeOptions) (*mesh.Node, error) {
 		conn.Close()
 		return nil, err
 	}
+	if err := refuseUnbound(n, o.Logger); err != nil {
+		n.Close()
+		return nil, err
+	}
 	return n, nil
 }
 
-// Check reads the config file and checks the options as StartNode would,
-// without starting anything.
-func (o NodeOptions) Check() error {
-	o, err := o.withConfig()
+// refuseUnbound makes n answer a session asked for on an MDP port nothing
+// is bound to with a signed refusal, at once (see msp.RefuseUnbound). The
+// answering goroutine ends when n closes.
+func refuseUnbound(n *mesh.Node, log *slog.Logger) error {
+	fb, err := n.Bind(0)
+	if err != nil {
+		return err
+	}
+	if err := n.SetUnbound(fb); err != nil {
+		fb.Close()
+		return err
+	}
+	msp.RefuseUnbound(fb, n.Identity(), log)
+	return nil
+}
+
+// Check reads the config file and checks the options as StartNode in
+// instance dir would, without starting anything.
+func (o NodeOptions) Check(dir string) error {
+	o, err := o.withConfig(dir)
 	if err != nil {
 		return err
 	}
@@ -147,6 +187,19 @@ func OpenKeyring(dir string) (k *identity.Keyring, created bool, err error) {
 		return nil, false, describeUnsafe(err, "keyring")
 	}
 	return k, true, nil
+}
+
+// ReadKeyring opens the keyring of instance dir without creating it:
+// when there is none yet, the error says how to create one.
+func ReadKeyring(dir string) (*identity.Keyring, error) {
+	k, err := identity.OpenKeyring(KeyringPath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no keyring in %s yet: `servald id self` creates one (so does any command that starts a node)", dir)
+	}
+	if err != nil {
+		return nil, describeUnsafe(err, "keyring")
+	}
+	return k, nil
 }
 
 // PrepareDir creates instance directory dir (0700) when missing and

@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -40,7 +41,8 @@ func NewRedialer(timeout time.Duration,
 // Session returns the current session, dialling one first when there is
 // none or it has ended. When the dial fails, the ended session (if any)
 // is kept for the next try and the error returned; an error caused by the
-// timeout (not by ctx) reads "SID unreachable after TIMEOUT: ...".
+// timeout (not by ctx) once the target was found reads "SID unreachable
+// after TIMEOUT: ..."; a find that failed returns its own error.
 func (r *Redialer) Session(ctx context.Context) (*msp.Session, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -56,7 +58,13 @@ func (r *Redialer) sessionLocked(ctx context.Context) (*msp.Session, error) {
 	s, err := r.dialOnce(dctx)
 	if err != nil {
 		if ctx.Err() == nil && dctx.Err() != nil {
-			return nil, fmt.Errorf("%s unreachable after %v: %w", r.sid, r.timeout, err)
+			// Named only when found: a failed find has no SID to show.
+			if !r.sid.IsZero() {
+				return nil, fmt.Errorf("%s unreachable after %v: %w", r.sid, r.timeout, err)
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				return nil, fmt.Errorf("target not found within %v: %w", r.timeout, err)
+			}
 		}
 		return nil, err
 	}

@@ -104,6 +104,9 @@ func TestRedialer(t *testing.T) {
 	}
 }
 
+// zeroSID is how an unset SID prints.
+var zeroSID = strings.Repeat("0", 64)
+
 // TestRedialerErrors: a failing find is returned as it is when ctx ends
 // first, and named by the timeout when the timeout ends it; a new
 // Redialer has no session to close.
@@ -124,8 +127,27 @@ func TestRedialerErrors(t *testing.T) {
 		t.Errorf("Shutdown before any dial: %v", err)
 	}
 	_, err := rd.Session(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "unreachable after 100ms") || !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("timed out: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "not found within 100ms") || !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), zeroSID) {
+		t.Errorf("find timed out: %v", err)
+	}
+	// A find that gives up with its own error at the timeout: that error,
+	// naming no (all-zero) SID.
+	unknown := func(ctx context.Context) (identity.SID, uint16, error) {
+		<-ctx.Done()
+		return identity.SID{}, 0, identity.ErrUnknownSID
+	}
+	if _, err := NewRedialer(50*time.Millisecond, unknown, never).Session(context.Background()); !errors.Is(err, identity.ErrUnknownSID) || strings.Contains(err.Error(), zeroSID) {
+		t.Errorf("unknown SID at the timeout: %v", err)
+	}
+	// Found, but the dial timed out: "SID unreachable after".
+	sid := sidWith(t, "ABCD")
+	found := func(context.Context) (identity.SID, uint16, error) { return sid, 7, nil }
+	stuckDial := func(ctx context.Context, _ identity.SID, _ uint16) (*msp.Session, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	if _, err := NewRedialer(50*time.Millisecond, found, stuckDial).Session(context.Background()); err == nil || !strings.Contains(err.Error(), sid.String()+" unreachable after 50ms") {
+		t.Errorf("dial timed out: %v", err)
 	}
 	rd = NewRedialer(time.Hour, stuck, never)
 	ctx, cancel := context.WithCancel(context.Background())

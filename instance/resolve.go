@@ -14,6 +14,7 @@ import (
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp"
 )
 
 // lookAgain is how often Resolve looks at the routing table again when
@@ -79,6 +80,17 @@ func knownSIDs(m Mesh) ([]identity.SID, error) {
 	return known, nil
 }
 
+// resolveKnown is identity.Resolve of prefix against known, whose first
+// entry is this node: an unknown prefix's error lists the other nodes
+// only (this node is matched, but not offered as a choice).
+func resolveKnown(prefix string, known []identity.SID) (identity.SID, error) {
+	sid, err := identity.Resolve(prefix, known)
+	if errors.Is(err, identity.ErrUnknownSID) {
+		_, err = identity.Resolve(prefix, known[1:])
+	}
+	return sid, err
+}
+
 // Resolve returns the SID s stands for. A prefix is matched against the
 // nodes m knows, waiting (at most wait) until at least one matches: then
 // one match is the answer, several are an ambiguity (a *UsageError listing
@@ -101,7 +113,7 @@ func (s SIDArg) Resolve(ctx context.Context, m Mesh, wait time.Duration) (identi
 		if err != nil {
 			return identity.SID{}, err
 		}
-		sid, err := identity.Resolve(s.prefix, known)
+		sid, err := resolveKnown(s.prefix, known)
 		if errors.Is(err, identity.ErrAmbiguousSID) {
 			return identity.SID{}, &UsageError{fmt.Errorf("%w: give more digits", err)}
 		}
@@ -121,7 +133,7 @@ func (s SIDArg) Resolve(ctx context.Context, m Mesh, wait time.Duration) (identi
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return identity.SID{}, ctx.Err()
 			}
-			sid, err := identity.Resolve(s.prefix, known)
+			sid, err := resolveKnown(s.prefix, known)
 			if errors.Is(err, identity.ErrAmbiguousSID) {
 				return identity.SID{}, &UsageError{fmt.Errorf("%w: give more digits", err)}
 			}
@@ -237,4 +249,21 @@ func sidList(as []discovery.Answer) string {
 		s[i] = a.SID.String()
 	}
 	return strings.Join(s, ", ")
+}
+
+// Reach resolves s on m and waits, at most timeout, until the node is
+// reachable; it returns the node and a fresh port of m to ask it from.
+func Reach(ctx context.Context, m Mesh, s SIDArg, timeout time.Duration) (identity.SID, msp.Transport, error) {
+	sid, err := s.Resolve(ctx, m, timeout)
+	if err != nil {
+		return identity.SID{}, nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	err = m.WaitReachable(wctx, sid)
+	cancel()
+	if err != nil {
+		return identity.SID{}, nil, fmt.Errorf("%w (waited %v)", err, timeout)
+	}
+	pc, err := m.Bind(0)
+	return sid, pc, err
 }

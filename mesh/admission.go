@@ -229,16 +229,15 @@ func (n *Node) handleCookie(b []byte, from net.Addr) {
 			n.stats.verifyLimited.Add(1)
 			return
 		}
-		var to identity.SID
-		if nb := n.neighbourAt(from); nb != nil {
+		nb := n.neighbourAt(from)
+		if nb != nil {
 			// Our echo had gone stale (a restart, or our hellos lost for
 			// minutes): take the fresh one for later hellos too.
 			nb.mu.Lock()
 			nb.peerCookie = cookie
 			nb.mu.Unlock()
-			to = nb.sid
 		}
-		n.sendHello(from, to, 0, cookie)
+		n.sendHello(from, nb, 0, cookie)
 	case n.echoesBroadcast(echo):
 		n.sendCookie(from, cookie)
 	default:
@@ -281,7 +280,13 @@ func (n *Node) admit(h wire.Hello, from net.Addr) {
 			n.stats.neighbourCap.Add(1)
 			return
 		}
-		nb = &neighbour{n: n, sid: h.SID, addr: from, since: time.Now(),
+		eph, err := newEph()
+		if err != nil {
+			n.mu.Unlock()
+			n.log.Warn("mesh: neighbour not admitted", "sid", h.SID.Short(), "err", err)
+			return
+		}
+		nb = &neighbour{n: n, sid: h.SID, addr: from, since: time.Now(), eph: eph,
 			verifyBucket: newBucket(n.cfg.VerifyRate, verifyBurst),
 			originBucket: newBucket(n.cfg.NewOriginRate, originBurst)}
 		nb.mtu.Store(baseMTU)
@@ -321,6 +326,17 @@ func (n *Node) admit(h wire.Hello, from net.Addr) {
 		nb.mtu.Store(baseMTU)
 	}
 	nb.mu.Unlock()
+	// Link keys: only a hello addressed to us carries the ephemeral the
+	// neighbour keeps for its link to us. A new one (its first, or it made
+	// a new link: restarted, or dropped us and admitted us again) gives new
+	// keys, answered at once with our hello so it learns we hold them.
+	var rekeyed, confirmed bool
+	var keys *linkKeys
+	if h.To == n.sid {
+		rekeyed = n.rekeyLocked(nb, h.Eph)
+		keys = nb.keys.Load()
+		confirmed = keys != nil && h.PeerEph == ephPublic(nb.eph)
+	}
 	nb.heard()
 	if isNew {
 		n.router.neighbourUpUnderNodeMu(nb)
@@ -334,9 +350,14 @@ func (n *Node) admit(h wire.Hello, from net.Addr) {
 	if isNew {
 		n.log.Info("neighbour up", "sid", h.SID.Short(), "addr", from)
 		nb.link.start()
-		// Answer at once so the other side admits us too.
-		n.sendHello(from, h.SID, 0, h.Cookie)
-		n.probe(nb)
+	}
+	if isNew || rekeyed {
+		// Answer at once so the other side admits us too, and learns our
+		// ephemeral key (and that we hold its one).
+		n.sendHello(from, nb, 0, h.Cookie)
+	}
+	if confirmed {
+		n.confirm(nb, keys)
 	}
 }
 

@@ -54,6 +54,7 @@ func settle(t testing.TB, n *Node) {
 func (r *rawPeer) join(id *identity.Identity, h wire.Hello) wire.Cookie {
 	r.t.Helper()
 	h.Echo = askCookie(r.t, r.c, r.to, id)
+	r.startAuth(&h)
 	r.send(wire.AppendHello(nil, h, id))
 	r.barrier()
 	return h.Echo

@@ -1,4 +1,4 @@
-package mesh
+package mesh_test
 
 import (
 	"fmt"
@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
+	"github.com/servald/servald/mesh"
 )
 
 // randomMesh returns the links of a connected random graph of n nodes with
@@ -34,37 +37,13 @@ func randomMesh(rng *rand.Rand, n, deg int) [][2]int {
 	return links
 }
 
-// reachable counts the nodes n has a next hop towards (routes and
-// neighbours), and reports whether sid is one of them. Unlike Routes it
-// neither allocates a list nor sorts, so a benchmark of 500 nodes can poll it.
-func reachable(n *Node, sid identity.SID) (count int, found bool) {
-	n.mu.RLock()
-	r := n.router
-	r.mu.Lock()
-	for o, rt := range r.routes {
-		if rt.via != nil || n.bySID[o] != nil {
-			count++
-			found = found || o == sid
-		}
-	}
-	for s := range n.bySID {
-		if r.routes[s] == nil {
-			count++
-			found = found || s == sid
-		}
-	}
-	r.mu.Unlock()
-	n.mu.RUnlock()
-	return count, found
-}
-
 // fullyRouted reports whether every live node routes to every other.
-func fullyRouted(nodes []*Node, dead map[int]bool) bool {
+func fullyRouted(nodes []*mesh.Node, dead map[int]bool) bool {
 	for i, n := range nodes {
 		if dead[i] {
 			continue
 		}
-		if c, _ := reachable(n, identity.SID{}); c < len(nodes)-1-len(dead) {
+		if c, _ := mesh.Reachable(n, identity.SID{}); c < len(nodes)-1-len(dead) {
 			return false
 		}
 	}
@@ -83,7 +62,6 @@ type meshScale struct {
 	links func(rng *rand.Rand) [][2]int
 	// victim is the node killed to measure withdrawal.
 	victim func(rng *rand.Rand) int
-	cfg    Config
 	// within bounds convergence (past it, benchMesh reports how far it got
 	// and stops) and withdrawal (past it, the benchmark fails).
 	within time.Duration
@@ -114,21 +92,18 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 	var ms0 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	g0 := runtime.NumGoroutine()
-	cfg := s.cfg
-	if cfg.HelloInterval == 0 { // the defaults, not newMemMesh's fast test timers
-		cfg.HelloInterval, cfg.NeighbourTimeout = time.Second, 5*time.Second
-	}
 	t0 := time.Now()
-	m := newMemMesh(b, s.count, links, cfg)
+	// The default configuration, not meshtest's fast test timers.
+	m := meshtest.New(b, s.count, links, memnet.LinkConfig{}, meshtest.Timers(time.Second, 5*time.Second))
 	// Cleanups run last first: the network closes before the nodes, so
 	// that their sends fail at once instead of queueing on it.
-	b.Cleanup(func() { m.net.Close() })
-	for !fullyRouted(m.nodes, nil) {
+	b.Cleanup(func() { m.Net.Close() })
+	for !fullyRouted(m.Nodes, nil) {
 		if time.Since(t0) > s.within {
 			// No convergence time to report: the share of routes
 			// found says how far it got (scripts/bench wants 100).
-			b.Logf("not converged after %v: %s", s.within, meshReport(m.nodes))
-			b.ReportMetric(reachedShare(m.nodes), "reached-%")
+			b.Logf("not converged after %v: %s", s.within, meshReport(m.Nodes))
+			b.ReportMetric(reachedShare(m.Nodes), "reached-%")
 			return
 		}
 		time.Sleep(pollEvery)
@@ -138,8 +113,8 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 
 	// Idle control traffic over 20 s.
 	ctl := func() []uint64 {
-		out := make([]uint64, len(m.nodes))
-		for i, n := range m.nodes {
+		out := make([]uint64, len(m.Nodes))
+		for i, n := range m.Nodes {
 			st := n.Stats()
 			out[i] = st.ControlBytesOut + st.AckBytesOut
 		}
@@ -154,11 +129,11 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 		busiest = max(busiest, c1[i]-c0[i])
 	}
 	// reached-% is 100 only if every route found is still there.
-	if fullyRouted(m.nodes, nil) {
+	if fullyRouted(m.Nodes, nil) {
 		b.ReportMetric(100, "reached-%")
 	} else {
-		b.Logf("routes lost while idle: %s", meshReport(m.nodes))
-		b.ReportMetric(reachedShare(m.nodes), "reached-%")
+		b.Logf("routes lost while idle: %s", meshReport(m.Nodes))
+		b.ReportMetric(reachedShare(m.Nodes), "reached-%")
 	}
 
 	runtime.GC()
@@ -167,13 +142,13 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 	heap := (float64(ms1.HeapInuse) - float64(ms0.HeapInuse)) / float64(s.count)
 	gor := float64(runtime.NumGoroutine()-g0) / float64(s.count)
 
-	vsid := m.nodes[victim].SID()
-	m.nodes[victim].Close()
+	vsid := m.Nodes[victim].SID()
+	m.Nodes[victim].Close()
 	t1 := time.Now()
 	for {
 		gone := true
-		for i, n := range m.nodes {
-			if _, found := reachable(n, vsid); found && i != victim {
+		for i, n := range m.Nodes {
+			if _, found := mesh.Reachable(n, vsid); found && i != victim {
 				gone = false
 				break
 			}
@@ -196,10 +171,10 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 
 // reachedShare is the percentage of all node pairs (a, b) where a has a
 // route to b.
-func reachedShare(nodes []*Node) float64 {
+func reachedShare(nodes []*mesh.Node) float64 {
 	total := 0
 	for _, n := range nodes {
-		c, _ := reachable(n, identity.SID{})
+		c, _ := mesh.Reachable(n, identity.SID{})
 		total += c
 	}
 	return 100 * float64(total) / float64(len(nodes)*(len(nodes)-1))
@@ -207,11 +182,11 @@ func reachedShare(nodes []*Node) float64 {
 
 // meshReport sums what held a mesh back: the fewest nodes one node reaches
 // and the counters of the bounds (Config) that refuse neighbours and routes.
-func meshReport(nodes []*Node) string {
+func meshReport(nodes []*mesh.Node) string {
 	least := len(nodes)
-	var st Stats
+	var st mesh.Stats
 	for _, n := range nodes {
-		c, _ := reachable(n, identity.SID{})
+		c, _ := mesh.Reachable(n, identity.SID{})
 		least = min(least, c)
 		s := n.Stats()
 		st.NeighbourCap += s.NeighbourCap

@@ -1,6 +1,10 @@
 package mesh
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/servald/servald/mesh/internal/wire"
+)
 
 // maxDatagram is the largest UDP datagram a node reads or sends.
 const maxDatagram = 65535
@@ -25,7 +29,7 @@ func newBufPool() *bufPool {
 // get returns a buffer of at least n bytes, with length n.
 func (p *bufPool) get(n int) *[]byte {
 	var b *[]byte
-	if n <= smallBuf {
+	if n <= smallBuf-wire.AuthLen { // room to authenticate it in place
 		b = p.small.Get().(*[]byte)
 	} else {
 		b = p.large.Get().(*[]byte)

@@ -6,7 +6,8 @@
 // Stats say what the node knows and what it dropped. A node admits a
 // neighbour only after a stateless cookie exchange proves its address and a
 // signed hello proves its SID, bounds its neighbours, routes and signature
-// checks, and routes by Babel-style distance vector with signed origins.
-// Frame layouts, timers and bounds are in docs/PROTOCOL.md ("Mesh frames",
-// "Routing").
+// checks, authenticates every per-hop frame under keys the two neighbours'
+// hellos agree on, and routes by Babel-style distance vector with signed
+// origins. Frame layouts, timers and bounds are in docs/PROTOCOL.md ("Mesh
+// frames", "Link keys", "Routing").
 package mesh

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/servald/servald/identity"
@@ -91,136 +92,134 @@ func sigOf(id *identity.Identity, origin identity.SID, seq uint64) (s [identity.
 }
 
 func TestForgedRouteAnnouncementsChangeNoRoute(t *testing.T) {
-	nw := forgedNet(t)
-	// N - M1 - M2 - O, each knowing the next; X is a raw neighbour of N.
-	cn, c1, c2, co := nw.Listen(), nw.Listen(), nw.Listen(), nw.Listen()
-	oID := forgedID(t)
-	o, err := New(Config{Identity: oID, Conn: co, HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { o.Close() })
-	forgedNode(t, c2, co.LocalAddr()) // M2
-	m1 := forgedNode(t, c1, c2.LocalAddr())
-	n := forgedNode(t, cn, c1.LocalAddr())
+	synctest.Test(t, func(t *testing.T) {
+		nw := forgedNet(t)
+		// N - M1 - M2 - O, each knowing the next; X is a raw neighbour of N.
+		cn, c1, c2, co := nw.Listen(), nw.Listen(), nw.Listen(), nw.Listen()
+		o := forgedNode(t, co)
+		oID := o.Identity()
+		forgedNode(t, c2, co.LocalAddr()) // M2
+		m1 := forgedNode(t, c1, c2.LocalAddr())
+		n := forgedNode(t, cn, c1.LocalAddr())
 
-	o.router.mu.Lock()
-	s0 := o.router.selfSeq
-	o.router.mu.Unlock()
-	waitOrigin(t, n, o.SID(), m1.SID(), 3, s0)
-	// A newer sequence number, so that s0 is an old one to replay.
-	s1 := bumpSeq(o)
-	waitOrigin(t, n, o.SID(), m1.SID(), 3, s1)
+		o.router.mu.Lock()
+		s0 := o.router.selfSeq
+		o.router.mu.Unlock()
+		waitOrigin(t, n, o.SID(), m1.SID(), 3, s0)
+		// A newer sequence number, so that s0 is an old one to replay.
+		s1 := bumpSeq(o)
+		waitOrigin(t, n, o.SID(), m1.SID(), 3, s1)
 
-	x, xID, _ := rawNeighbour(t, nw, n, 7)
-	if nbs := n.Neighbours(); len(nbs) != 2 {
-		t.Fatalf("the raw peer is not a neighbour: %+v", nbs)
-	}
-	var dataSeq uint64
-
-	stranger := forgedID(t) // a real key pair; the attacker does not hold it
-	flipped := sigOf(oID, o.SID(), s1+1000)
-	flipped[7] ^= 0x10
-	entry := func(origin identity.SID, seq uint64, sig *[identity.SignatureLen]byte) wire.RouteEntry {
-		// One hop beyond X: plausible, so only the signature or the
-		// sequence number can reject it.
-		e := wire.RouteEntry{Origin: origin, Seq: seq, Metric: 256, Hops: 1, MTU: 1500}
-		if sig != nil {
-			e.HasSig, e.Sig = true, *sig
+		x, xID, _ := rawNeighbour(t, nw, n, 7)
+		if nbs := n.Neighbours(); len(nbs) != 2 {
+			t.Fatalf("the raw peer is not a neighbour: %+v", nbs)
 		}
-		return e
-	}
-	xSigO := sigOf(xID, o.SID(), s1+1000)
-	xSigStranger := sigOf(xID, stranger.SID(), 5)
-	xSigN := sigOf(xID, n.SID(), uint64(time.Now().UnixNano())+1000)
-	oldSig := sigOf(oID, o.SID(), s0) // what O really sent for s0: Ed25519 is deterministic
-	steps := []struct {
-		name       string
-		e          wire.RouteEntry
-		bad, stale uint64
-	}{
-		{"newer seq, bad signature", entry(o.SID(), s1+1000, &flipped), 1, 0},
-		{"newer seq, signed by the attacker for O's SID", entry(o.SID(), s1+1000, &xSigO), 1, 0},
-		{"newer seq without a signature", entry(o.SID(), s1+1000, nil), 0, 0},
-		{"replay of O's old announcement", entry(o.SID(), s0, &oldSig), 0, 1},
-		{"old seq without a signature", entry(o.SID(), s0, nil), 0, 1},
-		{"a SID nobody proved, signed by the attacker", entry(stranger.SID(), 5, &xSigStranger), 1, 0},
-		{"a SID nobody proved, unsigned", entry(stranger.SID(), 5, nil), 0, 0},
-		// Entries for the node's own SID are ignored before any check.
-		{"the node's own SID, signed by the attacker", entry(n.SID(), uint64(time.Now().UnixNano())+1000, &xSigN), 0, 0},
-	}
-	before := routeViews(n)
-	if len(before) != 4 || before[o.SID()] != (routeView{o.SID(), m1.SID(), 3, 3 * 256}) {
-		t.Fatalf("routes before the attack: %+v", before)
-	}
-	for _, st := range steps {
-		b := n.Stats()
-		x.announce(n.SID(), xID.SID(), &dataSeq, &wire.RouteMsg{Entries: []wire.RouteEntry{st.e}})
+		var dataSeq uint64
+
+		stranger := forgedID(t) // a real key pair; the attacker does not hold it
+		flipped := sigOf(oID, o.SID(), s1+1000)
+		flipped[7] ^= 0x10
+		entry := func(origin identity.SID, seq uint64, sig *[identity.SignatureLen]byte) wire.RouteEntry {
+			// One hop beyond X: plausible, so only the signature or the
+			// sequence number can reject it.
+			e := wire.RouteEntry{Origin: origin, Seq: seq, Metric: 256, Hops: 1, MTU: 1500}
+			if sig != nil {
+				e.HasSig, e.Sig = true, *sig
+			}
+			return e
+		}
+		xSigO := sigOf(xID, o.SID(), s1+1000)
+		xSigStranger := sigOf(xID, stranger.SID(), 5)
+		xSigN := sigOf(xID, n.SID(), uint64(time.Now().UnixNano())+1000)
+		oldSig := sigOf(oID, o.SID(), s0) // what O really sent for s0: Ed25519 is deterministic
+		steps := []struct {
+			name       string
+			e          wire.RouteEntry
+			bad, stale uint64
+		}{
+			{"newer seq, bad signature", entry(o.SID(), s1+1000, &flipped), 1, 0},
+			{"newer seq, signed by the attacker for O's SID", entry(o.SID(), s1+1000, &xSigO), 1, 0},
+			{"newer seq without a signature", entry(o.SID(), s1+1000, nil), 0, 0},
+			{"replay of O's old announcement", entry(o.SID(), s0, &oldSig), 0, 1},
+			{"old seq without a signature", entry(o.SID(), s0, nil), 0, 1},
+			{"a SID nobody proved, signed by the attacker", entry(stranger.SID(), 5, &xSigStranger), 1, 0},
+			{"a SID nobody proved, unsigned", entry(stranger.SID(), 5, nil), 0, 0},
+			// Entries for the node's own SID are ignored before any check.
+			{"the node's own SID, signed by the attacker", entry(n.SID(), uint64(time.Now().UnixNano())+1000, &xSigN), 0, 0},
+		}
+		before := routeViews(n)
+		if len(before) != 4 || before[o.SID()] != (routeView{o.SID(), m1.SID(), 3, 3 * 256}) {
+			t.Fatalf("routes before the attack: %+v", before)
+		}
+		for _, st := range steps {
+			b := n.Stats()
+			x.announce(n.SID(), xID.SID(), &dataSeq, &wire.RouteMsg{Entries: []wire.RouteEntry{st.e}})
+			x.barrier()
+			a := n.Stats()
+			if a.BadRoute-b.BadRoute != st.bad || a.StaleRoute-b.StaleRoute != st.stale || a.Malformed != b.Malformed {
+				t.Errorf("%s: BadRoute +%d, StaleRoute +%d, Malformed +%d; want +%d, +%d, +0",
+					st.name, a.BadRoute-b.BadRoute, a.StaleRoute-b.StaleRoute, a.Malformed-b.Malformed, st.bad, st.stale)
+			}
+			if got := routeViews(n); fmt.Sprint(got) != fmt.Sprint(before) {
+				t.Errorf("%s: routes changed:\n%+v\nwant\n%+v", st.name, got, before)
+			}
+			if seq, fd, _ := originState(n, o.SID()); seq != s1 || fd != s1 {
+				t.Errorf("%s: O's sequence number %d (feasibility %d), want %d", st.name, seq, fd, s1)
+			}
+			if _, _, ok := originState(n, stranger.SID()); ok {
+				t.Errorf("%s: the node now has routing state for a SID nobody proved", st.name)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+			if n.WaitReachable(ctx, stranger.SID()) == nil {
+				t.Errorf("%s: the unproved SID is reachable", st.name)
+			}
+			cancel()
+		}
+		// One message with the forged entries together, and a malformed one:
+		// still nothing moves.
+		all := &wire.RouteMsg{HasIHU: true, IHU: 255}
+		for _, st := range steps {
+			all.Entries = append(all.Entries, st.e)
+		}
+		mal := n.Stats().Malformed
+		x.announce(n.SID(), xID.SID(), &dataSeq, all)
+		h := wire.DataHeader{Epoch: 7, Seq: dataSeq + 1, Base: dataSeq + 1, TTL: 1, Dst: n.SID(), Src: xID.SID(), DstPort: RoutingPort, SrcPort: RoutingPort}
+		dataSeq++
+		x.send(append(wire.AppendData(nil, &h), wire.RouteVersion, 0, 0, 0xFF, 0xFF, 0))
 		x.barrier()
-		a := n.Stats()
-		if a.BadRoute-b.BadRoute != st.bad || a.StaleRoute-b.StaleRoute != st.stale || a.Malformed != b.Malformed {
-			t.Errorf("%s: BadRoute +%d, StaleRoute +%d, Malformed +%d; want +%d, +%d, +0",
-				st.name, a.BadRoute-b.BadRoute, a.StaleRoute-b.StaleRoute, a.Malformed-b.Malformed, st.bad, st.stale)
+		if got := n.Stats().Malformed - mal; got != 1 {
+			t.Errorf("a routing message claiming 65535 entries: Malformed +%d, want +1", got)
 		}
 		if got := routeViews(n); fmt.Sprint(got) != fmt.Sprint(before) {
-			t.Errorf("%s: routes changed:\n%+v\nwant\n%+v", st.name, got, before)
+			t.Errorf("all forged entries in one message: routes changed:\n%+v\nwant\n%+v", got, before)
 		}
-		if seq, fd, _ := originState(n, o.SID()); seq != s1 || fd != s1 {
-			t.Errorf("%s: O's sequence number %d (feasibility %d), want %d", st.name, seq, fd, s1)
-		}
-		if _, _, ok := originState(n, stranger.SID()); ok {
-			t.Errorf("%s: the node now has routing state for a SID nobody proved", st.name)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-		if n.WaitReachable(ctx, stranger.SID()) == nil {
-			t.Errorf("%s: the unproved SID is reachable", st.name)
-		}
-		cancel()
-	}
-	// One message with the forged entries together, and a malformed one:
-	// still nothing moves.
-	all := &wire.RouteMsg{HasIHU: true, IHU: 255}
-	for _, st := range steps {
-		all.Entries = append(all.Entries, st.e)
-	}
-	mal := n.Stats().Malformed
-	x.announce(n.SID(), xID.SID(), &dataSeq, all)
-	h := wire.DataHeader{Epoch: 7, Seq: dataSeq + 1, Base: dataSeq + 1, TTL: 1, Dst: n.SID(), Src: xID.SID(), DstPort: RoutingPort, SrcPort: RoutingPort}
-	dataSeq++
-	x.send(append(wire.AppendData(nil, &h), wire.RouteVersion, 0, 0, 0xFF, 0xFF, 0))
-	x.barrier()
-	if got := n.Stats().Malformed - mal; got != 1 {
-		t.Errorf("a routing message claiming 65535 entries: Malformed +%d, want +1", got)
-	}
-	if got := routeViews(n); fmt.Sprint(got) != fmt.Sprint(before) {
-		t.Errorf("all forged entries in one message: routes changed:\n%+v\nwant\n%+v", got, before)
-	}
 
-	// O's genuine current announcement re-advertised at metric 0, as if X
-	// were O: cheaper than the link to X allows, so ignored and counted
-	// (it used to pull O's traffic to X).
-	cur := sigOf(oID, o.SID(), s1)
-	zero := entry(o.SID(), s1, &cur)
-	zero.Metric, zero.Hops = 0, 0
-	imp := n.Stats().ImplausibleRoute
-	x.announce(n.SID(), xID.SID(), &dataSeq, &wire.RouteMsg{Entries: []wire.RouteEntry{zero}})
-	x.barrier()
-	if got := n.Stats().ImplausibleRoute - imp; got != 1 {
-		t.Errorf("metric-0 re-advertisement: ImplausibleRoute +%d, want +1", got)
-	}
-	if got := routeViews(n); fmt.Sprint(got) != fmt.Sprint(before) {
-		t.Errorf("metric-0 re-advertisement moved routes:\n%+v\nwant\n%+v", got, before)
-	}
+		// O's genuine current announcement re-advertised at metric 0, as if X
+		// were O: cheaper than the link to X allows, so ignored and counted
+		// (it used to pull O's traffic to X).
+		cur := sigOf(oID, o.SID(), s1)
+		zero := entry(o.SID(), s1, &cur)
+		zero.Metric, zero.Hops = 0, 0
+		imp := n.Stats().ImplausibleRoute
+		x.announce(n.SID(), xID.SID(), &dataSeq, &wire.RouteMsg{Entries: []wire.RouteEntry{zero}})
+		x.barrier()
+		if got := n.Stats().ImplausibleRoute - imp; got != 1 {
+			t.Errorf("metric-0 re-advertisement: ImplausibleRoute +%d, want +1", got)
+		}
+		if got := routeViews(n); fmt.Sprint(got) != fmt.Sprint(before) {
+			t.Errorf("metric-0 re-advertisement moved routes:\n%+v\nwant\n%+v", got, before)
+		}
 
-	// Control: the same announcement at one hop from X is believed and
-	// pulls the route (a neighbour can still lie about its distance within
-	// what its link allows, not about who the origin is or how new its
-	// announcement is). So the announcements above reached the router,
-	// and would have moved the route had they been believed.
-	x.announce(n.SID(), xID.SID(), &dataSeq, &wire.RouteMsg{Entries: []wire.RouteEntry{entry(o.SID(), s1, &cur)}})
-	x.barrier()
-	if r := routeViews(n)[o.SID()]; r.via != xID.SID() || r.hops != 2 {
-		t.Fatalf("control: a genuine announcement did not move the route: %+v", r)
-	}
-	t.Logf("node stats: %+v", n.Stats())
+		// Control: the same announcement at one hop from X is believed and
+		// pulls the route (a neighbour can still lie about its distance within
+		// what its link allows, not about who the origin is or how new its
+		// announcement is). So the announcements above reached the router,
+		// and would have moved the route had they been believed.
+		x.announce(n.SID(), xID.SID(), &dataSeq, &wire.RouteMsg{Entries: []wire.RouteEntry{entry(o.SID(), s1, &cur)}})
+		x.barrier()
+		if r := routeViews(n)[o.SID()]; r.via != xID.SID() || r.hops != 2 {
+			t.Fatalf("control: a genuine announcement did not move the route: %+v", r)
+		}
+		t.Logf("node stats: %+v", n.Stats())
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/servald/servald/identity"
@@ -43,15 +44,7 @@ func forgedID(t testing.TB) *identity.Identity {
 // a test provokes are sent.
 func forgedNode(t *testing.T, conn net.PacketConn, peers ...net.Addr) *Node {
 	t.Helper()
-	n, err := New(Config{
-		Identity: forgedID(t), Conn: conn, Peers: peers,
-		HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return StartNode(t, Config{HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute}, conn, peers)
 }
 
 // helloTap records the hellos a node sends.
@@ -97,15 +90,21 @@ func (c *helloTap) waitHellos(t *testing.T, n int) [][]byte {
 
 // rawPeer is a memnet endpoint driven by the test.
 type rawPeer struct {
-	t      *testing.T
+	t      testing.TB
 	c      *memnet.Conn
 	to     net.Addr // the node under test
 	n      *Node    // the node under test, if in this process: barrier waits for its verifier too
 	nextID uint32
+	auth   *rawAuth // r's side of its link keys, once it joined (linkauth_helpers_test.go)
 }
 
+// send writes b to the node; a DATA, ACK, SKIP or PROBEACK frame of a
+// peer that joined goes authenticated under its link key.
 func (r *rawPeer) send(b []byte) {
 	r.t.Helper()
+	if r.auth != nil && isLinkFrame(b) {
+		b = r.link(b)
+	}
 	if _, err := r.c.WriteTo(b, r.to); err != nil {
 		r.t.Fatalf("inject: %v", err)
 	}
@@ -126,7 +125,11 @@ func (r *rawPeer) barrier() {
 		if err != nil {
 			r.t.Fatalf("barrier: no PROBEACK %d: %v", id, err)
 		}
-		if typ, err := wire.Type(buf[:k]); err != nil || typ != wire.TypeProbeAck {
+		typ, err := wire.Type(buf[:k])
+		if err == nil && typ == wire.TypeHello {
+			r.heard(buf[:k])
+		}
+		if err != nil || typ != wire.TypeProbeAck {
 			continue
 		}
 		if got, _, err := wire.ParseProbeAck(buf[:k]); err == nil && got == id {
@@ -149,114 +152,116 @@ func drops(n *Node) dropCounters {
 }
 
 func TestForgedHelloDropped(t *testing.T) {
-	nw := forgedNet(t)
-	cn, cp := nw.Listen(), nw.Listen()
-	n := forgedNode(t, cn)
-	tap := &helloTap{PacketConn: cp, more: make(chan struct{}, 1)}
-	p := forgedNode(t, tap, cn.LocalAddr())
+	synctest.Test(t, func(t *testing.T) {
+		nw := forgedNet(t)
+		cn, cp := nw.Listen(), nw.Listen()
+		n := forgedNode(t, cn)
+		tap := &helloTap{PacketConn: cp, more: make(chan struct{}, 1)}
+		p := forgedNode(t, tap, cn.LocalAddr())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := n.WaitReachable(ctx, p.SID()); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.WaitReachable(ctx, n.SID()); err != nil {
-		t.Fatal(err)
-	}
-	// p's first hello got a COOKIE; its second echoed it and made p a
-	// neighbour of n; its third answered n's.
-	hellos := tap.waitHellos(t, 3)
-	first, latest := hellos[0], hellos[len(hellos)-1]
-	h1, err := wire.ParseHello(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2, err := wire.ParseHello(latest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h1.Seq >= h2.Seq {
-		t.Fatalf("hello seqs %d then %d do not grow", h1.Seq, h2.Seq)
-	}
-
-	attackerID := forgedID(t)
-	x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
-	defer x.c.Close()
-	x.barrier() // p's hellos are handled too: they were queued before
-	// The attacker receives at its address, so it can echo n's cookie
-	// and get its hellos as far as the signature check.
-	echo := askCookie(t, x.c, cn.LocalAddr(), attackerID)
-	before := n.Neighbours()
-	if len(before) != 1 || before[0].SID != p.SID() || before[0].Addr.String() != cp.LocalAddr().String() {
-		t.Fatalf("neighbours before the attack: %+v", before)
-	}
-	d0 := drops(n)
-
-	// p's SID with a newer Seq, but signed by the attacker.
-	forged := wire.AppendHello(nil, wire.Hello{SID: p.SID(), Epoch: h2.Epoch, Seq: h2.Seq + 1000, MTU: h2.MTU, Echo: echo}, attackerID)
-	// The attacker's own hello with one signature bit flipped.
-	flipped := wire.AppendHello(nil, wire.Hello{SID: attackerID.SID(), Seq: 2, MTU: 1500, Echo: echo}, attackerID)
-	flipped[len(flipped)-1] ^= 1
-	// A new SID nobody holds the key of.
-	var stranger identity.SID
-	stranger[0] = 0x42
-	unknown := wire.AppendHello(nil, wire.Hello{SID: stranger, Seq: 1, Echo: echo}, attackerID)
-
-	// A replay from another address does not echo a cookie for that
-	// address: it gets a COOKIE and nothing else.
-	steps := []struct {
-		name               string
-		frame              []byte
-		from               *memnet.Conn
-		bad, stale, cookie uint64
-	}{
-		{"forged signature from another address", forged, x.c, 1, 0, 0},
-		{"flipped signature bit", flipped, x.c, 1, 0, 0},
-		{"forged signature for an unknown SID", unknown, x.c, 1, 0, 0},
-		{"replay of the first hello from another address", first, x.c, 0, 0, 1},
-		{"replay of the latest hello from another address", latest, x.c, 0, 0, 1},
-		{"replay of the latest hello from the peer's own address", latest, cp, 0, 1, 0},
-		{"replay of the first hello (no echo) from the peer's own address", first, cp, 0, 0, 1},
-	}
-	for _, st := range steps {
-		b := drops(n)
-		if _, err := st.from.WriteTo(st.frame, cn.LocalAddr()); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := n.WaitReachable(ctx, p.SID()); err != nil {
 			t.Fatal(err)
 		}
+		if err := p.WaitReachable(ctx, n.SID()); err != nil {
+			t.Fatal(err)
+		}
+		// p's first hello got a COOKIE; its second echoed it and made p a
+		// neighbour of n; its third answered n's.
+		hellos := tap.waitHellos(t, 3)
+		first, latest := hellos[0], hellos[len(hellos)-1]
+		h1, err := wire.ParseHello(first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h2, err := wire.ParseHello(latest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h1.Seq >= h2.Seq {
+			t.Fatalf("hello seqs %d then %d do not grow", h1.Seq, h2.Seq)
+		}
+
+		attackerID := forgedID(t)
+		x := &rawPeer{t: t, c: nw.Listen(), to: cn.LocalAddr(), n: n}
+		defer x.c.Close()
+		x.barrier() // p's hellos are handled too: they were queued before
+		// The attacker receives at its address, so it can echo n's cookie
+		// and get its hellos as far as the signature check.
+		echo := askCookie(t, x.c, cn.LocalAddr(), attackerID)
+		before := n.Neighbours()
+		if len(before) != 1 || before[0].SID != p.SID() || before[0].Addr.String() != cp.LocalAddr().String() {
+			t.Fatalf("neighbours before the attack: %+v", before)
+		}
+		d0 := drops(n)
+
+		// p's SID with a newer Seq, but signed by the attacker.
+		forged := wire.AppendHello(nil, wire.Hello{SID: p.SID(), Epoch: h2.Epoch, Seq: h2.Seq + 1000, MTU: h2.MTU, Echo: echo}, attackerID)
+		// The attacker's own hello with one signature bit flipped.
+		flipped := wire.AppendHello(nil, wire.Hello{SID: attackerID.SID(), Seq: 2, MTU: 1500, Echo: echo}, attackerID)
+		flipped[len(flipped)-1] ^= 1
+		// A new SID nobody holds the key of.
+		var stranger identity.SID
+		stranger[0] = 0x42
+		unknown := wire.AppendHello(nil, wire.Hello{SID: stranger, Seq: 1, Echo: echo}, attackerID)
+
+		// A replay from another address does not echo a cookie for that
+		// address: it gets a COOKIE and nothing else.
+		steps := []struct {
+			name               string
+			frame              []byte
+			from               *memnet.Conn
+			bad, stale, cookie uint64
+		}{
+			{"forged signature from another address", forged, x.c, 1, 0, 0},
+			{"flipped signature bit", flipped, x.c, 1, 0, 0},
+			{"forged signature for an unknown SID", unknown, x.c, 1, 0, 0},
+			{"replay of the first hello from another address", first, x.c, 0, 0, 1},
+			{"replay of the latest hello from another address", latest, x.c, 0, 0, 1},
+			{"replay of the latest hello from the peer's own address", latest, cp, 0, 1, 0},
+			{"replay of the first hello (no echo) from the peer's own address", first, cp, 0, 0, 1},
+		}
+		for _, st := range steps {
+			b := drops(n)
+			if _, err := st.from.WriteTo(st.frame, cn.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			x.barrier()
+			a := drops(n)
+			if a.BadHello-b.BadHello != st.bad || a.StaleHello-b.StaleHello != st.stale || a.CookiesSent-b.CookiesSent != st.cookie {
+				t.Errorf("%s: BadHello +%d, StaleHello +%d, CookiesSent +%d; want +%d, +%d, +%d",
+					st.name, a.BadHello-b.BadHello, a.StaleHello-b.StaleHello, a.CookiesSent-b.CookiesSent, st.bad, st.stale, st.cookie)
+			}
+			after := n.Neighbours()
+			if len(after) != 1 || after[0].SID != p.SID() || after[0].Addr.String() != cp.LocalAddr().String() {
+				t.Fatalf("%s: neighbour table changed: %+v", st.name, after)
+			}
+		}
+		d1 := drops(n)
+		if d1.BadHello-d0.BadHello != 3 || d1.StaleHello-d0.StaleHello != 1 {
+			t.Errorf("in all: BadHello +%d, StaleHello +%d; want +3, +1", d1.BadHello-d0.BadHello, d1.StaleHello-d0.StaleHello)
+		}
+
+		// The attacker did not become a neighbour: its DATA is from nowhere.
+		x.send(append(wire.AppendData(nil, &wire.DataHeader{TTL: 1, Dst: n.SID(), Src: p.SID(), DstPort: 1}), "spoofed"...))
 		x.barrier()
-		a := drops(n)
-		if a.BadHello-b.BadHello != st.bad || a.StaleHello-b.StaleHello != st.stale || a.CookiesSent-b.CookiesSent != st.cookie {
-			t.Errorf("%s: BadHello +%d, StaleHello +%d, CookiesSent +%d; want +%d, +%d, +%d",
-				st.name, a.BadHello-b.BadHello, a.StaleHello-b.StaleHello, a.CookiesSent-b.CookiesSent, st.bad, st.stale, st.cookie)
+		if got := drops(n).UnknownSource - d1.UnknownSource; got != 1 {
+			t.Errorf("DATA from the attacker's address: UnknownSource +%d, want +1", got)
 		}
-		after := n.Neighbours()
-		if len(after) != 1 || after[0].SID != p.SID() || after[0].Addr.String() != cp.LocalAddr().String() {
-			t.Fatalf("%s: neighbour table changed: %+v", st.name, after)
+
+		// The real link still works, in both directions.
+		exchange(t, n, p, 9, "still here")
+
+		// Control: a hello the attacker signs for its own SID is accepted, so
+		// the frames above were rejected for what they are, not for the path.
+		x.send(wire.AppendHello(nil, wire.Hello{SID: attackerID.SID(), Seq: 3, MTU: 1500, Echo: echo}, attackerID))
+		x.barrier()
+		if got := n.Neighbours(); len(got) != 2 {
+			t.Fatalf("an honest hello from the attacker's address was not accepted: %+v", got)
 		}
-	}
-	d1 := drops(n)
-	if d1.BadHello-d0.BadHello != 3 || d1.StaleHello-d0.StaleHello != 1 {
-		t.Errorf("in all: BadHello +%d, StaleHello +%d; want +3, +1", d1.BadHello-d0.BadHello, d1.StaleHello-d0.StaleHello)
-	}
-
-	// The attacker did not become a neighbour: its DATA is from nowhere.
-	x.send(append(wire.AppendData(nil, &wire.DataHeader{TTL: 1, Dst: n.SID(), Src: p.SID(), DstPort: 1}), "spoofed"...))
-	x.barrier()
-	if got := drops(n).UnknownSource - d1.UnknownSource; got != 1 {
-		t.Errorf("DATA from the attacker's address: UnknownSource +%d, want +1", got)
-	}
-
-	// The real link still works, in both directions.
-	exchange(t, n, p, 9, "still here")
-
-	// Control: a hello the attacker signs for its own SID is accepted, so
-	// the frames above were rejected for what they are, not for the path.
-	x.send(wire.AppendHello(nil, wire.Hello{SID: attackerID.SID(), Seq: 3, MTU: 1500, Echo: echo}, attackerID))
-	x.barrier()
-	if got := n.Neighbours(); len(got) != 2 {
-		t.Fatalf("an honest hello from the attacker's address was not accepted: %+v", got)
-	}
-	t.Logf("node stats: %+v", n.Stats())
+		t.Logf("node stats: %+v", n.Stats())
+	})
 }
 
 func TestMalformedFramesCounted(t *testing.T) {

@@ -113,7 +113,10 @@ func newLink(n *Node, nb *neighbour) *link {
 		timer: stoppedTimer(),
 		done:  make(chan struct{}),
 		tx:    linkTx{ring: make([]txEntry, w), space: make(chan struct{})},
-		rx:    linkRx{seen: make([]uint64, (w+63)/64)},
+		rx: linkRx{seen: make([]uint64, (w+63)/64),
+			// Room for the authentication trailer too (sendLink).
+			loopAckBuf:  make([]byte, 0, wire.MaxAckLen+wire.AuthLen),
+			flushAckBuf: make([]byte, 0, wire.MaxAckLen+wire.AuthLen)},
 	}
 }
 

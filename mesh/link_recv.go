@@ -164,7 +164,7 @@ func (l *link) receiveData(bp *[]byte) {
 		l.mu.Unlock()
 		l.rx.loopAckBuf = wire.AppendAck(l.rx.loopAckBuf[:0], &l.rx.loopAck)
 		l.n.stats.ackOut.Add(uint64(len(l.rx.loopAckBuf)))
-		l.n.send(l.rx.loopAckBuf, l.nb.address())
+		l.n.sendLink(l.nb, l.rx.loopAckBuf, l.nb.address())
 	} else {
 		// The link goroutine sends it within ackDelay, with whatever
 		// else arrived meanwhile (or sooner, if it runs anyway).

@@ -96,7 +96,7 @@ func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error 
 		l.mu.Unlock()
 		return ErrNoRoute
 	}
-	if len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win {
+	if len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
 		l.tx.queue = append(l.tx.queue, bp)
 		l.mu.Unlock()
 		l.kick()
@@ -108,7 +108,7 @@ func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error 
 	l.mu.Unlock()
 	l.sendMu.Lock()
 	l.mu.Lock()
-	if l.dead || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win {
+	if l.dead || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
 		dead := l.dead
 		if !dead {
 			l.tx.queue = append(l.tx.queue, bp)
@@ -131,7 +131,7 @@ func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error 
 		l.armLocked(l.tx.nextTimer)
 	}
 	l.mu.Unlock()
-	err := l.n.send(*bp, l.nb.address())
+	err := l.n.sendLink(l.nb, *bp, l.nb.address())
 	l.sendMu.Unlock()
 	if err != nil && errors.Is(err, syscall.EMSGSIZE) {
 		l.nb.lowerMTU(len(*bp))
@@ -252,7 +252,10 @@ func (l *link) flush() {
 		out = append(out, b)
 		l.tx.sent++
 	}
-	for len(l.tx.ctlQueue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
+	// New frames wait until the link is keyed and the neighbour holds
+	// the keys (confirm kicks the link then).
+	ready := l.nb.ready()
+	for ready && len(l.tx.ctlQueue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
 		first(l.tx.ctlQueue[0])
 		l.tx.ctlQueue[0] = nil
 		l.tx.ctlQueue = l.tx.ctlQueue[1:]
@@ -260,7 +263,7 @@ func (l *link) flush() {
 	if len(l.tx.ctlQueue) == 0 {
 		l.tx.ctlQueue = l.tx.ctlQueue[:0:0]
 	}
-	for len(l.tx.queue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
+	for ready && len(l.tx.queue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
 		first(l.tx.queue[0])
 		l.tx.queue[0] = nil
 		l.tx.queue = l.tx.queue[1:]
@@ -298,13 +301,13 @@ func (l *link) flush() {
 	if sendAck {
 		l.rx.flushAckBuf = wire.AppendAck(l.rx.flushAckBuf[:0], &l.rx.flushAck)
 		l.n.stats.ackOut.Add(uint64(len(l.rx.flushAckBuf)))
-		l.n.send(l.rx.flushAckBuf, addr)
+		l.n.sendLink(l.nb, l.rx.flushAckBuf, addr)
 	}
 	if skip {
-		l.n.send(wire.AppendSkip(nil, epoch, base), addr)
+		l.n.sendLink(l.nb, wire.AppendSkip(make([]byte, 0, wire.SkipLen+wire.AuthLen), epoch, base), addr)
 	}
 	for _, b := range out {
-		if err := l.n.send(*b, addr); err != nil && errors.Is(err, syscall.EMSGSIZE) {
+		if err := l.n.sendLink(l.nb, *b, addr); err != nil && errors.Is(err, syscall.EMSGSIZE) {
 			l.nb.lowerMTU(len(*b))
 		}
 	}

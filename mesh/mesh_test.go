@@ -1,44 +1,28 @@
-package mesh
+package mesh_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/meshtest"
+	"github.com/servald/servald/mesh"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// udpPair starts two nodes on loopback UDP; a knows b as a peer.
-func udpPair(t *testing.T) (*Node, *Node) {
+// udpPair starts two nodes on loopback UDP. These tests run on the wall
+// clock: the neighbour timeout is the default 5 s, so that a busy machine
+// starving a node of CPU for a second does not drop the link under test.
+func udpPair(t *testing.T) (a, b *mesh.Node) {
 	t.Helper()
-	mk := func(peers []net.Addr) *Node {
-		id, err := identity.Generate(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := ListenUDP("127.0.0.1:0", false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := New(Config{Identity: id, Conn: c, Peers: peers, HelloInterval: 200 * time.Millisecond, NeighbourTimeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	b := mk(nil)
-	a := mk([]net.Addr{b.LocalAddr()})
-	reachBoth(t, a, b)
-	return a, b
+	return meshtest.UDPPair(t, meshtest.Timers(200*time.Millisecond, 5*time.Second))
 }
 
 func TestDatagramsOverUDP(t *testing.T) {
@@ -53,7 +37,7 @@ func TestDatagramsOverUDP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pb.Close()
-	if _, err := b.Bind(7); !errors.Is(err, ErrPortInUse) {
+	if _, err := b.Bind(7); !errors.Is(err, mesh.ErrPortInUse) {
 		t.Fatalf("second bind of port 7: %v", err)
 	}
 	const count = 5000
@@ -61,7 +45,7 @@ func TestDatagramsOverUDP(t *testing.T) {
 		msg := make([]byte, 1000)
 		for i := 0; i < count; i++ {
 			binary.BigEndian.PutUint32(msg, uint32(i))
-			if _, err := pa.WriteTo(msg, Addr{SID: b.SID(), Port: 7}); err != nil {
+			if _, err := pa.WriteTo(msg, mesh.Addr{SID: b.SID(), Port: 7}); err != nil {
 				t.Error(err)
 				return
 			}
@@ -77,7 +61,7 @@ func TestDatagramsOverUDP(t *testing.T) {
 		if got := binary.BigEndian.Uint32(buf); got != uint32(i) || k != 1000 {
 			t.Fatalf("datagram %d: got #%d of %d bytes", i, got, k)
 		}
-		if from.(Addr) != pa.LocalAddr().(Addr) {
+		if from.(mesh.Addr) != pa.LocalAddr().(mesh.Addr) {
 			t.Fatalf("from %v, want %v", from, pa.LocalAddr())
 		}
 	}
@@ -97,7 +81,7 @@ func TestMTUProbeOnLoopback(t *testing.T) {
 			msg := bytes.Repeat([]byte{7}, max)
 			pa, _ := a.Bind(0)
 			defer pa.Close()
-			if _, err := pa.WriteTo(msg, Addr{SID: b.SID(), Port: 9}); err != nil {
+			if _, err := pa.WriteTo(msg, mesh.Addr{SID: b.SID(), Port: 9}); err != nil {
 				t.Fatal(err)
 			}
 			buf := make([]byte, 70000)
@@ -106,7 +90,7 @@ func TestMTUProbeOnLoopback(t *testing.T) {
 			if err != nil || !bytes.Equal(buf[:k], msg) {
 				t.Fatalf("large datagram: %d bytes, %v", k, err)
 			}
-			if _, err := pa.WriteTo(make([]byte, max+1), Addr{SID: b.SID(), Port: 9}); !errors.Is(err, ErrTooLarge) {
+			if _, err := pa.WriteTo(make([]byte, max+1), mesh.Addr{SID: b.SID(), Port: 9}); !errors.Is(err, mesh.ErrTooLarge) {
 				t.Fatalf("oversized write: %v", err)
 			}
 			return
@@ -117,21 +101,12 @@ func TestMTUProbeOnLoopback(t *testing.T) {
 }
 
 func TestNoNeighbourHint(t *testing.T) {
-	id, _ := identity.Generate(nil)
-	c, err := ListenUDP("127.0.0.1:0", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := New(Config{Identity: id, Conn: c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := meshtest.UDPNode(t, nil, meshtest.Timers(time.Second, 5*time.Second)) // the default timers
 	other, _ := identity.Generate(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	err = n.WaitReachable(ctx, other.SID())
-	if !errors.Is(err, ErrNoRoute) || !bytes.Contains([]byte(err.Error()), []byte("--peer")) {
+	err := n.WaitReachable(ctx, other.SID())
+	if !errors.Is(err, mesh.ErrNoRoute) || !bytes.Contains([]byte(err.Error()), []byte("--peer")) {
 		t.Fatalf("err = %v, want ErrNoRoute with a --peer hint", err)
 	}
 }

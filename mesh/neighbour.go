@@ -2,10 +2,12 @@ package mesh
 
 // Neighbours: nodes heard directly. A neighbour exists once a HELLO signed
 // by its SID arrived from an address that echoed our cookie (admission.go);
-// its address is where its frames come from, so a node behind NAT is
-// reached at the address it was heard at.
+// its address is where its signed hellos and authenticated frames
+// (linkauth.go) come from, so a node behind NAT is reached at the address
+// it was heard at.
 
 import (
+	"crypto/ecdh"
 	"net"
 	"sort"
 	"sync"
@@ -20,8 +22,11 @@ import (
 // smallest is assumed to pass (IPv6's minimum MTU less headers).
 var probeSizes = []int{32768, 16384, 8972, 1472}
 
-// baseMTU is the frame size every link starts with.
-const baseMTU = 1232
+// baseMTU is the frame size every link starts with: 1232 bytes (IPv6's
+// minimum MTU less headers) less the authentication trailer. A link's MTU
+// counts the frame without that trailer, as do every MTU and payload size
+// above the link layer; probes and the probeSizes count whole datagrams.
+const baseMTU = 1232 - wire.AuthLen
 
 type neighbour struct {
 	n    *Node
@@ -40,6 +45,10 @@ type neighbour struct {
 	since    time.Time
 
 	peerCookie wire.Cookie // its cookie for our address, echoed in our hellos; guarded by mu
+
+	eph   *ecdh.PrivateKey         // our ephemeral key for this link (linkauth.go)
+	keys  atomic.Pointer[linkKeys] // nil until the neighbour's ephemeral is known; replaced with n.mu held
+	txCtr atomic.Uint64            // counter of the authenticated frames sent to it
 
 	verifyBucket *tokenBucket // signatures checked for it
 	originBucket *tokenBucket // new origins it introduces
@@ -71,10 +80,18 @@ func (n *Node) neighbourAt(addr net.Addr) *neighbour {
 }
 
 // sendHello sends one signed hello to addr with our cookie for it and the
-// echo of its cookie for us (zero if we have none).
-func (n *Node) sendHello(to net.Addr, toSID identity.SID, flags byte, echo wire.Cookie) {
-	h := wire.Hello{SID: n.sid, To: toSID, Epoch: n.epoch, Seq: n.helloSeq.Add(1), MTU: maxDatagram, Flags: flags,
+// echo of its cookie for us (zero if we have none). A hello to a
+// neighbour (nb not nil) carries our ephemeral key for the link and the
+// neighbour's one we hold.
+func (n *Node) sendHello(to net.Addr, nb *neighbour, flags byte, echo wire.Cookie) {
+	h := wire.Hello{SID: n.sid, Epoch: n.epoch, Seq: n.helloSeq.Add(1), MTU: maxDatagram, Flags: flags,
 		Cookie: n.cookies.make(to), Echo: echo}
+	if nb != nil {
+		h.To, h.Eph = nb.sid, ephPublic(nb.eph)
+		if k := nb.keys.Load(); k != nil {
+			h.PeerEph = k.peerEph
+		}
+	}
 	n.stats.controlOut.Add(wire.HelloLen)
 	n.send(wire.AppendHello(nil, h, n.id), to)
 }
@@ -88,8 +105,12 @@ const (
 	probeRounds     = 10
 )
 
-// probe sends one round of MTU probes to nb for the sizes above its MTU.
+// probe sends one round of MTU probes to nb for the sizes above its MTU,
+// once the link is keyed (see confirm).
 func (n *Node) probe(nb *neighbour) {
+	if !nb.ready() {
+		return
+	}
 	nb.mu.Lock()
 	if nb.probes >= probeRounds {
 		nb.mu.Unlock()
@@ -99,21 +120,23 @@ func (n *Node) probe(nb *neighbour) {
 	round := nb.probes
 	peerMTU, addr := nb.peerMTU, nb.addr
 	nb.mu.Unlock()
-	cur := int(nb.mtu.Load())
+	cur := int(nb.mtu.Load()) + wire.AuthLen
 	for i, size := range probeSizes {
 		if size <= cur || size > peerMTU || (round > fullProbeRounds && i < len(probeSizes)-1) {
 			continue
 		}
 		n.stats.controlOut.Add(uint64(size))
-		n.send(wire.AppendProbe(nil, uint32(size), size), addr)
+		n.sendLink(nb, wire.AppendProbe(make([]byte, 0, size), uint32(size), size-wire.AuthLen), addr)
 	}
 }
 
-// probeAcked raises the link MTU when a probe of that size got through.
+// probeAcked raises the link MTU when a probe of that size (the whole
+// datagram) got through.
 func (nb *neighbour) probeAcked(id uint32, size int) {
-	if int(id) != size || size > maxDatagram {
+	if int(id) != size || size > maxDatagram || size < baseMTU+wire.AuthLen {
 		return
 	}
+	size -= wire.AuthLen
 	for {
 		cur := nb.mtu.Load()
 		if int32(size) <= cur || nb.mtu.CompareAndSwap(cur, int32(size)) {
@@ -165,7 +188,7 @@ func (n *Node) helloRound() {
 	for _, a := range n.cfg.Broadcast {
 		if !sent[a.String()] {
 			sent[a.String()] = true
-			n.sendHello(a, identity.SID{}, wire.FlagBroadcast, wire.Cookie{})
+			n.sendHello(a, nil, wire.FlagBroadcast, wire.Cookie{})
 		}
 	}
 	for _, nb := range n.neighbours() {
@@ -174,14 +197,14 @@ func (n *Node) helloRound() {
 		nb.mu.Unlock()
 		if !sent[a.String()] {
 			sent[a.String()] = true
-			n.sendHello(a, nb.sid, 0, echo)
+			n.sendHello(a, nb, 0, echo)
 		}
 		n.probe(nb)
 	}
 	for _, a := range n.cfg.Peers {
 		if !sent[a.String()] {
 			sent[a.String()] = true
-			n.sendHello(a, identity.SID{}, 0, wire.Cookie{})
+			n.sendHello(a, nil, 0, wire.Cookie{})
 		}
 	}
 }
@@ -196,6 +219,9 @@ func (n *Node) expire() {
 			delete(n.bySID, sid)
 			if n.byAddr[nb.address().String()] == nb {
 				delete(n.byAddr, nb.address().String())
+			}
+			if k := nb.keys.Load(); k != nil && n.byKeyID[k.rxID] == nb {
+				delete(n.byKeyID, k.rxID)
 			}
 			gone = append(gone, nb)
 			n.router.neighbourDownUnderNodeMu(nb)
@@ -225,7 +251,7 @@ func (n *Node) neighbours() []*neighbour {
 type Neighbour struct {
 	SID       identity.SID
 	Addr      net.Addr
-	MTU       int           // largest frame known to pass the link
+	MTU       int           // largest frame known to pass the link, less the authentication trailer
 	SRTT      time.Duration // smoothed per-hop round trip
 	Loss      float64       // fraction of frames sent that needed resending, recent
 	Delivery  float64       // fraction of hellos that get through, both ways multiplied

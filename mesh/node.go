@@ -4,7 +4,10 @@ package mesh
 //
 // Packet path: the read loop takes each datagram off the socket and
 // dispatches it by frame type: HELLO and COOKIE to admission (admission.go;
-// a verified hello adds or refreshes a neighbour), DATA to the
+// a verified hello adds or refreshes a neighbour), a plain PROBE is
+// answered, and every other frame must be authenticated (linkauth.go:
+// MAC and replay check under the neighbour's link key, which also names
+// the neighbour) before it goes on by its type: DATA to the
 // sending neighbour's link (link_recv.go: it drops duplicates and hands the
 // frame on as it arrives, not held back behind a lost one, to deliver in
 // relay.go: a local port or the next hop's link), ACK and SKIP to that
@@ -202,7 +205,9 @@ type Node struct {
 	mu         sync.RWMutex
 	bySID      map[identity.SID]*neighbour // guarded by mu
 	byAddr     map[string]*neighbour       // guarded by mu
+	byKeyID    map[uint32]*neighbour       // by the key id of the frames it sends; guarded by mu
 	ports      map[uint16]*PacketConn      // guarded by mu
+	unbound    *PacketConn                 // guarded by mu; gets datagrams for unbound ports (SetUnbound)
 	nextPort   uint16                      // guarded by mu
 	changed    chan struct{}               // closed and replaced when neighbours or routes change; guarded by mu
 	router     *router
@@ -234,6 +239,7 @@ func New(cfg Config) (*Node, error) {
 		start:    time.Now(),
 		bySID:    map[identity.SID]*neighbour{},
 		byAddr:   map[string]*neighbour{},
+		byKeyID:  map[uint32]*neighbour{},
 		ports:    map[uint16]*PacketConn{},
 		nextPort: firstEphemeralPort,
 		changed:  make(chan struct{}),
@@ -340,57 +346,80 @@ func (n *Node) handle(bp *[]byte, from net.Addr) {
 		n.bufs.put(bp)
 		return
 	}
+	if typ&wire.FlagAuth != 0 {
+		size := len(b)
+		if nb := n.authenticate(bp, from); nb != nil {
+			n.handleLink(nb, bp, typ&^wire.FlagAuth, size)
+			return // handleLink owns bp
+		}
+		n.bufs.put(bp)
+		return
+	}
 	switch typ {
 	case wire.TypeHello:
 		n.handleHello(b, from)
 	case wire.TypeCookie:
 		n.handleCookie(b, from)
-	case wire.TypeData:
-		if nb := n.neighbourAt(from); nb != nil {
-			nb.heard()
-			nb.link.receiveData(bp)
-			return // receiveData owns bp
-		}
-		n.stats.unknownSource.Add(1)
-	case wire.TypeAck:
-		var a wire.Ack
-		if err := wire.ParseAck(b, &a); err != nil {
-			n.stats.malformed.Add(1)
-			break
-		}
-		if nb := n.neighbourAt(from); nb != nil {
-			nb.heard()
-			nb.link.receiveAck(&a)
-		} else {
-			n.stats.unknownSource.Add(1)
-		}
-	case wire.TypeSkip:
-		epoch, base, err := wire.ParseSkip(b)
-		if err != nil {
-			n.stats.malformed.Add(1)
-			break
-		}
-		if nb := n.neighbourAt(from); nb != nil {
-			nb.heard()
-			nb.link.receiveSkip(epoch, base)
-		}
 	case wire.TypeProbe:
 		id, size, err := wire.ParseProbe(b)
 		if err != nil {
 			n.stats.malformed.Add(1)
 			break
 		}
-		// Answered for anyone: the answer is smaller than the probe.
+		// A plain probe (a path test, no neighbour's) is answered for
+		// anyone, plainly: the answer is smaller than the probe, and no
+		// node takes a plain PROBEACK for a link's MTU.
 		n.send(wire.AppendProbeAck(nil, id, size), from)
+	case wire.TypeData, wire.TypeAck, wire.TypeSkip, wire.TypeProbeAck:
+		if n.neighbourAt(from) != nil {
+			n.stats.unauthenticated.Add(1)
+		} else {
+			n.stats.unknownSource.Add(1)
+		}
+	default:
+		n.stats.malformed.Add(1)
+	}
+	n.bufs.put(bp)
+}
+
+// handleLink dispatches an authenticated frame of nb (its trailer
+// stripped) by its type; size is the datagram's length. It owns bp.
+func (n *Node) handleLink(nb *neighbour, bp *[]byte, typ byte, size int) {
+	b := *bp
+	nb.heard()
+	switch typ {
+	case wire.TypeData:
+		nb.link.receiveData(bp)
+		return // receiveData owns bp
+	case wire.TypeAck:
+		var a wire.Ack
+		if err := wire.ParseAck(b, &a); err != nil {
+			n.stats.malformed.Add(1)
+			break
+		}
+		nb.link.receiveAck(&a)
+	case wire.TypeSkip:
+		epoch, base, err := wire.ParseSkip(b)
+		if err != nil {
+			n.stats.malformed.Add(1)
+			break
+		}
+		nb.link.receiveSkip(epoch, base)
+	case wire.TypeProbe:
+		id, _, err := wire.ParseProbe(b)
+		if err != nil {
+			n.stats.malformed.Add(1)
+			break
+		}
+		// The size answered is the whole datagram's, trailer included.
+		n.sendLink(nb, wire.AppendProbeAck(make([]byte, 0, 10+wire.AuthLen), id, size), nb.address())
 	case wire.TypeProbeAck:
 		id, size, err := wire.ParseProbeAck(b)
 		if err != nil {
 			n.stats.malformed.Add(1)
 			break
 		}
-		if nb := n.neighbourAt(from); nb != nil {
-			nb.probeAcked(id, size)
-		}
+		nb.probeAcked(id, size)
 	default:
 		n.stats.malformed.Add(1)
 	}

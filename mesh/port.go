@@ -29,8 +29,9 @@ const DefaultTTL = 32
 // firstEphemeralPort is where ports chosen by Bind(0) start.
 const firstEphemeralPort = 32768
 
-// MaxPayload is the largest MDP payload on any link.
-const MaxPayload = maxDatagram - wire.DataHeaderLen
+// MaxPayload is the largest MDP payload on any link: a datagram less the
+// DATA header and the authentication trailer.
+const MaxPayload = maxDatagram - wire.AuthLen - wire.DataHeaderLen
 
 type datagram struct {
 	src Addr
@@ -98,6 +99,9 @@ func (c *PacketConn) Close() error {
 		if c.n.ports[c.port] == c {
 			delete(c.n.ports, c.port)
 		}
+		if c.n.unbound == c {
+			c.n.unbound = nil
+		}
 		c.n.mu.Unlock()
 		close(c.done)
 		for {
@@ -148,6 +152,16 @@ func (c *PacketConn) FromNode(addr net.Addr, sid identity.SID) bool {
 	a, ok := addr.(Addr)
 	return ok && a.SID == sid
 }
+
+// NoProgress tells the node that a session with node sid saw nothing it
+// sent acknowledged for several round trips while a route existed (msp
+// calls it; see msp.Transport). If another neighbour, not marked, also
+// leads to sid, routing avoids the next hop in use towards sid for 30 s
+// (doubling, up to 16 min, when it fails again soon after the mark ends)
+// and moves the route; otherwise (sid is gone, or no other path exists, or
+// sid is the next hop itself) nothing changes. It reports whether the
+// route moved.
+func (c *PacketConn) NoProgress(sid identity.SID) bool { return c.n.router.noProgress(sid) }
 
 // pathError is the type of ErrNoRoute and ErrTooLarge. Its methods let
 // code that is generic over transports (package msp) tell the two apart

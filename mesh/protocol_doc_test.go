@@ -34,5 +34,7 @@ func TestProtocolDocConstants(t *testing.T) {
 		fmt.Sprintf("only if that one is at least %d%% cheaper", 100-400/hysteresisQuarters),
 		fmt.Sprintf("A full table goes to each neighbour every %d hello intervals", dumpEvery),
 		fmt.Sprintf("entries not refreshed for %d intervals expire", advertHold),
+		fmt.Sprintf("avoided for %d s, twice as long (up to %d min)", int(failHold.Seconds()), int(maxFailHold.Minutes())),
+		fmt.Sprintf("at most %d. They are local", maxFailMarks),
 	)
 }

@@ -6,7 +6,8 @@ package mesh
 // new DATA frame on in the order frames arrive, not necessarily in sequence
 // order; so does a local WriteTo addressed to this node. deliver parses the
 // header: a frame addressed to this node goes to the bound port's queue
-// (dropped when the port is unbound or its queue full), read by ReadFrom;
+// (for an unbound port, to the SetUnbound port's, if any; dropped when
+// there is none or the queue is full), read by ReadFrom;
 // any other has its TTL lowered and is queued on the link of the next hop
 // towards its destination (dropped when there is none, it is too large for
 // that path, or that link's queue is full: the read loop never waits).
@@ -25,9 +26,12 @@ func (n *Node) deliver(bp *[]byte) {
 	if h.Dst == n.sid {
 		n.mu.RLock()
 		c := n.ports[h.DstPort]
-		n.mu.RUnlock()
 		if c == nil {
 			n.stats.noPort.Add(1)
+			c = n.unbound
+		}
+		n.mu.RUnlock()
+		if c == nil {
 			n.bufs.put(bp)
 			return
 		}

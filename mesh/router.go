@@ -165,6 +165,13 @@ type router struct {
 	changed  bool                                    // a route appeared or moved; guarded by mu
 	requests []wire.SeqRequest                       // to send; guarded by mu
 	reqTo    map[*neighbour][]wire.SeqRequest        // requests forwarded to one neighbour; guarded by mu
+
+	// Next hops that did not carry traffic (avoid.go).
+	failing           map[failKey]*failMark // guarded by mu
+	failHold          time.Duration         // the first hold of a mark; guarded by mu
+	now               func() time.Time      // the clock of marks; guarded by mu (tests replace it)
+	failMarks         uint64                // marks made; guarded by mu
+	noProgressIgnored uint64                // reports that marked nothing; guarded by mu
 }
 
 func newRouter(n *Node) *router {
@@ -175,6 +182,10 @@ func newRouter(n *Node) *router {
 		quality: map[*neighbour]*linkQuality{},
 		sentSeq: map[*neighbour]map[identity.SID]uint64{},
 		reqTo:   map[*neighbour][]wire.SeqRequest{},
+
+		failing:  map[failKey]*failMark{},
+		failHold: failHold,
+		now:      time.Now,
 	}
 	r.originate(uint64(time.Now().UnixNano()))
 	return r
@@ -296,10 +307,15 @@ func (r *router) recomputeLocked(rt *route) {
 	unfeasM := uint32(math.MaxUint32) // cheapest entry we may not select
 	var keepAd *advert                // the current next hop's entry, grown unfeasible
 	var keepM uint32
+	now := r.now()
+	avoiding := r.avoidingLocked(rt, now)
 	for nb, ads := range r.adverts {
 		ad := ads[rt.origin]
-		if ad == nil || ad.metric == wire.MetricInfinity || ad.seq > rt.seq {
+		if !candidateLocked(rt, ad) {
 			continue
+		}
+		if avoiding && r.avoidedLocked(rt.origin, nb, now) {
+			continue // it did not carry traffic there (avoid.go)
 		}
 		m := min(uint32(ad.metric)+r.costLocked(nb), wire.MetricInfinity-1)
 		if nb == rt.via && rt.feasible(ad.seq, ad.metric) {
@@ -538,6 +554,13 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 	for _, q := range m.Requests {
 		r.handleRequestLocked(nb, q)
 	}
+	r.unlockAndNotify()
+}
+
+// unlockAndNotify releases r.mu, then asks for a triggered update and
+// wakes those waiting for a route change, as the changes made under the
+// lock need.
+func (r *router) unlockAndNotify() {
 	kick, changed := r.pending, r.changed
 	r.changed = false
 	r.mu.Unlock()
@@ -613,6 +636,7 @@ func (r *router) tick() {
 			}
 		}
 	}
+	r.expireMarksLocked(r.now())
 	for o, rt := range r.routes {
 		if rt.via == nil && !rt.lost.IsZero() && now.Sub(rt.lost) > retractedHold {
 			delete(r.routes, o)
@@ -623,15 +647,7 @@ func (r *router) tick() {
 	}
 	dump := r.ticks%dumpEvery == 0
 	sigs := r.ticks%(dumpEvery*sigEvery) == 0
-	kick, changed := r.pending, r.changed
-	r.changed = false
-	r.mu.Unlock()
-	if kick {
-		r.n.kickRouter()
-	}
-	if changed {
-		r.n.notifyChanged()
-	}
+	r.unlockAndNotify()
 	for _, nb := range nbs {
 		if dump {
 			r.sendTable(nb, sigs)

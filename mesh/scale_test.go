@@ -1,11 +1,53 @@
 package mesh
 
 import (
+	"math/rand/v2"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/servald/servald/internal/memnet"
 	"github.com/servald/servald/mesh/internal/wire"
 )
+
+// scaleChain starts count nodes in a line on a fresh network, each knowing
+// the next as a peer, with hello interval hello (and a neighbour timeout of
+// five of them), and waits until the first routes to the last.
+func scaleChain(t *testing.T, count int, hello time.Duration) []*Node {
+	t.Helper()
+	seed := rand.Int64()
+	t.Logf("memnet seed %d", seed)
+	nw := memnet.New(seed)
+	t.Cleanup(func() { nw.Close() })
+	conns := make([]*memnet.Conn, count)
+	for i := range conns {
+		conns[i] = nw.Listen()
+	}
+	nodes := make([]*Node, count)
+	for i := count - 1; i >= 0; i-- {
+		var peers []net.Addr
+		if i+1 < count {
+			peers = []net.Addr{conns[i+1].LocalAddr()}
+		}
+		nodes[i] = StartNode(t, Config{HelloInterval: hello, NeighbourTimeout: 5 * hello}, conns[i], peers)
+	}
+	waitReach(t, nodes[0], nodes[count-1])
+	return nodes
+}
+
+// waitReach waits until a routes to b.
+func waitReach(t *testing.T, a, b *Node) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); ; {
+		if _, ok := Reachable(a, b.SID()); ok {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s has no route to %s after 10 s", a.SID().Short(), b.SID().Short())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 // Fixes found by the scale benchmarks (scale_bench_test.go).
 
@@ -15,9 +57,8 @@ import (
 // the 1500 link ends of BenchmarkMesh500, pinned gigabytes. Held, it keeps a
 // copy of its own size.
 func TestHeldRoutingFrameKeepsOnlyItsBytes(t *testing.T) {
-	m := newMemMesh(t, 2, [][2]int{{0, 1}}, Config{HelloInterval: time.Minute, NeighbourTimeout: 2 * time.Minute})
-	a, b := m.nodes[0], m.nodes[1]
-	m.waitRoute(0, 1, 1, 1, 10*time.Second)
+	nodes := scaleChain(t, 2, time.Minute)
+	a, b := nodes[0], nodes[1]
 	a.mu.RLock()
 	l := a.bySID[b.SID()].link
 	a.mu.RUnlock()
@@ -56,9 +97,8 @@ func TestHeldRoutingFrameKeepsOnlyItsBytes(t *testing.T) {
 // signatures (every sigEvery*dumpEvery = 48 hello intervals) or the
 // origin's next sequence number (60).
 func TestLostSignatureAskedAgain(t *testing.T) {
-	m := newMemMesh(t, 3, [][2]int{{0, 1}, {1, 2}}, Config{HelloInterval: time.Second, NeighbourTimeout: 5 * time.Second})
-	a, b, o := m.nodes[0], m.nodes[1], m.nodes[2]
-	m.waitRoute(0, 2, 2, 1, 10*time.Second)
+	nodes := scaleChain(t, 3, time.Second)
+	a, b, o := nodes[0], nodes[1], nodes[2]
 	// A forgets O, as if the message with its signature had been lost.
 	a.mu.RLock()
 	nbB := a.bySID[b.SID()]
@@ -67,7 +107,7 @@ func TestLostSignatureAskedAgain(t *testing.T) {
 	delete(a.router.routes, o.SID())
 	delete(a.router.adverts[nbB], o.SID())
 	a.router.mu.Unlock()
-	if _, found := reachable(a, o.SID()); found {
+	if _, found := Reachable(a, o.SID()); found {
 		t.Fatal("A still routes to O")
 	}
 	// B's table without signatures, as its periodic ones are.
@@ -75,5 +115,5 @@ func TestLostSignatureAskedAgain(t *testing.T) {
 	nbA := b.bySID[a.SID()]
 	b.mu.RUnlock()
 	b.router.sendTable(nbA, false)
-	m.waitRoute(0, 2, 2, 1, 5*time.Second)
+	waitReach(t, a, o)
 }

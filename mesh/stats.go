@@ -27,6 +27,9 @@ type counters struct {
 	verifyLimited, badSigCached atomic.Uint64
 	newOriginLimited, routeCap  atomic.Uint64
 	implausibleRoute            atomic.Uint64
+
+	badMAC, unauthenticated atomic.Uint64
+	replayed, moved         atomic.Uint64
 }
 
 // Stats is a snapshot of a node's counters.
@@ -67,6 +70,12 @@ type Stats struct {
 	NewOriginLimited uint64 // route entries for new origins over a neighbour's rate: dropped
 	RouteCap         uint64 // route entries beyond MaxRoutes or MaxRoutesPerNeighbour: dropped
 	ImplausibleRoute uint64 // route entries cheaper than one hop for a non-neighbour: ignored
+
+	// Link authentication (docs/PROTOCOL.md, "Link keys").
+	BadMAC          uint64 // authenticated frames from a neighbour's address whose key id or MAC is wrong: dropped
+	Unauthenticated uint64 // DATA, ACK, SKIP and PROBEACK without a MAC from a neighbour's address: dropped
+	Replayed        uint64 // authenticated frames whose counter was seen before (or is too old): dropped
+	Moved           uint64 // neighbours moved to a new address by an authenticated frame from it
 }
 
 // Stats returns the node's counters.
@@ -94,5 +103,8 @@ func (n *Node) Stats() Stats {
 		VerifyLimited: c.verifyLimited.Load(), BadSigCached: c.badSigCached.Load(),
 		NewOriginLimited: c.newOriginLimited.Load(), RouteCap: c.routeCap.Load(),
 		ImplausibleRoute: c.implausibleRoute.Load(),
+
+		BadMAC: c.badMAC.Load(), Unauthenticated: c.unauthenticated.Load(),
+		Replayed: c.replayed.Load(), Moved: c.moved.Load(),
 	}
 }

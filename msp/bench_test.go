@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
 )
 
@@ -40,35 +40,9 @@ const (
 // both directions and waits until each can reach the other.
 func benchMemNodes(b *testing.B, cfg memnet.LinkConfig) (a, z *mesh.Node, nw *memnet.Network, ca, cz *memnet.Conn) {
 	b.Helper()
-	nw = memnet.New(1)
-	b.Cleanup(func() { nw.Close() })
-	nw.SetMTU(benchLossyMTU)
-	ca, cz = nw.Listen(), nw.Listen()
-	nw.SetLinkBoth(ca.LocalAddr(), cz.LocalAddr(), cfg)
-	mk := func(c net.PacketConn, peers []net.Addr) *mesh.Node {
-		id, err := identity.Generate(nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers,
-			HelloInterval: 200 * time.Millisecond, NeighbourTimeout: 3 * time.Second})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { n.Close() })
-		return n
-	}
-	z = mk(cz, []net.Addr{ca.LocalAddr()})
-	a = mk(ca, []net.Addr{cz.LocalAddr()})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.WaitReachable(ctx, z.SID()); err != nil {
-		b.Fatal(err)
-	}
-	if err := z.WaitReachable(ctx, a.SID()); err != nil {
-		b.Fatal(err)
-	}
-	return a, z, nw, ca, cz
+	m := meshtest.Pair(b, cfg, meshtest.Seed(1), meshtest.Timers(200*time.Millisecond, 3*time.Second),
+		meshtest.Network(func(nw *memnet.Network) { nw.SetMTU(benchLossyMTU) }))
+	return m.Nodes[0], m.Nodes[1], m.Net, m.Conns[0], m.Conns[1]
 }
 
 // benchSinkResult is what the receiving end of a transfer saw.

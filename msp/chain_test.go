@@ -7,13 +7,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
 )
 
@@ -21,52 +20,9 @@ import (
 // successor, every link with cfg. It returns when the first reaches the last.
 func memChain(t testing.TB, count int, cfg memnet.LinkConfig) []*mesh.Node {
 	t.Helper()
-	seed := rand.Int64()
-	t.Logf("memnet seed %d", seed)
-	nw := memnet.New(seed)
-	t.Cleanup(func() { nw.Close() })
-	nw.SetDefault(memnet.LinkConfig{Cut: true})
-	conns := make([]*memnet.Conn, count)
-	for i := range conns {
-		conns[i] = nw.Listen()
-	}
-	nodes := make([]*mesh.Node, count)
-	for i := count - 1; i >= 0; i-- {
-		var peers []net.Addr
-		if i+1 < count {
-			nw.SetLinkBoth(conns[i].LocalAddr(), conns[i+1].LocalAddr(), cfg)
-			peers = append(peers, conns[i+1].LocalAddr())
-		}
-		id, err := identity.Generate(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := mesh.New(mesh.Config{Identity: id, Conn: conns[i], Peers: peers,
-			HelloInterval: 100 * time.Millisecond, NeighbourTimeout: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		nodes[i] = n
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	last := nodes[count-1].SID()
-	for {
-		if err := nodes[0].WaitReachable(ctx, last); err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range nodes[0].Routes() {
-			if r.SID == last && r.Hops == count-1 {
-				return nodes
-			}
-		}
-		select {
-		case <-nodes[0].Changed():
-		case <-ctx.Done():
-			t.Fatalf("no %d-hop route: %v", count-1, nodes[0].Routes())
-		}
-	}
+	m := meshtest.New(t, count, meshtest.ChainEdges(count), cfg, meshtest.Timers(100*time.Millisecond, 2*time.Second))
+	meshtest.WaitRoute(t, m.Nodes[0], m.Nodes[count-1].SID(), count-1, nil, 20*time.Second)
+	return m.Nodes
 }
 
 // sendThrough writes size bytes from a to b's listener and checks them.
@@ -116,22 +72,24 @@ func sendThrough(t testing.TB, a, b *mesh.Node, size int) (time.Duration, Sessio
 // TestChainLossy: five nodes in a chain, 10% loss on every link: 16 MiB
 // arrives byte-exact.
 func TestChainLossy(t *testing.T) {
-	size := 16 << 20
-	if testing.Short() {
-		size = 2 << 20
-	}
-	nodes := memChain(t, 5, memnet.LinkConfig{Loss: 0.1, Delay: time.Millisecond})
-	d, st := sendThrough(t, nodes[0], nodes[4], size)
-	var perHop, relayed uint64
-	for _, n := range nodes {
-		perHop += n.Stats().Retransmits
-		relayed += n.Stats().Relayed
-	}
-	t.Logf("%d MiB over 4 hops at 10%% loss each in %v (%.1f MiB/s); per-hop retransmits %d, relayed frames %d; end to end lost %d packets, resent %d of %d bytes",
-		size>>20, d.Round(time.Millisecond), float64(size)/(1<<20)/d.Seconds(), perHop, relayed, st.PacketsLost, st.BytesRetransmitted, st.BytesSent)
-	if perHop == 0 || relayed == 0 {
-		t.Fatal("no per-hop retransmission or no relaying: the chain was not exercised")
-	}
+	onVirtualTime(t, func(t *testing.T) {
+		size := 16 << 20
+		if testing.Short() {
+			size = 2 << 20
+		}
+		nodes := memChain(t, 5, memnet.LinkConfig{Loss: 0.1, Delay: time.Millisecond})
+		d, st := sendThrough(t, nodes[0], nodes[4], size)
+		var perHop, relayed uint64
+		for _, n := range nodes {
+			perHop += n.Stats().Retransmits
+			relayed += n.Stats().Relayed
+		}
+		t.Logf("%d MiB over 4 hops at 10%% loss each in %v (%.1f MiB/s); per-hop retransmits %d, relayed frames %d; end to end lost %d packets, resent %d of %d bytes",
+			size>>20, d.Round(time.Millisecond), float64(size)/(1<<20)/d.Seconds(), perHop, relayed, st.PacketsLost, st.BytesRetransmitted, st.BytesSent)
+		if perHop == 0 || relayed == 0 {
+			t.Fatal("no per-hop retransmission or no relaying: the chain was not exercised")
+		}
+	})
 }
 
 // BenchmarkChainGoodput: a 4-hop chain with 5 ms delay per link, lossless

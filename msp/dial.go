@@ -50,6 +50,7 @@ func (d Dialer) Dial(ctx context.Context, tr Transport, peer identity.SID, port 
 	}
 	// Send the INIT until an answer comes, backing off to 1 s.
 	wait := 100 * time.Millisecond
+	sends := 0
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -83,9 +84,13 @@ func (d Dialer) Dial(ctx context.Context, tr Transport, peer identity.SID, port 
 			}
 			return s, nil
 		case <-t.C:
+			if sends > 0 && dialStalled(sends) && noProgress(tr, peer) {
+				wait = 100 * time.Millisecond // another path: try it at once
+			}
 			if _, err := tr.WriteTo(hs.Message(), remote); err != nil && !noRoute(err) {
 				return fail(fmt.Errorf("msp: dial %s: %w", peer, err))
 			}
+			sends++
 			t.Reset(wait)
 			wait = min(2*wait, time.Second)
 		case <-ctx.Done():

@@ -150,7 +150,7 @@ func (ep *endpoint) readLoop() {
 			p := ep.pending[idx]
 			ep.mu.Unlock()
 			if s == nil && p != nil {
-				ep.confirmPending(idx, p, pkt, plain[:0])
+				ep.confirmPending(idx, p, pkt, plain[:0], from)
 				continue
 			}
 			if s == nil {
@@ -166,6 +166,7 @@ func (ep *endpoint) readLoop() {
 				}
 				continue
 			}
+			s.heardFrom(from)
 			s.input(pt)
 		}
 	}
@@ -289,7 +290,7 @@ func (ep *endpoint) dropPendingLocked(idx uint32) {
 // confirmPending turns a pending handshake into a session when pkt is a
 // record under its keys (the initiator's confirmation, or anything after
 // it): only now do arq and smux start.
-func (ep *endpoint) confirmPending(idx uint32, p *pendingHS, pkt, plain []byte) {
+func (ep *endpoint) confirmPending(idx uint32, p *pendingHS, pkt, plain []byte, from net.Addr) {
 	pt, err := p.sec.Open(plain, pkt)
 	if err != nil {
 		ep.stats.authFailed.Add(1)
@@ -308,7 +309,13 @@ func (ep *endpoint) confirmPending(idx uint32, p *pendingHS, pkt, plain []byte) 
 		ep.log.Warn("msp: session confirmed while full; dropped", "peer", p.peer.Short())
 		return
 	}
-	s, err := newSession(ep, p.sec, p.from, false)
+	// Replies go where the confirmation came from, not where the INIT
+	// did: an INIT can be replayed from anywhere, a record only by the
+	// peer.
+	if !ep.tr.FromNode(from, p.peer) {
+		from = p.from
+	}
+	s, err := newSession(ep, p.sec, from, false)
 	if err != nil {
 		ep.mu.Unlock()
 		ep.log.Warn("msp: session", "err", err)

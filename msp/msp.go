@@ -32,6 +32,15 @@ import (
 // session on it is confirmed, a transport with a method PeerAuthenticated()
 // is told (the splitter then lifts the one-block window it gives an
 // unauthenticated peer).
+//
+// A transport that routes (an MDP port) may have a method
+// NoProgress(sid identity.SID) bool: a session calls it when nothing it
+// sent to sid was acknowledged for three probe timeouts in a row and at
+// least 300 ms, and a dial when four INITs (1.5 s) went unanswered, and
+// again after more of either. It returns whether the path to sid changed
+// (a mesh then avoids the next hop towards sid: a relay that drops is
+// routed around); if so, the session probes at once. Other transports
+// leave it out.
 type Transport interface {
 	ReadFrom(p []byte) (int, net.Addr, error)
 	WriteTo(p []byte, addr net.Addr) (int, error)

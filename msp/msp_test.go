@@ -14,33 +14,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/meshtest"
 	"github.com/servald/servald/mesh"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// udpNodes starts two mesh nodes on loopback UDP that know each other.
+// udpNodes starts two mesh nodes on loopback UDP; a knows b as a peer.
 func udpNodes(t testing.TB) (*mesh.Node, *mesh.Node) {
 	t.Helper()
-	mk := func(peers []net.Addr) *mesh.Node {
-		id, err := identity.Generate(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := mesh.ListenUDP("127.0.0.1:0", false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := mesh.New(mesh.Config{Identity: id, Conn: c, Peers: peers, HelloInterval: 200 * time.Millisecond, NeighbourTimeout: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	b := mk(nil)
-	a := mk([]net.Addr{b.LocalAddr()})
-	return a, b
+	return meshtest.UDPPair(t, meshtest.Timers(200*time.Millisecond, 2*time.Second))
 }
 
 // listenMesh listens on MDP port of node n.

@@ -29,7 +29,7 @@ import (
 type Session struct {
 	ep     *endpoint
 	sec    *seal.Session
-	remote net.Addr
+	remote atomic.Pointer[net.Addr] // where the peer's last authenticated record came from
 	peer   identity.SID
 	conn   *arq.Conn
 	mux    *smux.Session
@@ -64,12 +64,13 @@ func smuxConfig(cfg Config) *smux.Config {
 // newSession starts the arq connection and smux over it.
 func newSession(ep *endpoint, sec *seal.Session, remote net.Addr, client bool) (*Session, error) {
 	s := &Session{
-		ep: ep, sec: sec, remote: remote, peer: sec.Peer(), client: client,
+		ep: ep, sec: sec, peer: sec.Peer(), client: client,
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 
 		streamsClosed: make(chan struct{}, 1),
 	}
+	s.remote.Store(&remote)
 	mp := s.packetLimit()
 	s.maxPacket.Store(int64(mp))
 	conn, err := arq.New(arq.Config{
@@ -79,6 +80,7 @@ func newSession(ep *endpoint, sec *seal.Session, remote net.Addr, client bool) (
 		KeepAlive:   ep.cfg.KeepAlive,
 		IdleTimeout: ep.cfg.IdleTimeout,
 		Output:      s.output,
+		Stalled:     s.stalled,
 		Logger:      ep.log,
 	})
 	if err != nil {
@@ -114,7 +116,7 @@ func (s *Session) output(pkt []byte) error {
 		return err
 	}
 	s.sealBuf = b
-	if _, err := s.ep.tr.WriteTo(b, s.remote); err != nil {
+	if _, err := s.ep.tr.WriteTo(b, s.RemoteAddr()); err != nil {
 		s.ep.stats.writeErrors.Add(1)
 		if tooLarge(err) {
 			s.maxPacket.Store(0) // look again before the next packet
@@ -141,7 +143,7 @@ func (s *Session) confirm() error {
 	if err != nil {
 		return err
 	}
-	_, err = s.ep.tr.WriteTo(b, s.remote)
+	_, err = s.ep.tr.WriteTo(b, s.RemoteAddr())
 	return err
 }
 
@@ -183,7 +185,19 @@ func (s *Session) drainStreams() {
 func (s *Session) Peer() identity.SID { return s.peer }
 
 // RemoteAddr returns the peer's address on the transport.
-func (s *Session) RemoteAddr() net.Addr { return s.remote }
+func (s *Session) RemoteAddr() net.Addr { return *s.remote.Load() }
+
+// heardFrom moves the session's reply address to from, where a record
+// that authenticated under its keys came from (the peer rebound its port,
+// or roamed): an address moves only on an authenticated packet, and only
+// to one the transport says may be the peer's.
+func (s *Session) heardFrom(from net.Addr) {
+	if cur := s.RemoteAddr(); cur.String() == from.String() || !s.ep.tr.FromNode(from, s.peer) {
+		return
+	}
+	s.remote.Store(&from)
+	s.ep.log.Info("msp: peer moved", "peer", s.peer.Short(), "to", from)
+}
 
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -267,6 +281,7 @@ type SessionStats struct {
 	FlowViolations      uint64 // data beyond the advertised window: dropped
 	ReassemblyDrops     uint64 // data that would pass the reassembly bound: dropped
 	OutputErrors        uint64 // transport write errors (the packet counts as lost)
+	Stalls              uint64 // times nothing was acknowledged for several PTOs (told to the transport)
 
 	SRTT, RTTVar, MinRTT time.Duration // smoothed round-trip time, its variation, the least seen
 	ReorderWindow        time.Duration // how late a packet may arrive before it counts as lost
@@ -301,6 +316,7 @@ func sessionStats(a arq.Stats) SessionStats {
 		FlowViolations:      a.FlowViolations,
 		ReassemblyDrops:     a.ReassemblyDrops,
 		OutputErrors:        a.OutputErrors,
+		Stalls:              a.Stalls,
 		SRTT:                a.SRTT,
 		RTTVar:              a.RTTVar,
 		MinRTT:              a.MinRTT,
@@ -353,4 +369,4 @@ func (p *arqPipe) Write(b []byte) (int, error) {
 
 func (p *arqPipe) Close() error         { return p.c.Close() }
 func (p *arqPipe) LocalAddr() net.Addr  { return p.s.ep.tr.LocalAddr() }
-func (p *arqPipe) RemoteAddr() net.Addr { return p.s.remote }
+func (p *arqPipe) RemoteAddr() net.Addr { return p.s.RemoteAddr() }

@@ -52,37 +52,39 @@ func TestWriteErrorClasses(t *testing.T) {
 // An MDP port addresses a peer by (SID, port) and knows which node sent a
 // datagram; a stream transport reaches one node only and does not.
 func TestTransportAddressing(t *testing.T) {
-	a, b, _ := memNodes(t, memnet.LinkConfig{})
-	pc, err := a.Bind(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	var tr Transport = pc
-	if got, want := tr.PeerAddr(b.SID(), 5000), (mesh.Addr{SID: b.SID(), Port: 5000}); got != want {
-		t.Errorf("mesh PeerAddr = %v, want %v", got, want)
-	}
-	from := mesh.Addr{SID: b.SID(), Port: 40000}
-	if !tr.FromNode(from, b.SID()) || tr.FromNode(from, a.SID()) {
-		t.Errorf("mesh FromNode(%v): true for %s only expected", from, b.SID().Short())
-	}
-	if singleNode(tr) {
-		t.Error("an MDP port says it reaches a single node")
-	}
+	onVirtualTime(t, func(t *testing.T) {
+		a, b, _ := memNodes(t, memnet.LinkConfig{})
+		pc, err := a.Bind(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		var tr Transport = pc
+		if got, want := tr.PeerAddr(b.SID(), 5000), (mesh.Addr{SID: b.SID(), Port: 5000}); got != want {
+			t.Errorf("mesh PeerAddr = %v, want %v", got, want)
+		}
+		from := mesh.Addr{SID: b.SID(), Port: 40000}
+		if !tr.FromNode(from, b.SID()) || tr.FromNode(from, a.SID()) {
+			t.Errorf("mesh FromNode(%v): true for %s only expected", from, b.SID().Short())
+		}
+		if singleNode(tr) {
+			t.Error("an MDP port says it reaches a single node")
+		}
 
-	c1, c2 := net.Pipe()
-	defer c2.Close()
-	st := NewStreamTransport(c1)
-	defer st.Close()
-	if !singleNode(st) {
-		t.Error("a stream transport does not say it reaches a single node")
-	}
-	if !st.FromNode(st.PeerAddr(a.SID(), 1), b.SID()) {
-		t.Error("a stream transport rejects a sender it cannot know")
-	}
-	if got := st.PeerAddr(b.SID(), 5000).String(); got != c1.RemoteAddr().String() {
-		t.Errorf("stream PeerAddr = %s, want the connection's far end %s", got, c1.RemoteAddr())
-	}
+		c1, c2 := net.Pipe()
+		defer c2.Close()
+		st := NewStreamTransport(c1)
+		defer st.Close()
+		if !singleNode(st) {
+			t.Error("a stream transport does not say it reaches a single node")
+		}
+		if !st.FromNode(st.PeerAddr(a.SID(), 1), b.SID()) {
+			t.Error("a stream transport rejects a sender it cannot know")
+		}
+		if got := st.PeerAddr(b.SID(), 5000).String(); got != c1.RemoteAddr().String() {
+			t.Errorf("stream PeerAddr = %s, want the connection's far end %s", got, c1.RemoteAddr())
+		}
+	})
 }
 
 // faultyTransport is an MDP port whose first writes fail with werr (all of
@@ -163,27 +165,29 @@ func TestDialWriteErrors(t *testing.T) {
 // A listener drops an INIT that its transport says came from another node
 // than the one who signed it.
 func TestListenerSourceCheck(t *testing.T) {
-	a, b, _ := memNodes(t, memnet.LinkConfig{})
-	lpc, err := b.Bind(5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &faultyTransport{PacketConn: lpc, notFrom: true}
-	l := Listen(tr, b.Identity(), 5000, Config{})
-	defer l.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
-	defer cancel()
-	_, err = dialMesh(ctx, a, b.SID(), 5000, Config{})
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("dial = %v, want a timeout", err)
-	}
-	l.mu.Lock()
-	ep := l.eps[0]
-	l.mu.Unlock()
-	if tr.fromChecks.Load() == 0 || ep.stats.badInit.Load() == 0 {
-		t.Errorf("%d source checks, %d INITs dropped; want both > 0", tr.fromChecks.Load(), ep.stats.badInit.Load())
-	}
+	onVirtualTime(t, func(t *testing.T) {
+		a, b, _ := memNodes(t, memnet.LinkConfig{})
+		lpc, err := b.Bind(5000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &faultyTransport{PacketConn: lpc, notFrom: true}
+		l := Listen(tr, b.Identity(), 5000, Config{})
+		defer l.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		defer cancel()
+		_, err = dialMesh(ctx, a, b.SID(), 5000, Config{})
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("dial = %v, want a timeout", err)
+		}
+		l.mu.Lock()
+		ep := l.eps[0]
+		l.mu.Unlock()
+		if tr.fromChecks.Load() == 0 || ep.stats.badInit.Load() == 0 {
+			t.Errorf("%d source checks, %d INITs dropped; want both > 0", tr.fromChecks.Load(), ep.stats.badInit.Load())
+		}
+	})
 }
 
 // SessionStats carries every counter of arq's, by the same name.

@@ -56,6 +56,7 @@ type Listener struct {
 	hsOf     map[string]int    // handshakes under way by remote IP
 	sessOf   map[string]int    // sessions by remote IP
 	sessAddr map[uint64]string // a session's remote IP
+	recent   endedIDs          // the sessions that ended last
 	ended    Stats             // counters of the sessions that have ended
 
 	accepted, refused, joinsRefused, hsErrors atomic.Uint64
@@ -405,9 +406,16 @@ func (l *Listener) newSession(c net.Conn, h wire.Hello, remote string) bool {
 func (l *Listener) join(c net.Conn, h wire.Hello, remote string) bool {
 	l.mu.Lock()
 	s := l.sessions[h.Session]
+	ended := s == nil && (h.Session == 0 || l.recent.has(h.Session)) // a probe, or a lane racing its session's end
 	l.mu.Unlock()
 	var code uint8
 	switch {
+	case ended:
+		// Normal, not a warning.
+		l.reply(c, wire.Reply{Status: wire.StatusRefused, Code: wire.RefuseUnknownSession})
+		l.joinsRefused.Add(1)
+		l.log.Debug("splitter: refused a join: a probe, or its session has ended", "remote", remote)
+		return false
 	case s == nil:
 		code = wire.RefuseUnknownSession
 	case subtle.ConstantTimeCompare(s.token[:], h.Token[:]) != 1:
@@ -451,6 +459,7 @@ func (l *Listener) forget(s *Conn) {
 			delete(l.sessOf, host)
 		}
 		l.ended = l.ended.Add(st)
+		l.recent.add(s.id)
 	}
 	l.mu.Unlock()
 }

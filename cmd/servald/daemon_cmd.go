@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,18 +70,24 @@ func (o *startOptions) run(cmd *cobra.Command, g *globals) error {
 
 // runForeground runs the node and its control socket in this process.
 func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string) error {
-	lock, err := daemon.LockPidFile(dir)
+	lock, err := inst.LockInstance(dir)
 	if err != nil {
-		var re *daemon.RunningError
-		if errors.As(err, &re) {
-			return alreadyRunning(re.PID)
-		}
 		return err
 	}
-	node, err := inst.StartNode(dir, o.node.options(cmd.Flags(), g))
+	opts := o.node.options(cmd.Flags(), g)
+	node, err := inst.StartNode(dir, opts)
 	if err != nil {
 		lock.Close()
 		return err
+	}
+	probes, err := inst.ServeProbes(node, opts)
+	if err != nil {
+		node.Close()
+		lock.Close()
+		return err
+	}
+	if probes != nil {
+		defer probes.Close()
 	}
 	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger()})
 	if err != nil {
@@ -107,18 +112,11 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 	return err
 }
 
-func alreadyRunning(pid int) error {
-	if pid == 0 {
-		return errors.New("already running")
-	}
-	return fmt.Errorf("already running (pid %d)", pid)
-}
-
 // runDetached re-executes this program as a detached daemon and waits
 // until it serves, or reports why it did not.
 func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) error {
 	if pid, running := daemon.Probe(dir); running {
-		return alreadyRunning(pid)
+		return &inst.NodeRunningError{Dir: dir, PID: pid}
 	}
 	args, err := o.childArgs(cmd.Flags(), g, dir)
 	if err != nil {
@@ -142,7 +140,7 @@ func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) e
 // instance directory and paths made absolute.
 func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]string, error) {
 	// Check the options now, so that a mistake is a usage error here.
-	if err := o.node.options(fs, g).Check(); err != nil {
+	if err := o.node.options(fs, g).Check(dir); err != nil {
 		return nil, err
 	}
 	args := []string{"start", "--foreground", "--notify-fd", "3", "--instance", dir}
@@ -159,6 +157,12 @@ func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]s
 	}
 	if fs.Changed("broadcast") {
 		args = append(args, "--broadcast="+strings.Join(o.node.broadcast, ","))
+	}
+	for _, sid := range o.node.trust {
+		args = append(args, "--trust", sid)
+	}
+	if o.node.noEcho {
+		args = append(args, "--no-echo")
 	}
 	if fs.Changed("config") {
 		abs, err := filepath.Abs(o.node.config)

@@ -108,7 +108,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	if code == 0 {
 		t.Error("second start: exit 0")
 	}
-	oneLine(t, errOut, fmt.Sprintf("servald: already running (pid %d)", d.pid))
+	oneLine(t, errOut, fmt.Sprintf("servald: a node of instance %s already runs (pid %d): stop it, or run `servald start` once", inst, d.pid))
 
 	code, _, errOut = runOnce(t, nil, "stop", "--instance", inst)
 	if code != 0 {
@@ -173,7 +173,7 @@ func TestDaemonSharedByTunnels(t *testing.T) {
 		t.Fatalf("listener is %s at %s; daemon %s at %s", m[1], m[2], a.sid, a.udp)
 	}
 	// The port is the daemon's now: a second listener is refused.
-	code, _, errOut := runOnce(t, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--forward", echoPort, "5000")
+	code, _, errOut := runOnce(t, nil, "msp", "listen", "--instance", a.inst, "--forward", echoPort, "5000")
 	if code == 0 {
 		t.Error("second listener on port 5000: exit 0")
 	}
@@ -181,15 +181,15 @@ func TestDaemonSharedByTunnels(t *testing.T) {
 
 	// A second listener in daemon A with a service of its own: both share
 	// the daemon's discovery port.
-	lisWeb := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--service", "web", "--forward", echoPort, "5001")
+	lisWeb := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--service", "web", "--forward", echoPort, "5001")
 	lisWeb.waitLine(`listening as ` + a.sid + ` on MDP port 5001`)
 
 	// Tunnels 1 and 3 through daemon B (to each listener); tunnel 2 from
 	// an embedded node.
 	p1, p2, p3 := freePort(t), freePort(t), freePort(t)
-	c1 := start(t, nil, nil, "msp", "connect", "--instance", b.inst, "--udp", "127.0.0.1:0", "--forward", strconv.Itoa(p1), a.sid, "5000")
+	c1 := start(t, nil, nil, "msp", "connect", "--instance", b.inst, "--forward", strconv.Itoa(p1), a.sid, "5000")
 	c2 := start(t, nil, nil, "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", a.udp, "--forward", strconv.Itoa(p2), a.sid, "5000")
-	c3 := start(t, nil, nil, "msp", "connect", "--instance", b.inst, "--udp", "127.0.0.1:0", "--forward", strconv.Itoa(p3), "--service", "web")
+	c3 := start(t, nil, nil, "msp", "connect", "--instance", b.inst, "--forward", strconv.Itoa(p3), "--service", "web")
 	c1.waitLine("forwarding TCP")
 	c2.waitLine("forwarding TCP")
 	c3.waitLine("forwarding TCP .* to " + a.sid + " port 5001")
@@ -209,27 +209,27 @@ func TestDaemonSharedByTunnels(t *testing.T) {
 		t.Errorf("status of A:\n%s", out)
 	}
 	// id peers, route print, service find: answered by daemon B.
-	code, out, errOut = runOnce(t, nil, "id", "peers", "--instance", b.inst, "--udp", "127.0.0.1:0")
+	code, out, errOut = runOnce(t, nil, "id", "peers", "--instance", b.inst)
 	if code != 0 || !regexp.MustCompile(`(?m)^`+a.sid+` hops=1 via=`+a.sid[:8]+` metric=\d+$`).MatchString(out) {
 		t.Errorf("id peers in B: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	code, out, _ = runOnce(t, nil, "route", "print", "--instance", b.inst, "--udp", "127.0.0.1:0")
+	code, out, _ = runOnce(t, nil, "route", "print", "--instance", b.inst)
 	if code != 0 || !strings.HasPrefix(out, "DESTINATION") || !regexp.MustCompile(`(?m)^`+a.sid+` +`+a.sid[:8]+` +1 +\d+ +\d+$`).MatchString(out) {
 		t.Errorf("route print in B: exit %d:\n%s", code, out)
 	}
-	code, out, _ = runOnce(t, nil, "route", "print", "--dot", "--instance", b.inst, "--udp", "127.0.0.1:0")
+	code, out, _ = runOnce(t, nil, "route", "print", "--dot", "--instance", b.inst)
 	if code != 0 || !strings.HasPrefix(out, "digraph servald {") || !strings.Contains(out, fmt.Sprintf("%q -> %q", b.sid, a.sid)) {
 		t.Errorf("route print --dot in B: exit %d:\n%s", code, out)
 	}
-	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", b.inst, "--udp", "127.0.0.1:0", "echo")
+	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", b.inst, "echo")
 	if code != 0 || strings.TrimSpace(out) != a.sid+" echo.mdp.port=5000" {
 		t.Errorf("service find echo: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", b.inst, "--udp", "127.0.0.1:0")
+	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", b.inst)
 	if code != 0 || out != a.sid+" echo.mdp.port=5000\n"+a.sid+" web.mdp.port=5001\n" {
 		t.Errorf("service find (all): exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", b.inst, "--udp", "127.0.0.1:0", "--timeout", "300ms", "nosuch")
+	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", b.inst, "--timeout", "300ms", "nosuch")
 	if code != 1 || out != "" {
 		t.Errorf("service find nosuch: exit %d, stdout %q", code, out)
 	}
@@ -246,7 +246,7 @@ func TestDaemonSharedByTunnels(t *testing.T) {
 	lis.cmd.Process.Kill()
 	lis.wait(5 * time.Second)
 	eventually(t, 10*time.Second, func() string {
-		code, out, errOut := runOnce(t, nil, "service", "find", "--instance", b.inst, "--udp", "127.0.0.1:0")
+		code, out, errOut := runOnce(t, nil, "service", "find", "--instance", b.inst)
 		if code != 0 || out != a.sid+" web.mdp.port=5001\n" {
 			return fmt.Sprintf("service find after the echo listener was killed: exit %d, stdout %q, stderr %q", code, out, errOut)
 		}
@@ -293,7 +293,7 @@ func TestDaemonIdentityMismatch(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, instance(t))
 	other := instance(t)
-	if code, _, errOut := runOnce(t, nil, "keyring", "add", "--instance", other); code != 0 {
+	if code, _, errOut := runOnce(t, nil, "id", "self", "--instance", other); code != 0 {
 		t.Fatal(errOut)
 	}
 	b, err := os.ReadFile(filepath.Join(other, identity.KeyringFile))
@@ -303,7 +303,7 @@ func TestDaemonIdentityMismatch(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(d.inst, identity.KeyringFile), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, _, errOut := runOnce(t, nil, "msp", "listen", "--instance", d.inst, "--udp", "127.0.0.1:0", "5000")
+	code, _, errOut := runOnce(t, nil, "msp", "listen", "--instance", d.inst, "5000")
 	if code == 0 {
 		t.Fatal("exit 0")
 	}
@@ -325,10 +325,10 @@ func TestAllowShortSID(t *testing.T) {
 		}
 		return ""
 	})
-	lis := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", strings.ToLower(b.sid[:16]), "--forward", echoPort, "5000")
+	lis := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--allow", strings.ToLower(b.sid[:16]), "--forward", echoPort, "5000")
 	lis.waitLine("--allow " + strings.ToLower(b.sid[:16]) + " is " + b.sid + "$")
 	lis.waitLine("listening as")
-	code, out, errOut := runOnce(t, strings.NewReader("let in\n"), "msp", "connect", "--instance", b.inst, "--udp", "127.0.0.1:0", a.sid, "5000")
+	code, out, errOut := runOnce(t, strings.NewReader("let in\n"), "msp", "connect", "--instance", b.inst, a.sid, "5000")
 	if code != 0 || out != "let in\n" {
 		t.Errorf("B, allowed by prefix: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
@@ -338,7 +338,7 @@ func TestAllowShortSID(t *testing.T) {
 	}
 	oneLine(t, errOut, "refused")
 	// A prefix of no known node is refused at start, naming the known.
-	code, _, errOut = runOnce(t, nil, "msp", "listen", "--instance", a.inst, "--udp", "127.0.0.1:0", "--allow", "0000000000000000", "5001")
+	code, _, errOut = runOnce(t, nil, "msp", "listen", "--instance", a.inst, "--allow", "0000000000000000", "5001")
 	if code != 1 {
 		t.Errorf("--allow with an unknown prefix: exit %d", code)
 	}

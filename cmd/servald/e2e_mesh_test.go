@@ -173,7 +173,7 @@ func TestChainFiveProcesses(t *testing.T) {
 
 	// The tunnel: msp connect in node 1's instance goes through its daemon.
 	port := freePort(t)
-	c := start(t, nil, nil, "msp", "connect", "--instance", n1.inst, "--udp", "127.0.0.1:0", "--timeout", "30s", "--forward", strconv.Itoa(port), n5.sid, "5000")
+	c := start(t, nil, nil, "msp", "connect", "--instance", n1.inst, "--timeout", "30s", "--forward", strconv.Itoa(port), n5.sid, "5000")
 	c.waitLine("forwarding TCP .* to " + n5.sid + " port 5000")
 	t0 := time.Now()
 	if err := sendHashed(fmt.Sprintf("127.0.0.1:%d", port), size, 5*time.Minute); err != nil {
@@ -194,7 +194,7 @@ func TestChainFiveProcesses(t *testing.T) {
 		t.Errorf("route print on node 1 lists %d nodes, want 4:\n%s", len(table), out)
 	}
 	// id peers on node 1: the four others, nearest first.
-	code, out, errOut := runOnce(t, nil, "id", "peers", "--instance", n1.inst, "--udp", "127.0.0.1:0")
+	code, out, errOut := runOnce(t, nil, "id", "peers", "--instance", n1.inst)
 	want := ""
 	for i := 1; i < 5; i++ {
 		want += fmt.Sprintf(`%s hops=%d via=%s metric=\d+\n`, sids[i], i, n2.sid[:8])
@@ -204,19 +204,19 @@ func TestChainFiveProcesses(t *testing.T) {
 	}
 
 	// service find ssh on node 1 finds node 5's listener, 4 hops away.
-	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", n1.inst, "--udp", "127.0.0.1:0", "ssh")
+	code, out, errOut = runOnce(t, nil, "service", "find", "--instance", n1.inst, "ssh")
 	if code != 0 || out != n5.sid+" ssh.mdp.port=5000\n" {
 		t.Errorf("service find ssh on node 1: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	// msp connect --service=ssh reaches it (stdio: the hash comes back).
 	msg := "reached by service name\n"
 	sum := sha256.Sum256([]byte(msg))
-	code, out, errOut = runOnce(t, strings.NewReader(msg), "msp", "connect", "--instance", n1.inst, "--udp", "127.0.0.1:0", "--service=ssh")
+	code, out, errOut = runOnce(t, strings.NewReader(msg), "msp", "connect", "--instance", n1.inst, "--service=ssh")
 	if code != 0 || out != string(sum[:]) || !strings.Contains(errOut, "service ssh is at "+n5.sid+" port 5000") {
 		t.Errorf("msp connect --service=ssh: exit %d, stdout %x, stderr %q", code, out, errOut)
 	}
 	// A short SID of node 5 works where a SID is typed.
-	code, out, errOut = runOnce(t, strings.NewReader(msg), "msp", "connect", "--instance", n1.inst, "--udp", "127.0.0.1:0", strings.ToLower(n5.sid[:10]), "5000")
+	code, out, errOut = runOnce(t, strings.NewReader(msg), "msp", "connect", "--instance", n1.inst, strings.ToLower(n5.sid[:10]), "5000")
 	if code != 0 || out != string(sum[:]) {
 		t.Errorf("msp connect %s 5000: exit %d, stdout %x, stderr %q", n5.sid[:10], code, out, errOut)
 	}
@@ -227,18 +227,28 @@ func TestChainFiveProcesses(t *testing.T) {
 			unknown = "FEDCBA9876543210"
 		}
 	}
-	code, out, errOut = runOnce(t, nil, "msp", "connect", "--instance", n1.inst, "--udp", "127.0.0.1:0", "--timeout", "1s", unknown[:8], "5000")
+	code, out, errOut = runOnce(t, nil, "msp", "connect", "--instance", n1.inst, "--timeout", "1s", unknown[:8], "5000")
 	if code != 1 || out != "" {
 		t.Errorf("unknown prefix: exit %d, stdout %q", code, out)
 	}
 	oneLine(t, errOut, "unknown SID prefix "+unknown[:8])
-	for _, s := range sids {
+	for _, s := range sids[1:] {
 		if !strings.Contains(errOut, s) {
 			t.Errorf("unknown-prefix error does not list %s: %q", s, errOut)
 		}
 	}
+	if strings.Contains(errOut, n1.sid) {
+		t.Errorf("unknown-prefix error lists the node itself: %q", errOut)
+	}
+	// 16 digits wait for the node until --timeout: the error names no
+	// (all-zero) SID as unreachable.
+	code, _, errOut = runOnce(t, nil, "msp", "connect", "--instance", n1.inst, "--timeout", "1s", unknown, "5000")
+	if code != 1 || strings.Contains(errOut, strings.Repeat("0", 64)) || strings.Contains(errOut, n1.sid) {
+		t.Errorf("unknown 16-digit prefix: exit %d, %q", code, errOut)
+	}
+	oneLine(t, errOut, "unknown SID prefix "+unknown)
 	// A service nobody offers: a clear error within --timeout.
-	code, out, errOut = runOnce(t, nil, "msp", "connect", "--instance", n1.inst, "--udp", "127.0.0.1:0", "--timeout", "1s", "--service=nosuch")
+	code, out, errOut = runOnce(t, nil, "msp", "connect", "--instance", n1.inst, "--timeout", "1s", "--service=nosuch")
 	if code != 1 || out != "" {
 		t.Errorf("--service=nosuch: exit %d, stdout %q", code, out)
 	}
@@ -266,7 +276,7 @@ func TestDiamondKillRelay(t *testing.T) {
 	b := startForeground(t, "--peer", d.udp)
 	a := startDaemon(t, instance(t), "--peer", b.udp)
 	port := freePort(t)
-	conn := start(t, nil, nil, "msp", "connect", "--instance", a.inst, "--udp", "127.0.0.1:0", "--timeout", "30s", "--forward", strconv.Itoa(port), d.sid, "5000")
+	conn := start(t, nil, nil, "msp", "connect", "--instance", a.inst, "--timeout", "30s", "--forward", strconv.Itoa(port), d.sid, "5000")
 	conn.waitLine("forwarding TCP")
 	// C comes up once A reaches D through B, so that the route starts
 	// there (a route moves only to a clearly cheaper one).

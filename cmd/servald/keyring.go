@@ -10,30 +10,8 @@ import (
 )
 
 func newKeyringCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "keyring", Short: "Manage the identities in this instance's keyring"}
+	cmd := &cobra.Command{Use: "keyring", Short: "Show the identities in this instance's keyring"}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "add",
-		Short: "Add a new identity to the keyring (creating the keyring if needed)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := g.instanceDir()
-			if err != nil {
-				return err
-			}
-			k, created, err := inst.OpenKeyring(dir)
-			if err != nil {
-				return err
-			}
-			id := k.Primary()
-			if !created {
-				if id, err = k.Add(nil); err != nil {
-					return err
-				}
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), id.SID())
-			return nil
-		},
-	}, &cobra.Command{
 		Use:   "list",
 		Short: "List the SIDs in the keyring, the node's own first",
 		Args:  cobra.NoArgs,
@@ -42,7 +20,7 @@ func newKeyringCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			k, err := identity.OpenKeyring(inst.KeyringPath(dir))
+			k, err := inst.ReadKeyring(dir)
 			if err != nil {
 				return err
 			}

@@ -23,7 +23,7 @@ type meshCmdOptions struct {
 
 func (o *meshCmdOptions) addFlags(cmd *cobra.Command) {
 	o.node.addFlags(cmd.Flags())
-	cmd.Flags().DurationVar(&o.wait, "wait", 3*time.Second, "without a daemon: longest time the node started for this command listens for neighbours and routes")
+	cmd.Flags().DurationVar(&o.wait, "wait", 3*time.Second, "without a daemon: longest time the node started for this command listens for neighbours and routes (it stops sooner once they have not changed for two hello intervals, 2s)")
 }
 
 // open reaches the mesh: through the daemon, which knows its neighbours
@@ -67,7 +67,7 @@ the node options and listens for at most --wait.`,
 				fmt.Fprintf(out, "%s hops=%d via=%s metric=%d\n", r.SID, r.Hops, r.NextHop.Short(), r.Metric)
 			}
 			if len(routes) == 0 {
-				noRoutesHint(g.stderr)
+				noRoutesHint(g.stderr, a)
 			}
 			return nil
 		},
@@ -91,8 +91,8 @@ func (o *meshCmdOptions) routes(cmd *cobra.Command, g *globals) (inst.Mesh, []me
 	return a, routes, nil
 }
 
-func noRoutesHint(w io.Writer) {
-	fmt.Fprintln(w, "servald: no node reachable (no neighbours: add --peer HOST:PORT, or --broadcast on a LAN)")
+func noRoutesHint(w io.Writer, m inst.Mesh) {
+	fmt.Fprintln(w, "servald: "+inst.NoNodeHint(m))
 }
 
 // withSubcommands adds subs to cmd and returns it.
@@ -144,7 +144,7 @@ the node options and listens for at most --wait.`,
 			}
 			tw.Flush()
 			if len(routes) == 0 {
-				noRoutesHint(g.stderr)
+				noRoutesHint(g.stderr, a)
 			}
 			return nil
 		},

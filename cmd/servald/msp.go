@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -39,16 +39,14 @@ func parsePort(s string) (uint16, error) {
 	return uint16(p), nil
 }
 
-// listenTCP listens on the local TCP address of connect --forward.
-func listenTCP(target string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", target)
-	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("TCP port %s is in use", target)
-		}
-		return nil, fmt.Errorf("listen on TCP %s: %w", target, err)
+// parseListenPort parses the MDP port of msp listen: not the node's
+// discovery port.
+func parseListenPort(s string) (uint16, error) {
+	p, err := parsePort(s)
+	if err == nil && p == discovery.Port {
+		return 0, usagef("MDP port %d is the node's service discovery port: choose another", p)
 	}
-	return ln, nil
+	return p, err
 }
 
 func parseTarget(s string) (string, error) {
@@ -59,13 +57,16 @@ func parseTarget(s string) (string, error) {
 	return t, nil
 }
 
-// tunnelFlags are --once and --forward, alike on every listen and connect.
+// tunnelFlags are --once, --forward and --idle-timeout, alike on every
+// listen and connect.
 type tunnelFlags struct {
-	once    bool
-	forward string
+	once        bool
+	forward     string
+	idleTimeout time.Duration
 }
 
 func (f *tunnelFlags) addFlags(fs *pflag.FlagSet, connect bool) {
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", forward.DefaultIdleTimeout, "with --forward, close a connection on which no byte moved either way for this long (0: never)")
 	if connect {
 		fs.BoolVar(&f.once, "once", false, "handle one TCP connection, then exit when it closes")
 		fs.StringVar(&f.forward, "forward", "", "listen on this local TCP [HOST:]PORT (default host 127.0.0.1) and tunnel each connection; without it, use stdin/stdout")
@@ -77,16 +78,34 @@ func (f *tunnelFlags) addFlags(fs *pflag.FlagSet, connect bool) {
 
 // forwardTarget is the --forward address, "" without --forward.
 func (f *tunnelFlags) forwardTarget() (string, error) {
+	if err := f.checkIdle(); err != nil {
+		return "", err
+	}
 	if f.forward == "" {
 		return "", nil
 	}
 	return parseTarget(f.forward)
 }
 
+// checkIdle refuses a negative --idle-timeout.
+func (f *tunnelFlags) checkIdle() error {
+	if f.idleTimeout < 0 {
+		return usagef("--idle-timeout must not be negative")
+	}
+	return nil
+}
+
+// forwarder serves --forward with --once and --idle-timeout.
+func (f *tunnelFlags) forwarder(log *slog.Logger) *forward.Forwarder {
+	return &forward.Forwarder{Once: f.once, IdleTimeout: f.idleTimeout, Logger: log}
+}
+
 type listenOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
+	socks   bool
+	to      []string
 	service string
 	allow   []string
 }
@@ -94,8 +113,8 @@ type listenOptions struct {
 func newListenCmd(g *globals) *cobra.Command {
 	o := &listenOptions{}
 	cmd := &cobra.Command{
-		Use:   "listen [--once] [--forward=[HOST:]TCPPORT] [--service=NAME] [--allow=SID]... [--split=[HOST:]PORT [--fec=D:P]] MDPPORT",
-		Short: "Accept MSP connections on MDPPORT; forward each to a TCP port, or stdin/stdout",
+		Use:   "listen [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks --to=RULE...] [--service=NAME] [--allow=SID]... [--split=[HOST:]PORT [--fec=D:P]] MDPPORT",
+		Short: "Accept MSP connections on MDPPORT; forward each to a TCP port, a Unix socket, the destination a SOCKS client names, or stdin/stdout",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd, g, args)
@@ -103,6 +122,9 @@ func newListenCmd(g *globals) *cobra.Command {
 	}
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, false)
+	fs.Lookup("forward").Usage += "; unix:PATH: a Unix socket"
+	fs.BoolVar(&o.socks, "socks", false, "be a SOCKS5 exit (for msp connect --socks): connect each stream to the destination it names, if --to allows it")
+	fs.StringArrayVar(&o.to, "to", nil, "with --socks: allow destinations CIDR|HOST[:PORT|:LOW-HIGH] (repeatable; * for all)")
 	fs.StringVar(&o.service, "service", "", "answer service discovery for NAME")
 	fs.StringArrayVar(&o.allow, "allow", nil, "only this SID may connect (repeatable)")
 	o.split.addFlags(fs, false)
@@ -111,11 +133,14 @@ func newListenCmd(g *globals) *cobra.Command {
 }
 
 func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error {
-	port, err := parsePort(args[0])
+	port, err := parseListenPort(args[0])
 	if err != nil {
 		return err
 	}
-	target, err := o.forwardTarget()
+	if err := o.checkIdle(); err != nil {
+		return err
+	}
+	ends, err := inst.EndFlags{Once: o.once, Forward: o.forward, SocksExit: o.socks, To: o.to, Logger: g.logger()}.ListenEnd(len(o.allow) > 0)
 	if err != nil {
 		return err
 	}
@@ -166,8 +191,8 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		}
 		defer ad.Close()
 	}
-	o.printListening(cmd, g, node, port, target, splitLn)
-	return o.serve(cmd, g, lis, target)
+	o.printListening(cmd, g, node, port, ends.ConnectFlag(), splitLn)
+	return o.serve(cmd, g, lis, ends)
 }
 
 // allowed resolves --allow: nil (everyone) without it. A short SID stands
@@ -192,15 +217,11 @@ func (o *listenOptions) allowed(ctx context.Context, g *globals, node inst.Mesh,
 }
 
 // printListening tells where the listener is and how to connect to it.
-func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst.Mesh, port uint16, target string, splitLn *splitter.Listener) {
-	fwd := ""
-	if target != "" {
-		_, p, _ := net.SplitHostPort(target)
-		fwd = "--forward=" + p + " "
-	}
+func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst.Mesh, port uint16, fwd string, splitLn *splitter.Listener) {
 	sid := node.Identity().SID()
 	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
-	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect %s%s %d\n", fwd, sid, port)
+	peer := hintAddr(node.UDPAddr())
+	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect --udp :0 --peer %s %s%s %d\n", peer, fwd, sid, port)
 	if splitLn != nil {
 		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", splitLn.Addr(), o.split.fec)
 		fmt.Fprintf(g.stderr, "servald: or over split transport: servald msp connect --split=%s%s %s%s %d\n",
@@ -208,12 +229,14 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 	}
 }
 
-// serve forwards each stream to the --forward target, or joins one to
-// stdin/stdout, then shuts the listener down gracefully.
-func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, target string) error {
+// serve forwards each stream to the --forward target or the SOCKS
+// destination it names, or joins one to stdin/stdout, then shuts the
+// listener down gracefully.
+func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, ends inst.ListenEnd) error {
 	ctx := cmd.Context()
-	if target != "" {
-		err := forward.ServeStreams(ctx, lis.AcceptContext, target, o.once, nil, g.logger())
+	if !ends.Stdio() {
+		ends.Forwarder = o.forwarder(g.logger())
+		err := ends.Serve(ctx, lis.AcceptContext)
 		if errors.Is(err, context.Canceled) {
 			return nil // stopped by a signal
 		}
@@ -239,6 +262,15 @@ func shutdown(f func(context.Context) error) error {
 	return f(ctx)
 }
 
+// connectStreams is the MaxStreams of connect's sessions, and so the
+// connections connect --forward holds at once. It is kept below the
+// listener's MaxStreams (128 by default, and at most): a stream that
+// connect evicts is only half-closed at the listener until its target
+// answers the EOF, and meanwhile still counts there; the difference is
+// room for such streams, so that the stream that replaces one is not
+// refused.
+const connectStreams = 112
+
 // allowWait bounds how long `msp listen` waits for the mesh to learn a
 // node named by a short SID in --allow.
 const allowWait = 5 * time.Second
@@ -247,21 +279,24 @@ type connectOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
-	service    string
-	serviceSID string
-	timeout    time.Duration
+	socks, socksAuth string
+	service          string
+	serviceSID       string
+	timeout          time.Duration
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
 	o := &connectOptions{}
 	cmd := &cobra.Command{
-		Use:   "connect [--once] [--forward=[HOST:]TCPPORT] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | --service=NAME)",
-		Short: "Connect to an MSP listener; serve a local TCP port through it, or stdin/stdout",
+		Use:   "connect [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks=[HOST:]PORT [--socks-auth=FILE]] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | --service=NAME)",
+		Short: "Connect to an MSP listener; serve a local TCP port, Unix socket or SOCKS5 port through it, or stdin/stdout",
 		Long: `Connect to the MSP listener at SID MDPPORT, or, with --service=NAME, to the
 nearest node that answers service discovery for NAME (at the MDP port it
 names). SID may be shortened to a unique prefix of at least 8 hex digits of
-a node the mesh knows. With --forward, listen on a local TCP port and tunnel
-each connection; without it, tunnel stdin/stdout over one connection.`,
+a node the mesh knows. With --forward, listen on a local TCP port (or Unix
+socket, mode 0600) and tunnel each connection; with --socks, run a SOCKS5
+server for a listener started with --socks; without either, tunnel
+stdin/stdout over one connection.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if o.service != "" {
 				if len(args) != 0 {
@@ -277,6 +312,9 @@ each connection; without it, tunnel stdin/stdout over one connection.`,
 	}
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, true)
+	fs.Lookup("forward").Usage += "; unix:PATH: a Unix socket (0600, removed on exit)"
+	fs.StringVar(&o.socks, "socks", "", "run a SOCKS5 server on local TCP [HOST:]PORT (default host 127.0.0.1) for the exit at SID MDPPORT (msp listen --socks), which resolves names")
+	fs.StringVar(&o.socksAuth, "socks-auth", "", "with --socks: require a username and password (RFC 1929) from FILE, one user:password a line")
 	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT); the same node on every redial while it offers it")
 	fs.StringVar(&o.serviceSID, "service-sid", "", "with --service: take it only from this node (full SID or a prefix of 16+ hex digits)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
@@ -324,13 +362,16 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	if err != nil {
 		return err
 	}
-	target, err := o.forwardTarget()
+	if err := o.checkIdle(); err != nil {
+		return err
+	}
+	ends, err := inst.EndFlags{Once: o.once, Forward: o.forward, Socks: o.socks, SocksAuth: o.socksAuth, Logger: g.logger()}.ConnectEnd()
 	if err != nil {
 		return err
 	}
 	var ln net.Listener
-	if target != "" {
-		if ln, err = listenTCP(target); err != nil {
+	if ends.Addr.Addr != "" {
+		if ln, err = ends.Addr.Listen(ctx); err != nil {
 			return err
 		}
 		defer ln.Close()
@@ -356,11 +397,15 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		return shutdown(sess.Shutdown)
 	}
 	sid, port := rd.Target()
-	fmt.Fprintf(g.stderr, "servald: forwarding TCP %s to %s port %d\n", ln.Addr(), sid, port)
+	fmt.Fprintf(g.stderr, "servald: %s to %s port %d\n", ends.Describe(ln), sid, port)
 	// A session that ended (the peer restarted, say) is dialled again for
 	// the next connection (with --service, to the nearest node offering it
 	// then).
-	err = forward.Serve(ctx, ln, rd.OpenStream, o.once, g.logger())
+	// Each connection holds a stream: beyond the streams a session allows,
+	// the forwarder evicts one instead of failing the newcomer's open.
+	ends.Forwarder = o.forwarder(g.logger())
+	ends.Forwarder.MaxConns = connectStreams
+	err = ends.Serve(ctx, ln, rd.OpenStream)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -375,7 +420,7 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 // so the SID must be given in full), else through the mesh. done closes
 // what it opened, after the last session has closed.
 func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Target, split bool, splitCfg splitter.Config) (rd *inst.Redialer, done func(), err error) {
-	cfg := msp.Config{Logger: g.logger()}
+	cfg := msp.Config{Logger: g.logger(), MaxStreams: connectStreams}
 	if split {
 		if tgt.Service != "" || tgt.SID.IsShort() {
 			return nil, nil, usagef("--split reaches one listener directly, without the mesh: give its full SID and MDPPORT")
@@ -386,15 +431,7 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 		}
 		d := &splitmsp.Dialer{Addr: o.split.addr, Config: splitCfg, Identity: id}
 		find := func(context.Context) (identity.SID, uint16, error) { return tgt.SID.SID(), tgt.Port, nil }
-		dial := func(ctx context.Context, sid identity.SID, port uint16) (*msp.Session, error) {
-			s, err := d.Dial(ctx, sid, port, cfg)
-			var de *splitmsp.DialError
-			if errors.As(err, &de) {
-				return nil, splitError(de.Addr, de.Err)
-			}
-			return s, err
-		}
-		return inst.NewRedialer(o.timeout, find, dial), func() { reportSessions(g, &d.Sessions) }, nil
+		return inst.NewRedialer(o.timeout, find, splitDial(d, cfg)), func() { reportSessions(g, &d.Sessions) }, nil
 	}
 	node, err := g.access(&o.node, cmd.Flags())
 	if err != nil {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/pflag"
 
 	inst "github.com/servald/servald/instance"
@@ -16,6 +18,7 @@ type nodeOptions struct {
 	broadcast []string
 	config    string
 	trust     []string
+	noEcho    bool
 }
 
 func (o *nodeOptions) addFlags(fs *pflag.FlagSet) {
@@ -23,8 +26,9 @@ func (o *nodeOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.peers, "peer", nil, "HOST:PORT of a node to link with (repeatable)")
 	fs.StringSliceVar(&o.broadcast, "broadcast", nil, "announce this node by LAN broadcast on these interfaces (all broadcast-capable ones when given without a list); off by default")
 	fs.Lookup("broadcast").NoOptDefVal = inst.BroadcastAll
-	fs.StringVar(&o.config, "config", "", "config file with lines 'udp = ADDR', 'peer = HOST:PORT', 'broadcast = IFACE,...'")
+	fs.StringVar(&o.config, "config", "", "config file with lines 'udp = ADDR', 'peer = HOST:PORT', 'broadcast = IFACE,...' ('#' starts a comment; flags win over it); read instead of DIR/config")
 	fs.StringArrayVar(&o.trust, "trust", nil, "admit only these nodes as neighbours (full SID, repeatable; also DIR/trusted, one per line): a closed mesh")
+	fs.BoolVar(&o.noEcho, "no-echo", false, "do not answer ping and trace (MDP ports 7 and 8), which a node answers by default")
 }
 
 // options are the node options for package instance: flags win over the
@@ -36,6 +40,7 @@ func (o *nodeOptions) options(fs *pflag.FlagSet, g *globals) inst.NodeOptions {
 		Broadcast: o.broadcast,
 		Trust:     o.trust,
 		Config:    o.config,
+		NoEcho:    o.noEcho,
 		Given:     fs.Changed,
 		Logger:    g.logger(),
 	}
@@ -48,5 +53,13 @@ func (g *globals) access(o *nodeOptions, fs *pflag.FlagSet) (inst.Mesh, error) {
 	if err != nil {
 		return nil, err
 	}
-	return inst.Open(dir, o.options(fs, g))
+	opts := o.options(fs, g)
+	m, err := inst.Open(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	if msg := opts.Ignored(m); msg != "" {
+		fmt.Fprintln(g.stderr, "servald: "+msg)
+	}
+	return m, nil
 }

@@ -74,6 +74,7 @@ func TestBadInput(t *testing.T) {
 		{"bad --allow", []string{"msp", "listen", "--instance", inst, "--allow", "nope", "5000"}, "--allow"},
 		{"missing argument", []string{"msp", "connect", "--instance", inst, sid}, "accepts 2 arg"},
 		{"unknown flag", []string{"msp", "listen", "--instance", inst, "--bogus", "5000"}, "unknown flag"},
+		{"discovery port", []string{"msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "11"}, "MDP port 11 is the node's service discovery port"},
 		{"SID prefix too short", []string{"msp", "connect", "--instance", inst, "ABCDEF1", "5000"}, "at least 8"},
 		{"SID prefix not hex", []string{"msp", "connect", "--instance", inst, "ABCDEF1X", "5000"}, "not hex"},
 		{"--allow prefix too short", []string{"msp", "listen", "--instance", inst, "--allow", "ABCD", "5000"}, "at least 16"},
@@ -138,6 +139,25 @@ func TestUnreachableSID(t *testing.T) {
 			t.Errorf("took %v with --timeout 1s", d)
 		}
 	})
+	t.Run("peer down", func(t *testing.T) {
+		// A UDP socket that never answers stands for a peer that is down.
+		silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
+		peer := silent.LocalAddr().String()
+		code, _, errOut := runOnce(t, nil, "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", peer, "--timeout", "1s", strings.Repeat("A", 64), "5000")
+		if code != 1 || strings.Contains(errOut, "add --peer") {
+			t.Errorf("exit %d, %q: want no advice to add the --peer that was given", code, errOut)
+		}
+		oneLine(t, errOut, "the peer "+peer+" does not answer")
+		code, _, errOut = runOnce(t, nil, "id", "peers", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", peer, "--wait", "1s")
+		if code != 0 || strings.Contains(errOut, "add --peer") {
+			t.Errorf("id peers: exit %d, %q", code, errOut)
+		}
+		oneLine(t, errOut, "the peer "+peer+" does not answer")
+	})
 	t.Run("neighbour but unknown SID", func(t *testing.T) {
 		l := startListen(t, nil, nil, "--forward", "9", "5000")
 		code, _, errOut := runOnce(t, nil, connectArgs(t, l, "--timeout", "1s", strings.Repeat("B", 64), "5000")...)
@@ -147,12 +167,18 @@ func TestUnreachableSID(t *testing.T) {
 		oneLine(t, errOut, "unreachable")
 	})
 	t.Run("nothing listening on the port", func(t *testing.T) {
+		// A direct neighbour refuses at once, as over --split: no wait
+		// for --timeout.
 		l := startListen(t, nil, nil, "--forward", "9", "5000")
-		code, _, errOut := runOnce(t, nil, connectArgs(t, l, "--timeout", "1s", l.sid, "5001")...)
+		t0 := time.Now()
+		code, _, errOut := runOnce(t, nil, connectArgs(t, l, "--timeout", "10s", l.sid, "5001")...)
 		if code == 0 {
 			t.Fatal("exit 0")
 		}
-		oneLine(t, errOut, "5001")
+		oneLine(t, errOut, "MDP port 5001: msp: "+l.sid+" refused the connection (no listener: \"nothing listens on that port\")")
+		if d := time.Since(t0); d > 5*time.Second {
+			t.Errorf("refused after %v, want at once (--timeout 10s)", d)
+		}
 	})
 }
 
@@ -236,7 +262,6 @@ func TestDamagedKeyring(t *testing.T) {
 	for _, args := range [][]string{
 		{"id", "self", "--instance", inst},
 		{"keyring", "list", "--instance", inst},
-		{"keyring", "add", "--instance", inst},
 		{"msp", "listen", "--instance", inst, "--udp", "127.0.0.1:0", "5000"},
 	} {
 		code, _, errOut := runOnce(t, nil, args...)
@@ -250,17 +275,25 @@ func TestDamagedKeyring(t *testing.T) {
 	}
 }
 
+// TestKeyring: `keyring list` before any keyring says how to create one;
+// afterwards it lists the node's SID. `keyring add` is gone: nothing could
+// select the identities it made.
 func TestKeyring(t *testing.T) {
 	t.Parallel()
 	inst := instance(t)
+	code, list, errOut := runOnce(t, nil, "keyring", "list", "--instance", inst)
+	if code != 1 || list != "" {
+		t.Errorf("keyring list with no keyring: exit %d, stdout %q", code, list)
+	}
+	oneLine(t, errOut, "no keyring in "+inst+" yet: `servald id self` creates one")
 	_, self, _ := runOnce(t, nil, "id", "self", "--instance", inst)
-	_, added, _ := runOnce(t, nil, "keyring", "add", "--instance", inst)
-	code, list, _ := runOnce(t, nil, "keyring", "list", "--instance", inst)
-	if code != 0 || list != self+added || len(strings.TrimSpace(self)) != 64 {
-		t.Fatalf("self %q added %q list %q", self, added, list)
+	code, list, _ = runOnce(t, nil, "keyring", "list", "--instance", inst)
+	if code != 0 || list != self || len(strings.TrimSpace(self)) != 64 {
+		t.Fatalf("self %q list %q", self, list)
 	}
-	_, again, _ := runOnce(t, nil, "id", "self", "--instance", inst)
-	if again != self {
-		t.Fatalf("id self changed after keyring add: %q -> %q", self, again)
+	code, _, errOut = runOnce(t, nil, "keyring", "add", "--instance", inst)
+	if code != 2 {
+		t.Errorf("keyring add: exit %d", code)
 	}
+	oneLine(t, errOut, `unknown command "add"`)
 }

@@ -43,8 +43,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return 0
 	}
-	// One line, even for joined errors (errors.Join puts each on its own).
-	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	// One line, even for joined errors, in the user's words.
+	msg := inst.Explain(err)
 	if !strings.HasPrefix(msg, "servald") {
 		msg = "servald: " + msg
 	}
@@ -77,23 +77,24 @@ func newRootCmd(g *globals) *cobra.Command {
 		Version:       versionString(),
 	}
 	root.SetVersionTemplate("servald {{.Version}}\n")
-	root.PersistentFlags().StringVar(&g.instance, "instance", "", "instance directory (keyring, config, daemon socket); $SERVALINSTANCE_PATH wins when set")
+	root.PersistentFlags().StringVar(&g.instance, "instance", "", "instance directory: keyring, config file DIR/config (read when present), daemon socket; default $SERVALINSTANCE_PATH, else ~/.config/servald (both set and different: an error)")
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more to stderr (-v info, -vv debug)")
-	root.AddCommand(newKeyringCmd(g), withSubcommands(newIDCmd(g), newPeersCmd(g)), newMSPCmd(g), newStartCmd(g), newStopCmd(g), newStatusCmd(g), newRouteCmd(g), newServiceCmd(g), newSplitCmd(g), newVersionCmd(), newManCmd(root))
+	root.AddCommand(newKeyringCmd(g), withSubcommands(newIDCmd(g), newPeersCmd(g)), newMSPCmd(g), newStartCmd(g), newStopCmd(g), newStatusCmd(g), newRouteCmd(g), newServiceCmd(g), newSplitCmd(g), newPingCmd(g), newTraceCmd(g), newVersionCmd(), newManCmd(root))
 	requireSubcommands(root)
 	return root
 }
 
-// logger returns the logger for stderr at the chosen verbosity.
+// logger returns the logger for stderr at the chosen verbosity, in the
+// format of the command's own lines ("servald: msg key=value").
 func (g *globals) logger() *slog.Logger {
-	if g.verbose == 0 {
-		return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
-	lvl := slog.LevelInfo
-	if g.verbose > 1 {
+	lvl := slog.LevelWarn
+	switch {
+	case g.verbose > 1:
 		lvl = slog.LevelDebug
+	case g.verbose == 1:
+		lvl = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
+	return slog.New(inst.NewLineHandler(g.stderr, "servald", lvl))
 }
 
 // instanceDir resolves the instance directory: $SERVALINSTANCE_PATH, else

@@ -46,8 +46,12 @@ func splitCounters(t testing.TB, stderr string) map[string]int {
 	if line == "" {
 		t.Fatalf("no split counters printed; stderr:\n%s", stderr)
 	}
+	// Worded so that parity at work does not read like loss.
+	if !strings.Contains(line, "blocks completed from parity") || !strings.Contains(line, "no data lost") {
+		t.Errorf("counters line %q does not say what the parity counter means", line)
+	}
 	out := map[string]int{}
-	for _, k := range []string{"sessions", "shards sent", "received", "blocks rebuilt by FEC", "re-requested", "connections opened", "re-opened", "lost"} {
+	for _, k := range []string{"sessions", "shards sent", "received", "sent again", "blocks completed from parity", "asked for again", "connections opened", "re-opened", "lost"} {
 		m := regexp.MustCompile(`\b` + regexp.QuoteMeta(k) + ` (\d+)`).FindStringSubmatch(line)
 		if m == nil {
 			t.Fatalf("counter %q missing from %q", k, line)

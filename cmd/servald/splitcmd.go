@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -107,7 +106,7 @@ func (o *splitListenOptions) run(cmd *cobra.Command, g *globals, args []string) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			turnAwaySessions(ln, log)
+			ln.TurnAway(log)
 		}()
 	})
 	o.printListening(cmd, g, ln, target)
@@ -119,7 +118,7 @@ func (o *splitListenOptions) run(cmd *cobra.Command, g *globals, args []string) 
 		return fmt.Errorf("no connection: %w", err)
 	}
 	turnAway()
-	if _, _, err := forward.Join(ctx, stdio(cmd), newSplitStream(c)); err != nil {
+	if _, _, err := forward.Join(ctx, stdio(cmd), splitter.Tunnel(c)); err != nil {
 		return fmt.Errorf("stream broke: %w", err)
 	}
 	return nil
@@ -153,28 +152,13 @@ func (o *splitListenOptions) serveForward(ctx context.Context, ln *splitter.List
 		if o.once {
 			turnAway()
 		}
-		return newSplitStream(c), nil
+		return splitter.Tunnel(c), nil
 	}
-	err := forward.ServeStreams(ctx, accept, target, o.once, nil, log)
+	err := o.forwarder(log).ServeStreams(ctx, accept, forward.Endpoint{Network: "tcp", Addr: target})
 	if errors.Is(err, context.Canceled) {
 		return nil // stopped by a signal
 	}
 	return err
-}
-
-// turnAwaySessions resets every session that arrives once a stdio or
-// --once listener has the one it serves, so that its client fails at once
-// instead of waiting; it returns when ln is closed. The listener stays
-// open meanwhile: the session it serves re-opens lost connections there.
-func turnAwaySessions(ln *splitter.Listener, log *slog.Logger) {
-	for {
-		c, err := ln.AcceptContext(context.Background())
-		if err != nil {
-			return // closed
-		}
-		log.Warn("split listen: turned a session away: this listener serves one connection", "remote", c.RemoteAddr())
-		c.Reset()
-	}
 }
 
 type splitConnectOptions struct {
@@ -228,9 +212,9 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 	var sessions splitmsp.Sessions
 	defer reportSessions(g, &sessions) // after every session has closed
 	dial := func(ctx context.Context) (*splitter.Conn, error) {
-		c, err := dialSplit(ctx, addr, cfg, o.timeout)
+		c, err := splitter.DialRetry(ctx, addr, cfg, o.timeout)
 		if err != nil {
-			return nil, err
+			return nil, splitError(addr, err)
 		}
 		sessions.Add(c)
 		return c, nil
@@ -241,7 +225,7 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 		if err != nil {
 			return err
 		}
-		if _, _, err := forward.Join(ctx, stdio(cmd), newSplitStream(c)); err != nil {
+		if _, _, err := forward.Join(ctx, stdio(cmd), splitter.Tunnel(c)); err != nil {
 			return fmt.Errorf("stream broke: %w", err)
 		}
 		return nil
@@ -253,21 +237,18 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 // for each connection accepted there.
 func (o *splitConnectOptions) serveForward(cmd *cobra.Command, g *globals, addr string, cfg splitter.Config, target string, dial func(context.Context) (*splitter.Conn, error)) error {
 	ctx := cmd.Context()
-	ln, err := listenTCP(target)
+	ln, err := forward.Endpoint{Network: "tcp", Addr: target}.Listen(ctx)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
 	// Sessions open per TCP connection; check now that the listener is
-	// there, as msp connect opens its session at start.
-	if err := untilAnswer(ctx, addr, o.timeout, func(ctx context.Context) error {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err
+	// there and agrees on --fec and --payload, as msp connect opens its
+	// session at start.
+	if err := splitter.Retry(ctx, o.timeout, func(ctx context.Context) error {
+		return splitter.Probe(ctx, addr, cfg)
 	}); err != nil {
-		return err
+		return splitError(addr, err)
 	}
 	fmt.Fprintf(g.stderr, "servald: forwarding TCP %s to split listener %s (%d connections per session, fec %s)\n", ln.Addr(), addr, cfg.Conns, o.params.fec)
 	// A parameter mismatch is the same for every session: stop at the first.
@@ -276,14 +257,15 @@ func (o *splitConnectOptions) serveForward(cmd *cobra.Command, g *globals, addr 
 	open := func(ctx context.Context) (net.Conn, error) {
 		c, err := dial(ctx)
 		if err != nil {
-			if isMismatch(err) {
+			var ne *splitter.NegotiationError
+			if errors.As(err, &ne) {
 				stop(err)
 			}
 			return nil, err
 		}
-		return newSplitStream(c), nil
+		return splitter.Tunnel(c), nil
 	}
-	err = forward.Serve(sctx, ln, open, o.once, g.logger())
+	err = o.forwarder(g.logger()).Serve(sctx, ln, open)
 	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
@@ -291,80 +273,4 @@ func (o *splitConnectOptions) serveForward(cmd *cobra.Command, g *globals, addr 
 		return nil // stopped by a signal
 	}
 	return err
-}
-
-// dialSplit opens a split session to the listener at addr, trying again
-// while nothing answers there, for at most timeout.
-func dialSplit(ctx context.Context, addr string, cfg splitter.Config, timeout time.Duration) (*splitter.Conn, error) {
-	var c *splitter.Conn
-	err := untilAnswer(ctx, addr, timeout, func(ctx context.Context) error {
-		var err error
-		c, err = splitter.Dial(ctx, addr, cfg)
-		return err
-	})
-	return c, err
-}
-
-// untilAnswer runs try until it succeeds, with back-off, for at most
-// timeout; a parameter mismatch and the end of ctx end it at once.
-func untilAnswer(ctx context.Context, addr string, timeout time.Duration, try func(context.Context) error) error {
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var backoff time.Duration
-	var last error // the last failure not caused by the timeout
-	for {
-		err := try(dctx)
-		switch {
-		case err == nil:
-			return nil
-		case isMismatch(err) || ctx.Err() != nil:
-			return splitError(addr, err)
-		case dctx.Err() == nil || last == nil:
-			last = err
-		}
-		backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-dctx.Done():
-			t.Stop()
-			if ctx.Err() != nil {
-				return splitError(addr, ctx.Err())
-			}
-			return splitError(addr, fmt.Errorf("unreachable after %v: %w", timeout, last))
-		}
-	}
-}
-
-// isMismatch reports whether err is a parameter on which the two ends
-// disagree.
-func isMismatch(err error) bool {
-	var ne *splitter.NegotiationError
-	return errors.As(err, &ne)
-}
-
-// splitStream is a splitter session used as one tunnelled connection. Its
-// Close ends the stream cleanly only once this side's direction has ended
-// (CloseWrite); a Close before that (the other side of the join failed,
-// the process is stopping) resets the session, so that the far end sees
-// the tunnel break instead of a stream that looks complete.
-type splitStream struct {
-	*splitter.Conn
-	ended atomic.Bool // CloseWrite was called
-}
-
-func newSplitStream(c *splitter.Conn) *splitStream { return &splitStream{Conn: c} }
-
-// CloseWrite ends this direction; the far end reads io.EOF.
-func (s *splitStream) CloseWrite() error {
-	s.ended.Store(true)
-	return s.Conn.CloseWrite()
-}
-
-// Close closes the session, cleanly after CloseWrite, else by Reset.
-func (s *splitStream) Close() error {
-	if s.ended.Load() {
-		return s.Conn.Close()
-	}
-	return s.Conn.Reset()
 }

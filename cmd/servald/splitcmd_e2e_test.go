@@ -121,7 +121,7 @@ func TestSplitCmdOneSession(t *testing.T) {
 	if code == 0 {
 		t.Fatalf("a second connect to a stdio listener exited 0: %s", errOut)
 	}
-	oneLine(t, errOut, "peer closed the session")
+	oneLine(t, errOut, "stream broke: the other side closed the connection; it said: reset")
 	l.waitLine(`turned a session away`)
 	inW.Write([]byte("still here"))
 	read("still here")
@@ -169,16 +169,14 @@ func TestSplitCmdRefusals(t *testing.T) {
 		}
 	})
 	t.Run("fec mismatch with --forward", func(t *testing.T) {
+		// Found at start, before any connection is accepted.
 		t.Parallel()
 		_, addr := startSplitCmdListen(t, nil, nil, "--fec=8:2", "--forward", "9")
 		c := start(t, nil, nil, "split", "connect", "--forward", strconv.Itoa(freePort(t)), addr)
-		m := c.waitLine(`forwarding TCP (127\.0\.0\.1:\d+)`)
-		conn := dialRetry(t, m[1])
-		defer conn.Close()
 		if code := c.wait(30 * time.Second); code != 1 {
 			t.Fatalf("connect --forward with another --fec: exit %d", code)
 		}
-		oneLine(t, strings.Join(strings.Split(c.stderr.String(), "\n")[1:], "\n"), "fec mismatch: ours 10:3, the listener's 8:2")
+		oneLine(t, c.stderr.String(), "fec mismatch: ours 10:3, the listener's 8:2")
 	})
 	t.Run("target down", func(t *testing.T) {
 		t.Parallel()

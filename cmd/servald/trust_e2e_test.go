@@ -45,3 +45,21 @@ func TestTrustClosesMesh(t *testing.T) {
 	}
 	oneLine(t, errOut, "want a full SID")
 }
+
+// TestTrustDaemon: a detached daemon started with --trust keeps it (the
+// flag reaches the daemon process): an untrusted node gets no route to it.
+func TestTrustDaemon(t *testing.T) {
+	t.Parallel()
+	bInst := instance(t)
+	_, bSID, _ := runOnce(t, nil, "id", "self", "--instance", bInst)
+	dInst := instance(t)
+	d := startDaemon(t, dInst, "--trust", strings.TrimSpace(bSID))
+	echo := echoServer(t)
+	l := start(t, nil, nil, "msp", "listen", "--instance", dInst, "--forward", echo.Addr().String(), "5000")
+	l.waitLine("listening as")
+	code, _, errOut := runOnce(t, strings.NewReader("x\n"), "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", d.udp, "--timeout", "3s", d.sid, "5000")
+	if code != 1 {
+		t.Fatalf("untrusted node connecting to a --trust daemon: exit %d: %s", code, errOut)
+	}
+	oneLine(t, errOut, "unreachable")
+}

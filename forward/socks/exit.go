@@ -67,8 +67,16 @@ func (e *Exit) Stats() ExitStats {
 // Serve accepts streams with accept(ctx) and handles each with Handle, at
 // most forward.MaxConns at a time, until ctx is done (it returns ctx.Err())
 // or accept returns net.ErrClosed (nil), after every stream has ended.
+// Errors of Handle are logged at Warn, except refusals, which Handle has
+// logged already: one line per refused destination.
 func (e *Exit) Serve(ctx context.Context, accept func(context.Context) (net.Conn, error)) error {
-	return forward.ServeConns(ctx, accept, e.Handle, e.Logger)
+	handle := func(ctx context.Context, stream net.Conn) error {
+		if err := e.Handle(ctx, stream); !errors.Is(err, errRefused) {
+			return err
+		}
+		return nil
+	}
+	return forward.ServeConns(ctx, accept, handle, e.Logger)
 }
 
 // Handle reads the Request on stream, connects to its destination if the

@@ -176,6 +176,10 @@ func TestRefusedByRules(t *testing.T) {
 			}
 			checkLog(t, e.exitLog, "destination refused by the rules")
 			e.stop()
+			// One line per refusal: Serve does not log again what Handle logged.
+			if n := strings.Count(e.exitLog.String(), "level=WARN"); n != 1 {
+				t.Errorf("exit log has %d warnings, want 1:\n%s", n, e.exitLog)
+			}
 			if st := exit.Stats(); st != (ExitStats{Streams: 1, Refused: 1}) {
 				t.Errorf("exit stats %+v", st)
 			}

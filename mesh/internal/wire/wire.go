@@ -57,15 +57,27 @@ type Hello struct {
 	Flags  byte         // FlagBroadcast when sent as a LAN broadcast
 	Cookie Cookie       // made by the sender for the receiver's address
 	Echo   Cookie       // the receiver's last cookie for the sender; zero if none
+	// Eph is the sender's ephemeral X25519 public key for its link to
+	// To; zero when To is zero or the sender has no link to it.
+	Eph EphKey
+	// PeerEph is To's ephemeral key the sender holds (from To's last
+	// hello); zero if none. Equal to the receiver's own, it tells the
+	// receiver that the sender has the same link key.
+	PeerEph EphKey
 }
+
+// EphKeyLen is the length of an X25519 public key.
+const EphKeyLen = 32
+
+// EphKey is an X25519 public key; the zero key means none.
+type EphKey [EphKeyLen]byte
 
 // FlagBroadcast marks a hello sent to a broadcast address.
 const FlagBroadcast = 1
 
-// HelloVersion is the version byte of a hello. A later version (or flag)
-// will add the sender's ephemeral X25519 key for per-hop link keys; a
-// hello of another version is rejected.
-const HelloVersion = 2
+// HelloVersion is the version byte of a hello; a hello of another version
+// is rejected. Version 3 added Eph and PeerEph (link keys).
+const HelloVersion = 3
 
 // CookieLen is the length of an address cookie.
 const CookieLen = 16
@@ -74,7 +86,7 @@ const CookieLen = 16
 type Cookie [CookieLen]byte
 
 // HelloLen is the encoded length of a signed hello.
-const HelloLen = 3 + 2*identity.SIDLen + 4 + 8 + 2 + 1 + 2*CookieLen + identity.SignatureLen
+const HelloLen = 3 + 2*identity.SIDLen + 4 + 8 + 2 + 1 + 2*CookieLen + 2*EphKeyLen + identity.SignatureLen
 
 const helloSigned = HelloLen - identity.SignatureLen
 
@@ -90,6 +102,8 @@ func AppendHello(b []byte, h Hello, id *identity.Identity) []byte {
 	b = append(b, h.Flags)
 	b = append(b, h.Cookie[:]...)
 	b = append(b, h.Echo[:]...)
+	b = append(b, h.Eph[:]...)
+	b = append(b, h.PeerEph[:]...)
 	return append(b, id.Sign(b[start:])...)
 }
 
@@ -112,6 +126,8 @@ func ParseHello(b []byte) (Hello, error) {
 	h.Flags = b[p+14]
 	copy(h.Cookie[:], b[p+15:])
 	copy(h.Echo[:], b[p+15+CookieLen:])
+	copy(h.Eph[:], b[p+15+2*CookieLen:])
+	copy(h.PeerEph[:], b[p+15+2*CookieLen+EphKeyLen:])
 	return h, nil
 }
 

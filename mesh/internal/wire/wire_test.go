@@ -68,6 +68,7 @@ func TestHelloRoundTrip(t *testing.T) {
 		{SID: id.SID()},
 		{SID: id.SID(), Epoch: 1, Seq: 2, MTU: 1232},
 		{SID: id.SID(), Epoch: math.MaxUint32, Seq: math.MaxUint64, MTU: math.MaxUint16, Flags: FlagBroadcast},
+		{SID: id.SID(), To: sidOf(2), Seq: 5, Eph: EphKey{1, 2, 31: 3}, PeerEph: EphKey{4, 31: 5}},
 	} {
 		prefix := []byte("prefix")
 		b := AppendHello(append([]byte(nil), prefix...), h, id)
@@ -93,7 +94,7 @@ func TestHelloRoundTrip(t *testing.T) {
 
 func TestHelloSignature(t *testing.T) {
 	id, other := fixedID(t, 1), fixedID(t, 2)
-	h := Hello{SID: id.SID(), Epoch: 7, Seq: 1000, MTU: 1400, Cookie: Cookie{1, 2}, Echo: Cookie{3, 4}}
+	h := Hello{SID: id.SID(), Epoch: 7, Seq: 1000, MTU: 1400, Cookie: Cookie{1, 2}, Echo: Cookie{3, 4}, Eph: EphKey{5}, PeerEph: EphKey{6}}
 	good := AppendHello(nil, h, id)
 	if !VerifyHello(good) {
 		t.Fatal("a genuine hello does not verify")
@@ -117,7 +118,9 @@ func TestHelloSignature(t *testing.T) {
 		{"mtu changed", mutate(func(b []byte) { b[fields+12] ^= 1 })},
 		{"flags changed", mutate(func(b []byte) { b[fields+14] ^= FlagBroadcast })},
 		{"cookie changed", mutate(func(b []byte) { b[fields+15] ^= 1 })},
-		{"echo changed", mutate(func(b []byte) { b[helloSigned-1] ^= 1 })},
+		{"echo changed", mutate(func(b []byte) { b[fields+15+2*CookieLen-1] ^= 1 })},
+		{"ephemeral changed", mutate(func(b []byte) { b[fields+15+2*CookieLen] ^= 1 })},
+		{"peer ephemeral changed", mutate(func(b []byte) { b[helloSigned-1] ^= 1 })},
 		{"signature changed", mutate(func(b []byte) { b[HelloLen-1] ^= 0x80 })},
 		{"signature zeroed", mutate(func(b []byte) { clear(b[helloSigned:]) })},
 	}
@@ -565,6 +568,7 @@ func FuzzParseHello(f *testing.F) {
 	f.Add(AppendHello(nil, Hello{SID: id.SID(), Epoch: math.MaxUint32, Seq: math.MaxUint64, MTU: 65535, Flags: FlagBroadcast}, id))
 	f.Add(AppendHello(nil, Hello{SID: id.SID()}, fixedID(f, 2))) // bad signature
 	f.Add(AppendHello(nil, Hello{SID: id.SID(), Seq: 3, Cookie: Cookie{9}, Echo: Cookie{8}}, id))
+	f.Add(AppendHello(nil, Hello{SID: id.SID(), To: sidOf(3), Seq: 4, Eph: EphKey{7}, PeerEph: EphKey{8}}, id))
 	f.Add([]byte{Magic, TypeHello})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHello(b)

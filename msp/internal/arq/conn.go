@@ -79,6 +79,13 @@ type Config struct {
 	// Output). It is called only from the Conn's goroutine, never with the
 	// Conn's lock held. An error counts as a lost packet.
 	Output func(pkt []byte) error
+	// Stalled, if set, is called when something sent has waited for
+	// max(3 PTOs, 300 ms) and nothing new was acknowledged meanwhile, and
+	// again after twice as long each time while that lasts (see
+	// stall.go); it reports whether the path changed (the probe timeout's
+	// back-off then starts again). It is called from the Conn's goroutine
+	// without the lock, like Output, and must not block for long.
+	Stalled func() bool
 	// Logger receives lifecycle events at debug level; nil: silent.
 	Logger *slog.Logger
 	// Now is the clock (timestamps only; timers use the runtime's clock).
@@ -163,6 +170,7 @@ type Stats struct {
 	FlowViolations      uint64 // STREAM frames beyond the advertised window: dropped, their packets not acknowledged
 	ReassemblyDrops     uint64 // STREAM frames that would pass the reassembly bound: dropped, their packets not acknowledged
 	OutputErrors        uint64 // errors returned by Output (the packet counts as lost)
+	Stalls              uint64 // stalls reported to Config.Stalled
 
 	SRTT, RTTVar, MinRTT time.Duration
 	ReorderWindow        time.Duration // current RACK reordering window
@@ -229,9 +237,14 @@ type Conn struct {
 	armedAt      int64  // while sleeping: when timer fires
 	lastElicit   int64  // time the last ack-eliciting packet was sent
 	ptoCount     int
-	probes       int  // probe packets to send now (PTO)
-	pingWanted   bool // a PING should go out (keepalive, flow-blocked probe)
-	blockedProbe int  // flow-blocked probes sent since the window last grew
+	waiting      bool  // something ack-eliciting is outstanding (stall.go)
+	waitFrom     int64 // since when, or since the last acknowledgement of something new
+	stalls       int   // stalls reported since the last acknowledgement
+	lastStall    int64 // when a stall was last reported
+	stallDue     bool  // Config.Stalled is to be called
+	probes       int   // probe packets to send now (PTO)
+	pingWanted   bool  // a PING should go out (keepalive, flow-blocked probe)
+	blockedProbe int   // flow-blocked probes sent since the window last grew
 	rtt          rttState
 	cc           cubic
 	hs           hyStart

@@ -1,19 +1,22 @@
 package arq
 
-// A fake packet path for tests: one direction between two Conns that can
-// drop, duplicate, delay, reorder (jitter) and rate-limit packets, with all
-// random decisions drawn from a seeded generator. Without delay, jitter or
-// rate it is goroutine-free: Output calls the peer's Input directly.
+// The packet paths of the tests: two Conns joined through an in-memory
+// network (internal/memnet), whose links drop, duplicate, delay, reorder
+// and rate-limit packets, all random decisions drawn from one seeded
+// generator. The all-zero pathConfig joins the Conns directly instead:
+// Output calls the peer's Input, with no goroutine in between.
 
 import (
-	"container/heap"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/servald/servald/internal/memnet"
 )
 
+// pathConfig is one direction of a pair's path, in the terms of the tests;
+// link maps it to a memnet link.
 type pathConfig struct {
 	Loss       float64       // probability a packet is dropped
 	Dup        float64       // probability a packet is delivered twice
@@ -25,76 +28,37 @@ type pathConfig struct {
 	BumpFrom   time.Duration
 	BumpFor    time.Duration
 	Rate       float64 // bytes per second; 0: unlimited
-	Queue      int     // packets queued before drop-tail; default 4096
-	Seed       uint64
+	Queue      int     // bytes queued at the rate limit before drop-tail; 0: memnet's default (256 KiB)
+	Seed       uint64  // the a->b path's seed seeds the network
 }
 
-type queued struct {
-	at  time.Time
-	seq uint64
-	pkt []byte
-}
-
-type pktHeap []queued
-
-func (h pktHeap) Len() int { return len(h) }
-func (h pktHeap) Less(i, j int) bool {
-	if !h[i].at.Equal(h[j].at) {
-		return h[i].at.Before(h[j].at)
+// link is the memnet link of c: Spike is memnet's Reorder hold-back; Bump
+// is applied by changing the link's delay for a while (see newPath).
+func (c pathConfig) link() memnet.LinkConfig {
+	return memnet.LinkConfig{
+		Loss:         c.Loss,
+		Duplicate:    c.Dup,
+		Delay:        c.Delay,
+		Jitter:       c.Jitter,
+		Reorder:      c.Spike,
+		ReorderDelay: c.SpikeDelay,
+		Bandwidth:    int64(c.Rate),
+		QueueBytes:   c.Queue,
 	}
-	return h[i].seq < h[j].seq
-}
-func (h pktHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *pktHeap) Push(x any)   { *h = append(*h, x.(queued)) }
-func (h *pktHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
 }
 
-// path is one direction. Its counters are atomic.
+// path is one direction: the sender's Output writes to the from endpoint,
+// a goroutine reads the to endpoint into the receiving Conn's Input.
 type path struct {
-	cfg  pathConfig
-	dst  atomic.Pointer[Conn]
-	sync bool
+	nw       *memnet.Network
+	cfg      memnet.LinkConfig
+	from, to *memnet.Conn
+	dst      atomic.Pointer[Conn] // the receiving Conn of a direct path
 
-	mu      sync.Mutex
-	rng     *rand.Rand
-	q       pktHeap
-	seq     uint64
-	depart  time.Time // rate limit: when the link is free again
-	started time.Time
-	blocked bool // drop everything (a cut)
-	check   func(pkt []byte)
-
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
-
-	sent, dropped, duplicated, delivered atomic.Uint64
-	maxSize                              atomic.Int64
-}
-
-func newPath(cfg pathConfig) *path {
-	if cfg.Queue == 0 {
-		cfg.Queue = 256 << 10
-	}
-	p := &path{
-		cfg:     cfg,
-		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		sync:    cfg.Delay == 0 && cfg.Jitter == 0 && cfg.Rate == 0 && cfg.Spike == 0 && cfg.Bump == 0,
-		started: time.Now(),
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-	}
-	if p.sync {
-		close(p.done)
-	} else {
-		go p.run()
-	}
-	return p
+	mu    sync.Mutex // serializes output's calls of check; guards the fields below
+	check func(pkt []byte)
+	cuts  bool
+	timer []*time.Timer // Bump's link changes
 }
 
 // setCheck installs a function called on every packet sent.
@@ -104,134 +68,48 @@ func (p *path) setCheck(f func(pkt []byte)) {
 	p.mu.Unlock()
 }
 
-// cut makes the path drop everything (true) or work again (false).
+// cut makes the path drop everything, including packets in flight (true),
+// or work again (false).
 func (p *path) cut(b bool) {
 	p.mu.Lock()
-	p.blocked = b
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	if p.nw == nil {
+		panic("arq test: cut of a direct path")
+	}
+	p.cuts = b
+	cfg := p.cfg
+	cfg.Cut = b
+	p.nw.SetLink(p.from.LocalAddr(), p.to.LocalAddr(), cfg)
 }
 
-// output is the Config.Output of the sending Conn.
+// output is the Config.Output of the sending Conn. Like a datagram socket
+// it reports no loss.
 func (p *path) output(pkt []byte) error {
-	p.sent.Add(1)
-	for {
-		m := p.maxSize.Load()
-		if int64(len(pkt)) <= m || p.maxSize.CompareAndSwap(m, int64(len(pkt))) {
-			break
-		}
-	}
 	p.mu.Lock()
 	if p.check != nil {
 		p.check(pkt)
 	}
-	if p.blocked || (p.cfg.Loss > 0 && p.rng.Float64() < p.cfg.Loss) {
-		p.mu.Unlock()
-		p.dropped.Add(1)
-		return nil
-	}
-	copies := 1
-	if p.cfg.Dup > 0 && p.rng.Float64() < p.cfg.Dup {
-		copies = 2
-		p.duplicated.Add(1)
-	}
-	if p.sync {
-		p.mu.Unlock()
-		for range copies {
-			p.deliver(pkt)
-		}
-		return nil
-	}
-	now := time.Now()
-	for range copies {
-		if len(p.q) >= 1<<16 {
-			p.dropped.Add(1)
-			continue
-		}
-		at := now
-		if p.cfg.Rate > 0 {
-			if p.depart.Before(now) {
-				p.depart = now
-			}
-			if backlog := p.depart.Sub(now).Seconds() * p.cfg.Rate; backlog+float64(len(pkt)) > float64(p.cfg.Queue) {
-				p.dropped.Add(1)
-				continue
-			}
-			p.depart = p.depart.Add(time.Duration(float64(len(pkt)) / p.cfg.Rate * 1e9))
-			at = p.depart
-		}
-		at = at.Add(p.cfg.Delay)
-		if p.cfg.Jitter > 0 {
-			at = at.Add(time.Duration(p.rng.Int64N(int64(p.cfg.Jitter))))
-		}
-		if p.cfg.Spike > 0 && p.rng.Float64() < p.cfg.Spike {
-			at = at.Add(p.cfg.SpikeDelay)
-		}
-		if since := now.Sub(p.started); p.cfg.Bump > 0 && since >= p.cfg.BumpFrom && since < p.cfg.BumpFrom+p.cfg.BumpFor {
-			at = at.Add(p.cfg.Bump)
-		}
-		p.seq++
-		heap.Push(&p.q, queued{at: at, seq: p.seq, pkt: append([]byte(nil), pkt...)})
-	}
 	p.mu.Unlock()
-	select {
-	case p.kick <- struct{}{}:
-	default:
+	if p.nw == nil {
+		if c := p.dst.Load(); c != nil {
+			c.Input(pkt)
+		}
+		return nil
 	}
+	p.from.WriteTo(pkt, p.to.LocalAddr())
 	return nil
 }
 
-func (p *path) deliver(pkt []byte) {
-	if c := p.dst.Load(); c != nil {
-		p.delivered.Add(1)
-		c.Input(pkt)
-	}
-}
-
-func (p *path) run() {
-	defer close(p.done)
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
+// read hands what arrives at p.to to dst until the endpoint closes.
+func (p *path) read(dst *Conn) {
+	buf := make([]byte, 1<<17)
 	for {
-		p.mu.Lock()
-		var due []byte
-		var wait time.Duration = -1
-		if len(p.q) > 0 {
-			if d := time.Until(p.q[0].at); d <= 0 {
-				due = heap.Pop(&p.q).(queued).pkt
-			} else {
-				wait = d
-			}
-		}
-		p.mu.Unlock()
-		if due != nil {
-			p.deliver(due)
-			continue
-		}
-		if wait >= 0 {
-			t.Reset(wait)
-			select {
-			case <-t.C:
-			case <-p.kick:
-			case <-p.stop:
-				return
-			}
-			continue
-		}
-		select {
-		case <-p.kick:
-		case <-p.stop:
+		n, _, err := p.to.ReadFrom(buf)
+		if err != nil {
 			return
 		}
+		dst.Input(buf[:n]) // Input copies what it keeps
 	}
-}
-
-func (p *path) close() {
-	select {
-	case <-p.stop:
-	default:
-		close(p.stop)
-	}
-	<-p.done
 }
 
 // pair is two Conns joined by two paths.
@@ -243,7 +121,26 @@ type pair struct {
 // newPair connects two Conns; t.Cleanup closes everything.
 func newPair(t testing.TB, ca, cb Config, pa, pb pathConfig) *pair {
 	t.Helper()
-	ab, ba := newPath(pa), newPath(pb)
+	ab, ba := &path{}, &path{}
+	var nw *memnet.Network
+	if pa != (pathConfig{}) || pb != (pathConfig{}) {
+		seed := int64(pa.Seed)
+		nw = memnet.New(seed)
+		nw.SetMTU(1 << 17)
+		nw.SetRecvQueue(1<<16, 1<<28) // the readers' queues: bounded only by the links
+		ea, eb := nw.Listen(), nw.Listen()
+		ab.nw, ab.cfg, ab.from, ab.to = nw, pa.link(), ea, eb
+		ba.nw, ba.cfg, ba.from, ba.to = nw, pb.link(), eb, ea
+		for _, x := range []struct {
+			p *path
+			c pathConfig
+		}{{ab, pa}, {ba, pb}} {
+			nw.SetLink(x.p.from.LocalAddr(), x.p.to.LocalAddr(), x.p.cfg)
+			if x.c.Bump > 0 {
+				x.p.bump(x.c)
+			}
+		}
+	}
 	ca.Output = ab.output
 	cb.Output = ba.output
 	a, err := New(ca)
@@ -257,14 +154,44 @@ func newPair(t testing.TB, ca, cb Config, pa, pb pathConfig) *pair {
 	}
 	ab.dst.Store(b)
 	ba.dst.Store(a)
-	pr := &pair{a: a, b: b, ab: ab, ba: ba}
-	t.Cleanup(pr.close)
-	return pr
+	var readers sync.WaitGroup
+	if nw != nil {
+		readers.Go(func() { ab.read(b) })
+		readers.Go(func() { ba.read(a) })
+	}
+	t.Cleanup(func() {
+		a.Close()
+		b.Close()
+		for _, p := range []*path{ab, ba} {
+			p.mu.Lock()
+			for _, tm := range p.timer {
+				tm.Stop()
+			}
+			p.mu.Unlock()
+		}
+		if nw != nil {
+			nw.Close()
+		}
+		readers.Wait()
+	})
+	return &pair{a: a, b: b, ab: ab, ba: ba}
 }
 
-func (pr *pair) close() {
-	pr.a.Close()
-	pr.b.Close()
-	pr.ab.close()
-	pr.ba.close()
+// bump adds c.Bump to the delay of the packets sent from c.BumpFrom to
+// c.BumpFrom+c.BumpFor from now: memnet applies a link's settings to the
+// datagrams written after the change.
+func (p *path) bump(c pathConfig) {
+	set := func(extra time.Duration) func() {
+		return func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.cfg.Delay = c.Delay + extra
+			cfg := p.cfg
+			cfg.Cut = p.cuts
+			p.nw.SetLink(p.from.LocalAddr(), p.to.LocalAddr(), cfg)
+		}
+	}
+	p.mu.Lock()
+	p.timer = append(p.timer, time.AfterFunc(c.BumpFrom, set(c.Bump)), time.AfterFunc(c.BumpFrom+c.BumpFor, set(0)))
+	p.mu.Unlock()
 }

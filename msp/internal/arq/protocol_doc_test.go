@@ -15,5 +15,6 @@ func TestProtocolDocConstants(t *testing.T) {
 		fmt.Sprintf("ACK ranges go downwards as in QUIC; at most %d", MaxAckRanges),
 		fmt.Sprintf("Every %dnd", ackEvery),
 		fmt.Sprintf("within %d ms", time.Duration(maxAckDelay).Milliseconds()),
+		fmt.Sprintf("for max(%d PTO, %d ms) (PTO not backed off)", stallPTOs, time.Duration(stallTime).Milliseconds()),
 	)
 }

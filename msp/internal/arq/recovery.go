@@ -212,6 +212,7 @@ func (c *Conn) onAck(p *Packet, now int64) bool {
 	if a.closeAcked && c.shutdown {
 		c.end(net.ErrClosed)
 	}
+	c.progress(now)
 	return true
 }
 

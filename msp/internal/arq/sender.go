@@ -38,6 +38,9 @@ func (c *Conn) run() {
 			}
 		} else {
 			c.onTimers(now)
+			if !c.ended && c.reportStall() {
+				continue // the lock was released: look again
+			}
 			if !c.ended {
 				pkt = c.nextPacket(buf[:0], now)
 			}
@@ -109,6 +112,7 @@ func (c *Conn) onTimers(now int64) {
 		c.detectLosses(now)
 	}
 	c.confirmLosses(now)
+	c.checkStall(now)
 	if d := c.ptoDeadline(); d != 0 && now >= d {
 		c.onPTO(now)
 		if c.ended {
@@ -136,6 +140,9 @@ func (c *Conn) nextTimer(now int64) int64 {
 	}
 	if c.ackDirty && c.ackDeadline != 0 {
 		t = min(t, c.ackDeadline)
+	}
+	if d := c.stallDeadline(); d != 0 {
+		t = min(t, d)
 	}
 	if c.pace.wait != 0 {
 		t = min(t, c.pace.wait)
@@ -321,6 +328,7 @@ func (c *Conn) nextPacket(b []byte, now int64) []byte {
 	if e.flags&sentEliciting != 0 {
 		c.cc.inFlight += len(b)
 		c.lastElicit = now
+		c.elicited(now)
 		if 2*float64(c.cc.inFlight) >= c.cc.cwnd {
 			e.flags |= sentLimited
 		}
