@@ -241,6 +241,7 @@ func checkEchoes(t testing.TB, what string, r echoResult) {
 type floodSock struct {
 	c      *net.UDPConn
 	link   atomic.Pointer[mesh.AttackLink] // set by joinAs: takes the victim's hellos
+	handle atomic.Pointer[func(b []byte)]  // if set, called with each frame from the victim
 	cookie atomic.Pointer[wire.Cookie]
 	bytes  atomic.Int64
 	frames atomic.Int64
@@ -279,6 +280,9 @@ func floodSocks(t testing.TB, k int, victim net.Addr, read bool) []*floodSock {
 				}
 				s.bytes.Add(int64(k))
 				s.frames.Add(1)
+				if h := s.handle.Load(); h != nil {
+					(*h)(buf[:k])
+				}
 				typ, err := wire.Type(buf[:k])
 				if err != nil {
 					continue

@@ -73,3 +73,20 @@ func (a *AttackLink) Seal(frame []byte) []byte {
 	a.ctr++
 	return a.keys.seal(append([]byte(nil), frame...), a.ctr)
 }
+
+// Open returns the frame inside b, a frame the node sent sealed with the
+// link keys, or nil if it does not open under them; a plain frame is
+// returned as it is.
+func (a *AttackLink) Open(b []byte) []byte {
+	if len(b) < 2 || b[1]&wire.FlagAuth == 0 {
+		return b
+	}
+	a.mu.Lock()
+	k := a.keys
+	a.mu.Unlock()
+	af, err := wire.ParseAuth(b)
+	if err != nil || k == nil || af.KeyID != k.rxID || !k.open(&af) {
+		return nil
+	}
+	return wire.Inner(b)
+}
