@@ -340,15 +340,17 @@ func (m *dropperM) sendLoop(ctx context.Context, epoch uint32, helloSeq uint64) 
 		h := wire.Hello{SID: m.id.SID(), To: m.toSID, Epoch: epoch, Seq: helloSeq, MTU: 1500, Echo: m.s.echo(), Eph: m.link.Eph()}
 		h.Cookie[0] = 1
 		m.s.c.WriteTo(wire.AppendHello(nil, h, m.id), m.to)
-		e := m.entry.Load()
-		if e == nil {
-			continue
+		// Until M has C's entry its routing messages are empty: A takes
+		// M's link keys as confirmed, and sends M DATA, only once an
+		// authenticated frame came from M.
+		msg := &wire.RouteMsg{HasIHU: true, IHU: 255}
+		if e := m.entry.Load(); e != nil {
+			lie := *e
+			lie.Metric, lie.Hops = 256, 1
+			msg.Entries = []wire.RouteEntry{lie}
 		}
-		lie := *e
-		lie.Metric, lie.Hops = 256, 1
 		dataSeq++
 		dh := wire.DataHeader{Epoch: epoch, Seq: dataSeq, Base: dataSeq, TTL: 1, Dst: m.toSID, Src: m.id.SID(), DstPort: mesh.RoutingPort, SrcPort: mesh.RoutingPort}
-		msg := &wire.RouteMsg{HasIHU: true, IHU: 255, Entries: []wire.RouteEntry{lie}}
 		m.s.c.WriteTo(m.link.Seal(wire.AppendRouteMsg(wire.AppendData(nil, &dh), msg)), m.to)
 	}
 }
@@ -378,8 +380,9 @@ func routeVia(t testing.TB, n *mesh.Node, dst, next identity.SID, within time.Du
 // beyond it: 2 hops against the honest path's 3 (a two-hop honest path
 // would only tie; see TestRerouteAroundDroppingRelay). A's route to C
 // moves to M; of echoes through a session A - C sent every 100 ms for 10 s
-// from then, at least 90% come back within 1 s, and A's route to C is back
-// through B.
+// from then, at least 90% come back within 1 s: the session reports no
+// progress, A's router marks M failing for C (mesh/avoid.go), and A's
+// route to C is back through B.
 func TestAttackDroppingNeighbourUDP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10 s of echoes")
@@ -407,16 +410,21 @@ func TestAttackDroppingNeighbourUDP(t *testing.T) {
 	go func() { defer wg.Done(); m.sendLoop(ctx, epoch, hseq) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
+	s.waitFor(t, "routing message with C's signed entry", func() bool { return m.entry.Load() != nil })
 	r := routeVia(t, a, c.SID(), mid.SID(), 10*time.Second)
 	e := m.entry.Load()
 	t.Logf("A's route to C through M: %+v (C's entry from A: seq %d, metric %d, hops %d)", r, e.Seq, e.Metric, e.Hops)
 	s0 := a.Stats()
+	st0 := tun.sess.Stats()
+	marks0, _ := mesh.AvoidCounts(a)
 	const interval = 100 * time.Millisecond
 	d := 10 * time.Second
 	ectx, ecancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer ecancel()
 	res := tun.run(ectx, int(d/interval), interval)
 	s1 := a.Stats()
+	stalls := tun.sess.Stats().Stalls - st0.Stalls
+	marks, ignored := mesh.AvoidCounts(a)
 	var nextHop identity.SID
 	for _, r := range a.Routes() {
 		if r.SID == c.SID() {
@@ -425,12 +433,16 @@ func TestAttackDroppingNeighbourUDP(t *testing.T) {
 	}
 	t.Logf("M acknowledged %d frames and dropped %d; A's route to C at the end through %s (B %s, M %s); A: Relayed +%d, Delivered +%d",
 		m.acked.Load(), m.dropped.Load(), nextHop.Short(), b.SID().Short(), mid.SID().Short(), s1.Relayed-s0.Relayed, s1.Delivered-s0.Delivered)
+	t.Logf("session A - C: Stalls +%d; A's router: %d marks (+%d), %d reports of no progress ignored", stalls, marks, marks-marks0, ignored)
 	t.Logf("echoes A - C for %v from the route's move to M: %s", d, res)
 	if m.dropped.Load() == 0 {
 		t.Fatal("M dropped nothing: it attracted no traffic, the test shows nothing")
 	}
 	if res.ok*10 < res.sent*9 {
 		t.Errorf("%s; want at least 90%% within %v", res, echoLimit)
+	}
+	if stalls == 0 || marks-marks0 != 1 {
+		t.Errorf("session stalls +%d, marks +%d: want the session's report of no progress to mark M once", stalls, marks-marks0)
 	}
 	if nextHop != b.SID() {
 		t.Errorf("A's route to C goes through %s at the end, want B %s", nextHop.Short(), b.SID().Short())

@@ -90,6 +90,7 @@ func waitRoute(t testing.TB, n *mesh.Node, sid identity.SID) {
 
 // echoTunnel is an msp session from a to c carrying one echo stream.
 type echoTunnel struct {
+	sess *msp.Session
 	conn net.Conn
 }
 
@@ -133,7 +134,7 @@ func newEchoTunnel(t testing.TB, a *mesh.Node, c *mesh.Node) *echoTunnel {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	tun := &echoTunnel{conn: st}
+	tun := &echoTunnel{sess: s, conn: st}
 	// One echo before the measurement, so that the session is up.
 	if r := tun.run(context.Background(), 1, 0); r.ok != 1 {
 		t.Fatalf("first echo through the tunnel: %s", r)

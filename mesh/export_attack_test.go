@@ -90,3 +90,11 @@ func (a *AttackLink) Open(b []byte) []byte {
 	}
 	return wire.Inner(b)
 }
+
+// AvoidCounts are n's router's marks of failing next hops made, and the
+// reports of no progress it ignored (mesh/avoid.go).
+func AvoidCounts(n *Node) (marks, ignored uint64) {
+	n.router.mu.Lock()
+	defer n.router.mu.Unlock()
+	return n.router.failMarks, n.router.noProgressIgnored
+}
