@@ -265,6 +265,9 @@ func TestAttackForgedLinkFramesUDP(t *testing.T) {
 	if after.Addr.String() != naddr {
 		t.Errorf("N is V's neighbour at %v, want %s", after.Addr, naddr)
 	}
+	if !after.Up.Equal(before.Up) {
+		t.Errorf("V's link to N was made again: up since %v, was %v", after.Up, before.Up)
+	}
 	if after.MTU != before.MTU {
 		t.Errorf("the link's MTU at V went from %d to %d", before.MTU, after.MTU)
 	}

@@ -1142,10 +1142,8 @@ func TestAttackUntrustedUDP(t *testing.T) {
 	t.Logf("over %v U sent V %d bytes and got %d bytes in %d frames, by type %s (COOKIE is %d); V: Untrusted %d, CookiesSent %d; U's neighbours %d",
 		d, out, in, frames, types, wire.TypeCookie, s.Untrusted, s.CookiesSent, len(u.Neighbours()))
 	checkEchoes(t, "tunnel T - V", res)
-	for _, nb := range v.Neighbours() {
-		if nb.SID == u.SID() {
-			t.Fatal("the untrusted node became a neighbour")
-		}
+	if _, ok := neighbourOf(v, u.SID()); ok {
+		t.Fatal("the untrusted node became a neighbour")
 	}
 	if frames != cookies {
 		t.Errorf("U got %d frames from V, %d of them COOKIEs; want nothing but COOKIEs", frames, cookies)
@@ -1195,9 +1193,7 @@ func TestAttackUntrustedUDP(t *testing.T) {
 	if wt[wire.TypeCookie] != 1 || wt[wire.TypeHello] > 1 || w.frames.Load() != wt[wire.TypeCookie]+wt[wire.TypeHello] {
 		t.Errorf("W got %d frames: %d COOKIE, %d HELLO; want one COOKIE and at most one HELLO", w.frames.Load(), wt[wire.TypeCookie], wt[wire.TypeHello])
 	}
-	for _, nb := range v.Neighbours() {
-		if nb.SID == wid.SID() {
-			t.Fatal("W became a neighbour")
-		}
+	if _, ok := neighbourOf(v, wid.SID()); ok {
+		t.Fatal("W became a neighbour")
 	}
 }
