@@ -110,7 +110,8 @@ func neighbourOf(n *mesh.Node, sid identity.SID) (mesh.Neighbour, bool) {
 // sent to V from N's own socket (so from N's exact address, with no raw
 // socket needed): plain DATA (to a bound port and to the routing port),
 // ACK, SKIP and PROBEACK; the same with a zeroed trailer and with N's key
-// id, a fresh counter and a random tag; and N's latest genuine DATA and
+// id, a fresh counter and a random tag; a PROBE with a random tag; and
+// N's latest genuine DATA and
 // ACK, captured on N's socket, sent again. The echoes keep coming within
 // 1 s, N stays V's neighbour at its address with the same MTU, nothing
 // forged is delivered or routed, and V's counters rose by exactly what was
@@ -231,6 +232,10 @@ func TestAttackForgedLinkFramesUDP(t *testing.T) {
 			want.Unauthenticated++
 			want.BadMAC += 2
 		}
+		// A PROBE under a wrong tag (a plain one is allowed: it is
+		// answered, and changes nothing).
+		frames = append(frames, randomTag(wire.AppendProbe(nil, uint32(i), 1472)))
+		want.BadMAC++
 		frames = append(frames, replays...)
 		want.Replayed += uint64(len(replays))
 		for _, f := range frames {
@@ -251,7 +256,7 @@ func TestAttackForgedLinkFramesUDP(t *testing.T) {
 	got := linkDropsOf(v).minus(c0)
 	after, ok := neighbourOf(v, n.SID())
 	t.Logf("%d rounds of %d forged frames in %v from N's address %s; V: %+v (want %+v); delivered on port 1: %d; N at %v, MTU %d (was %d)",
-		sent, len(plain(0))*3+len(replays), took.Round(time.Millisecond), naddr, got, want, delivered.Load(), after.Addr, after.MTU, before.MTU)
+		sent, len(plain(0))*3+1+len(replays), took.Round(time.Millisecond), naddr, got, want, delivered.Load(), after.Addr, after.MTU, before.MTU)
 	checkEchoes(t, "tunnel N - V while frames are forged from N's address", res)
 	if sent < int(d.Seconds()*rounds) {
 		t.Errorf("%d rounds sent, want %.0f", sent, d.Seconds()*rounds)
