@@ -73,3 +73,28 @@ func (a *AttackLink) Seal(frame []byte) []byte {
 	a.ctr++
 	return a.keys.seal(append([]byte(nil), frame...), a.ctr)
 }
+
+// Open returns the frame inside b, a frame the node sent sealed with the
+// link keys, or nil if it does not open under them; a plain frame is
+// returned as it is.
+func (a *AttackLink) Open(b []byte) []byte {
+	if len(b) < 2 || b[1]&wire.FlagAuth == 0 {
+		return b
+	}
+	a.mu.Lock()
+	k := a.keys
+	a.mu.Unlock()
+	af, err := wire.ParseAuth(b)
+	if err != nil || k == nil || af.KeyID != k.rxID || !k.open(&af) {
+		return nil
+	}
+	return wire.Inner(b)
+}
+
+// AvoidCounts are n's router's marks of failing next hops made, and the
+// reports of no progress it ignored (mesh/avoid.go).
+func AvoidCounts(n *Node) (marks, ignored uint64) {
+	n.router.mu.Lock()
+	defer n.router.mu.Unlock()
+	return n.router.failMarks, n.router.noProgressIgnored
+}

@@ -461,7 +461,16 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 			state[i] = skip
 			continue
 		case rt == nil && !e.HasSig:
-			state[i] = skip // nothing proves this origin exists
+			// Nothing proves this origin exists. The neighbour thinks we
+			// had its signature: the message that carried it was lost
+			// here (the verifier's queue was full). Ask it again, or the
+			// origin stays unknown until the next full table with
+			// signatures (sigEvery tables).
+			if e.Metric != wire.MetricInfinity && len(r.routes) < r.n.cfg.MaxRoutes && len(ads) < r.n.cfg.MaxRoutesPerNeighbour {
+				r.reqTo[nb] = append(r.reqTo[nb], wire.SeqRequest{Origin: e.Origin, Seq: e.Seq, HopsLeft: 1})
+				r.pending = true
+			}
+			state[i] = skip
 			continue
 		case ads[e.Origin] == nil && len(ads) >= r.n.cfg.MaxRoutesPerNeighbour,
 			rt == nil && len(r.routes)+fresh >= r.n.cfg.MaxRoutes:
@@ -565,6 +574,12 @@ func (r *router) unlockAndNotify() {
 
 // handleRequestLocked answers or forwards a seqno request. Called with r.mu held.
 func (r *router) handleRequestLocked(from *neighbour, q wire.SeqRequest) {
+	if s := r.sentSeq[from]; s != nil && s[q.Origin] >= q.Seq {
+		// It asks for what we think it has: the signature was lost on
+		// the way in. The answer carries it again.
+		delete(s, q.Origin)
+		r.pending = true
+	}
 	if q.Origin == r.n.sid {
 		if q.Seq > r.selfSeq && time.Since(r.lastBump) > 200*time.Millisecond {
 			r.lastBump = time.Now()

@@ -238,3 +238,29 @@ func TestReplyAddressFromRecords(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// FuzzEndpointInit feeds a listening endpoint arbitrary datagrams as INITs
+// (and, through the read loop's dispatch, as anything else) from arbitrary
+// addresses: no panic, and its state stays within its bounds.
+func FuzzEndpointInit(f *testing.F) {
+	server, _ := identity.Generate(nil)
+	client, _ := identity.Generate(nil)
+	hs, _ := seal.NewInitiator(client, server.SID(), 1, portParams(5000), time.Now())
+	f.Add(hs.Message(), "a")
+	other, _ := seal.NewInitiator(client, server.SID(), 2, portParams(5001), time.Now())
+	f.Add(other.Message(), "b")
+	f.Add([]byte{1}, "c")
+	f.Fuzz(func(t *testing.T, pkt []byte, from string) {
+		_, lisSide := chanPair()
+		l := Listen(lisSide, server, 5000, Config{})
+		defer l.Close()
+		ep := l.eps[0]
+		ep.handleInit(pkt, chanAddr(from))
+		ep.handleInit(pkt, chanAddr(from+"x")) // the same INIT from elsewhere: not answered
+		ep.mu.Lock()
+		defer ep.mu.Unlock()
+		if len(ep.sessions) != 0 || len(ep.pending) > 1 || len(ep.answered) > 1 {
+			t.Fatalf("one INIT left %d sessions, %d pending, %d answers", len(ep.sessions), len(ep.pending), len(ep.answered))
+		}
+	})
+}

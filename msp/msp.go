@@ -105,10 +105,11 @@ type Config struct {
 	// path, and a stream whose reader stops holds no more than this.
 	StreamWindow int
 	// MaxStreams bounds the streams open at once in one session: a
-	// listener resets streams beyond it, OpenStream fails. Default 128.
-	// The session's receive buffer holds MaxStreams full windows (at most
-	// 1 GiB; it grows only as used), so streams whose readers stop stop
-	// only themselves, never the streams beside them.
+	// listener resets streams beyond it, OpenStream fails. Default 4096.
+	// The session's receive buffer holds 1 GiB (128 full windows of 8
+	// MiB; it grows only as used), so streams whose readers stop stop only
+	// themselves, never the streams beside them, until more than 127 of
+	// them hold a full window each.
 	MaxStreams int
 	// Logger receives logs; nil is silent.
 	Logger *slog.Logger
@@ -132,9 +133,8 @@ func (c Config) withDefaults() Config {
 	}
 	c.StreamWindow = min(c.StreamWindow, maxSessionBuffer)
 	if c.MaxStreams <= 0 {
-		c.MaxStreams = 128
+		c.MaxStreams = 4096
 	}
-	c.MaxStreams = min(c.MaxStreams, maxSessionBuffer/c.StreamWindow)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

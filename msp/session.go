@@ -48,16 +48,16 @@ type Session struct {
 }
 
 // smuxConfig: per-stream windows (smux v2) of cfg.StreamWindow, and a
-// session buffer of MaxStreams of them, so that the session-wide buffer,
-// when full, stops every stream at once only if more streams than a
-// session may hold stopped reading.
+// session buffer of MaxStreams of them, at most maxSessionBuffer, so that
+// the session-wide buffer, which stops every stream at once when full,
+// fills only when very many streams stopped reading.
 func smuxConfig(cfg Config) *smux.Config {
 	c := smux.DefaultConfig()
 	c.Version = 2
 	c.KeepAliveDisabled = true // arq keeps the session alive
 	c.MaxFrameSize = 32768
 	c.MaxStreamBuffer = cfg.StreamWindow
-	c.MaxReceiveBuffer = cfg.StreamWindow * cfg.MaxStreams
+	c.MaxReceiveBuffer = int(min(int64(cfg.StreamWindow)*int64(cfg.MaxStreams), maxSessionBuffer))
 	return c
 }
 

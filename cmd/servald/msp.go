@@ -263,13 +263,13 @@ func shutdown(f func(context.Context) error) error {
 }
 
 // connectStreams is the MaxStreams of connect's sessions, and so the
-// connections connect --forward holds at once. It is kept below the
-// listener's MaxStreams (128 by default, and at most): a stream that
+// connections connect --forward holds at once (forward.MaxConns). It is
+// kept below the listener's MaxStreams (4096 by default): a stream that
 // connect evicts is only half-closed at the listener until its target
 // answers the EOF, and meanwhile still counts there; the difference is
 // room for such streams, so that the stream that replaces one is not
 // refused.
-const connectStreams = 112
+const connectStreams = forward.MaxConns
 
 // allowWait bounds how long `msp listen` waits for the mesh to learn a
 // node named by a short SID in --allow.

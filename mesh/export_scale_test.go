@@ -1,0 +1,28 @@
+package mesh
+
+import "github.com/servald/servald/identity"
+
+// Reachable counts the nodes n has a next hop towards (routes and
+// neighbours), and reports whether sid is one of them. Unlike Routes it
+// neither allocates a list nor sorts, so the scale benchmarks can poll 500
+// nodes with it.
+func Reachable(n *Node, sid identity.SID) (count int, found bool) {
+	n.mu.RLock()
+	r := n.router
+	r.mu.Lock()
+	for o, rt := range r.routes {
+		if rt.via != nil || n.bySID[o] != nil {
+			count++
+			found = found || o == sid
+		}
+	}
+	for s := range n.bySID {
+		if r.routes[s] == nil {
+			count++
+			found = found || s == sid
+		}
+	}
+	r.mu.Unlock()
+	n.mu.RUnlock()
+	return count, found
+}

@@ -1,0 +1,119 @@
+package mesh
+
+import (
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/mesh/internal/wire"
+)
+
+// scaleChain starts count nodes in a line on a fresh network, each knowing
+// the next as a peer, with hello interval hello (and a neighbour timeout of
+// five of them), and waits until the first routes to the last.
+func scaleChain(t *testing.T, count int, hello time.Duration) []*Node {
+	t.Helper()
+	seed := rand.Int64()
+	t.Logf("memnet seed %d", seed)
+	nw := memnet.New(seed)
+	t.Cleanup(func() { nw.Close() })
+	conns := make([]*memnet.Conn, count)
+	for i := range conns {
+		conns[i] = nw.Listen()
+	}
+	nodes := make([]*Node, count)
+	for i := count - 1; i >= 0; i-- {
+		var peers []net.Addr
+		if i+1 < count {
+			peers = []net.Addr{conns[i+1].LocalAddr()}
+		}
+		nodes[i] = StartNode(t, Config{HelloInterval: hello, NeighbourTimeout: 5 * hello}, conns[i], peers)
+	}
+	waitReach(t, nodes[0], nodes[count-1])
+	return nodes
+}
+
+// waitReach waits until a routes to b.
+func waitReach(t *testing.T, a, b *Node) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); ; {
+		if _, ok := Reachable(a, b.SID()); ok {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s has no route to %s after 10 s", a.SID().Short(), b.SID().Short())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Fixes found by the scale benchmarks (scale_bench_test.go).
+
+// TestHeldRoutingFrameKeepsOnlyItsBytes: a routing message that arrives
+// ahead of a lost frame is held until the gap fills (link_recv.go), and it
+// used to be held in the read loop's 64 KiB buffer: 64 held per link, over
+// the 1500 link ends of BenchmarkMesh500, pinned gigabytes. Held, it keeps a
+// copy of its own size.
+func TestHeldRoutingFrameKeepsOnlyItsBytes(t *testing.T) {
+	nodes := scaleChain(t, 2, time.Minute)
+	a, b := nodes[0], nodes[1]
+	a.mu.RLock()
+	l := a.bySID[b.SID()].link
+	a.mu.RUnlock()
+
+	l.mu.Lock()
+	epoch, seq := l.rx.epoch, l.rx.cum+10 // a gap below it: held
+	l.mu.Unlock()
+	h := wire.DataHeader{Epoch: epoch, Seq: seq, Base: seq - 10, TTL: 1, Dst: a.SID(), Src: b.SID(), DstPort: RoutingPort, SrcPort: RoutingPort}
+	frame := wire.AppendRouteMsg(wire.AppendData(nil, &h), &wire.RouteMsg{HasIHU: true, IHU: 255})
+	bp := a.bufs.get(maxDatagram) // as the read loop reads
+	*bp = append((*bp)[:0], frame...)
+	l.receiveData(bp)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, f := range l.rx.ctlHeld {
+		if f.seq == seq {
+			if string(*f.bp) != string(frame) {
+				t.Fatalf("held frame changed: % x, want % x", *f.bp, frame)
+			}
+			if cap(*f.bp) > smallBuf {
+				t.Fatalf("a held frame of %d bytes keeps a buffer of %d", len(frame), cap(*f.bp))
+			}
+			return
+		}
+	}
+	t.Fatalf("frame %d not held (held: %d frames)", seq, len(l.rx.ctlHeld))
+}
+
+// TestLostSignatureAskedAgain: a node that lost the routing message
+// carrying an origin's signature (its verifier's queue was full: the
+// message was acknowledged on the link, then dropped) hears the origin
+// from then on without the signature, which proves nothing. It asks the
+// neighbour, which sends the signature again at once; before, the origin
+// stayed unknown there until the neighbour's next full table with
+// signatures (every sigEvery*dumpEvery = 48 hello intervals) or the
+// origin's next sequence number (60).
+func TestLostSignatureAskedAgain(t *testing.T) {
+	nodes := scaleChain(t, 3, time.Second)
+	a, b, o := nodes[0], nodes[1], nodes[2]
+	// A forgets O, as if the message with its signature had been lost.
+	a.mu.RLock()
+	nbB := a.bySID[b.SID()]
+	a.mu.RUnlock()
+	a.router.mu.Lock()
+	delete(a.router.routes, o.SID())
+	delete(a.router.adverts[nbB], o.SID())
+	a.router.mu.Unlock()
+	if _, found := Reachable(a, o.SID()); found {
+		t.Fatal("A still routes to O")
+	}
+	// B's table without signatures, as its periodic ones are.
+	b.mu.RLock()
+	nbA := b.bySID[a.SID()]
+	b.mu.RUnlock()
+	b.router.sendTable(nbA, false)
+	waitReach(t, a, o)
+}
