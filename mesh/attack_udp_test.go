@@ -244,7 +244,6 @@ type floodSock struct {
 	link   atomic.Pointer[mesh.AttackLink] // set by joinAs: takes the victim's hellos
 	handle atomic.Pointer[func(b []byte)]  // if set, called with each frame from the victim
 	cookie atomic.Pointer[wire.Cookie]
-	data   atomic.Pointer[func(frame []byte)] // when set, given each DATA frame from the victim (only during the call)
 	bytes  atomic.Int64
 	frames atomic.Int64
 	types  [16]atomic.Int64
@@ -292,9 +291,6 @@ func floodSocks(t testing.TB, k int, victim net.Addr, read bool) []*floodSock {
 				s.types[typ&15].Add(1)
 				if l := s.link.Load(); l != nil && typ == wire.TypeHello {
 					l.Heard(buf[:k])
-				}
-				if f := s.data.Load(); f != nil && typ&^wire.FlagAuth == wire.TypeData {
-					(*f)(buf[:k])
 				}
 				if typ == wire.TypeCookie {
 					if ck, _, err := wire.ParseCookie(buf[:k]); err == nil {

@@ -176,12 +176,12 @@ func (a *answers) count() int {
 // watch counts x's answers from port (for the life of the test).
 func (a *answers) watch(t testing.TB, x *rawNeighbour, port uint16) {
 	a.seqs = map[uint64]bool{}
-	f := func(frame []byte) {
-		b := bytes.Clone(frame)
-		if _, err := wire.ParseAuth(b); err == nil {
-			b = wire.Inner(b)
+	f := func(b []byte) {
+		f := x.link.Open(bytes.Clone(b))
+		if typ, err := wire.Type(f); f == nil || err != nil || typ != wire.TypeData {
+			return
 		}
-		h, _, err := wire.ParseData(b)
+		h, _, err := wire.ParseData(f)
 		if err != nil || h.Src != x.vsid || h.Dst != x.id.SID() || h.SrcPort != port {
 			return
 		}
@@ -189,8 +189,8 @@ func (a *answers) watch(t testing.TB, x *rawNeighbour, port uint16) {
 		a.seqs[h.Seq] = true
 		a.mu.Unlock()
 	}
-	x.s.data.Store(&f)
-	t.Cleanup(func() { x.s.data.Store(nil) })
+	x.s.handle.Store(&f)
+	t.Cleanup(func() { x.s.handle.Store(nil) })
 }
 
 // connectResult is one legitimate connect during the flood.
