@@ -4,6 +4,8 @@ package mesh_test
 // identities at a listener. "300 INITs/s from fresh identities for 20 s at
 // a listener: a legitimate `msp connect` during the flood succeeds within
 // 3 s; RSS <= 64 MiB; goroutines back to idle + 10 after the flood."
+// (The defence's unit test, over an in-memory transport, is
+// TestInitFloodCostsNoSessions in msp/flood_test.go.)
 //
 // The attacker X is a raw neighbour of the listener's node (the test on
 // one loopback socket, joined through the cookie exchange with link keys:
