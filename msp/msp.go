@@ -100,15 +100,15 @@ type Config struct {
 	// MaxSessions bounds a listener's sessions. Default 1024.
 	MaxSessions int
 	// StreamWindow is how many bytes of one stream may be in flight or
-	// unread at the receiver (smux's per-stream window). Default 8 MiB:
+	// unread at the receiver (smux's per-stream window). Default 16 MiB:
 	// a full window per round trip keeps one stream at speed over a lossy
 	// path, and a stream whose reader stops holds no more than this.
 	StreamWindow int
 	// MaxStreams bounds the streams open at once in one session: a
 	// listener resets streams beyond it, OpenStream fails. Default 4096.
-	// The session's receive buffer holds 1 GiB (128 full windows of 8
+	// The session's receive buffer holds 1 GiB (64 full windows of 16
 	// MiB; it grows only as used), so streams whose readers stop stop only
-	// themselves, never the streams beside them, until more than 127 of
+	// themselves, never the streams beside them, until more than 63 of
 	// them hold a full window each.
 	MaxStreams int
 	// Logger receives logs; nil is silent.
@@ -129,7 +129,7 @@ func (c Config) withDefaults() Config {
 		c.MaxSessions = 1024
 	}
 	if c.StreamWindow <= 0 {
-		c.StreamWindow = 8 << 20
+		c.StreamWindow = 16 << 20
 	}
 	c.StreamWindow = min(c.StreamWindow, maxSessionBuffer)
 	if c.MaxStreams <= 0 {
