@@ -7,6 +7,7 @@ package instance
 import (
 	"context"
 	"io"
+	"net"
 	"strings"
 
 	"github.com/servald/servald/msp"
@@ -21,6 +22,7 @@ import (
 var plainWords = []struct{ text, phrase string }{
 	{context.Canceled.Error(), "interrupted"},
 	{io.ErrClosedPipe.Error(), "the other side closed the connection"},
+	{net.ErrClosed.Error(), "the other side closed the connection"},
 	{msp.ErrSessionEnded.Error(), "the other side closed the connection"},
 	{"arq: peer aborted the connection", "the other side closed the connection"},
 	{"arq: peer closed the connection", "the other side closed the connection"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"testing"
 
 	"github.com/servald/servald/msp"
@@ -20,6 +21,7 @@ func TestExplain(t *testing.T) {
 	}{
 		{fmt.Errorf("stream broke: %w", fmt.Errorf("forward: b->a: %w", io.ErrClosedPipe)), "stream broke: the other side closed the connection"},
 		{fmt.Errorf("stream broke: forward: %w", context.Canceled), "stream broke: interrupted"},
+		{fmt.Errorf("stream broke: forward: b->a: %w", net.ErrClosed), "stream broke: the other side closed the connection"},
 		{context.Canceled, "interrupted"},
 		{fmt.Errorf("forward: stream X:5000->client 127.0.0.1:1: %w", io.ErrClosedPipe), "forward: stream X:5000->client 127.0.0.1:1: the other side closed the connection"},
 		{fmt.Errorf("msp: dial: %w", msp.ErrRefused), "msp: dial: the other side refused the session"},
