@@ -18,8 +18,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/ratelimit"
 	"github.com/servald/servald/mesh"
 )
 
@@ -184,7 +186,11 @@ type Responder struct {
 	pc  PacketConn
 	id  *identity.Identity
 	log *slog.Logger
-	wg  sync.WaitGroup
+	// signs bounds the answers signed per second: any node in the mesh
+	// may ask, each answer costs a signature, and asking is cheap.
+	signs   *ratelimit.Bucket
+	dropped atomic.Uint64 // queries not answered for want of a token
+	wg      sync.WaitGroup
 
 	mu     sync.Mutex
 	ads    map[uint64]Service // standing advertisements; guarded by mu
@@ -197,7 +203,7 @@ func NewResponder(pc PacketConn, id *identity.Identity, log *slog.Logger) *Respo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Responder{pc: pc, id: id, log: log, ads: map[uint64]Service{}}
+	r := &Responder{pc: pc, id: id, log: log, ads: map[uint64]Service{}, signs: ratelimit.New(MaxAnswersPerSecond, MaxAnswersPerSecond)}
 	r.wg.Add(1)
 	go r.serve()
 	return r
@@ -241,6 +247,13 @@ func (r *Responder) Remove(name string) {
 	r.mu.Unlock()
 }
 
+// MaxAnswersPerSecond bounds the answers a Responder signs per second
+// (bursts as large); queries beyond are dropped and counted (Dropped).
+const MaxAnswersPerSecond = 200
+
+// Dropped is how many queries went unanswered for the rate bound.
+func (r *Responder) Dropped() uint64 { return r.dropped.Load() }
+
 // Close stops answering.
 func (r *Responder) Close() error {
 	err := r.pc.Close()
@@ -263,6 +276,10 @@ func (r *Responder) serve() {
 		}
 		a, ok := mesh.AddrOf(from)
 		if !ok {
+			continue
+		}
+		if !r.signs.Take() {
+			r.dropped.Add(1)
 			continue
 		}
 		// An empty answer too, so that Find need not wait for this node.

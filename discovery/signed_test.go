@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/servald/servald/identity"
@@ -109,4 +111,46 @@ func TestTwoAnswersListed(t *testing.T) {
 	if len(got) != 2 || got[0].SID != a.SID() || got[1].SID != b.SID() {
 		t.Fatalf("answers %v: want a's (0 hops) then b's", got)
 	}
+}
+
+// TestQueryFloodBounded: queries are cheap to send and each answer costs
+// a signature, so a responder signs at most MaxAnswersPerSecond a second
+// (bursts as large) and counts the queries it drops.
+func TestQueryFloodBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := meshPair(t)
+		rb := responder(t, b, Service{"ssh", 5000})
+		pc, err := a.Bind(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		var answers atomic.Int64
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				if _, _, err := pc.ReadFrom(buf); err != nil {
+					return
+				}
+				answers.Add(1)
+			}
+		}()
+		const flood = 3 * MaxAnswersPerSecond
+		to := mesh.Addr{SID: b.SID(), Port: Port}
+		for i := range flood {
+			if _, err := pc.WriteTo(AppendQuery(nil, Nonce{byte(i), byte(i >> 8)}, "ssh"), to); err != nil {
+				t.Fatal(err)
+			}
+			if i%50 == 49 {
+				time.Sleep(time.Millisecond) // let the mesh carry them
+			}
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		got, dropped := answers.Load(), rb.Dropped()
+		if got > 2*MaxAnswersPerSecond || got == 0 || dropped == 0 || got+int64(dropped) > flood {
+			t.Fatalf("%d queries: %d answered, %d dropped; want at most %d answered, the rest counted", flood, got, dropped, 2*MaxAnswersPerSecond)
+		}
+		t.Logf("%d queries within ~1 s: %d answered, %d dropped", flood, got, dropped)
+	})
 }

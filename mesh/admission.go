@@ -20,11 +20,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/ratelimit"
 	"github.com/servald/servald/mesh/internal/wire"
 )
 
@@ -92,31 +92,10 @@ func (j *cookieJar) valid(addr net.Addr, c wire.Cookie) bool {
 	return hmac.Equal(a[:], c[:]) || hmac.Equal(b[:], c[:])
 }
 
-// tokenBucket allows rate events per second with bursts of burst.
-type tokenBucket struct {
-	mu     sync.Mutex
-	tokens float64 // guarded by mu
-	last   time.Time
-	rate   float64
-	burst  float64
-}
-
-func newBucket(rate, burst int) *tokenBucket {
-	return &tokenBucket{tokens: float64(burst), last: time.Now(), rate: float64(rate), burst: float64(burst)}
-}
-
-// take takes one token if there is one.
-func (b *tokenBucket) take() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now()
-	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+// newBucket is a full token bucket of rate events a second, bursts of
+// burst.
+func newBucket(rate, burst int) *ratelimit.Bucket {
+	return ratelimit.New(float64(rate), float64(burst))
 }
 
 // Rates of things an address or a neighbour can make a node do.
@@ -191,7 +170,7 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 		n.stats.badSigCached.Add(1)
 		return
 	}
-	if !bucket.take() {
+	if !bucket.Take() {
 		n.stats.verifyLimited.Add(1)
 		return
 	}
@@ -225,7 +204,7 @@ func (n *Node) handleCookie(b []byte, from net.Addr) {
 	}
 	switch {
 	case n.cookies.valid(from, echo):
-		if !n.cookieBucket.take() {
+		if !n.cookieBucket.Take() {
 			n.stats.verifyLimited.Add(1)
 			return
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/ratelimit"
 	"github.com/servald/servald/mesh/internal/wire"
 )
 
@@ -50,8 +51,8 @@ type neighbour struct {
 	keys  atomic.Pointer[linkKeys] // nil until the neighbour's ephemeral is known; replaced with n.mu held
 	txCtr atomic.Uint64            // counter of the authenticated frames sent to it
 
-	verifyBucket *tokenBucket // signatures checked for it
-	originBucket *tokenBucket // new origins it introduces
+	verifyBucket *ratelimit.Bucket // signatures checked for it
+	originBucket *ratelimit.Bucket // new origins it introduces
 }
 
 func (nb *neighbour) heard() { nb.lastHeard.Store(time.Now().UnixNano()) }

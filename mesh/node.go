@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/ratelimit"
 	"github.com/servald/servald/mesh/internal/wire"
 )
 
@@ -196,9 +197,9 @@ type Node struct {
 	cookies      *cookieJar
 	verifier     *verifier
 	badSigs      *badSigCache
-	admitBucket  *tokenBucket          // hello checks for non-neighbours
-	peerBucket   *tokenBucket          // the same, apart, for configured peers
-	cookieBucket *tokenBucket          // hellos sent in answer to COOKIEs
+	admitBucket  *ratelimit.Bucket     // hello checks for non-neighbours
+	peerBucket   *ratelimit.Bucket     // the same, apart, for configured peers
+	cookieBucket *ratelimit.Bucket     // hellos sent in answer to COOKIEs
 	trust        map[identity.SID]bool // nil: open mesh
 	peerAddrs    map[string]bool       // configured peers, by address
 

@@ -477,7 +477,7 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 			st.routeCap.Add(1)
 			state[i] = skip
 			continue
-		case rt == nil && !nb.originBucket.take():
+		case rt == nil && !nb.originBucket.Take():
 			st.newOriginLimited.Add(1)
 			state[i] = skip
 			continue
@@ -501,7 +501,7 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 		case r.n.badSigs.has(keys[i]):
 			st.badSigCached.Add(1)
 			state[i] = skip
-		case !nb.verifyBucket.take():
+		case !nb.verifyBucket.Take():
 			st.verifyLimited.Add(1)
 			state[i] = skip
 		case identity.Verify(e.Origin, wire.SignedOrigin(e.Origin, e.Seq), e.Sig[:]):

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/servald/servald/identity"
+	"github.com/servald/servald/internal/ratelimit"
 	"github.com/servald/servald/msp/internal/seal"
 )
 
@@ -50,10 +51,9 @@ func RefuseUnbound(tr Transport, id *identity.Identity, log *slog.Logger) *Refus
 func (r *Refuser) loop() {
 	defer close(r.done)
 	buf := make([]byte, 65536)
-	kept := map[[seal.HashLen]byte][]byte{}
+	kept := map[[seal.HashLen]byte]answer{}
 	var order [][seal.HashLen]byte
-	var second time.Time
-	signed := 0
+	signs := ratelimit.New(maxRefusalsPerSecond, maxRefusalsPerSecond)
 	for {
 		k, from, err := r.tr.ReadFrom(buf)
 		if errors.Is(err, net.ErrClosed) {
@@ -67,17 +67,15 @@ func (r *Refuser) loop() {
 			continue
 		}
 		h := seal.HashInit(pkt)
-		if reply, ok := kept[h]; ok {
-			r.tr.WriteTo(reply, from) // a retransmitted INIT
+		if a, ok := kept[h]; ok {
+			if a.to == from.String() {
+				r.tr.WriteTo(a.reply, from) // a retransmitted INIT
+			}
 			continue
 		}
-		if now := time.Now(); now.Sub(second) >= time.Second {
-			second, signed = now, 0
-		}
-		if signed >= maxRefusalsPerSecond {
+		if !signs.Take() {
 			continue
 		}
-		signed++
 		in, err := seal.ParseInit(pkt, r.id, time.Now())
 		if err != nil || !r.tr.FromNode(from, in.Peer()) {
 			continue
@@ -89,7 +87,7 @@ func (r *Refuser) loop() {
 			delete(kept, order[0])
 			order = order[1:]
 		}
-		kept[h] = reply
+		kept[h] = answer{reply: reply, to: from.String()}
 		order = append(order, h)
 		r.tr.WriteTo(reply, from)
 	}
