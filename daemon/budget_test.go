@@ -17,7 +17,7 @@ import (
 // over the control socket (a TIMED frame) to the daemon's node, which
 // delivers a datagram whose budget covers the path (two memnet hops of
 // 20 ms) and drops, counting Late (also in the status reply), every one
-// whose budget does not.
+// whose budget does not; a plain datagram written behind them arrives.
 func TestWriteToWithinThroughDaemon(t *testing.T) {
 	m := meshtest.Chain(t, 3, memnet.LinkConfig{Delay: 20 * time.Millisecond}, meshtest.Timers(200*time.Millisecond, time.Second))
 	a, z := m.Nodes[0], m.Nodes[2]
@@ -70,9 +70,11 @@ func TestWriteToWithinThroughDaemon(t *testing.T) {
 	if k, _, err := pz.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("a late datagram was delivered: %q, %v", buf[:k], err)
 	}
+	// At least once each: on real time, an ACK held up on a busy machine
+	// can make a sender give up (and count) a frame the next hop dropped.
 	late := a.Stats().Late + m.Nodes[1].Stats().Late - lateBefore
-	if late != count+1 {
-		t.Errorf("Late %d, want %d", late, count+1)
+	if late < count+1 {
+		t.Errorf("Late %d, want at least %d", late, count+1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
