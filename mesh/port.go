@@ -203,7 +203,8 @@ func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // that dropped it and is not an error of the write (as a datagram lost on
 // the way is not), even when that node is this one: a budget of zero or
 // less, or one spent waiting for room in the next hop's queue. Budgets are
-// carried in microseconds, up to wire.MaxBudget (71 minutes).
+// carried in microseconds, up to about 71 minutes (longer ones are cut to
+// that).
 func (c *PacketConn) WriteToWithin(p []byte, addr net.Addr, budget time.Duration) (int, error) {
 	return c.write(p, addr, budget, true)
 }
