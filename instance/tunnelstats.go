@@ -91,6 +91,15 @@ func NewTunnelStats(cfg StatsConfig) (*TunnelStats, error) {
 	return t, nil
 }
 
+// StartTunnelStats is NewTunnelStats, then Start.
+func StartTunnelStats(ctx context.Context, cfg StatsConfig) (*TunnelStats, error) {
+	t, err := NewTunnelStats(cfg)
+	if err == nil {
+		t.Start(ctx)
+	}
+	return t, err
+}
+
 // Start prints a line every Interval (none when it is 0) until ctx ends
 // or Stop.
 func (t *TunnelStats) Start(ctx context.Context) {
