@@ -101,28 +101,33 @@ func checkStats(t *testing.T, who, stderr string, total int, sending bool) {
 }
 
 // TestStatsLines: msp connect --stats=1s -v sends 4 MiB from stdin over
-// about 3 s to msp listen --stats=1s -v, embedded and through a daemon
-// (servald start) on the connecting side. Both print stats lines that
-// show the transfer in the right direction and a summary with its total.
+// about 3 s to msp listen --stats=1s -v: both embedded, the connecting
+// side through a daemon (servald start), and over split transport
+// (--split). Both ends print stats lines that show the transfer in the
+// right direction and a summary with its total.
 func TestStatsLines(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 3 s transfer")
 	}
 	t.Parallel()
 	const total, chunk = 4 << 20, 64 << 10
-	for _, daemon := range []bool{false, true} {
-		name := "embedded"
-		if daemon {
-			name = "daemon"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, mode := range []string{"embedded", "daemon", "split"} {
+		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			var out countWriter
-			l := startListen(t, nil, &out, "--once", "--stats=1s", "-v", "5000")
-			args := connectArgs(t, l, "--stats=1s", "-v", l.sid, "5000")
-			if daemon {
+			var l *listener
+			var args []string
+			switch mode {
+			case "embedded":
+				l = startListen(t, nil, &out, "--once", "--stats=1s", "-v", "5000")
+				args = connectArgs(t, l, "--stats=1s", "-v", l.sid, "5000")
+			case "daemon":
+				l = startListen(t, nil, &out, "--once", "--stats=1s", "-v", "5000")
 				d := startDaemon(t, instance(t), "--peer", l.udp)
 				args = []string{"msp", "connect", "--instance", d.inst, "--stats=1s", "-v", l.sid, "5000"}
+			case "split":
+				sl := startSplitListen(t, nil, &out, "--once", "--stats=1s", "-v", "5000")
+				l, args = sl.listener, splitConnectArgs(t, sl, "--stats=1s", "-v", sl.sid, "5000")
 			}
 			c := start(t, &pacedReader{left: total, chunk: chunk, gap: 50 * time.Millisecond}, io.Discard, args...)
 			c.exitsZero(60*time.Second, "msp connect")
@@ -132,7 +137,7 @@ func TestStatsLines(t *testing.T) {
 			}
 			checkStats(t, "msp connect", c.stderr.String(), total, true)
 			checkStats(t, "msp listen", l.stderr.String(), total, false)
-			t.Logf("msp connect:\n%s", c.stderr)
+			t.Logf("msp connect:\n%s\nmsp listen:\n%s", c.stderr, l.stderr)
 		})
 	}
 }
