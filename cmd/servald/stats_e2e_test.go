@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"io"
+	"net"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -152,4 +155,64 @@ func TestStatsBadInterval(t *testing.T) {
 		{"listen 99ms", []string{"msp", "listen", "--instance", instance(t), "--stats=99ms", "5000"}, 2, "at least 100ms", 0},
 		{"listen not a duration", []string{"msp", "listen", "--instance", instance(t), "--stats=often", "5000"}, 2, "--stats", 0},
 	})
+}
+
+// TestStatsForwardSummary: msp listen --forward and msp connect --forward
+// with -v (no --stats) carry 3 TCP connections open at once, 1 MiB
+// echoed on each; stopped by SIGINT, both exit 0 and print a summary of
+// at least the 3 MiB each way, a peak of 3 streams and 1 session.
+func TestStatsForwardSummary(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t)
+	_, echoPort, _ := net.SplitHostPort(echo.Addr().String())
+	l := startListen(t, nil, nil, "--forward", echoPort, "-v", "5000")
+	port := strconv.Itoa(freePort(t))
+	c := start(t, nil, nil, connectArgs(t, l, "--forward", port, "-v", l.sid, "5000")...)
+	c.waitLine("forwarding TCP")
+	const size = 1 << 20
+	conns := make([]net.Conn, 3)
+	for i := range conns {
+		conns[i] = dialRetry(t, "127.0.0.1:"+port)
+		defer conns[i].Close()
+		// One byte there and back: the stream is open at both ends.
+		conns[i].SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := conns[i].Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(conns[i], make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errc := make(chan error, len(conns))
+	for _, cn := range conns {
+		go func() {
+			go func() {
+				cn.Write(make([]byte, size))
+				cn.(*net.TCPConn).CloseWrite()
+			}()
+			n, err := io.Copy(io.Discard, cn)
+			if err == nil && n != size {
+				err = fmt.Errorf("%d bytes echoed, want %d", n, size)
+			}
+			errc <- err
+		}()
+	}
+	for range conns {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []*proc{c, l.proc} {
+		p.cmd.Process.Signal(os.Interrupt)
+		p.exitsZero(20*time.Second, strings.Join(p.cmd.Args[1:3], " "))
+		m := statsSummaryRe.FindStringSubmatch(p.stderr.String())
+		if m == nil {
+			t.Fatalf("%s: no summary line; stderr:\n%s", p.cmd.Args[1:3], p.stderr)
+		}
+		sent, _ := strconv.Atoi(m[1])
+		recv, _ := strconv.Atoi(m[2])
+		if want := 3 * (size + 1); sent < want || recv < want || m[3] != "3" || m[4] != "1" {
+			t.Errorf("%s: summary %q: want at least %d bytes each way, peak streams 3, sessions 1", p.cmd.Args[1:3], m[0], want)
+		}
+	}
 }
