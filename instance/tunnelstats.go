@@ -138,14 +138,22 @@ func (t *TunnelStats) Stop() {
 	})
 }
 
-// Add watches s (again: nothing more), and counts the streams open now
-// towards the peak. Redialer.Watch takes it.
+// Add watches s (again: nothing more), keeps the sessions that ended as
+// their final counters and, when it prints (Interval or Summary), counts
+// the streams open now towards the peak. Redialer.Watch takes it.
 func (t *TunnelStats) Add(s *msp.Session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.addLocked(s)
-	t.sampleLocked()
+	t.pruneLocked()
+	if t.printing() {
+		t.sampleLocked()
+	}
 }
+
+// printing reports whether t prints anything: without, Accept and Add
+// cost next to nothing.
+func (t *TunnelStats) printing() bool { return t.cfg.Interval > 0 || t.cfg.Summary }
 
 func (t *TunnelStats) addLocked(s *msp.Session) {
 	if _, ok := t.live[s]; ok {
@@ -165,11 +173,16 @@ func (t *TunnelStats) Watch(lis *msp.Listener) {
 	t.lis = append(t.lis, lis)
 }
 
-// Accept is lis.AcceptContext, watching lis (Watch): after each stream it
-// adds the sessions lis has, among them the stream's, before the session
-// can end unseen, and counts the streams open towards the peak.
+// Accept is lis.AcceptContext, watching lis (Watch). When t prints, after
+// each stream it adds the sessions lis has, among them the stream's,
+// before the session can end unseen, and counts the streams open towards
+// the peak: work in proportion to the sessions lis has (1024 at most by
+// default), once per stream.
 func (t *TunnelStats) Accept(lis *msp.Listener) func(context.Context) (net.Conn, error) {
 	t.Watch(lis)
+	if !t.printing() {
+		return lis.AcceptContext
+	}
 	return func(ctx context.Context) (net.Conn, error) {
 		st, err := lis.AcceptContext(ctx)
 		if err == nil {
@@ -190,6 +203,11 @@ func (t *TunnelStats) pollLocked() {
 			t.addLocked(s)
 		}
 	}
+	t.pruneLocked()
+}
+
+// pruneLocked keeps the sessions that ended as their final counters.
+func (t *TunnelStats) pruneLocked() {
 	for s := range t.live {
 		select {
 		case <-s.Done():

@@ -218,7 +218,7 @@ func TestTunnelStatsConnectSide(t *testing.T) {
 // of 2 streams open at once and the 2 sessions.
 func TestTunnelStatsListenSide(t *testing.T) {
 	a, b := memPair(t, nil, nil)
-	ts, err := NewTunnelStats(StatsConfig{})
+	ts, err := NewTunnelStats(StatsConfig{Summary: true})
 	if err != nil {
 		t.Fatal(err)
 	}
