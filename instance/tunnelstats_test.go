@@ -41,24 +41,6 @@ var lineRe = regexp.MustCompile(`^servald: stats: sent (\S+ \S+)/s, received (\S
 // summaryRe reads a summary line.
 var summaryRe = regexp.MustCompile(`^servald: summary: sent \S+ \S+ \((\d+) bytes\), received \S+ \S+ \((\d+) bytes\) in \S+, mean \S+ \S+/s sent, \S+ \S+/s received, retransmitted \S+ \S+, peak streams (\d+), sessions (\d+)$`)
 
-// parseBytes reads humanBytes' output back.
-func parseBytes(t *testing.T, s string) float64 {
-	t.Helper()
-	num, unit, _ := strings.Cut(s, " ")
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil {
-		t.Fatalf("bytes %q: %v", s, err)
-	}
-	for _, u := range []string{"B", "KiB", "MiB", "GiB", "TiB"} {
-		if u == unit {
-			return f
-		}
-		f *= 1024
-	}
-	t.Fatalf("bytes %q: unknown unit", s)
-	return 0
-}
-
 // summaryFields are the numbers of a summary line: bytes sent and
 // received, peak streams, sessions.
 func summaryFields(t *testing.T, line string) [4]uint64 {
@@ -127,15 +109,7 @@ func TestTunnelStatsConnectSide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	listen := func() *msp.Listener {
-		lis, err := Listen(Embed(b), 7, fastEnd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go echoListener(lis)
-		return lis
-	}
-	lis := listen()
+	lis := echoOn(t, b, 7)
 	find := func(context.Context) (identity.SID, uint16, error) { return b.SID(), 7, nil }
 	dial := func(ctx context.Context, sid identity.SID, port uint16) (*msp.Session, error) {
 		return DialSession(ctx, Embed(a), sid, port, fastEnd)
@@ -166,8 +140,8 @@ func TestTunnelStatsConnectSide(t *testing.T) {
 	if m == nil {
 		t.Fatalf("line %q does not read as one", line)
 	}
-	if sent := parseBytes(t, m[1]); sent < 0.99*n || sent > 1.1*n {
-		t.Errorf("line %q: sent %v/s over 1 s of sending %d bytes", line, sent, n)
+	if sent, err := strconv.ParseFloat(strings.TrimSuffix(m[1], " MiB"), 64); err != nil || sent < 0.99 || sent > 1.1 {
+		t.Errorf("line %q: want about 1 MiB/s sent over 1 s of sending %d bytes", line, n)
 	}
 	if m[3] == "-" || m[6] != "1" || m[7] != "1" {
 		t.Errorf("line %q: want an rtt, 1 stream, 1 session", line)
@@ -198,7 +172,7 @@ func TestTunnelStatsConnectSide(t *testing.T) {
 		t.Errorf("line after the end %q: want no rtt, 0 sessions", line)
 	}
 
-	lis = listen()
+	lis = echoOn(t, b, 7)
 	defer lis.Close()
 	st, err = rd.OpenStream(ctx)
 	if err != nil {
