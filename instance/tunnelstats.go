@@ -101,7 +101,8 @@ func StartTunnelStats(ctx context.Context, cfg StatsConfig) (*TunnelStats, error
 }
 
 // Start prints a line every Interval (none when it is 0) until ctx ends
-// or Stop.
+// or Stop. Call it once at most, before Stop, from the goroutine that
+// calls Stop.
 func (t *TunnelStats) Start(ctx context.Context) {
 	if t.cfg.Interval == 0 {
 		return
