@@ -396,19 +396,18 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	defer done()
 	defer rd.Close() // the current session, after any redial
 	rd.Watch(ts.Add)
-	sess, err := rd.Session(ctx)
-	if err != nil {
+	if _, err := rd.Session(ctx); err != nil {
 		return err
 	}
 	if ln == nil {
-		st, err := rd.OpenStream(ctx) // sess's stream, counted by ts
+		st, err := rd.OpenStream(ctx) // on the session just dialled, counted by ts
 		if err != nil {
 			return err
 		}
 		if _, _, err = forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
 			return fmt.Errorf("stream broke: %w", err)
 		}
-		return shutdown(sess.Shutdown)
+		return shutdown(rd.Shutdown)
 	}
 	return o.serveLocal(ctx, g, ends, ln, rd)
 }
