@@ -108,6 +108,7 @@ type listenOptions struct {
 	to      []string
 	service string
 	allow   []string
+	stats   time.Duration
 }
 
 func newListenCmd(g *globals) *cobra.Command {
@@ -127,6 +128,7 @@ func newListenCmd(g *globals) *cobra.Command {
 	fs.StringArrayVar(&o.to, "to", nil, "with --socks: allow destinations CIDR|HOST[:PORT|:LOW-HIGH] (repeatable; * for all)")
 	fs.StringVar(&o.service, "service", "", "answer service discovery for NAME")
 	fs.StringArrayVar(&o.allow, "allow", nil, "only this SID may connect (repeatable)")
+	fs.DurationVar(&o.stats, "stats", 0, statsUsage)
 	o.split.addFlags(fs, false)
 	o.node.addFlags(fs)
 	return cmd
@@ -164,6 +166,11 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
+	ts, err := startStats(cmd.Context(), g, o.stats)
+	if err != nil {
+		return err
+	}
+	defer ts.Stop() // after the listener closed
 	splitCfg, split, err := o.split.config(cmd.Flags(), false, g)
 	if err != nil {
 		return err
@@ -201,7 +208,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		defer ad.Close()
 	}
 	o.printListening(cmd, g, node, port, ends.ConnectFlag(), splitLn)
-	return o.serve(cmd, g, lis, ends)
+	return o.serve(cmd, g, lis, ts.Accept(lis), ends)
 }
 
 // listenSplit also serves the MSP listener on --split.
@@ -232,11 +239,11 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 // serve forwards each stream to the --forward target or the SOCKS
 // destination it names, or joins one to stdin/stdout, then shuts the
 // listener down gracefully.
-func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, ends inst.ListenEnd) error {
+func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, accept func(context.Context) (net.Conn, error), ends inst.ListenEnd) error {
 	ctx := cmd.Context()
 	if !ends.Stdio() {
 		ends.Forwarder = o.forwarder(g.logger())
-		err := ends.Serve(ctx, lis.AcceptContext)
+		err := ends.Serve(ctx, accept)
 		if errors.Is(err, context.Canceled) {
 			return nil // stopped by a signal
 		}
@@ -245,7 +252,7 @@ func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener,
 		}
 		return shutdown(lis.Shutdown)
 	}
-	st, err := lis.AcceptContext(ctx)
+	st, err := accept(ctx)
 	if err != nil {
 		return fmt.Errorf("no connection: %w", err)
 	}
@@ -282,7 +289,7 @@ type connectOptions struct {
 	socks, socksAuth string
 	service          string
 	serviceSID       string
-	timeout          time.Duration
+	timeout, stats   time.Duration
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
@@ -318,6 +325,7 @@ stdin/stdout over one connection.`,
 	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT); the same node on every redial while it offers it")
 	fs.StringVar(&o.serviceSID, "service-sid", "", "with --service: take it only from this node (full SID or a prefix of 16+ hex digits)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
+	fs.DurationVar(&o.stats, "stats", 0, statsUsage)
 	o.split.addFlags(fs, true)
 	o.node.addFlags(fs)
 	return cmd
@@ -369,6 +377,11 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	if err != nil {
 		return err
 	}
+	ts, err := startStats(ctx, g, o.stats)
+	if err != nil {
+		return err
+	}
+	defer ts.Stop() // after the sessions closed
 	var ln net.Listener
 	if ends.Addr.Addr != "" {
 		if ln, err = ends.Addr.Listen(ctx); err != nil {
@@ -382,19 +395,19 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	}
 	defer done()
 	defer rd.Close() // the current session, after any redial
-	sess, err := rd.Session(ctx)
-	if err != nil {
+	rd.Watch(ts.Add)
+	if _, err := rd.Session(ctx); err != nil {
 		return err
 	}
 	if ln == nil {
-		st, err := sess.OpenStream(ctx)
+		st, err := rd.OpenStream(ctx) // on the session just dialled, counted by ts
 		if err != nil {
 			return err
 		}
 		if _, _, err = forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
 			return fmt.Errorf("stream broke: %w", err)
 		}
-		return shutdown(sess.Shutdown)
+		return shutdown(rd.Shutdown)
 	}
 	return o.serveLocal(ctx, g, ends, ln, rd)
 }
