@@ -7,7 +7,6 @@ import (
 	"net"
 	"syscall"
 
-	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/metrics"
 )
 
@@ -74,10 +73,11 @@ type Metrics struct {
 	pprof bool
 }
 
-// ServeMetrics serves n's metrics as o asks (nothing when o.Addr is "").
+// ServeMetrics serves the metrics of n (a *mesh.Node, or a Source that
+// adds sessions to one) as o asks (nothing when o.Addr is "").
 // A port in use is an error that says so in one line. An address beyond
 // loopback is served, since it was asked for, with a warning.
-func ServeMetrics(n *mesh.Node, o MetricsOptions, log *slog.Logger) (*Metrics, error) {
+func ServeMetrics(n metrics.Source, o MetricsOptions, log *slog.Logger) (*Metrics, error) {
 	if err := o.Check(false); err != nil || o.Addr == "" {
 		return &Metrics{}, err
 	}

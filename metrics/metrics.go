@@ -10,6 +10,8 @@ package metrics
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,7 +48,8 @@ type SessionSource interface {
 type Options struct {
 	// Pprof adds net/http/pprof's handlers under /debug/pprof/.
 	Pprof bool
-	// Logger receives the errors of scrapes; nil is silent.
+	// Logger receives the errors of scrapes and of the HTTP server; nil
+	// is silent.
 	Logger *slog.Logger
 }
 
@@ -153,7 +156,11 @@ func Listen(addr string, src Source, opts Options) (*Server, error) {
 			Handler:           Handler(src, opts),
 			ReadHeaderTimeout: readHeaderTimeout,
 			IdleTimeout:       idleTimeout,
+			ErrorLog:          log.New(io.Discard, "", 0),
 		},
+	}
+	if opts.Logger != nil {
+		s.srv.ErrorLog = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn)
 	}
 	go func() {
 		defer close(s.done)

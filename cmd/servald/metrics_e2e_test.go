@@ -123,6 +123,15 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s: HTTP %s, want %s", url, got, want)
 		}
 	}
+
+	// The port goes with the daemon.
+	if code, _, errOut := runOnce(t, nil, "stop", "--instance", a.inst); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	if c, err := net.Dial("tcp", "127.0.0.1:"+portA); err == nil {
+		c.Close()
+		t.Errorf("127.0.0.1:%s still accepts after stop", portA)
+	}
 }
 
 func hasKey(m map[string]float64, k string) bool {
