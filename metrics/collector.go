@@ -59,6 +59,7 @@ var dropReasons = []dropReason{
 	{"ttl_expired", func(s *mesh.Stats) uint64 { return s.TTLExpired }},
 	{"no_route", func(s *mesh.Stats) uint64 { return s.NoRoute }},
 	{"too_big", func(s *mesh.Stats) uint64 { return s.TooBig }},
+	{"late", func(s *mesh.Stats) uint64 { return s.Late }},
 	{"bad_route", func(s *mesh.Stats) uint64 { return s.BadRoute }},
 	{"stale_route", func(s *mesh.Stats) uint64 { return s.StaleRoute }},
 	{"bad_cookie", func(s *mesh.Stats) uint64 { return s.BadCookie }},
