@@ -18,11 +18,13 @@ import (
 type meshCmdOptions struct {
 	node nodeOptions
 	wait time.Duration
+	json bool
 }
 
 func (o *meshCmdOptions) addFlags(cmd *cobra.Command) {
 	o.node.addFlags(cmd.Flags())
 	cmd.Flags().DurationVar(&o.wait, "wait", 3*time.Second, "without a daemon: longest time the node started for this command listens for neighbours and routes (it stops sooner once they have not changed for two hello intervals, 2s)")
+	addJSONFlag(cmd, &o.json)
 }
 
 // open reaches the mesh: through the daemon, which knows its neighbours
@@ -62,8 +64,12 @@ the node options and listens for at most --wait.`,
 			}
 			defer a.Close()
 			out := cmd.OutOrStdout()
-			for _, r := range routes {
-				fmt.Fprintf(out, "%s hops=%d via=%s metric=%d\n", r.SID, r.Hops, r.NextHop.Short(), r.Metric)
+			if o.json {
+				writeJSON(out, inst.PeersDoc(routes))
+			} else {
+				for _, r := range routes {
+					fmt.Fprintf(out, "%s hops=%d via=%s metric=%d\n", r.SID, r.Hops, r.NextHop.Short(), r.Metric)
+				}
 			}
 			if len(routes) == 0 {
 				noRoutesHint(g.stderr, a)
@@ -123,17 +129,24 @@ Through the instance's daemon when it runs; otherwise a node is started with
 the node options and listens for at most --wait.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dot && o.json {
+				return usagef("--dot and --json are exclusive: give one")
+			}
 			a, routes, err := o.routes(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer a.Close()
-			if dot {
+			if dot || o.json {
 				nbs, err := a.Neighbours()
 				if err != nil {
 					return err
 				}
-				inst.WriteDot(cmd.OutOrStdout(), a.Identity().SID(), routes, nbs)
+				if o.json {
+					writeJSON(cmd.OutOrStdout(), inst.RoutesDoc(routes, nbs))
+				} else {
+					inst.WriteDot(cmd.OutOrStdout(), a.Identity().SID(), routes, nbs)
+				}
 				return nil
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
@@ -196,13 +209,16 @@ options and listens for at most --wait before asking.`,
 			if err != nil {
 				return err
 			}
-			for _, ans := range answers {
-				fmt.Fprintln(cmd.OutOrStdout(), ans)
-			}
-			if len(answers) == 0 {
-				if name == "" {
-					return fmt.Errorf("no node answered (%d asked)", len(routes)+1)
+			switch {
+			case len(answers) > 0 && o.json:
+				writeJSON(cmd.OutOrStdout(), inst.ServicesDoc(answers))
+			case len(answers) > 0:
+				for _, ans := range answers {
+					fmt.Fprintln(cmd.OutOrStdout(), ans)
 				}
+			case name == "":
+				return fmt.Errorf("no node answered (%d asked)", len(routes)+1)
+			default:
 				return fmt.Errorf("no node answered for %s", name)
 			}
 			return nil
