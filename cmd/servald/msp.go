@@ -201,6 +201,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		defer ad.Close()
 	}
 	o.printListening(cmd, g, node, port, ends.ConnectFlag(), splitLn)
+	printTicket(g, node, port, o.service, ends.ConnectFlag())
 	return o.serve(cmd, g, lis, ends)
 }
 
@@ -283,17 +284,20 @@ type connectOptions struct {
 	service          string
 	serviceSID       string
 	timeout          time.Duration
+	ticket           *inst.Ticket // the TICKET argument, if given
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
 	o := &connectOptions{}
 	cmd := &cobra.Command{
-		Use:   "connect [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks=[HOST:]PORT [--socks-auth=FILE]] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | --service=NAME)",
+		Use:   "connect [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks=[HOST:]PORT [--socks-auth=FILE]] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | TICKET | --service=NAME)",
 		Short: "Connect to an MSP listener; serve a local TCP port, Unix socket or SOCKS5 port through it, or stdin/stdout",
 		Long: `Connect to the MSP listener at SID MDPPORT, or, with --service=NAME, to the
 nearest node that answers service discovery for NAME (at the MDP port it
 names). SID may be shortened to a unique prefix of at least 8 hex digits of
-a node the mesh knows. With --forward, listen on a local TCP port (or Unix
+a node the mesh knows. A TICKET (svd1..., printed by msp listen) gives the
+SID, the MDP port and the listener's UDP addresses, which an embedded node
+adds as peers (a daemon does not: it must know a route already). With --forward, listen on a local TCP port (or Unix
 socket, mode 0600) and tunnel each connection; with --socks, run a SOCKS5
 server for a listener started with --socks; without either, tunnel
 stdin/stdout over one connection.`,
@@ -304,7 +308,7 @@ stdin/stdout over one connection.`,
 				}
 				return nil
 			}
-			return cobra.ExactArgs(2)(cmd, args)
+			return cobra.RangeArgs(1, 2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd, g, args)
@@ -337,6 +341,9 @@ func (o *connectOptions) target(args []string) (inst.Target, error) {
 	}
 	if o.serviceSID != "" {
 		return inst.Target{}, usagef("--service-sid needs --service")
+	}
+	if len(args) == 1 {
+		return o.ticketTarget(args[0])
 	}
 	arg, err := inst.ParseSIDArg(args[0])
 	if err != nil {
@@ -441,6 +448,7 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	if err != nil {
 		return nil, nil, err
 	}
+	o.sayTicket(g, node)
 	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
 		short := tgt.SID.Prefix()
