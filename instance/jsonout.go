@@ -1,14 +1,20 @@
 package instance
 
-// The documents of --json on the query commands (id self, id peers, route
-// print, service find): one JSON object per command, so that fields can be
-// added later without breaking a reader. Names are snake_case, SIDs 64
+// The output of the query commands (id self, id peers, route print,
+// service find) as documents: Print writes one as text, or, with --json,
+// as one JSON object, so that fields can be added later without breaking
+// a reader. Names are snake_case, SIDs 64
 // upper-case hex digits, durations integers with their unit in the name
 // (_us, _ms). These names are stable: README.md, "JSON output", lists
 // every field, and TestJSONOutputDocumented checks that the tables there
 // name exactly the fields of these types.
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
 	"github.com/servald/servald/discovery"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
@@ -110,4 +116,48 @@ func ServicesDoc(answers []discovery.Answer) ServicesJSON {
 		d.Services = append(d.Services, ServiceJSON{SID: a.SID, Name: a.Name, Port: a.Port, Hops: a.Hops})
 	}
 	return d
+}
+
+// Doc is a command's output.
+type Doc interface {
+	// WriteText writes the output without --json.
+	WriteText(w io.Writer)
+}
+
+// Print writes d to w: as one line of JSON when asJSON, else as text.
+func Print(w io.Writer, d Doc, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(d)
+	}
+	d.WriteText(w)
+	return nil
+}
+
+// WriteText writes the SID on a line.
+func (d SelfJSON) WriteText(w io.Writer) { fmt.Fprintln(w, d.SID) }
+
+// WriteText writes a line per node: SID hops=N via=NEXTHOP metric=M, the
+// next hop shortened.
+func (d PeersJSON) WriteText(w io.Writer) {
+	for _, p := range d.Peers {
+		fmt.Fprintf(w, "%s hops=%d via=%s metric=%d\n", p.SID, p.Hops, p.Via.Short(), p.Metric)
+	}
+}
+
+// WriteText writes the routing table (not the neighbours) in columns,
+// under a header.
+func (d RoutesJSON) WriteText(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DESTINATION\tNEXT HOP\tHOPS\tMETRIC\tMTU")
+	for _, r := range d.Routes {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", r.SID, r.NextHop.Short(), r.Hops, r.Metric, r.MTU)
+	}
+	tw.Flush()
+}
+
+// WriteText writes a line per answer: SID NAME.mdp.port=PORT.
+func (d ServicesJSON) WriteText(w io.Writer) {
+	for _, a := range d.Services {
+		fmt.Fprintln(w, discovery.Answer{SID: a.SID, Hops: a.Hops, Service: discovery.Service{Name: a.Name, Port: a.Port}})
+	}
 }

@@ -127,57 +127,51 @@ func ParseTicketBinary(b []byte) (Ticket, error) {
 	return t, nil
 }
 
-// parseTicketFields reads what follows the version byte, up to the
-// checksum: all of b.
-func parseTicketFields(b []byte) (Ticket, error) {
-	var t Ticket
-	take := func(n int) []byte {
-		if len(b) < n {
-			return nil
-		}
-		v := b[:n]
-		b = b[n:]
-		return v
+// errCutShort: the fields end before the checksum does.
+var errCutShort = errors.New("cut short")
+
+// ticketBytes are the fields of a ticket not read yet.
+type ticketBytes []byte
+
+// take returns the next n bytes, nil when there are not as many.
+func (b *ticketBytes) take(n int) []byte {
+	if len(*b) < n {
+		return nil
 	}
-	sid, port, nlen := take(identity.SIDLen), take(2), take(1)
+	v := (*b)[:n]
+	*b = (*b)[n:]
+	return v
+}
+
+// parseTicketFields reads what follows the version byte, up to the
+// checksum: all of fields.
+func parseTicketFields(fields []byte) (Ticket, error) {
+	var t Ticket
+	b := ticketBytes(fields)
+	sid, port, nlen := b.take(identity.SIDLen), b.take(2), b.take(1)
 	if nlen == nil {
-		return t, errors.New("cut short")
+		return t, errCutShort
 	}
 	copy(t.SID[:], sid)
 	t.Port = binary.BigEndian.Uint16(port)
-	name, count := take(int(nlen[0])), take(1)
-	if count == nil {
-		return t, errors.New("cut short")
-	}
-	t.Service = string(name)
-	if t.Port == 0 {
+	name, count := b.take(int(nlen[0])), b.take(1)
+	switch {
+	case count == nil:
+		return t, errCutShort
+	case t.Port == 0:
 		return t, errors.New("MDP port 0")
+	case int(count[0]) > MaxTicketAddrs:
+		return t, fmt.Errorf("%d addresses, at most %d", count[0], MaxTicketAddrs)
 	}
-	if t.Service != "" {
+	if t.Service = string(name); t.Service != "" {
 		if err := discovery.ValidName(t.Service); err != nil {
 			return t, err
 		}
 	}
-	if int(count[0]) > MaxTicketAddrs {
-		return t, fmt.Errorf("%d addresses, at most %d", count[0], MaxTicketAddrs)
-	}
 	for range count[0] {
-		fam := take(1)
-		if fam == nil || fam[0] != 4 && fam[0] != 6 {
-			return t, errors.New("an address of no known family")
-		}
-		size := net.IPv4len
-		if fam[0] == 6 {
-			size = net.IPv6len
-		}
-		ip, ok := netip.AddrFromSlice(take(size))
-		p := take(2)
-		if !ok || p == nil {
-			return t, errors.New("cut short")
-		}
-		a := netip.AddrPortFrom(ip, binary.BigEndian.Uint16(p))
-		if a.Port() == 0 || ip.IsUnspecified() {
-			return t, fmt.Errorf("address %s", a)
+		a, err := b.addr()
+		if err != nil {
+			return t, err
 		}
 		t.Addrs = append(t.Addrs, a)
 	}
@@ -185,6 +179,32 @@ func parseTicketFields(b []byte) (Ticket, error) {
 		return t, fmt.Errorf("%d bytes too many", len(b))
 	}
 	return t, nil
+}
+
+// addr reads an address: family (4 or 6), IP, UDP port.
+func (b *ticketBytes) addr() (netip.AddrPort, error) {
+	fam := b.take(1)
+	if fam == nil {
+		return netip.AddrPort{}, errCutShort
+	}
+	size := net.IPv4len
+	switch fam[0] {
+	case 4:
+	case 6:
+		size = net.IPv6len
+	default:
+		return netip.AddrPort{}, fmt.Errorf("address family %d", fam[0])
+	}
+	ip, ok := netip.AddrFromSlice(b.take(size))
+	port := b.take(2)
+	if !ok || port == nil {
+		return netip.AddrPort{}, errCutShort
+	}
+	a := netip.AddrPortFrom(ip, binary.BigEndian.Uint16(port))
+	if a.Port() == 0 || ip.IsUnspecified() {
+		return netip.AddrPort{}, fmt.Errorf("address %s", a)
+	}
+	return a, nil
 }
 
 // TicketAddrs are the UDP addresses a ticket gives for a node listening
@@ -230,19 +250,45 @@ func PeerStrings(addrs []netip.AddrPort) []string {
 	return out
 }
 
-// ListenerTicket is the ticket of a listener on MDP port of m offering
-// service ("" for none).
-func ListenerTicket(m Mesh, port uint16, service string) Ticket {
-	return Ticket{SID: m.Identity().SID(), Port: port, Service: service, Addrs: TicketAddrs(m.UDPAddr())}
+// ListenerTicket is the line a listener on MDP port of m offering service
+// ("" for none) prints: its ticket, and how to connect with it, fwd being
+// the flag its connect line suggests (ListenEnd.ConnectFlag).
+func ListenerTicket(m Mesh, port uint16, service, fwd string) string {
+	tk := Ticket{SID: m.Identity().SID(), Port: port, Service: service, Addrs: TicketAddrs(m.UDPAddr())}
+	return fmt.Sprintf("ticket: %s (servald msp connect --udp :0 %sTICKET)", tk, fwd)
 }
 
-// Unused is the notice, "" for none, that t's addresses are not used
-// because m is the instance's daemon, whose peers are its own.
-func (t Ticket) Unused(m Mesh) string {
-	d, ok := m.(viaDaemon)
-	if !ok || len(t.Addrs) == 0 {
-		return ""
+// ParseTicketArg reads the one argument of msp connect, which must be a
+// ticket: a mistake is a *UsageError.
+func ParseTicketArg(arg string) (Ticket, error) {
+	if !strings.HasPrefix(strings.ToLower(arg), TicketPrefix) {
+		return Ticket{}, usagef("%q: msp connect accepts 2 args, SID MDPPORT, or 1, a TICKET (%s...) as msp listen prints it", arg, TicketPrefix)
 	}
-	return fmt.Sprintf("the daemon of this instance (pid %d) runs, so the ticket's addresses are not used: it reaches %s only if its mesh knows a route (start it with --peer %s to add one)",
-		d.c.PID(), t.SID.Short(), t.Addrs[0])
+	tk, err := ParseTicket(arg)
+	if err != nil {
+		return Ticket{}, &UsageError{err}
+	}
+	return tk, nil
+}
+
+// Target is what msp connect dials for t.
+func (t Ticket) Target() Target { return Target{SID: FullSID(t.SID), Port: t.Port} }
+
+// Notes are the lines msp connect prints about ticket t (none for nil):
+// what it gives and, when m is the instance's daemon, whose peers are its
+// own, that its addresses are not used.
+func (t *Ticket) Notes(m Mesh) []string {
+	if t == nil {
+		return nil
+	}
+	name := ""
+	if t.Service != "" {
+		name = " (service " + t.Service + ")"
+	}
+	notes := []string{fmt.Sprintf("ticket: %s port %d%s at %v", t.SID, t.Port, name, PeerStrings(t.Addrs))}
+	if d, ok := m.(viaDaemon); ok && len(t.Addrs) > 0 {
+		notes = append(notes, fmt.Sprintf("the daemon of this instance (pid %d) runs, so the ticket's addresses are not used: it reaches %s only if its mesh knows a route (start it with --peer %s to add one)",
+			d.c.PID(), t.SID.Short(), t.Addrs[0]))
+	}
+	return notes
 }

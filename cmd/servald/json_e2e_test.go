@@ -179,7 +179,7 @@ func readmeJSONTables(t *testing.T) map[string][]string {
 		sec = sec[:i]
 	}
 	caption := regexp.MustCompile("^(`servald [^`]+`[^:`]*):$")
-	row := regexp.MustCompile("^\\| `([a-z_.\\[\\]]+)` \\|")
+	row := regexp.MustCompile("^\\| `([^`]+)` \\|")
 	tables := map[string][]string{}
 	cur := ""
 	sc := bufio.NewScanner(bytes.NewReader(sec))

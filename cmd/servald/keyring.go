@@ -45,15 +45,10 @@ func newIDCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				writeJSON(cmd.OutOrStdout(), inst.SelfDoc(id.SID()))
-				return nil
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), id.SID())
-			return nil
+			return inst.Print(cmd.OutOrStdout(), inst.SelfDoc(id.SID()), asJSON)
 		},
 	}
-	addJSONFlag(self, &asJSON)
+	self.Flags().BoolVar(&asJSON, "json", false, jsonUsage)
 	cmd.AddCommand(self)
 	return cmd
 }

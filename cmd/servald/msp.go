@@ -201,7 +201,6 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		defer ad.Close()
 	}
 	o.printListening(cmd, g, node, port, ends.ConnectFlag(), splitLn)
-	printTicket(g, node, port, o.service, ends.ConnectFlag())
 	return o.serve(cmd, g, lis, ends)
 }
 
@@ -223,6 +222,7 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
 	peer := inst.HintAddr(node.UDPAddr())
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect --udp :0 --peer %s %s%s %d\n", peer, fwd, sid, port)
+	fmt.Fprintln(g.stderr, "servald: "+inst.ListenerTicket(node, port, o.service, fwd))
 	if splitLn != nil {
 		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", splitLn.Addr(), o.split.fec)
 		fmt.Fprintf(g.stderr, "servald: or over split transport: servald msp connect --split=%s%s %s%s %d\n",
@@ -295,9 +295,9 @@ func newConnectCmd(g *globals) *cobra.Command {
 		Long: `Connect to the MSP listener at SID MDPPORT, or, with --service=NAME, to the
 nearest node that answers service discovery for NAME (at the MDP port it
 names). SID may be shortened to a unique prefix of at least 8 hex digits of
-a node the mesh knows. A TICKET (svd1..., printed by msp listen) gives the
-SID, the MDP port and the listener's UDP addresses, which an embedded node
-adds as peers (a daemon does not: it must know a route already). With --forward, listen on a local TCP port (or Unix
+a node the mesh knows. A TICKET (svd1..., as msp listen prints it) gives
+SID, MDPPORT and addresses to add as peers (README.md, With a ticket).
+With --forward, listen on a local TCP port (or Unix
 socket, mode 0600) and tunnel each connection; with --socks, run a SOCKS5
 server for a listener started with --socks; without either, tunnel
 stdin/stdout over one connection.`,
@@ -342,8 +342,13 @@ func (o *connectOptions) target(args []string) (inst.Target, error) {
 	if o.serviceSID != "" {
 		return inst.Target{}, usagef("--service-sid needs --service")
 	}
-	if len(args) == 1 {
-		return o.ticketTarget(args[0])
+	if len(args) == 1 { // a ticket: its addresses become peers of an embedded node
+		tk, err := inst.ParseTicketArg(args[0])
+		if err != nil {
+			return inst.Target{}, err
+		}
+		o.ticket, o.node.peers = &tk, append(o.node.peers, inst.PeerStrings(tk.Addrs)...)
+		return tk.Target(), nil
 	}
 	arg, err := inst.ParseSIDArg(args[0])
 	if err != nil {
@@ -448,7 +453,9 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	if err != nil {
 		return nil, nil, err
 	}
-	o.sayTicket(g, node)
+	for _, note := range o.ticket.Notes(node) {
+		fmt.Fprintln(g.stderr, "servald: "+note)
+	}
 	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
 		short := tgt.SID.Prefix()
