@@ -127,14 +127,10 @@ func TestReadmeOneLinerCtrlC(t *testing.T) {
 	})
 	io.WriteString(in, line+"\n")
 
-	c := dialRetry(t, "127.0.0.1:"+strconv.Itoa(local))
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write([]byte("one-liner\n"))
-	got := make([]byte, 10)
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "one-liner\n" {
-		t.Fatalf("through the one-liner: %q, %v; terminal: %q", got, err, term.String())
+	dialRetry(t, "127.0.0.1:"+strconv.Itoa(local)).Close() // the tunnel is up
+	if err := echoWithin("127.0.0.1:"+strconv.Itoa(local), "one-liner\n", 10*time.Second); err != nil {
+		t.Fatalf("through the one-liner: %v; terminal: %q", err, term.String())
 	}
-	c.Close()
 	if n := len(procsUnder(dir)); n != 2 {
 		t.Fatalf("%d servald processes of the one-liner run, want 2 (listen and connect)", n)
 	}

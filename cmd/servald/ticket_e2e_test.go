@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,15 +21,9 @@ func TestTicket(t *testing.T) {
 	port := freePort(t)
 	c := start(t, nil, nil, "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--forward", strconv.Itoa(port), ticket)
 	c.waitLine(`^servald: ticket: ` + l.sid + ` port 5000 \(service echo\) at \[` + l.udp + `\]$`)
-	conn := dialRetry(t, "127.0.0.1:"+strconv.Itoa(port))
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write([]byte("ticket\n")); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, 7)
-	if _, err := io.ReadFull(conn, got); err != nil || string(got) != "ticket\n" {
-		t.Fatalf("through the ticket: %q, %v; connect said: %s", got, err, c.stderr)
+	c.waitLine(`^servald: forwarding TCP `)
+	if err := echoWithin("127.0.0.1:"+strconv.Itoa(port), "ticket\n", 10*time.Second); err != nil {
+		t.Fatalf("through the ticket: %v; connect said: %s", err, c.stderr)
 	}
 
 	t.Run("mistyped", func(t *testing.T) {
