@@ -3,11 +3,11 @@ package instance
 // The output of the query commands (id self, id peers, route print,
 // service find) as documents: Print writes one as text, or, with --json,
 // as one JSON object, so that fields can be added later without breaking
-// a reader. Names are snake_case, SIDs 64
-// upper-case hex digits, durations integers with their unit in the name
-// (_us, _ms). These names are stable: README.md, "JSON output", lists
-// every field, and TestJSONOutputDocumented checks that the tables there
-// name exactly the fields of these types.
+// a reader. Names are snake_case, SIDs 64 upper-case hex digits,
+// durations integers with their unit in the name (_us, _ms). These names
+// are stable: README.md, "JSON output", lists every field, and
+// TestJSONOutputDocumented (cmd/servald) checks that its tables name
+// exactly the fields of these types.
 
 import (
 	"encoding/json"
