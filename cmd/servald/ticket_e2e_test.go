@@ -1,16 +1,21 @@
 package main
 
 import (
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	instpkg "github.com/servald/servald/instance"
 )
 
 // TestTicket: msp listen prints a ticket; msp connect given only the
 // ticket and --forward, from another instance with an embedded node and
 // no --peer, reaches the listener through the address in the ticket and
-// carries an echo. A mistyped ticket is one line and exit 2; through a
+// carries an echo; with the ticket's address stale, connect still
+// reaches the listener through a relay it is given. A mistyped ticket is one line and exit 2; through a
 // daemon that knows no route, connect says the ticket's addresses are not
 // used.
 func TestTicket(t *testing.T) {
@@ -42,6 +47,27 @@ func TestTicket(t *testing.T) {
 				want = "accepts 2 args, SID MDPPORT, or 1, a TICKET"
 			}
 			oneLine(t, errOut, want)
+		}
+	})
+
+	t.Run("stale address", func(t *testing.T) {
+		// The listener moved out of reach of the ticket's address (a UDP
+		// socket that never answers stands for it), but the mesh still
+		// knows it through a relay that connect is given as --peer.
+		relay := startForeground(t, "--peer", l.udp)
+		silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
+		tk, err := instpkg.ParseTicket(ticket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk.Addrs = []netip.AddrPort{netip.MustParseAddrPort(silent.LocalAddr().String())}
+		code, out, errOut := runOnce(t, strings.NewReader("stale\n"), "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", relay.udp, tk.String())
+		if code != 0 || out != "stale\n" {
+			t.Fatalf("with a stale address in the ticket, through a relay: exit %d, stdout %q: %s", code, out, errOut)
 		}
 	})
 
