@@ -12,12 +12,7 @@ import (
 // advise adding the --peer it was given.
 func TestDaemonPeerDown(t *testing.T) {
 	t.Parallel()
-	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	peer := silent.LocalAddr().String()
+	peer := silentUDP(t)
 	inst := instance(t)
 	startDaemon(t, inst, "--peer", peer)
 	want := "the daemon's peer " + peer + " does not answer"
@@ -41,4 +36,16 @@ func TestDaemonPeerDown(t *testing.T) {
 		}
 		oneLine(t, errOut, "add --peer")
 	})
+}
+
+// silentUDP returns the address of a UDP socket on loopback that never
+// answers, which stands for a peer that is down, until the test ends.
+func silentUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.LocalAddr().String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -55,16 +54,11 @@ func TestTicket(t *testing.T) {
 		// socket that never answers stands for it), but the mesh still
 		// knows it through a relay that connect is given as --peer.
 		relay := startForeground(t, "--peer", l.udp)
-		silent, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer silent.Close()
 		tk, err := instpkg.ParseTicket(ticket)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tk.Addrs = []netip.AddrPort{netip.MustParseAddrPort(silent.LocalAddr().String())}
+		tk.Addrs = []netip.AddrPort{netip.MustParseAddrPort(silentUDP(t))}
 		code, out, errOut := runOnce(t, strings.NewReader("stale\n"), "msp", "connect", "--instance", instance(t), "--udp", "127.0.0.1:0", "--peer", relay.udp, tk.String())
 		if code != 0 || out != "stale\n" {
 			t.Fatalf("with a stale address in the ticket, through a relay: exit %d, stdout %q: %s", code, out, errOut)
