@@ -102,7 +102,7 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 		return err
 	}
 	defer ms.Close()
-	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger()})
+	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger(), Peers: opts.PeersIn(dir)})
 	if err != nil {
 		node.Close()
 		lock.Close()

@@ -229,6 +229,7 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
 	peer := inst.HintAddr(node.UDPAddr())
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect --udp :0 --peer %s %s%s %d\n", peer, fwd, sid, port)
+	fmt.Fprintln(g.stderr, "servald: "+inst.ListenerTicket(node, port, o.service, fwd))
 	if splitLn != nil {
 		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", splitLn.Addr(), o.split.fec)
 		fmt.Fprintf(g.stderr, "servald: or over split transport: servald msp connect --split=%s%s %s%s %d\n",
@@ -290,17 +291,20 @@ type connectOptions struct {
 	service          string
 	serviceSID       string
 	timeout, stats   time.Duration
+	ticket           *inst.Ticket // the TICKET argument, if given
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
 	o := &connectOptions{}
 	cmd := &cobra.Command{
-		Use:   "connect [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks=[HOST:]PORT [--socks-auth=FILE]] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | --service=NAME)",
+		Use:   "connect [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks=[HOST:]PORT [--socks-auth=FILE]] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | TICKET | --service=NAME)",
 		Short: "Connect to an MSP listener; serve a local TCP port, Unix socket or SOCKS5 port through it, or stdin/stdout",
 		Long: `Connect to the MSP listener at SID MDPPORT, or, with --service=NAME, to the
 nearest node that answers service discovery for NAME (at the MDP port it
 names). SID may be shortened to a unique prefix of at least 8 hex digits of
-a node the mesh knows. With --forward, listen on a local TCP port (or Unix
+a node the mesh knows. A TICKET (svd1..., as msp listen prints it) gives
+SID, MDPPORT and addresses to add as peers (README.md, With a ticket).
+With --forward, listen on a local TCP port (or Unix
 socket, mode 0600) and tunnel each connection; with --socks, run a SOCKS5
 server for a listener started with --socks; without either, tunnel
 stdin/stdout over one connection.`,
@@ -311,7 +315,7 @@ stdin/stdout over one connection.`,
 				}
 				return nil
 			}
-			return cobra.ExactArgs(2)(cmd, args)
+			return cobra.RangeArgs(1, 2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd, g, args)
@@ -345,6 +349,14 @@ func (o *connectOptions) target(args []string) (inst.Target, error) {
 	}
 	if o.serviceSID != "" {
 		return inst.Target{}, usagef("--service-sid needs --service")
+	}
+	if len(args) == 1 { // a ticket: its addresses become peers of an embedded node
+		tk, err := inst.ParseTicketArg(args[0])
+		if err != nil {
+			return inst.Target{}, err
+		}
+		o.ticket, o.node.peers = &tk, append(o.node.peers, inst.PeerStrings(tk.Addrs)...)
+		return tk.Target(), nil
 	}
 	arg, err := inst.ParseSIDArg(args[0])
 	if err != nil {
@@ -453,6 +465,9 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	node, err := g.access(&o.node, cmd.Flags())
 	if err != nil {
 		return nil, nil, err
+	}
+	for _, note := range o.ticket.Notes(node) {
+		fmt.Fprintln(g.stderr, "servald: "+note)
 	}
 	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
