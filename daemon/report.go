@@ -37,8 +37,7 @@ type Report struct {
 	PID     int    `json:"pid,omitempty"`     // the reporting process; the daemon sets it (0: unknown)
 	Service string `json:"service,omitempty"` // the service name it answers discovery for
 	// Target: listen: where streams go (a --forward address, "socks" or
-	// "stdio"); connect: where local clients come in (a --forward address,
-	// "socks HOST:PORT" or "stdio").
+	// "stdio"); connect: the listener dialled, "SID:PORT".
 	Target      string `json:"target,omitempty"`
 	Connections int    `json:"connections"` // connections served now
 	// Sessions: the MSP sessions on the port, busiest first; MoreSessions
