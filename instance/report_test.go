@@ -7,20 +7,15 @@ import (
 	"time"
 
 	"github.com/servald/servald/daemon"
+	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
 )
 
-// TestReportThroughDaemon: a listener and a dialled session of a process
-// that reaches the mesh through the daemon show in its Snapshot, with
-// their roles, targets, sessions and open streams.
-func TestReportThroughDaemon(t *testing.T) {
-	dir := t.TempDir()
-	id, err := Identity(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := memPair(t, id, nil)
-	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: a})
+// serveDaemon serves node n as the daemon of instance dir until the test
+// ends.
+func serveDaemon(t *testing.T, dir string, n *mesh.Node) *daemon.Server {
+	t.Helper()
+	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: n})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,6 +27,20 @@ func TestReportThroughDaemon(t *testing.T) {
 		<-served
 		srv.Close()
 	})
+	return srv
+}
+
+// TestReportThroughDaemon: a listener and a dialled session of a process
+// that reaches the mesh through the daemon show in its Snapshot, with
+// their roles, targets, sessions and open streams.
+func TestReportThroughDaemon(t *testing.T) {
+	dir := t.TempDir()
+	id, err := Identity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := memPair(t, id, nil)
+	srv := serveDaemon(t, dir, a)
 	m, err := Open(dir, NodeOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,17 @@
 package instance
 
 import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/identity"
@@ -39,5 +48,75 @@ func TestWriteStatus(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// oldDaemon answers on sock as a daemon that predates the snapshot
+// request: status is answered, anything else refused as a bad request.
+func oldDaemon(t *testing.T, sock string, sid identity.SID) {
+	t.Helper()
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			var hdr [4]byte
+			if _, err := io.ReadFull(c, hdr[:]); err != nil {
+				c.Close()
+				continue
+			}
+			body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+			io.ReadFull(c, body)
+			var req struct{ Op string }
+			json.Unmarshal(body[1:], &req)
+			rep := map[string]any{"error": "daemon: malformed frame: unknown op " + strconv.Quote(req.Op), "code": "bad-request"}
+			if req.Op == "status" {
+				rep = map[string]any{"status": map[string]any{"proto": daemon.ProtocolVersion, "sid": sid, "pid": 99,
+					"udp": "127.0.0.1:4110", "neighbours": 2, "routes": 3, "uptime_ms": 5000, "stats": mesh.Stats{BadMAC: 4}}}
+			}
+			b, _ := json.Marshal(rep)
+			c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(1+len(b))), append([]byte{'R'}, b...)...))
+			c.Close()
+		}
+	}()
+}
+
+// TestDaemonSnapshotOlderDaemon: a daemon without the snapshot request
+// still gets its node block and drops shown.
+func TestDaemonSnapshotOlderDaemon(t *testing.T) {
+	dir, err := os.MkdirTemp("", "st") // short: a socket path has a limit
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sid := identity.SID{9}
+	oldDaemon(t, daemon.SocketPath(dir), sid)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := daemon.Dial(ctx, daemon.SocketPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Snapshot(ctx); err == nil {
+		t.Fatal("the old daemon answered a snapshot")
+	}
+	snap, err := DaemonSnapshot(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := snap.Node
+	if n.SID != sid || n.PID != 99 || n.UDP[0] != "127.0.0.1:4110" || n.Neighbours != 2 || n.Routes != 3 || n.UptimeS != 5 ||
+		len(snap.Drops) != 1 || snap.Drops[0].Reason != "bad_mac" || snap.Drops[0].Count != 4 {
+		t.Fatalf("snapshot from the plain status: %+v", snap)
 	}
 }

@@ -102,6 +102,10 @@ func echoRound(c net.Conn, size int) error {
 // session's bytes have grown and the byte rate is not zero.
 func TestStatusJSONGrows(t *testing.T) {
 	t.Parallel()
+	none := instance(t)
+	if code, out, errOut := runOnce(t, nil, "status", "--json", "--instance", none); code != 1 || out != "" {
+		t.Errorf("status --json without a daemon: exit %d, stdout %q, stderr %q; want exit 1, nothing on stdout", code, out, errOut)
+	}
 	a := startDaemon(t, instance(t))
 	b := startDaemon(t, instance(t), "--peer", a.udp)
 	echo := echoServer(t)
