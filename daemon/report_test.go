@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -269,4 +270,35 @@ func FuzzParseReport(f *testing.F) {
 	}
 	f.Add([]byte(`{"role":"connect","sessions":[{"peer":"00","remote":"\u0000"}]}`))
 	f.Fuzz(checkReport)
+}
+
+// TestRemoteErrorClasses: the daemon's write errors tell msp what they
+// are, through the NoRoute and TooLarge methods msp.Transport's write
+// errors have (of the mesh errors they unwrap to), however wrapped.
+func TestRemoteErrorClasses(t *testing.T) {
+	noRoute := func(err error) bool {
+		var e interface{ NoRoute() bool }
+		return errors.As(err, &e) && e.NoRoute()
+	}
+	tooLarge := func(err error) bool {
+		var e interface{ TooLarge() bool }
+		return errors.As(err, &e) && e.TooLarge()
+	}
+	for _, tc := range []struct {
+		name              string
+		err               error
+		noRoute, tooLarge bool
+	}{
+		{"no route", fmt.Errorf("x: %w", &RemoteError{Code: codeNoRoute, Msg: "no route"}), true, false},
+		{"too large", &RemoteError{Code: codeTooLarge, Msg: "too large"}, false, true},
+		{"other", &RemoteError{Code: codeOther, Msg: "broken"}, false, false},
+		{"closed", &RemoteError{Code: codeClosed, Msg: "closed"}, false, false},
+	} {
+		if got := noRoute(tc.err); got != tc.noRoute {
+			t.Errorf("%s: NoRoute = %v, want %v", tc.name, got, tc.noRoute)
+		}
+		if got := tooLarge(tc.err); got != tc.tooLarge {
+			t.Errorf("%s: TooLarge = %v, want %v", tc.name, got, tc.tooLarge)
+		}
+	}
 }
