@@ -89,6 +89,7 @@ var dropCounters = []struct {
 	{"link", "beyond_window", func(s *mesh.Stats) uint64 { return s.BeyondWindow }},
 	{"link", "abandoned", func(s *mesh.Stats) uint64 { return s.Abandoned }},
 	{"link", "ttl_expired", func(s *mesh.Stats) uint64 { return s.TTLExpired }},
+	{"link", "late", func(s *mesh.Stats) uint64 { return s.Late }},
 	{"link", "read_errors", func(s *mesh.Stats) uint64 { return s.ReadErrors }},
 	{"link", "write_errors", func(s *mesh.Stats) uint64 { return s.WriteErrors }},
 	{"auth", "bad_mac", func(s *mesh.Stats) uint64 { return s.BadMAC }},
