@@ -102,7 +102,7 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 		return err
 	}
 	defer ms.Close()
-	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger(), Peers: opts.PeersIn(dir)})
+	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger(), Peers: opts.PeersIn(dir), Version: versionString()})
 	if err != nil {
 		node.Close()
 		lock.Close()
@@ -207,40 +207,6 @@ func newStopCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(g.stderr, "servald: stopped (pid %d)\n", pid)
-			return nil
-		},
-	}
-}
-
-func newStatusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status",
-		Short: "Say whether this instance's daemon runs, and its SID, pid, UDP address and neighbours (exit 1 if it does not run)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := g.daemonDir()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), inst.DaemonTimeout)
-			defer cancel()
-			c, err := inst.DialDaemon(ctx, dir)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintln(out, "running")
-			fmt.Fprintf(out, "SID: %s\n", st.SID)
-			fmt.Fprintf(out, "pid: %d\n", st.PID)
-			fmt.Fprintf(out, "UDP: %s\n", st.UDP)
-			fmt.Fprintf(out, "neighbours: %d\n", st.Neighbours)
-			fmt.Fprintf(out, "routes: %d\n", st.Routes)
-			fmt.Fprintf(out, "uptime: %s\n", st.Uptime.Round(time.Second))
 			return nil
 		},
 	}
