@@ -30,6 +30,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/servald/servald/identity"
@@ -40,13 +41,23 @@ import (
 const RoutingPort = 2
 
 const (
-	// dumpEvery is how many hello intervals pass between full tables.
+	// dumpEvery is the least number of hello intervals between full tables.
 	dumpEvery = 12
-	// advertHold is how many hello intervals an entry heard lives unrefreshed.
+	// dumpBudget: full tables to every neighbour together cost a node at
+	// most this many bytes per second (counting entries without
+	// signatures); a bigger table goes out less often (dumpInterval).
+	dumpBudget = 512
+	// advertHold is the least number of hello intervals an entry heard
+	// lives unrefreshed; a neighbour whose tables are further apart says
+	// so in its messages' Hold.
 	advertHold = 3*dumpEvery + dumpEvery/2
+	// maxHold caps the Hold a neighbour may ask for.
+	maxHold = 30 * time.Minute
 	// originEvery: a node issues a new sequence number this often (hello
-	// intervals) even if nobody asks.
+	// intervals) even if nobody asks, or every originDumps full tables
+	// when those are further apart.
 	originEvery = 60
+	originDumps = 5
 	// qualityAlpha is the weight of one hello interval in link quality.
 	qualityAlpha = 1.0 / 16
 	// sigEvery: every this many full tables, signatures are sent again even
@@ -66,6 +77,7 @@ type advert struct {
 	hops   uint8
 	mtu    int
 	at     time.Time
+	hold   time.Duration // how long it lives unrefreshed
 }
 
 type route struct {
@@ -152,19 +164,22 @@ func (q *linkQuality) update() bool {
 type router struct {
 	n *Node
 
-	mu       sync.Mutex
-	routes   map[identity.SID]*route                 // guarded by mu
-	adverts  map[*neighbour]map[identity.SID]*advert // guarded by mu
-	quality  map[*neighbour]*linkQuality             // guarded by mu
-	sentSeq  map[*neighbour]map[identity.SID]uint64  // signatures each neighbour has; guarded by mu
-	selfSeq  uint64                                  // guarded by mu
-	selfSig  [identity.SignatureLen]byte             // guarded by mu
-	ticks    int                                     // guarded by mu
-	lastBump time.Time                               // guarded by mu
-	pending  bool                                    // a triggered update is due; guarded by mu
-	changed  bool                                    // a route appeared or moved; guarded by mu
-	requests []wire.SeqRequest                       // to send; guarded by mu
-	reqTo    map[*neighbour][]wire.SeqRequest        // requests forwarded to one neighbour; guarded by mu
+	mu      sync.Mutex
+	routes  map[identity.SID]*route                 // guarded by mu
+	adverts map[*neighbour]map[identity.SID]*advert // guarded by mu
+	quality map[*neighbour]*linkQuality             // guarded by mu
+	sentSeq map[*neighbour]map[identity.SID]uint64  // signatures each neighbour has; guarded by mu
+	selfSeq uint64                                  // guarded by mu
+	selfSig [identity.SignatureLen]byte             // guarded by mu
+	ticks   int                                     // guarded by mu
+	// Full tables and re-origination, in ticks (dumpInterval).
+	dumpTicks, nextDump, dumps, nextOrigin int                              // guarded by mu
+	hold                                   atomic.Uint32                    // the Hold our messages carry, s
+	lastBump                               time.Time                        // guarded by mu
+	pending                                bool                             // a triggered update is due; guarded by mu
+	changed                                bool                             // a route appeared or moved; guarded by mu
+	requests                               []wire.SeqRequest                // to send; guarded by mu
+	reqTo                                  map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
 
 	// Next hops that did not carry traffic (avoid.go).
 	failing           map[failKey]*failMark // guarded by mu
@@ -186,7 +201,10 @@ func newRouter(n *Node) *router {
 		failing:  map[failKey]*failMark{},
 		failHold: failHold,
 		now:      time.Now,
+
+		dumpTicks: dumpEvery, nextDump: dumpEvery, nextOrigin: originEvery,
 	}
+	r.setHoldLocked()
 	r.originate(uint64(time.Now().UnixNano()))
 	return r
 }
@@ -485,7 +503,10 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 		if rt == nil {
 			fresh++
 		}
-		if !e.HasSig || (rt != nil && rt.seq == e.Seq && rt.sig == e.Sig) {
+		// Nothing to verify: no signature, one verified before, or an
+		// older sequence number than one verified (the origin exists, and
+		// an older number only makes the entry less feasible).
+		if !e.HasSig || (rt != nil && (e.Seq < rt.seq || rt.seq == e.Seq && rt.sig == e.Sig)) {
 			state[i] = ok
 		}
 	}
@@ -512,7 +533,7 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 			state[i] = skip
 		}
 	}
-	now := time.Now()
+	now, hold := time.Now(), r.holdOf(&m)
 	r.mu.Lock()
 	ads = r.adverts[nb]
 	if ads == nil { // the neighbour went away meanwhile
@@ -548,7 +569,7 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 		if e.Seq < rt.fdSeq && rt.fdSet {
 			r.n.stats.staleRoute.Add(1)
 		}
-		ads[e.Origin] = &advert{seq: e.Seq, metric: e.Metric, hops: e.Hops, mtu: max(int(e.MTU), baseMTU), at: now}
+		ads[e.Origin] = &advert{seq: e.Seq, metric: e.Metric, hops: e.Hops, mtu: max(int(e.MTU), baseMTU), at: now, hold: hold}
 		r.recomputeLocked(rt)
 	}
 	for _, q := range m.Requests {
@@ -628,7 +649,7 @@ func (r *router) tick() {
 	}
 	for nb, ads := range r.adverts {
 		for o, ad := range ads {
-			if now.Sub(ad.at) > advertHold*r.n.cfg.HelloInterval {
+			if now.Sub(ad.at) > ad.hold {
 				delete(ads, o)
 				if rt := r.routes[o]; rt != nil && rt.via == nb {
 					r.recomputeLocked(rt)
@@ -642,11 +663,19 @@ func (r *router) tick() {
 			delete(r.routes, o)
 		}
 	}
-	if r.ticks%originEvery == 0 {
+	if r.ticks >= r.nextOrigin {
 		r.originate(max(r.selfSeq+1, uint64(now.UnixNano())))
+		r.nextOrigin = r.ticks + max(originEvery, originDumps*r.dumpTicks)
 	}
-	dump := r.ticks%dumpEvery == 0
-	sigs := r.ticks%(dumpEvery*sigEvery) == 0
+	dump := r.ticks >= r.nextDump
+	sigs := false
+	if dump {
+		r.dumps++
+		sigs = r.dumps%sigEvery == 0
+		r.dumpTicks = r.dumpInterval(len(nbs))
+		r.nextDump = r.ticks + r.dumpTicks
+		r.setHoldLocked()
+	}
 	r.unlockAndNotify()
 	for _, nb := range nbs {
 		if dump {
@@ -655,6 +684,29 @@ func (r *router) tick() {
 			r.sendIHU(nb)
 		}
 	}
+}
+
+// dumpInterval is the number of hello intervals until the next full table:
+// dumpEvery, or more when full tables to nbs neighbours would cost more than
+// dumpBudget bytes a second; at most twice the last interval, which the
+// neighbours' holds were sized for. Called with r.mu held.
+func (r *router) dumpInterval(nbs int) int {
+	table := float64((len(r.routes) + 1) * wire.RouteEntryLen * nbs)
+	want := int(math.Ceil(table / dumpBudget / r.n.cfg.HelloInterval.Seconds()))
+	return min(max(want, dumpEvery), 2*r.dumpTicks)
+}
+
+// setHoldLocked sets the Hold our messages carry: 3.5 full-table intervals.
+// Called with r.mu held.
+func (r *router) setHoldLocked() {
+	d := time.Duration(3*r.dumpTicks+r.dumpTicks/2) * r.n.cfg.HelloInterval
+	r.hold.Store(uint32(min(math.Ceil(d.Seconds()), math.MaxUint16)))
+}
+
+// holdOf is how long entries heard in m live unrefreshed: its Hold, at most
+// maxHold, at least advertHold intervals.
+func (r *router) holdOf(m *wire.RouteMsg) time.Duration {
+	return max(min(time.Duration(m.Hold)*time.Second, maxHold), advertHold*r.n.cfg.HelloInterval)
 }
 
 // flushTriggered sends routes marked dirty and pending requests to every
@@ -775,6 +827,7 @@ func (r *router) send(nb *neighbour, m *wire.RouteMsg) {
 	for first := true; first || len(entries) > 0; first = false {
 		part := *m
 		part.Entries = nil
+		part.Hold = uint16(r.hold.Load())
 		used := 0
 		for len(entries) > 0 {
 			sz := wire.RouteEntryLen
