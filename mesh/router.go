@@ -58,6 +58,10 @@ const (
 	// when those are further apart.
 	originEvery = 60
 	originDumps = 5
+	// ihuStep: between full tables, a neighbour hears how well its hellos
+	// arrive only when that moved by this much (of 255) since it last
+	// heard: a clean link's IHU costs nothing between tables.
+	ihuStep = 3
 	// qualityAlpha is the weight of one hello interval in link quality.
 	qualityAlpha = 1.0 / 16
 	// sigEvery: every this many full tables, signatures are sent again even
@@ -102,6 +106,7 @@ type linkQuality struct {
 	ewma float64 // hellos per interval, smoothed
 	din  float64 // fraction of its hellos we hear
 	dout float64 // fraction of our hellos it hears (its IHU)
+	sent uint8   // the IHU it last had from us (255 at first, as it assumes)
 	cost uint32  // the cost in use; moves only on a clear change
 	want uint32  // the cost the last ticks pointed to, when not cost
 	for_ int     // ticks in a row that pointed to want
@@ -222,7 +227,7 @@ func (r *router) originate(seq uint64) {
 func (r *router) neighbourUpUnderNodeMu(nb *neighbour) {
 	r.mu.Lock()
 	r.adverts[nb] = map[identity.SID]*advert{}
-	q := &linkQuality{din: 1, dout: 1, ewma: 1}
+	q := &linkQuality{din: 1, dout: 1, ewma: 1, sent: 255}
 	q.update()
 	r.quality[nb] = q
 	r.sentSeq[nb] = map[identity.SID]uint64{}
@@ -786,9 +791,13 @@ func (r *router) entryLocked(nb *neighbour, rt *route, forceSig bool) wire.Route
 // ihuLocked adds to m how well nb's hellos arrive. Called with r.mu held.
 func (r *router) ihuLocked(nb *neighbour, m *wire.RouteMsg) {
 	if q := r.quality[nb]; q != nil {
-		m.HasIHU, m.IHU = true, uint8(math.Round(q.din*255))
+		m.HasIHU, m.IHU = true, q.ihu()
+		q.sent = m.IHU
 	}
 }
+
+// ihu is din as an IHU byte.
+func (q *linkQuality) ihu() uint8 { return uint8(math.Round(q.din * 255)) }
 
 // sendTable sends nb every route we have.
 func (r *router) sendTable(nb *neighbour, sigs bool) {
@@ -809,11 +818,14 @@ func (r *router) sendTable(nb *neighbour, sigs bool) {
 	r.send(nb, m)
 }
 
-// sendIHU tells nb how well its hellos arrive.
+// sendIHU tells nb how well its hellos arrive, if that moved by ihuStep
+// since it last heard (full tables and triggered updates carry it too).
 func (r *router) sendIHU(nb *neighbour) {
 	r.mu.Lock()
 	m := &wire.RouteMsg{}
-	r.ihuLocked(nb, m)
+	if q := r.quality[nb]; q != nil && absDiff(q.ihu(), q.sent) >= ihuStep {
+		r.ihuLocked(nb, m)
+	}
 	r.mu.Unlock()
 	if m.HasIHU {
 		r.send(nb, m)
@@ -898,3 +910,6 @@ func (n *Node) Routes() []Route {
 	})
 	return out
 }
+
+// absDiff is |a - b|.
+func absDiff(a, b uint8) uint8 { return max(a, b) - min(a, b) }
