@@ -1,0 +1,126 @@
+package forward
+
+// The listening side of UDP flows (see udp.go): each flow of each session
+// gets its own UDP socket connected to the target, so that the target's
+// replies come back to it alone.
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// flowKey names a listening side's flow: the session and the flow id the
+// connecting side gave it.
+type flowKey struct {
+	s  DatagramSession
+	id uint64
+}
+
+// udpTarget is a listening side's flow.
+type udpTarget struct {
+	key  flowKey
+	conn net.Conn // UDP, connected to the target
+}
+
+// ServeListen takes the datagrams receive returns, with the session each
+// came in, and sends each flow's to target from a UDP socket of the
+// flow's own, whose replies go back in the flow's session; dial opens
+// those sockets (nil: net.Dialer). It runs until ctx ends (ctx.Err()) or
+// receive returns net.ErrClosed (nil), and then closes its flows.
+func (u *UDPFlows) ServeListen(ctx context.Context, receive func(context.Context) (DatagramSession, []byte, error),
+	target string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) error {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: DialTimeout}).DialContext
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	table := newFlowTable[flowKey, *udpTarget]()
+	closeFlows := func(fs []*udpTarget) {
+		for _, f := range fs {
+			f.conn.Close()
+		}
+		u.flows.Add(-int64(len(fs)))
+	}
+	defer func() {
+		cancel()
+		closeFlows(table.remove(func(flowKey, *udpTarget, time.Time) bool { return true }))
+		wg.Wait()
+	}()
+	idle := u.idle()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sweep(ctx, sweepEvery(idle), func(now time.Time) {
+			gone := table.remove(func(k flowKey, _ *udpTarget, last time.Time) bool {
+				return now.Sub(last) > idle || isDone(k.s)
+			})
+			u.expired.Add(uint64(len(gone)))
+			closeFlows(gone)
+		})
+	}()
+	for {
+		s, p, err := receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		id, payload, err := parseFlow(p)
+		if err != nil {
+			u.unknown.Add(1)
+			continue
+		}
+		key := flowKey{s: s, id: id}
+		now := time.Now()
+		f, ok := table.get(key, now)
+		if !ok {
+			conn, err := dial(ctx, "udp", target)
+			if err != nil {
+				u.sendErrors.Add(1)
+				u.log().Warn("forward: UDP flow: cannot reach the target", "target", target, "err", err)
+				continue
+			}
+			f = &udpTarget{key: key, conn: conn}
+			u.opened.Add(1)
+			u.flows.Add(1)
+			if old, ok := table.add(key, f, now, u.maxFlows()); ok {
+				u.evicted.Add(1)
+				closeFlows([]*udpTarget{old})
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				u.targetReplies(f, table)
+			}()
+		}
+		if _, err := f.conn.Write(payload); err == nil {
+			u.out.Add(1)
+		}
+	}
+}
+
+// targetReplies sends what the target answers on f's socket back in f's
+// session, until the socket is closed.
+func (u *UDPFlows) targetReplies(f *udpTarget, table *flowTable[flowKey, *udpTarget]) {
+	buf := make([]byte, maxUDP)
+	var frame []byte
+	for {
+		n, err := f.conn.Read(buf)
+		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				continue // the target's port is closed (ICMP): it may open
+			}
+			return // closed
+		}
+		table.get(f.key, time.Now())
+		frame = u.send(f.key.s, frame, f.key.id, buf[:n])
+	}
+}
