@@ -1,0 +1,121 @@
+// UDP flows at a tunnel's ends (--forward=udp:[HOST:]PORT, --deadline,
+// --udp-idle):
+//
+//	msp connect: UDP clients ─► ConnectEnd.ServeUDP ─► session datagrams (the redialer's session)
+//	msp listen:  session datagrams ─► ListenEnd.ServeUDP ─► a UDP socket per flow ─► target
+
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"syscall"
+
+	"github.com/servald/servald/forward"
+	"github.com/servald/servald/msp"
+)
+
+// udpFlows parses --forward=udp:[HOST:]PORT with --deadline and
+// --udp-idle: nil (and no error) when --forward names no UDP.
+func (f EndFlags) udpFlows() (*forward.UDPFlows, string, error) {
+	addr, udp, err := forward.ParseUDPTarget(f.Forward)
+	switch {
+	case err != nil:
+		return nil, "", usagef("--forward: %v", err)
+	case !udp && f.UDPSet:
+		return nil, "", usagef("--deadline and --udp-idle apply to UDP flows: give --forward=udp:[HOST:]PORT")
+	case !udp:
+		return nil, "", nil
+	case f.Deadline < 0:
+		return nil, "", usagef("--deadline must not be negative (0: no deadline)")
+	case f.Deadline > msp.MaxBudget:
+		return nil, "", usagef("--deadline must be at most %v", msp.MaxBudget)
+	case f.UDPIdle <= 0:
+		return nil, "", usagef("--udp-idle must be positive")
+	case f.Once:
+		return nil, "", usagef("--once does not apply to UDP flows")
+	}
+	u := &forward.UDPFlows{Deadline: f.Deadline, Idle: f.UDPIdle, Logger: f.Logger}
+	if f.Deadline == 0 {
+		u.Deadline = -1 // none
+	}
+	return u, addr, nil
+}
+
+// ListenUDP opens the local UDP socket of msp connect --forward=udp:.
+func (e ConnectEnd) ListenUDP(ctx context.Context) (net.PacketConn, error) {
+	pc, err := (&net.ListenConfig{}).ListenPacket(ctx, "udp", e.UDPAddr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("UDP port %s is in use: %w", e.UDPAddr, syscall.EADDRINUSE)
+	}
+	return pc, err
+}
+
+// ServeUDP carries the flows of pc's clients in rd's session (dialled
+// again when it ended) until ctx ends (nil) or pc closes; it logs the
+// counters when it returns.
+func (e ConnectEnd) ServeUDP(ctx context.Context, pc net.PacketConn, rd *Redialer) error {
+	var last *msp.Session
+	session := func(ctx context.Context) (forward.DialedSession, error) {
+		s, err := rd.Session(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if last != nil && last != s {
+			logUDP(e.log, e.UDP, last)
+		}
+		last = s
+		return s, nil
+	}
+	err := e.UDP.ServeConnect(ctx, pc, session)
+	logUDP(e.log, e.UDP, last)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// ServeUDP carries the flows that arrive in lis's sessions to the target
+// until ctx ends (nil) or lis closes; it logs the counters when it
+// returns.
+func (e ListenEnd) ServeUDP(ctx context.Context, lis *msp.Listener) error {
+	receive := func(ctx context.Context) (forward.DatagramSession, []byte, error) {
+		s, p, err := lis.ReceiveDatagram(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, p, nil
+	}
+	err := e.UDP.ServeListen(ctx, receive, e.UDPTarget, nil)
+	var late, dropped uint64
+	for _, s := range lis.Sessions() {
+		st := s.DatagramStats()
+		late, dropped = late+st.Late, dropped+st.Dropped
+	}
+	logUDPStats(e.log, e.UDP.Stats(), late, dropped)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// logUDP logs the counters of u and of s's datagrams (s may be nil).
+func logUDP(log *slog.Logger, u *forward.UDPFlows, s *msp.Session) {
+	var st msp.DatagramStats
+	if s != nil {
+		st = s.DatagramStats()
+	}
+	logUDPStats(log, u.Stats(), st.Late, st.Dropped)
+}
+
+func logUDPStats(log *slog.Logger, st forward.UDPStats, late, dropped uint64) {
+	if log == nil {
+		return
+	}
+	log.Info("UDP flows", "datagrams_in", st.In, "datagrams_out", st.Out,
+		"dropped_late", late, "dropped_queue_full", dropped, "dropped_too_large", st.TooLarge, "largest_dropped", st.Largest,
+		"flows_opened", st.Opened, "flows_evicted", st.Evicted, "flows_expired", st.Expired)
+}
