@@ -39,6 +39,18 @@ const (
 // maxUDP is the largest UDP payload read or written.
 const maxUDP = 65535
 
+// udpSocketBuffer is the receive buffer asked for on the flows' UDP
+// sockets (the kernel may give less: net.core.rmem_max), so that a burst
+// of a fast sender waits there rather than being dropped.
+const udpSocketBuffer = 4 << 20
+
+// growReadBuffer asks for udpSocketBuffer on c if it is a UDP socket.
+func growReadBuffer(c any) {
+	if u, ok := c.(interface{ SetReadBuffer(int) error }); ok {
+		u.SetReadBuffer(udpSocketBuffer)
+	}
+}
+
 // ParseUDPTarget parses the argument of --forward when it names UDP,
 // "udp:[HOST:]PORT", into "host:port" (host as in ParseTarget); ok is
 // false when s does not start with "udp:".

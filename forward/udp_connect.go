@@ -44,6 +44,7 @@ func (u *UDPFlows) ServeConnect(ctx context.Context, pc net.PacketConn, session 
 		wg.Wait()
 		u.flows.Store(0)
 	}()
+	growReadBuffer(pc)
 	c := &udpConnector{u: u, pc: pc, byAddr: newFlowTable[string, *udpClient](), byID: map[uint64]*udpClient{}}
 	wg.Add(1)
 	go func() {

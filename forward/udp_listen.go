@@ -88,6 +88,7 @@ func (u *UDPFlows) ServeListen(ctx context.Context, receive func(context.Context
 				u.log().Warn("forward: UDP flow: cannot reach the target", "target", target, "err", err)
 				continue
 			}
+			growReadBuffer(conn)
 			f = &udpTarget{key: key, conn: conn}
 			u.opened.Add(1)
 			u.flows.Add(1)
