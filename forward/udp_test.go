@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/servald/servald/internal/protodoc"
 )
 
 // fakeSession is one end of an in-memory pair of datagram sessions: what
@@ -332,4 +334,14 @@ func FuzzParseFlow(f *testing.F) {
 			t.Fatalf("re-encoding differs: %d %v", id2, err)
 		}
 	})
+}
+
+// TestProtocolDocUDP: the UDP flow defaults docs/PROTOCOL.md quotes are
+// the code's.
+func TestProtocolDocUDP(t *testing.T) {
+	protodoc.Check(t,
+		fmt.Sprintf("(%d ms by default; `--deadline=0`: none)", DefaultDeadline.Milliseconds()),
+		fmt.Sprintf("Flows idle for `--udp-idle` (%d s)", int(DefaultUDPIdle.Seconds())),
+		fmt.Sprintf("each side holds at most %d flows", DefaultMaxFlows),
+	)
 }
