@@ -57,7 +57,9 @@ var (
 
 // budgetWriter is a transport that delivers a datagram only within a
 // budget of now, each hop spending from it (an MDP port of a mesh with
-// per-hop deadlines); others get WriteTo and the receiver's check only.
+// per-hop deadlines); others, and one whose WriteToWithin fails with
+// errors.ErrUnsupported (a daemon that does not know budgets), get
+// WriteTo and the receiver's check only.
 type budgetWriter interface {
 	WriteToWithin(p []byte, addr net.Addr, budget time.Duration) (int, error)
 }
@@ -142,10 +144,11 @@ func (s *Session) SendDatagram(p []byte, budget time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("msp: datagram to %s: %w", s.peer.Short(), err)
 	}
-	bw, ok := s.ep.tr.(budgetWriter)
-	if ok && budget > 0 && budget <= MaxBudget {
+	err = errors.ErrUnsupported
+	if bw, ok := s.ep.tr.(budgetWriter); ok && budget > 0 && budget <= MaxBudget {
 		_, err = bw.WriteToWithin(rec, s.RemoteAddr(), budget)
-	} else {
+	}
+	if errors.Is(err, errors.ErrUnsupported) { // no budget, or a daemon too old for one
 		_, err = s.ep.tr.WriteTo(rec, s.RemoteAddr())
 	}
 	if err != nil {
