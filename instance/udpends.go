@@ -10,9 +10,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/servald/servald/forward"
 	"github.com/servald/servald/msp"
@@ -45,19 +49,58 @@ func (f EndFlags) udpFlows() (*forward.UDPFlows, string, error) {
 	return u, addr, nil
 }
 
-// ListenUDP opens the local UDP socket of msp connect --forward=udp:.
-func (e ConnectEnd) ListenUDP(ctx context.Context) (net.PacketConn, error) {
-	pc, err := (&net.ListenConfig{}).ListenPacket(ctx, "udp", e.UDPAddr)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("UDP port %s is in use: %w", e.UDPAddr, syscall.EADDRINUSE)
-	}
-	return pc, err
+// UDPFlags are the flags of UDP flows, --deadline and --udp-idle, on a
+// command's flag set.
+type UDPFlags struct {
+	deadline, idle time.Duration
+	fs             *pflag.FlagSet
 }
 
-// ServeUDP carries the flows of pc's clients in rd's session (dialled
-// again when it ended) until ctx ends (nil) or pc closes; it logs the
-// counters when it returns.
-func (e ConnectEnd) ServeUDP(ctx context.Context, pc net.PacketConn, rd *Redialer) error {
+// AddFlags adds --deadline and --udp-idle to fs and says what
+// --forward=udp: does in the usage of --forward (added before).
+func (f *UDPFlags) AddFlags(fs *pflag.FlagSet) {
+	f.fs = fs
+	if fl := fs.Lookup("forward"); fl != nil {
+		fl.Usage += "; udp:[HOST:]PORT: UDP flows, each datagram carried as one"
+	}
+	fs.DurationVar(&f.deadline, "deadline", forward.DefaultDeadline, "with --forward=udp:, drop a datagram at whatever hop it has reached once this old (0: no deadline)")
+	fs.DurationVar(&f.idle, "udp-idle", forward.DefaultUDPIdle, "with --forward=udp:, forget a flow after this long without a datagram")
+}
+
+// With returns e with the flags' values.
+func (f *UDPFlags) With(e EndFlags) EndFlags {
+	e.Deadline, e.UDPIdle = f.deadline, f.idle
+	e.UDPSet = f.fs != nil && (f.fs.Changed("deadline") || f.fs.Changed("udp-idle"))
+	return e
+}
+
+// ListenUDP opens the local UDP socket of msp connect --forward=udp: (it
+// does nothing without).
+func (e *ConnectEnd) ListenUDP(ctx context.Context) error {
+	if e.UDP == nil {
+		return nil
+	}
+	pc, err := (&net.ListenConfig{}).ListenPacket(ctx, "udp", e.UDPAddr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("UDP port %s is in use: %w", e.UDPAddr, syscall.EADDRINUSE)
+	}
+	e.udpConn = pc
+	return err
+}
+
+// CloseUDP closes the socket ListenUDP opened, if any.
+func (e *ConnectEnd) CloseUDP() {
+	if e.udpConn != nil {
+		e.udpConn.Close()
+	}
+}
+
+// ServeUDP says on w where it takes UDP clients, then carries their flows
+// in rd's session (dialled again when it ended) until ctx ends (nil) or
+// the socket closes; it logs the counters when it returns.
+func (e *ConnectEnd) ServeUDP(ctx context.Context, rd *Redialer, w io.Writer) error {
+	sid, port := rd.Target()
+	fmt.Fprintf(w, "servald: forwarding UDP %s to %s port %d\n", e.udpConn.LocalAddr(), sid, port)
 	var last *msp.Session
 	session := func(ctx context.Context) (forward.DialedSession, error) {
 		s, err := rd.Session(ctx)
@@ -70,7 +113,7 @@ func (e ConnectEnd) ServeUDP(ctx context.Context, pc net.PacketConn, rd *Rediale
 		last = s
 		return s, nil
 	}
-	err := e.UDP.ServeConnect(ctx, pc, session)
+	err := e.UDP.ServeConnect(ctx, e.udpConn, session)
 	logUDP(e.log, e.UDP, last)
 	if errors.Is(err, context.Canceled) {
 		return nil
