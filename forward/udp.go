@@ -61,7 +61,8 @@ func ParseUDPTarget(s string) (addr string, ok bool, err error) {
 	}
 	addr, err = ParseTarget(rest)
 	if err != nil {
-		err = fmt.Errorf("forward: bad UDP target %q: %w", s, err)
+		// ParseTarget speaks of TCP ports.
+		err = fmt.Errorf("forward: bad UDP target %q: %s", s, strings.ReplaceAll(err.Error(), "TCP port", "UDP port"))
 	}
 	return addr, true, err
 }
