@@ -34,22 +34,11 @@ func TestDatagramBudgetToTransport(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		a, b, _ := memNodes(t, memnet.LinkConfig{Delay: time.Millisecond})
-		const port = 5303
-		l, err := listenMesh(b, port, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		pc, err := a.Bind(0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tap := &budgetTap{PacketConn: pc}
-		s, err := Dialer{Identity: a.Identity()}.Dial(ctx, tap, b.SID(), port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		var tap *budgetTap
+		l, s, _ := sessionOver(t, ctx, a, b, 5303, Config{}, func(pc *mesh.PacketConn) Transport {
+			tap = &budgetTap{PacketConn: pc}
+			return tap
+		})
 		for _, budget := range []time.Duration{100 * time.Millisecond, 0, 7 * time.Millisecond} {
 			if err := s.SendDatagram([]byte("x"), budget); err != nil {
 				t.Fatal(err)
@@ -78,21 +67,7 @@ func TestDatagramLateAtReceiver(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		a, b, _ := memNodes(t, memnet.LinkConfig{Delay: 20 * time.Millisecond})
-		const port = 5305
-		l, err := listenMesh(b, port, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		pc, err := a.Bind(0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := Dialer{Identity: a.Identity()}.Dial(ctx, plainTransport{pc}, b.SID(), port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		l, s, _ := sessionOver(t, ctx, a, b, 5305, Config{}, func(pc *mesh.PacketConn) Transport { return plainTransport{pc} })
 		time.Sleep(3 * time.Second) // keepalives give both ends RTT samples
 		ls := l.Sessions()[0]
 		if rtt := ls.Stats().MinRTT; rtt < 40*time.Millisecond {

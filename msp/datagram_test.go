@@ -32,22 +32,41 @@ func datagramEcho(ctx context.Context, l *Listener) <-chan struct{} {
 	return done
 }
 
+// sessionOver listens on MDP port of b and dials it from a, over an
+// ephemeral port of a given to wrap (nil: as it is) once a reaches b; both
+// close when the test ends.
+func sessionOver(t *testing.T, ctx context.Context, a, b *mesh.Node, port uint16, cfg Config, wrap func(*mesh.PacketConn) Transport) (*Listener, *Session, *mesh.PacketConn) {
+	t.Helper()
+	l, err := listenMesh(b, port, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	if err := a.WaitReachable(ctx, b.SID()); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := a.Bind(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr Transport = pc
+	if wrap != nil {
+		tr = wrap(pc)
+	}
+	s, err := Dialer{Identity: a.Identity(), Config: cfg}.Dial(ctx, tr, b.SID(), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return l, s, pc
+}
+
 // datagramPair listens on b and dials it from a, over memnet nodes whose
 // link has cfg.
 func datagramPair(t *testing.T, ctx context.Context, cfg memnet.LinkConfig) (*Listener, *Session) {
 	t.Helper()
 	a, b, _ := memNodes(t, cfg)
-	const port = 5300
-	l, err := listenMesh(b, port, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	s, err := dialMesh(ctx, a, b.SID(), port, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	l, s, _ := sessionOver(t, ctx, a, b, 5300, Config{}, nil)
 	return l, s
 }
 
@@ -102,17 +121,7 @@ func TestDatagramBesideStalledStream(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		a, b, _ := memNodes(t, memnet.LinkConfig{Delay: 2 * time.Millisecond})
-		const port = 5301
-		l, err := listenMesh(b, port, Config{StreamWindow: 64 << 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		s, err := dialMesh(ctx, a, b.SID(), port, Config{StreamWindow: 64 << 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		l, s, _ := sessionOver(t, ctx, a, b, 5301, Config{StreamWindow: 64 << 10}, nil)
 		st, err := s.OpenStream(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -149,21 +158,11 @@ func TestDatagramReplayRejected(t *testing.T) {
 		defer cancel()
 		a, b, _ := memNodes(t, memnet.LinkConfig{Delay: time.Millisecond})
 		const port = 5302
-		l, err := listenMesh(b, port, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		pc, err := a.Bind(0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tap := &recordingTransport{PacketConn: pc}
-		s, err := Dialer{Identity: a.Identity()}.Dial(ctx, tap, b.SID(), port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		var tap *recordingTransport
+		l, s, pc := sessionOver(t, ctx, a, b, port, Config{}, func(pc *mesh.PacketConn) Transport {
+			tap = &recordingTransport{PacketConn: pc}
+			return tap
+		})
 		time.Sleep(100 * time.Millisecond) // the confirmation and first ACKs
 		before := len(tap.recorded())
 		// No stream is open: the only record this long is the datagram.

@@ -13,14 +13,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/servald/servald/forward"
 )
 
 // needIperf3 skips where iperf3 is missing.
@@ -55,34 +55,16 @@ func iperf3Server(b *testing.B, bin string) int {
 	}
 }
 
-// tcpRelay relays TCP connections from 127.0.0.1:port to target until the
-// benchmark ends.
-func tcpRelay(b *testing.B, port int, target string) {
+// tcpRelay relays TCP connections from a new port on 127.0.0.1 to target
+// until the benchmark ends, and returns the port.
+func tcpRelay(b *testing.B, target string) int {
 	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	b.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			wg.Add(2)
-			go func() { defer wg.Done(); io.Copy(t, c); t.(*net.TCPConn).CloseWrite() }()
-			go func() { defer wg.Done(); io.Copy(c, t); c.Close(); t.Close() }()
+	ln := tcpService(b, func(c net.Conn) {
+		if t, err := net.Dial("tcp", target); err == nil {
+			forward.Join(context.Background(), c, t)
 		}
-	}()
+	})
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // iperf3Result is what iperf3 -u -J reports at the end.
@@ -128,10 +110,11 @@ func BenchmarkUDPFlowIperf3(b *testing.B) {
 	b.Run("raw", func(b *testing.B) { runIperf3(b, bin, server) })
 	b.Run("servald", func(b *testing.B) {
 		l := startListen(b, nil, nil, "-v", "--forward=udp:"+strconv.Itoa(server), "5401")
-		port := freePort(b)
+		// iperf3 -c sends its datagrams to the port of its control
+		// connection: the relay's TCP port is also msp connect's UDP one.
+		port := tcpRelay(b, "127.0.0.1:"+strconv.Itoa(server))
 		c := start(b, nil, nil, connectArgs(b, l, "-v", "--forward=udp:"+strconv.Itoa(port), l.sid, "5401")...)
 		c.waitLine(`forwarding UDP`)
-		tcpRelay(b, port, "127.0.0.1:"+strconv.Itoa(server))
 		runIperf3(b, bin, port)
 		// Where datagrams were lost: each side's counters.
 		for _, p := range []*proc{c, l.proc} {
