@@ -228,3 +228,30 @@ func TestUDPFlowsUsage(t *testing.T) {
 		oneLine(t, p.stderr.String(), "")
 	}
 }
+
+// TestUDPFlowsThroughDaemons: the same through two daemons (the sessions'
+// datagrams cross their control sockets).
+func TestUDPFlowsThroughDaemons(t *testing.T) {
+	t.Parallel()
+	a := startDaemon(t, instance(t))
+	b := startDaemon(t, instance(t), "--peer", a.udp)
+	echo := udpEchoServer(t)
+	lis := start(t, nil, nil, "msp", "listen", "--instance", a.inst, "--forward=udp:"+echo.String(), "5402")
+	lis.waitLine(`listening as ` + a.sid + ` on MDP port 5402`)
+	port := freeUDPPort(t)
+	c := start(t, nil, nil, "msp", "connect", "--instance", b.inst, "--forward=udp:"+strconv.Itoa(port), a.sid, "5402")
+	c.waitLine(`forwarding UDP 127\.0\.0\.1:` + strconv.Itoa(port))
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := runFlow(t, to, i, 500, 16)
+			if r.received < 495 || r.duplicates+r.foreign+r.corrupt+r.reordered != 0 {
+				t.Errorf("client %d: %+v", i, r)
+			}
+		}()
+	}
+	wg.Wait()
+}
