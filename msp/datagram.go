@@ -40,10 +40,13 @@ const dgramHeaderMax = 1 + 5
 
 // Bounds of a datagram receive queue: datagrams that arrive while it
 // holds dgramQueueLen of them, or dgramQueueBytes of payload, are dropped
-// and counted (DatagramsDropped).
+// and counted (DatagramStats.Dropped). In a listener's queue, shared by
+// its sessions, one session holds at most dgramSessionShare of them, so
+// that a peer that floods leaves room for the others.
 const (
-	dgramQueueLen   = 1024
-	dgramQueueBytes = 4 << 20
+	dgramQueueLen     = 1024
+	dgramQueueBytes   = 4 << 20
+	dgramSessionShare = dgramQueueLen / 4
 )
 
 // Errors of SendDatagram and ReceiveDatagram callers branch on.
@@ -233,25 +236,31 @@ type dgramItem struct {
 }
 
 // dgramQueue is a bounded FIFO of received datagrams: dgramQueueLen of
-// them, dgramQueueBytes of payload.
+// them, dgramQueueBytes of payload, perSession of one session's.
 type dgramQueue struct {
-	mu    sync.Mutex
-	items []dgramItem // guarded by mu; a FIFO, the oldest first
-	bytes int         // guarded by mu; payload bytes in items
-	ready chan struct{}
+	perSession int
+	mu         sync.Mutex
+	items      []dgramItem      // guarded by mu; a FIFO, the oldest first
+	bytes      int              // guarded by mu; payload bytes in items
+	of         map[*Session]int // guarded by mu; items per session
+	ready      chan struct{}
 }
 
-func newDgramQueue() *dgramQueue { return &dgramQueue{ready: make(chan struct{}, 1)} }
+func newDgramQueue(perSession int) *dgramQueue {
+	return &dgramQueue{perSession: perSession, of: map[*Session]int{}, ready: make(chan struct{}, 1)}
+}
 
-// push queues it, or reports false when the queue is full.
+// push queues it, or reports false when the queue, or the session's share
+// of it, is full.
 func (q *dgramQueue) push(it dgramItem) bool {
 	q.mu.Lock()
-	if len(q.items) >= dgramQueueLen || q.bytes+len(it.p) > dgramQueueBytes {
+	if len(q.items) >= dgramQueueLen || q.bytes+len(it.p) > dgramQueueBytes || q.of[it.s] >= q.perSession {
 		q.mu.Unlock()
 		return false
 	}
 	q.items = append(q.items, it)
 	q.bytes += len(it.p)
+	q.of[it.s]++
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
@@ -285,6 +294,9 @@ func (q *dgramQueue) take(now time.Time) (dgramItem, bool) {
 		q.items[0] = dgramItem{}
 		q.items = q.items[1:]
 		q.bytes -= len(it.p)
+		if q.of[it.s]--; q.of[it.s] == 0 {
+			delete(q.of, it.s)
+		}
 		if len(q.items) == 0 {
 			q.items = nil // let the backing array go
 		}

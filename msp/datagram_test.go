@@ -210,7 +210,7 @@ func TestDatagramReplayRejected(t *testing.T) {
 // they waited, and returns the rest in order.
 func TestDatagramQueue(t *testing.T) {
 	s := &Session{}
-	q := newDgramQueue()
+	q := newDgramQueue(dgramQueueLen)
 	now := time.Now()
 	for i := range dgramQueueLen {
 		exp := time.Time{}
@@ -243,6 +243,14 @@ func TestDatagramQueue(t *testing.T) {
 	}
 	if !q.push(dgramItem{s: s, p: make([]byte, dgramQueueBytes)}) || q.push(dgramItem{s: s, p: []byte{1}}) {
 		t.Fatal("byte bound not kept")
+	}
+	// A shared queue: one session's share is full, another's is not.
+	shared, other := newDgramQueue(2), &Session{}
+	if !shared.push(dgramItem{s: s}) || !shared.push(dgramItem{s: s}) || shared.push(dgramItem{s: s}) || !shared.push(dgramItem{s: other}) {
+		t.Fatal("per-session share not kept")
+	}
+	if it, _ := shared.pop(context.Background(), nil); it.s != s || !shared.push(dgramItem{s: s}) {
+		t.Fatal("a taken datagram does not free its session's share")
 	}
 	done := make(chan struct{})
 	close(done)

@@ -39,7 +39,7 @@ func Listen(tr Transport, id *identity.Identity, port uint16, cfg Config) *Liste
 	l := &Listener{
 		id: id, port: port, cfg: cfg.withDefaults(),
 		streams: make(chan net.Conn, acceptQueue),
-		dq:      newDgramQueue(),
+		dq:      newDgramQueue(dgramSessionShare),
 		done:    make(chan struct{}),
 	}
 	if tr != nil {

@@ -24,6 +24,6 @@ func TestProtocolDocDatagrams(t *testing.T) {
 		fmt.Sprintf("datagram = 0x%02x budget_us (varint) payload", dgramType),
 		fmt.Sprintf("in microseconds, at most %d (an hour)", MaxBudget.Microseconds()),
 		fmt.Sprintf("overhead (%d bytes) and the largest datagram header (%d bytes)", seal.Overhead, dgramHeaderMax),
-		fmt.Sprintf("holds at most %d datagrams and %d MiB of payload", dgramQueueLen, dgramQueueBytes>>20),
+		fmt.Sprintf("holds at most %d datagrams and %d MiB of payload, and in a listener's queue one session at most %d of them", dgramQueueLen, dgramQueueBytes>>20, dgramSessionShare),
 	)
 }

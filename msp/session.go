@@ -74,7 +74,7 @@ func newSession(ep *endpoint, sec *seal.Session, remote net.Addr, client bool) (
 		streamsClosed: make(chan struct{}, 1),
 	}
 	s.remote.Store(&remote)
-	if s.dq = newDgramQueue(); ep.lis != nil {
+	if s.dq = newDgramQueue(dgramQueueLen); ep.lis != nil {
 		s.dq = ep.lis.dq
 	}
 	mp := s.packetLimit()
