@@ -75,24 +75,34 @@ func (u *UDPFlows) ServeConnect(ctx context.Context, pc net.PacketConn, session 
 			next++
 			c.add(cl, now)
 		}
-		if cur == nil || isDone(cur) {
-			s, err := session(ctx)
-			if err != nil {
-				u.sendErrors.Add(1)
-				u.log().Warn("forward: UDP datagram dropped: no session", "err", err)
-				continue
-			}
-			if s != cur {
-				cur = s
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					c.replies(ctx, s)
-				}()
-			}
+		if cur = c.session(ctx, cur, session, &wg); cur == nil {
+			continue
 		}
 		frame = u.send(cur, frame, cl.id, buf[:n])
 	}
+}
+
+// session returns cur, or while it has ended the one session returns
+// then, whose replies a new goroutine (in wg) writes back; nil if there is
+// none (the datagram is dropped and counted).
+func (c *udpConnector) session(ctx context.Context, cur DialedSession, session func(context.Context) (DialedSession, error), wg *sync.WaitGroup) DialedSession {
+	if cur != nil && !isDone(cur) {
+		return cur
+	}
+	s, err := session(ctx)
+	if err != nil {
+		c.u.sendErrors.Add(1)
+		c.u.log().Warn("forward: UDP datagram dropped: no session", "err", err)
+		return nil
+	}
+	if s != cur {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.replies(ctx, s)
+		}()
+	}
+	return s
 }
 
 func isDone(s DatagramSession) bool {

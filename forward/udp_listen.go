@@ -26,6 +26,15 @@ type udpTarget struct {
 	conn net.Conn // UDP, connected to the target
 }
 
+// udpListener is one ServeListen call's state.
+type udpListener struct {
+	u      *UDPFlows
+	target string
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	table  *flowTable[flowKey, *udpTarget]
+	wg     sync.WaitGroup
+}
+
 // ServeListen takes the datagrams receive returns, with the session each
 // came in, and sends each flow's to target from a UDP socket of the
 // flow's own, whose replies go back in the flow's session; dial opens
@@ -36,31 +45,17 @@ func (u *UDPFlows) ServeListen(ctx context.Context, receive func(context.Context
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: DialTimeout}).DialContext
 	}
+	l := &udpListener{u: u, target: target, dial: dial, table: newFlowTable[flowKey, *udpTarget]()}
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	table := newFlowTable[flowKey, *udpTarget]()
-	closeFlows := func(fs []*udpTarget) {
-		for _, f := range fs {
-			f.conn.Close()
-		}
-		u.flows.Add(-int64(len(fs)))
-	}
 	defer func() {
 		cancel()
-		closeFlows(table.remove(func(flowKey, *udpTarget, time.Time) bool { return true }))
-		wg.Wait()
+		l.close(l.table.remove(func(flowKey, *udpTarget, time.Time) bool { return true }))
+		l.wg.Wait()
 	}()
-	idle := u.idle()
-	wg.Add(1)
+	l.wg.Add(1)
 	go func() {
-		defer wg.Done()
-		sweep(ctx, sweepEvery(idle), func(now time.Time) {
-			gone := table.remove(func(k flowKey, _ *udpTarget, last time.Time) bool {
-				return now.Sub(last) > idle || isDone(k.s)
-			})
-			u.expired.Add(uint64(len(gone)))
-			closeFlows(gone)
-		})
+		defer l.wg.Done()
+		sweep(ctx, sweepEvery(u.idle()), l.forgetIdle)
 	}()
 	for {
 		s, p, err := receive(ctx)
@@ -78,34 +73,62 @@ func (u *UDPFlows) ServeListen(ctx context.Context, receive func(context.Context
 			u.unknown.Add(1)
 			continue
 		}
-		key := flowKey{s: s, id: id}
-		now := time.Now()
-		f, ok := table.get(key, now)
+		f, ok := l.flow(ctx, flowKey{s: s, id: id})
 		if !ok {
-			conn, err := dial(ctx, "udp", target)
-			if err != nil {
-				u.sendErrors.Add(1)
-				u.log().Warn("forward: UDP flow: cannot reach the target", "target", target, "err", err)
-				continue
-			}
-			growReadBuffer(conn)
-			f = &udpTarget{key: key, conn: conn}
-			u.opened.Add(1)
-			u.flows.Add(1)
-			if old, ok := table.add(key, f, now, u.maxFlows()); ok {
-				u.evicted.Add(1)
-				closeFlows([]*udpTarget{old})
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				u.targetReplies(f, table)
-			}()
+			continue
 		}
 		if _, err := f.conn.Write(payload); err == nil {
 			u.out.Add(1)
 		}
 	}
+}
+
+// flow returns key's flow, opening it (and its socket, and the goroutine
+// that reads it) if it is new; false if the target cannot be reached.
+func (l *udpListener) flow(ctx context.Context, key flowKey) (*udpTarget, bool) {
+	now := time.Now()
+	if f, ok := l.table.get(key, now); ok {
+		return f, true
+	}
+	u := l.u
+	conn, err := l.dial(ctx, "udp", l.target)
+	if err != nil {
+		u.sendErrors.Add(1)
+		u.log().Warn("forward: UDP flow: cannot reach the target", "target", l.target, "err", err)
+		return nil, false
+	}
+	growReadBuffer(conn)
+	f := &udpTarget{key: key, conn: conn}
+	u.opened.Add(1)
+	u.flows.Add(1)
+	if old, ok := l.table.add(key, f, now, u.maxFlows()); ok {
+		u.evicted.Add(1)
+		l.close([]*udpTarget{old})
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		u.targetReplies(f, l.table)
+	}()
+	return f, true
+}
+
+// close closes flows taken out of the table.
+func (l *udpListener) close(fs []*udpTarget) {
+	for _, f := range fs {
+		f.conn.Close()
+	}
+	l.u.flows.Add(-int64(len(fs)))
+}
+
+// forgetIdle closes the flows idle for Idle and those whose session ended.
+func (l *udpListener) forgetIdle(now time.Time) {
+	idle := l.u.idle()
+	gone := l.table.remove(func(k flowKey, _ *udpTarget, last time.Time) bool {
+		return now.Sub(last) > idle || isDone(k.s)
+	})
+	l.u.expired.Add(uint64(len(gone)))
+	l.close(gone)
 }
 
 // targetReplies sends what the target answers on f's socket back in f's
