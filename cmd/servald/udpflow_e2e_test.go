@@ -255,3 +255,18 @@ func TestUDPFlowsThroughDaemons(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestUDPFlowsOverSplit: UDP flows in sessions over split transport (msp
+// connect --split): the datagrams ride the splitter's streams.
+func TestUDPFlowsOverSplit(t *testing.T) {
+	t.Parallel()
+	echo := udpEchoServer(t)
+	l := startSplitListen(t, nil, nil, "--forward=udp:"+echo.String(), "5403")
+	port := freeUDPPort(t)
+	c := start(t, nil, nil, splitConnectArgs(t, l, "--forward=udp:"+strconv.Itoa(port), l.sid, "5403")...)
+	c.waitLine(`forwarding UDP 127\.0\.0\.1:` + strconv.Itoa(port))
+	r := runFlow(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, 0, 500, 16)
+	if r.received != 500 || r.duplicates+r.foreign+r.corrupt+r.reordered != 0 {
+		t.Errorf("%+v", r)
+	}
+}
