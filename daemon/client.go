@@ -453,6 +453,7 @@ func (c *Client) Bind(ctx context.Context, port uint16) (*Port, error) {
 		local:  mesh.Addr{SID: b.SID, Port: b.Port},
 		defMax: b.MaxPayload,
 		noProg: b.NoProgress,
+		timed:  b.Timed,
 		fr:     b.fr,
 		fw:     newFrameWriter(conn),
 		mp:     map[identity.SID]*mtuEntry{},

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"time"
@@ -39,6 +40,10 @@ const (
 	// nothing acknowledged for several round trips (mesh.PacketConn's
 	// NoProgress); no answer.
 	frameNoProgress byte = 'P'
+	// frameTimed: client → daemon after BIND: SID(32) port(2) budget(4)
+	// payload, a datagram to send with mesh.PacketConn.WriteToWithin; the
+	// budget is in microseconds, what was left when the frame was queued.
+	frameTimed byte = 'T'
 )
 
 // Sizes and bounds.
@@ -52,8 +57,10 @@ const (
 	// of nodes fits).
 	maxReply = 8 << 20
 	// maxDataFrame bounds every frame on a bound connection: the largest
-	// datagram with its address.
-	maxDataFrame = 1 + addrLen + mesh.MaxPayload
+	// datagram with its address and budget.
+	maxDataFrame = 1 + addrLen + budgetLen + mesh.MaxPayload
+	// budgetLen is the length of a TIMED frame's budget.
+	budgetLen = 4
 	// maxErrText bounds the message of a write error frame.
 	maxErrText = 512
 )
@@ -118,6 +125,31 @@ func parseDatagram(body []byte) (mesh.Addr, []byte, error) {
 	copy(a.SID[:], body)
 	a.Port = binary.BigEndian.Uint16(body[sidLen:])
 	return a, body[addrLen:], nil
+}
+
+// appendTimed appends a TIMED frame: payload to a, to be delivered within
+// budget (whole microseconds, up to about 71 minutes; 0 or less is 0).
+func appendTimed(b []byte, a mesh.Addr, budget time.Duration, payload []byte) []byte {
+	us := uint32(min(max(budget/time.Microsecond, 0), math.MaxUint32))
+	b = binary.BigEndian.AppendUint32(b, uint32(1+addrLen+budgetLen+len(payload)))
+	b = append(b, frameTimed)
+	b = append(b, a.SID[:]...)
+	b = binary.BigEndian.AppendUint16(b, a.Port)
+	b = binary.BigEndian.AppendUint32(b, us)
+	return append(b, payload...)
+}
+
+// parseTimed decodes a TIMED frame's body; the payload aliases body.
+func parseTimed(body []byte) (mesh.Addr, time.Duration, []byte, error) {
+	if len(body) < addrLen+budgetLen || len(body)-addrLen-budgetLen > mesh.MaxPayload {
+		return mesh.Addr{}, 0, nil, fmt.Errorf("%w: timed datagram of %d bytes", errMalformed, len(body))
+	}
+	a, _, err := parseDatagram(body[:addrLen])
+	if err != nil {
+		return mesh.Addr{}, 0, nil, err
+	}
+	us := binary.BigEndian.Uint32(body[addrLen:])
+	return a, time.Duration(us) * time.Microsecond, body[addrLen+budgetLen:], nil
 }
 
 // appendMTUQuery appends a MAXPAYLOAD query for sid.
@@ -325,6 +357,8 @@ type boundJSON struct {
 	// NoProgress: the daemon takes NO-PROGRESS frames (an older one closes
 	// the connection on a frame it does not know).
 	NoProgress bool `json:"no_progress,omitempty"`
+	// Timed: the daemon takes TIMED frames (WriteToWithin).
+	Timed bool `json:"timed,omitempty"`
 }
 
 type stoppingJSON struct {

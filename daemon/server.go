@@ -303,7 +303,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		}
 		var none identity.SID
 		port := pc.LocalAddr().(mesh.Addr).Port
-		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none), NoProgress: true}}) {
+		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none), NoProgress: true, Timed: true}}) {
 			pc.Close()
 			return
 		}
@@ -453,13 +453,22 @@ func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, p
 			}
 			break
 		}
-		if typ == frameData {
+		if typ == frameData || typ == frameTimed {
 			to, payload, err := parseDatagram(body)
+			var budget time.Duration
+			if typ == frameTimed {
+				to, budget, payload, err = parseTimed(body)
+			}
 			if err != nil {
 				log.Debug("daemon: bad datagram", "err", err)
 				break
 			}
-			if _, err := pc.WriteTo(payload, to); err != nil {
+			if typ == frameTimed {
+				_, err = pc.WriteToWithin(payload, to, budget)
+			} else {
+				_, err = pc.WriteTo(payload, to)
+			}
+			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					break
 				}

@@ -53,8 +53,8 @@ type linkTx struct {
 	ring      []txEntry     // frames in flight, by sequence number % win
 	nextSeq   uint64        // the next frame's sequence number
 	base      uint64        // lowest sequence number not done
-	queue     []*[]byte     // DATA frames waiting for the window
-	ctlQueue  []*[]byte     // this node's routing messages: sent before queue, never behind it
+	queue     []txFrame     // DATA frames waiting for the window
+	ctlQueue  []txFrame     // this node's routing messages: sent before queue, never behind it
 	space     chan struct{} // closed and replaced when the queue shrinks (or the link stops)
 	lostList  []uint64      // frames marked lost, to resend
 	free      []*[]byte     // done frames to return to the pool by the goroutine
@@ -72,8 +72,17 @@ type linkTx struct {
 	resent    float64   // decaying count of retransmissions
 }
 
+// txFrame is a frame waiting for the window: its buffer and, for a frame
+// with a budget (TypeDataBudget), the local time by which it must have been
+// delivered (zero: none; see budget.go).
+type txFrame struct {
+	buf *[]byte
+	due time.Time
+}
+
 type txEntry struct {
 	buf    *[]byte
+	due    time.Time // txFrame.due
 	sentAt time.Time
 	tries  int
 	done   bool // acknowledged or given up
@@ -195,12 +204,12 @@ func (l *link) release() {
 		}
 		l.tx.ring[i] = txEntry{}
 	}
-	for _, b := range l.tx.queue {
-		l.n.bufs.put(b)
+	for _, f := range l.tx.queue {
+		l.n.bufs.put(f.buf)
 	}
 	l.tx.queue = nil
-	for _, b := range l.tx.ctlQueue {
-		l.n.bufs.put(b)
+	for _, f := range l.tx.ctlQueue {
+		l.n.bufs.put(f.buf)
 	}
 	l.tx.ctlQueue = nil
 	for _, f := range l.rx.ctlHeld {
