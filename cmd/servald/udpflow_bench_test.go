@@ -12,14 +12,19 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
+	"sort"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/servald/servald/bench/udprelay"
 	"github.com/servald/servald/forward"
 )
 
@@ -122,4 +127,110 @@ func BenchmarkUDPFlowIperf3(b *testing.B) {
 			b.Logf("%s", p.waitLine(`UDP flows .*`)[0])
 		}
 	})
+}
+
+// oneWaySink receives datagrams that carry their sequence number and
+// sending time (Unix ns) in their first 16 bytes, and keeps each one's
+// one-way latency (the sender is this process: one clock).
+type oneWaySink struct {
+	pc      *net.UDPConn
+	mu      sync.Mutex
+	latency map[uint64]time.Duration // guarded by mu; by sequence number
+	dups    int                      // guarded by mu
+}
+
+func newOneWaySink(b *testing.B) *oneWaySink {
+	b.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &oneWaySink{pc: pc, latency: map[uint64]time.Duration{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, err := pc.Read(buf)
+			if err != nil {
+				return
+			}
+			if n < 16 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(buf)
+			lat := time.Since(time.Unix(0, int64(binary.BigEndian.Uint64(buf[8:]))))
+			s.mu.Lock()
+			if _, ok := s.latency[seq]; ok {
+				s.dups++
+			}
+			s.latency[seq] = lat
+			s.mu.Unlock()
+		}
+	}()
+	b.Cleanup(func() { pc.Close(); <-done })
+	return s
+}
+
+// BenchmarkUDPFlowLossy: 2,000 datagrams of 200 bytes, one a millisecond,
+// through msp connect/listen --forward=udp: --deadline=100ms whose mesh
+// link runs through a udprelay with 10% loss and 10 ms each way (MTU
+// 1500), to a sink in the test that measures each one's one-way latency.
+// Metrics: arrived-% (of those sent), p50-ms, p99-ms and max-ms (one-way
+// latency of those that arrived), over-bound (arrivals later than 100 ms +
+// 10 ms: the deadline should keep them out, but the UDP sockets at both
+// ends and a loaded machine add their own delay, outside the budget).
+func BenchmarkUDPFlowLossy(b *testing.B) {
+	const count, deadline, delay = 2000, 100 * time.Millisecond, 10 * time.Millisecond
+	sink := newOneWaySink(b)
+	l := startListen(b, nil, nil, "--deadline=100ms", "--forward=udp:"+sink.pc.LocalAddr().String(), "5404")
+	relay, err := udprelay.New(l.udp, udprelay.Symmetric(udprelay.Link{Loss: 0.1, Delay: delay, MTU: 1500}, 1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { relay.Close() })
+	port := freeUDPPort(b)
+	c := start(b, nil, nil, "msp", "connect", "--instance", instance(b), "--udp", "127.0.0.1:0", "--peer", relay.Addr(),
+		"--deadline=100ms", "--forward=udp:"+strconv.Itoa(port), l.sid, "5404")
+	c.waitLine(`forwarding UDP`)
+	client, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	p := make([]byte, 200)
+	var seq uint64
+	for b.Loop() {
+		first := seq
+		for range count {
+			binary.BigEndian.PutUint64(p, seq)
+			binary.BigEndian.PutUint64(p[8:], uint64(time.Now().UnixNano()))
+			client.Write(p)
+			seq++
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		var lats []time.Duration
+		sink.mu.Lock()
+		for s, lat := range sink.latency {
+			if s >= first {
+				lats = append(lats, lat)
+			}
+		}
+		dups := sink.dups
+		sink.mu.Unlock()
+		slices.Sort(lats)
+		if len(lats) == 0 {
+			b.Fatal("nothing arrived")
+		}
+		over := len(lats) - sort.Search(len(lats), func(i int) bool { return lats[i] > deadline+delay })
+		pct := func(q float64) float64 { return lats[int(q*float64(len(lats)-1))].Seconds() * 1e3 }
+		b.ReportMetric(100*float64(len(lats))/count, "arrived-%")
+		b.ReportMetric(pct(0.5), "p50-ms")
+		b.ReportMetric(pct(0.99), "p99-ms")
+		b.ReportMetric(pct(1), "max-ms")
+		b.ReportMetric(float64(over), "over-bound")
+		b.Logf("%d of %d arrived (%d duplicates), one-way p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d later than %v",
+			len(lats), count, dups, pct(0.5), pct(0.99), pct(1), over, deadline+delay)
+	}
 }
