@@ -42,6 +42,7 @@ type Status struct {
 	Routes     int
 	Uptime     time.Duration
 	Stats      mesh.Stats
+	Peers      []string // the HOST:PORT it was configured to link with
 }
 
 // Client talks to one daemon. Its methods are safe for concurrent use.
@@ -292,7 +293,7 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return Status{
 		SID: st.SID, PID: st.PID, UDP: parseAddr(st.UDP),
 		Neighbours: st.Neighbours, Routes: st.Routes,
-		Uptime: time.Duration(st.UptimeMS) * time.Millisecond, Stats: st.Stats,
+		Uptime: time.Duration(st.UptimeMS) * time.Millisecond, Stats: st.Stats, Peers: st.Peers,
 	}, nil
 }
 

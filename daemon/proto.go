@@ -330,6 +330,7 @@ type statusJSON struct {
 	Routes     int          `json:"routes"`
 	UptimeMS   int64        `json:"uptime_ms"`
 	Stats      mesh.Stats   `json:"stats"`
+	Peers      []string     `json:"peers,omitempty"` // configured peers, HOST:PORT
 }
 
 type routeJSON struct {

@@ -45,6 +45,9 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Logger receives logs; nil is silent.
 	Logger *slog.Logger
+	// Peers are the HOST:PORT the node was configured to link with, for
+	// the status (clients say which peer does not answer).
+	Peers []string
 }
 
 // maxSocketPath is the longest socket path every Unix accepts (sun_path).
@@ -351,6 +354,7 @@ func (s *Server) status() statusJSON {
 		Routes:     len(s.node.Routes()),
 		UptimeMS:   time.Since(s.started).Milliseconds(),
 		Stats:      s.node.Stats(),
+		Peers:      s.cfg.Peers,
 	}
 }
 

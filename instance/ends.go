@@ -176,7 +176,6 @@ type ConnectEnd struct {
 	// clients of local UDP UDPAddr.
 	UDP     *forward.UDPFlows
 	UDPAddr string
-	udpConn net.PacketConn // ListenUDP's
 	once    bool
 	log     *slog.Logger
 }

@@ -48,6 +48,17 @@ func echoListener(lis *msp.Listener) {
 	}
 }
 
+// echoOn starts an echo listener (fastEnd) on MDP port of node n.
+func echoOn(t *testing.T, n *mesh.Node, port uint16) *msp.Listener {
+	t.Helper()
+	lis, err := Listen(Embed(n), port, fastEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go echoListener(lis)
+	return lis
+}
+
 // echo writes msg on st and checks it comes back.
 func echo(t *testing.T, st net.Conn, msg string) {
 	t.Helper()

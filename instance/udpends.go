@@ -74,33 +74,26 @@ func (f *UDPFlags) With(e EndFlags) EndFlags {
 	return e
 }
 
-// ListenUDP opens the local UDP socket of msp connect --forward=udp: (it
-// does nothing without).
-func (e *ConnectEnd) ListenUDP(ctx context.Context) error {
-	if e.UDP == nil {
-		return nil
-	}
+// listenUDP opens the local UDP socket of msp connect --forward=udp:.
+func (e ConnectEnd) listenUDP(ctx context.Context) (net.PacketConn, error) {
 	pc, err := (&net.ListenConfig{}).ListenPacket(ctx, "udp", e.UDPAddr)
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("UDP port %s is in use: %w", e.UDPAddr, syscall.EADDRINUSE)
+		return nil, fmt.Errorf("UDP port %s is in use: %w", e.UDPAddr, syscall.EADDRINUSE)
 	}
-	e.udpConn = pc
-	return err
+	return pc, err
 }
 
-// CloseUDP closes the socket ListenUDP opened, if any.
-func (e *ConnectEnd) CloseUDP() {
-	if e.udpConn != nil {
-		e.udpConn.Close()
+// ServeUDP opens the local UDP port, says on w where it takes UDP
+// clients, then carries their flows in rd's session (dialled again when
+// it ended) until ctx ends (nil) or the socket closes; it logs the
+// counters when it returns.
+func (e ConnectEnd) ServeUDP(ctx context.Context, rd *Redialer, w io.Writer) error {
+	pc, err := e.listenUDP(ctx)
+	if err != nil {
+		return err
 	}
-}
-
-// ServeUDP says on w where it takes UDP clients, then carries their flows
-// in rd's session (dialled again when it ended) until ctx ends (nil) or
-// the socket closes; it logs the counters when it returns.
-func (e *ConnectEnd) ServeUDP(ctx context.Context, rd *Redialer, w io.Writer) error {
 	sid, port := rd.Target()
-	fmt.Fprintf(w, "servald: forwarding UDP %s to %s port %d\n", e.udpConn.LocalAddr(), sid, port)
+	fmt.Fprintf(w, "servald: forwarding UDP %s to %s port %d\n", pc.LocalAddr(), sid, port)
 	var last *msp.Session
 	session := func(ctx context.Context) (forward.DialedSession, error) {
 		s, err := rd.Session(ctx)
@@ -113,7 +106,7 @@ func (e *ConnectEnd) ServeUDP(ctx context.Context, rd *Redialer, w io.Writer) er
 		last = s
 		return s, nil
 	}
-	err := e.UDP.ServeConnect(ctx, e.udpConn, session)
+	err = e.UDP.ServeConnect(ctx, pc, session)
 	logUDP(e.log, e.UDP, last)
 	if errors.Is(err, context.Canceled) {
 		return nil

@@ -97,8 +97,10 @@ func TestConnectEndListenUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.ListenUDP(context.Background()); err == nil || !strings.Contains(err.Error(), "in use") {
-		e.CloseUDP()
-		t.Fatalf("ListenUDP on %s: %v", taken.LocalAddr(), err)
+	if pc, err := e.listenUDP(context.Background()); err == nil || !strings.Contains(err.Error(), "in use") {
+		if pc != nil {
+			pc.Close()
+		}
+		t.Fatalf("listenUDP on %s: %v", taken.LocalAddr(), err)
 	}
 }

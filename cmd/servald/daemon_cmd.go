@@ -22,6 +22,7 @@ type startOptions struct {
 	node       nodeOptions
 	foreground bool
 	notifyFD   int
+	metrics    inst.MetricsOptions
 }
 
 func newStartCmd(g *globals) *cobra.Command {
@@ -44,6 +45,8 @@ returns once it answers.`,
 	fs.BoolVar(&o.foreground, "foreground", false, "run in this process until SIGINT/SIGTERM or servald stop")
 	fs.IntVar(&o.notifyFD, "notify-fd", 0, "file descriptor to write \"ok\" to once serving (used when detaching)")
 	fs.MarkHidden("notify-fd")
+	fs.StringVar(&o.metrics.Addr, "metrics", "", "serve Prometheus metrics at http://[HOST:]PORT/metrics (HOST 127.0.0.1 unless given: loopback)")
+	fs.BoolVar(&o.metrics.Pprof, "pprof", false, "also serve the Go profiler at /debug/pprof/ on the --metrics address")
 	o.node.addFlags(fs)
 	return cmd
 }
@@ -60,6 +63,9 @@ func (g *globals) daemonDir() (string, error) {
 func (o *startOptions) run(cmd *cobra.Command, g *globals) error {
 	dir, err := g.daemonDir()
 	if err != nil {
+		return err
+	}
+	if err := o.metrics.Check(!o.foreground); err != nil {
 		return err
 	}
 	if o.foreground {
@@ -89,13 +95,21 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 	if probes != nil {
 		defer probes.Close()
 	}
-	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger()})
+	ms, err := inst.ServeMetrics(node, o.metrics, g.logger())
+	if err != nil {
+		node.Close()
+		lock.Close()
+		return err
+	}
+	defer ms.Close()
+	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger(), Peers: opts.PeersIn(dir)})
 	if err != nil {
 		node.Close()
 		lock.Close()
 		return err
 	}
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", node.SID(), os.Getpid(), node.LocalAddr())
+	fmt.Fprint(g.stderr, ms.Notice())
 	if o.notifyFD > 0 {
 		if f := os.NewFile(uintptr(o.notifyFD), "notify"); f != nil {
 			f.WriteString("ok\n")
@@ -132,6 +146,7 @@ func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) e
 	}
 	defer c.Close()
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", c.SID(), c.PID(), c.UDPAddr())
+	fmt.Fprint(g.stderr, o.metrics.Notice())
 	return nil
 }
 
@@ -164,6 +179,7 @@ func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]s
 	if o.node.noEcho {
 		args = append(args, "--no-echo")
 	}
+	args = append(args, o.metrics.Args()...)
 	if fs.Changed("config") {
 		abs, err := filepath.Abs(o.node.config)
 		if err != nil {
