@@ -449,17 +449,18 @@ func (c *Client) Bind(ctx context.Context, port uint16) (*Port, error) {
 		return nil, err
 	}
 	p := &Port{
-		c:      c,
-		conn:   conn,
-		local:  mesh.Addr{SID: b.SID, Port: b.Port},
-		defMax: b.MaxPayload,
-		noProg: b.NoProgress,
-		timed:  b.Timed,
-		fr:     b.fr,
-		fw:     newFrameWriter(conn),
-		mp:     map[identity.SID]*mtuEntry{},
-		errs:   map[identity.SID]error{},
-		done:   make(chan struct{}),
+		c:       c,
+		conn:    conn,
+		local:   mesh.Addr{SID: b.SID, Port: b.Port},
+		defMax:  b.MaxPayload,
+		noProg:  b.NoProgress,
+		timed:   b.Timed,
+		reports: b.Report,
+		fr:      b.fr,
+		fw:      newFrameWriter(conn),
+		mp:      map[identity.SID]*mtuEntry{},
+		errs:    map[identity.SID]error{},
+		done:    make(chan struct{}),
 	}
 	c.mu.Lock()
 	if c.closed {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp"
 )
 
 var fuzzSID = identity.SID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}
@@ -46,6 +47,11 @@ func seedFrames() [][]byte {
 		appendNoProgress(nil, sid),
 		appendMTU(nil, sid, 1141),
 		appendWriteErr(nil, writeErr{SID: sid, Code: codeNoRoute, MaxPayload: 1141, Msg: "no route"}),
+		req(request{Op: opSnapshot}),
+		rep(reply{Snapshot: &StatusSnapshot{Node: NodeStatus{SID: sid, UDP: []string{"127.0.0.1:1"}},
+			Neighbours: []NeighbourStatus{{SID: sid, Addr: "127.0.0.1:9", BytesIn: 9}},
+			Tunnels:    []Report{{Role: RoleListen, Port: 7}}, Drops: []Drop{{"auth", "bad_mac", 1}}}}),
+		mustReport(Report{Role: RoleListen, Target: "127.0.0.1:22", Connections: 1, Sessions: []msp.SessionInfo{{Peer: sid, Remote: "x:7", BytesSent: 5}}}),
 	}
 }
 
@@ -101,6 +107,8 @@ func FuzzParseFrame(f *testing.F) {
 			}
 		case frameReply:
 			parseReply(body)
+		case frameReport:
+			checkReport(t, body)
 		}
 	})
 }

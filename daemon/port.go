@@ -53,6 +53,11 @@ type Port struct {
 	defMax int  // max payload towards a SID without a known path
 	noProg bool // the daemon takes NO-PROGRESS frames
 	timed  bool // the daemon takes TIMED frames (WriteToWithin)
+	// reports: the daemon takes REPORT frames (report.go).
+	reports    bool
+	reportFn   atomic.Pointer[func() Report]
+	reportOnce sync.Once
+	reportWG   sync.WaitGroup // the report goroutine
 
 	rmu sync.Mutex
 	fr  *frameReader // guarded by rmu
@@ -314,6 +319,7 @@ func (p *Port) Close() error {
 		p.closed.Store(true)
 		p.dmu.Unlock()
 		close(p.done)
+		p.reportWG.Wait()
 		p.fw.drain(closeTimeout)
 		// Our half-close makes the daemon unbind the port and close its
 		// end; wait for that (a blocked ReadFrom sees it too).

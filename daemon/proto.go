@@ -44,6 +44,9 @@ const (
 	// payload, a datagram to send with mesh.PacketConn.WriteToWithin; the
 	// budget is in microseconds, what was left when the frame was queued.
 	frameTimed byte = 'T'
+	// frameReport: client → daemon: JSON Report (report.go): what the
+	// process does with its bound port, for `servald status`; no answer.
+	frameReport byte = 'S'
 )
 
 // Sizes and bounds.
@@ -263,6 +266,7 @@ const (
 	opStop       = "stop"
 	opBind       = "bind"
 	opAdvertise  = "advertise"
+	opSnapshot   = "snapshot"
 )
 
 // request is the JSON body of a REQUEST frame.
@@ -288,7 +292,7 @@ func parseRequest(body []byte) (request, error) {
 		return r, fmt.Errorf("%w: protocol version %d, this daemon speaks %d", errMalformed, r.V, ProtocolVersion)
 	}
 	switch r.Op {
-	case opStatus, opRoutes, opNeighbours, opStop, opBind:
+	case opStatus, opRoutes, opNeighbours, opStop, opBind, opSnapshot:
 	case opWait:
 		if r.SID == nil {
 			return r, fmt.Errorf("%w: wait without sid", errMalformed)
@@ -319,6 +323,7 @@ type reply struct {
 	Neighbours []neighbourJSON `json:"neighbours,omitempty"`
 	Bound      *boundJSON      `json:"bound,omitempty"`
 	Stopping   *stoppingJSON   `json:"stopping,omitempty"`
+	Snapshot   *StatusSnapshot `json:"snapshot,omitempty"`
 }
 
 type statusJSON struct {
@@ -360,6 +365,8 @@ type boundJSON struct {
 	NoProgress bool `json:"no_progress,omitempty"`
 	// Timed: the daemon takes TIMED frames (WriteToWithin).
 	Timed bool `json:"timed,omitempty"`
+	// Report: the daemon takes REPORT frames (Port.SetReporter).
+	Report bool `json:"report,omitempty"`
 }
 
 type stoppingJSON struct {

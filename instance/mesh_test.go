@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
 	"github.com/servald/servald/internal/meshtest"
@@ -174,18 +173,7 @@ func TestOpenDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := memPair(t, id, nil)
-	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: a})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-		srv.Close()
-	})
+	serveDaemon(t, dir, a)
 
 	m, err := Open(dir, NodeOptions{UDP: "not an address"})
 	if err != nil {

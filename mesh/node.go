@@ -388,6 +388,8 @@ func (n *Node) handle(bp *[]byte, from net.Addr) {
 func (n *Node) handleLink(nb *neighbour, bp *[]byte, typ byte, size int) {
 	b := *bp
 	nb.heard()
+	nb.framesIn.Add(1)
+	nb.bytesIn.Add(uint64(size))
 	switch typ {
 	case wire.TypeData, wire.TypeDataBudget:
 		nb.link.receiveData(bp)

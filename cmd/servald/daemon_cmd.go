@@ -95,19 +95,20 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 	if probes != nil {
 		defer probes.Close()
 	}
-	ms, err := inst.ServeMetrics(node, o.metrics, g.logger())
+	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger(), Peers: opts.PeersIn(dir), Version: versionString()})
 	if err != nil {
+		node.Close()
+		lock.Close()
+		return err
+	}
+	ms, err := inst.ServeMetrics(inst.DaemonSource(node, srv), o.metrics, g.logger())
+	if err != nil {
+		srv.Close()
 		node.Close()
 		lock.Close()
 		return err
 	}
 	defer ms.Close()
-	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger(), Peers: opts.PeersIn(dir)})
-	if err != nil {
-		node.Close()
-		lock.Close()
-		return err
-	}
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", node.SID(), os.Getpid(), node.LocalAddr())
 	fmt.Fprint(g.stderr, ms.Notice())
 	if o.notifyFD > 0 {
@@ -207,40 +208,6 @@ func newStopCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(g.stderr, "servald: stopped (pid %d)\n", pid)
-			return nil
-		},
-	}
-}
-
-func newStatusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status",
-		Short: "Say whether this instance's daemon runs, and its SID, pid, UDP address and neighbours (exit 1 if it does not run)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := g.daemonDir()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), inst.DaemonTimeout)
-			defer cancel()
-			c, err := inst.DialDaemon(ctx, dir)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintln(out, "running")
-			fmt.Fprintf(out, "SID: %s\n", st.SID)
-			fmt.Fprintf(out, "pid: %d\n", st.PID)
-			fmt.Fprintf(out, "UDP: %s\n", st.UDP)
-			fmt.Fprintf(out, "neighbours: %d\n", st.Neighbours)
-			fmt.Fprintf(out, "routes: %d\n", st.Routes)
-			fmt.Fprintf(out, "uptime: %s\n", st.Uptime.Round(time.Second))
 			return nil
 		},
 	}

@@ -71,7 +71,9 @@ func jsonQueries(t *testing.T, inst func() string, l *listener, extra ...string)
 		t.Fatalf("route print: routes %+v, want first the listener %s, 1 hop", r, l.sid)
 	}
 	nb := routes.Neighbours
-	if len(nb) != 1 || nb[0].SID.String() != l.sid || nb[0].Addr != l.udp || nb[0].MTU <= 0 || nb[0].SRTTus <= 0 || nb[0].LossPct != 0 {
+	if len(nb) != 1 || nb[0].SID.String() != l.sid || nb[0].Addr != l.udp || nb[0].MTU <= 0 || nb[0].SRTTus <= 0 || nb[0].LossPct < 0 || nb[0].LossPct > 100 {
+		// Loss is not asserted 0: on a loaded machine a timer fires before an
+		// ACK is read, and the resend counts as loss even on loopback.
 		t.Fatalf("route print: neighbours %+v, want the listener %s (UDP %s) alone", nb, l.sid, l.udp)
 	}
 	var services instpkg.ServicesJSON

@@ -188,7 +188,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
-	lis, err := inst.Listen(node, port, msp.Config{Allow: allow, Logger: g.logger()})
+	lis, err := inst.Listen(node, port, msp.Config{Allow: allow, Logger: g.logger()}, ends.Shown(o.service))
 	if err != nil {
 		return err
 	}
@@ -489,7 +489,7 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 		return sid, port, err
 	}
 	dial := func(ctx context.Context, sid identity.SID, port uint16) (*msp.Session, error) {
-		return inst.DialSession(ctx, node, sid, port, cfg)
+		return inst.DialSession(ctx, node, sid, port, cfg, inst.Shown{Service: tgt.Service})
 	}
 	return inst.NewRedialer(o.timeout, find, dial), func() { node.Close() }, nil
 }
