@@ -2,7 +2,6 @@ package instance
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -17,36 +16,8 @@ func udpFlags(fwd string) EndFlags {
 }
 
 // TestUDPEndFlags: --forward=udp: gives UDP flows with --deadline and
-// --udp-idle on both sides; each mistake is a *UsageError naming the flag.
+// --udp-idle on both sides (its mistakes are in TestEndFlagsRefused).
 func TestUDPEndFlags(t *testing.T) {
-	refused := []struct {
-		name    string
-		f       EndFlags
-		connect bool
-		want    string
-	}{
-		{"negative --deadline", EndFlags{Forward: "udp:53", Deadline: -time.Second, UDPIdle: time.Minute}, true, "--deadline"},
-		{"huge --deadline", EndFlags{Forward: "udp:53", Deadline: 2 * time.Hour, UDPIdle: time.Minute}, false, "--deadline"},
-		{"zero --udp-idle", EndFlags{Forward: "udp:53"}, true, "--udp-idle"},
-		{"--once", func() EndFlags { f := udpFlags("udp:53"); f.Once = true; return f }(), false, "--once"},
-		{"connect --socks", func() EndFlags { f := udpFlags("udp:53"); f.Socks = "1080"; return f }(), true, "--socks"},
-		{"listen --socks", func() EndFlags { f := udpFlags("udp:53"); f.SocksExit = true; return f }(), false, "--socks"},
-		{"listen --to", func() EndFlags { f := udpFlags("udp:53"); f.To = []string{"*"}; return f }(), false, "--to"},
-		{"--deadline without udp", func() EndFlags { f := udpFlags("53"); f.UDPSet = true; return f }(), true, "--forward=udp:"},
-		{"bad udp target", udpFlags("udp:x:y:z"), false, "--forward"},
-	}
-	for _, tt := range refused {
-		var err error
-		if tt.connect {
-			_, err = tt.f.ConnectEnd()
-		} else {
-			_, err = tt.f.ListenEnd(true)
-		}
-		var ue *UsageError
-		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: error %v, want a usage error containing %q", tt.name, err, tt.want)
-		}
-	}
 	l, err := udpFlags("udp:10.0.0.1:53").ListenEnd(false)
 	if err != nil || l.UDP == nil || l.UDPTarget != "10.0.0.1:53" || l.Stdio() || l.ConnectFlag() != "--forward=udp:10053 " {
 		t.Fatalf("listen: %+v, %v (connect flag %q)", l, err, l.ConnectFlag())
