@@ -230,21 +230,39 @@ func (t *flowTable[K, F]) get(k K, now time.Time) (F, bool) {
 	return e.f, true
 }
 
-// add holds f under k; when the table holds max flows, the one idle
-// longest is removed and returned.
-func (t *flowTable[K, F]) add(k K, f F, now time.Time, max int) (evicted F, ok bool) {
+// add holds f under k. When the table holds max flows, one goes first and
+// is returned: the one idle longest of the group (group(key); nil: all
+// one group) that holds the most flows, k's group counting k, so that on
+// a tie k's group gives up one of its own. A group that floods the table
+// thus takes flows from itself, not from groups that hold fewer.
+func (t *flowTable[K, F]) add(k K, f F, now time.Time, max int, group func(K) any) (evicted F, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.flows) >= max {
+		if group == nil {
+			group = func(K) any { return nil }
+		}
+		count := map[any]int{group(k): 1}
+		for key := range t.flows {
+			count[group(key)]++
+		}
+		most := group(k)
+		for g, n := range count {
+			if n > count[most] {
+				most = g
+			}
+		}
 		var oldK K
 		var old *tableEntry[F]
 		for key, e := range t.flows {
-			if old == nil || e.last.Before(old.last) {
+			if group(key) == most && (old == nil || e.last.Before(old.last)) {
 				oldK, old = key, e
 			}
 		}
-		delete(t.flows, oldK)
-		evicted, ok = old.f, true
+		if old != nil {
+			delete(t.flows, oldK)
+			evicted, ok = old.f, true
+		}
 	}
 	t.flows[k] = &tableEntry[F]{f: f, last: now}
 	return evicted, ok

@@ -121,7 +121,7 @@ func (c *udpConnector) add(cl *udpClient, now time.Time) {
 	c.mu.Unlock()
 	c.u.opened.Add(1)
 	c.u.flows.Add(1)
-	if old, ok := c.byAddr.add(cl.addr.String(), cl, now, c.u.maxFlows()); ok {
+	if old, ok := c.byAddr.add(cl.addr.String(), cl, now, c.u.maxFlows(), nil); ok {
 		c.forget(old)
 		c.u.evicted.Add(1)
 	}

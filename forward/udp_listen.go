@@ -20,6 +20,10 @@ type flowKey struct {
 	id uint64
 }
 
+// bySession groups a listening side's flows by session (one peer's), so
+// that a peer that opens many flows evicts its own (see flowTable.add).
+func bySession(k flowKey) any { return k.s }
+
 // udpTarget is a listening side's flow.
 type udpTarget struct {
 	key  flowKey
@@ -101,7 +105,7 @@ func (l *udpListener) flow(ctx context.Context, key flowKey) (*udpTarget, bool) 
 	f := &udpTarget{key: key, conn: conn}
 	u.opened.Add(1)
 	u.flows.Add(1)
-	if old, ok := l.table.add(key, f, now, u.maxFlows()); ok {
+	if old, ok := l.table.add(key, f, now, u.maxFlows(), bySession); ok {
 		u.evicted.Add(1)
 		l.close([]*udpTarget{old})
 	}

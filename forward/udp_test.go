@@ -345,3 +345,31 @@ func TestProtocolDocUDP(t *testing.T) {
 		fmt.Sprintf("each side holds at most %d flows", DefaultMaxFlows),
 	)
 }
+
+// TestFlowTableFairEviction: at the bound, the group holding the most
+// flows gives up its flow idle longest, the newcomer's group counting the
+// newcomer; without groups, the flow idle longest goes.
+func TestFlowTableFairEviction(t *testing.T) {
+	type key struct{ g, i int }
+	group := func(k key) any { return k.g }
+	tb := newFlowTable[key, key]()
+	t0 := time.Now()
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	for i := range 3 { // group 0 holds the table: flows idle since 0, 1, 2
+		if _, ok := tb.add(key{0, i}, key{0, i}, at(i), 3, group); ok {
+			t.Fatalf("eviction below the bound")
+		}
+	}
+	tb.get(key{0, 0}, at(10)) // active again: {0 1} is now idle longest
+	if old, ok := tb.add(key{1, 0}, key{1, 0}, at(11), 3, group); !ok || old != (key{0, 1}) {
+		t.Fatalf("group 1's first flow evicted %v %v, want {0 1}", old, ok)
+	}
+	// Group 1 (1 flow, 2 with the newcomer) against group 0 (2): a tie,
+	// so group 1 gives up its own.
+	if old, ok := tb.add(key{1, 1}, key{1, 1}, at(12), 3, group); !ok || old != (key{1, 0}) {
+		t.Fatalf("group 1's second flow evicted %v %v, want {1 0}", old, ok)
+	}
+	if old, ok := tb.add(key{2, 0}, key{2, 0}, at(13), 3, nil); !ok || old != (key{0, 2}) {
+		t.Fatalf("without groups evicted %v %v, want {0 2}, idle longest", old, ok)
+	}
+}
