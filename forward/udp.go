@@ -12,7 +12,8 @@ package forward
 // One goroutine reads the local socket (connect) or the tunnel (listen);
 // replies come from one goroutine per session (connect) or per flow
 // (listen); a sweeper forgets flows idle for Idle. Flows are bounded:
-// beyond MaxFlows the one idle longest is forgotten (counted Evicted).
+// beyond MaxFlows the one idle longest is forgotten (counted Evicted); on
+// the listening side, of the session holding the most flows.
 
 import (
 	"context"
