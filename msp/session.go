@@ -5,7 +5,7 @@ package msp
 // which seals each one and writes it to the transport. Receiving: the
 // endpoint's read loop opens a DATA packet with the session's keys and hands
 // the plaintext to arq.Conn.Input; smux reads the ordered bytes and delivers
-// them to streams.
+// them to streams. Datagrams (datagram.go) bypass arq both ways.
 
 import (
 	"context"
@@ -37,6 +37,9 @@ type Session struct {
 
 	sealBuf   []byte // owned by the arq goroutine (output)
 	maxPacket atomic.Int64
+
+	dq    *dgramQueue // received datagrams: the dialer's own, or the listener's
+	dgram dgramCounters
 
 	open          atomic.Int64  // streams handed to the application and not closed by it
 	streamsClosed chan struct{} // cap 1: open reached zero
@@ -71,6 +74,9 @@ func newSession(ep *endpoint, sec *seal.Session, remote net.Addr, client bool) (
 		streamsClosed: make(chan struct{}, 1),
 	}
 	s.remote.Store(&remote)
+	if s.dq = newDgramQueue(dgramQueueLen); ep.lis != nil {
+		s.dq = ep.lis.dq
+	}
 	mp := s.packetLimit()
 	s.maxPacket.Store(int64(mp))
 	conn, err := arq.New(arq.Config{
@@ -130,6 +136,10 @@ func (s *Session) output(pkt []byte) error {
 func (s *Session) input(plain []byte) {
 	if len(plain) == 0 {
 		return // the initiator's key confirmation
+	}
+	if isDatagram(plain) {
+		s.inputDatagram(plain)
+		return
 	}
 	if err := s.conn.Input(plain); err != nil {
 		s.ep.stats.malformed.Add(1)

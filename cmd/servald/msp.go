@@ -104,6 +104,7 @@ type listenOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
+	udp     inst.UDPFlags
 	socks   bool
 	to      []string
 	service string
@@ -124,6 +125,7 @@ func newListenCmd(g *globals) *cobra.Command {
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, false)
 	fs.Lookup("forward").Usage += "; unix:PATH: a Unix socket"
+	o.udp.AddFlags(fs)
 	fs.BoolVar(&o.socks, "socks", false, "be a SOCKS5 exit (for msp connect --socks): connect each stream to the destination it names, if --to allows it")
 	fs.StringArrayVar(&o.to, "to", nil, "with --socks: allow destinations CIDR|HOST[:PORT|:LOW-HIGH] (repeatable; * for all)")
 	fs.StringVar(&o.service, "service", "", "answer service discovery for NAME")
@@ -142,7 +144,7 @@ func (o *listenOptions) parse(args []string, g *globals) (port uint16, ends inst
 	if err = o.checkIdle(); err != nil {
 		return
 	}
-	if ends, err = (inst.EndFlags{Once: o.once, Forward: o.forward, SocksExit: o.socks, To: o.to, Logger: g.logger()}).ListenEnd(len(o.allow) > 0); err != nil {
+	if ends, err = o.udp.With(inst.EndFlags{Once: o.once, Forward: o.forward, SocksExit: o.socks, To: o.to, Logger: g.logger()}).ListenEnd(len(o.allow) > 0); err != nil {
 		return
 	}
 	if o.service != "" {
@@ -242,6 +244,9 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 // listener down gracefully.
 func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, accept func(context.Context) (net.Conn, error), ends inst.ListenEnd) error {
 	ctx := cmd.Context()
+	if ends.UDP != nil {
+		return ends.ServeUDP(ctx, lis)
+	}
 	if !ends.Stdio() {
 		ends.Forwarder = o.forwarder(g.logger())
 		err := ends.Serve(ctx, accept)
@@ -287,6 +292,7 @@ type connectOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
+	udp              inst.UDPFlags
 	socks, socksAuth string
 	service          string
 	serviceSID       string
@@ -324,6 +330,7 @@ stdin/stdout over one connection.`,
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, true)
 	fs.Lookup("forward").Usage += "; unix:PATH: a Unix socket (0600, removed on exit)"
+	o.udp.AddFlags(fs)
 	fs.StringVar(&o.socks, "socks", "", "run a SOCKS5 server on local TCP [HOST:]PORT (default host 127.0.0.1) for the exit at SID MDPPORT (msp listen --socks), which resolves names")
 	fs.StringVar(&o.socksAuth, "socks-auth", "", "with --socks: require a username and password (RFC 1929) from FILE, one user:password a line")
 	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT); the same node on every redial while it offers it")
@@ -385,7 +392,7 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	if err := o.checkIdle(); err != nil {
 		return err
 	}
-	ends, err := inst.EndFlags{Once: o.once, Forward: o.forward, Socks: o.socks, SocksAuth: o.socksAuth, Logger: g.logger()}.ConnectEnd()
+	ends, err := o.udp.With(inst.EndFlags{Once: o.once, Forward: o.forward, Socks: o.socks, SocksAuth: o.socksAuth, Logger: g.logger()}).ConnectEnd()
 	if err != nil {
 		return err
 	}
@@ -410,6 +417,9 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	rd.Watch(ts.Add)
 	if _, err := rd.Session(ctx); err != nil {
 		return err
+	}
+	if ends.UDP != nil {
+		return ends.ServeUDP(ctx, rd, g.stderr)
 	}
 	if ln == nil {
 		st, err := rd.OpenStream(ctx) // on the session just dialled, counted by ts
