@@ -33,6 +33,11 @@ var ErrNotRunning = errors.New("daemon: not running")
 // (it stopped, or unbound the port). It wraps net.ErrClosed.
 var ErrDaemonGone = fmt.Errorf("daemon: connection to the daemon lost: %w", net.ErrClosed)
 
+// ErrDaemonStopping is returned by a Port whose daemon said it was
+// stopping (servald stop, SIGTERM) before it closed the connection. It
+// wraps ErrDaemonGone.
+var ErrDaemonStopping = fmt.Errorf("daemon: the daemon is stopping (servald stop): %w", ErrDaemonGone)
+
 // Status describes a running daemon.
 type Status struct {
 	SID        identity.SID

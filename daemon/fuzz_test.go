@@ -43,6 +43,7 @@ func seedFrames() [][]byte {
 		appendNoProgress(nil, sid),
 		appendMTU(nil, sid, 1141),
 		appendWriteErr(nil, writeErr{SID: sid, Code: codeNoRoute, MaxPayload: 1141, Msg: "no route"}),
+		appendStopping(nil),
 	}
 }
 

@@ -39,6 +39,10 @@ const (
 	// nothing acknowledged for several round trips (mesh.PacketConn's
 	// NoProgress); no answer.
 	frameNoProgress byte = 'P'
+	// frameStopping: daemon → client on a bound connection, no body: the
+	// daemon is stopping (servald stop, SIGTERM); the connection closes
+	// next.
+	frameStopping byte = 'S'
 )
 
 // Sizes and bounds.
@@ -96,6 +100,9 @@ func parseFrame(b []byte, limit int) (typ byte, body []byte, n int, err error) {
 	}
 	return b[frameHeaderLen], b[frameHeaderLen+1 : end], end, nil
 }
+
+// appendStopping appends a STOPPING frame.
+func appendStopping(b []byte) []byte { return appendFrame(b, frameStopping, nil) }
 
 // appendDatagram appends a DATAGRAM frame for payload to/from a.
 func appendDatagram(b []byte, a mesh.Addr, payload []byte) []byte {

@@ -53,6 +53,10 @@ const maxSocketPath = 104
 // replyTimeout bounds the writing of one reply.
 const replyTimeout = 5 * time.Second
 
+// stoppingTimeout bounds how long a stopping daemon waits for a bound
+// client to take the frames pending and the STOPPING notice.
+const stoppingTimeout = 100 * time.Millisecond
+
 // Server serves one node on the instance's control socket.
 type Server struct {
 	cfg     Config
@@ -301,6 +305,11 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 			s.writeReply(c, errorReply(err))
 			return
 		}
+		// serveBound tells the client when the daemon stops, then closes.
+		if !stop() {
+			pc.Close()
+			return
+		}
 		var none identity.SID
 		port := pc.LocalAddr().(mesh.Addr).Port
 		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none), NoProgress: true}}) {
@@ -432,6 +441,11 @@ func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, p
 		for {
 			k, from, err := pc.ReadFrom(buf)
 			if err != nil {
+				if ctx.Err() != nil { // the daemon stops: say so first
+					if fw.write(frameHeaderLen+1, appendStopping, false, nil) == nil {
+						fw.drain(stoppingTimeout)
+					}
+				}
 				return
 			}
 			a, ok := from.(mesh.Addr)
