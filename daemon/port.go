@@ -135,7 +135,10 @@ func (p *Port) ReadFrom(b []byte) (int, net.Addr, error) {
 			if len(body) != 0 {
 				return 0, nil, p.protocolError(fmt.Errorf("%w: %d bytes in a stopping frame", errMalformed, len(body)))
 			}
-			p.stop.Store(true) // the connection closes next
+			// The port still sends for a moment (the sessions' goodbyes);
+			// the connection closes next.
+			p.stop.Store(true)
+			return 0, nil, ErrDaemonStopping
 		default:
 			return 0, nil, p.protocolError(fmt.Errorf("%w: frame type %q on a bound connection", errMalformed, typ))
 		}

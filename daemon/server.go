@@ -53,9 +53,9 @@ const maxSocketPath = 104
 // replyTimeout bounds the writing of one reply.
 const replyTimeout = 5 * time.Second
 
-// stoppingTimeout bounds how long a stopping daemon waits for a bound
-// client to take the frames pending and the STOPPING notice.
-const stoppingTimeout = 100 * time.Millisecond
+// stoppingGrace bounds how long a stopping daemon keeps a bound port
+// after its STOPPING notice, for the client's last datagrams.
+const stoppingGrace = 500 * time.Millisecond
 
 // Server serves one node on the instance's control socket.
 type Server struct {
@@ -429,9 +429,18 @@ func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, p
 	local := pc.LocalAddr().(mesh.Addr)
 	log := s.log.With("port", local.Port)
 	log.Debug("daemon: port bound")
-	stop := context.AfterFunc(ctx, func() { pc.Close() })
-	defer stop()
 	fw := newFrameWriter(c)
+	// When the daemon stops, the client is told (STOPPING) and given
+	// stoppingGrace to send its last datagrams (its sessions' goodbyes)
+	// and close its end; then the port is unbound.
+	stop := context.AfterFunc(ctx, func() {
+		if fw.write(frameHeaderLen+1, appendStopping, false, nil) != nil {
+			pc.Close()
+			return
+		}
+		time.AfterFunc(stoppingGrace, func() { pc.Close() })
+	})
+	defer stop()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // port → connection
@@ -441,11 +450,6 @@ func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, p
 		for {
 			k, from, err := pc.ReadFrom(buf)
 			if err != nil {
-				if ctx.Err() != nil { // the daemon stops: say so first
-					if fw.write(frameHeaderLen+1, appendStopping, false, nil) == nil {
-						fw.drain(stoppingTimeout)
-					}
-				}
 				return
 			}
 			a, ok := from.(mesh.Addr)

@@ -229,3 +229,6 @@ func newStatusCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+// say writes one status line to stderr ("servald: MSG").
+func (g *globals) say(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }

@@ -179,29 +179,22 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
-	lis, err := inst.Listen(node, port, msp.Config{Allow: allow, Logger: g.logger()})
+	lis, err := inst.ListenService(node, port, o.service, msp.Config{Allow: allow, Logger: g.logger()}, g.say)
 	if err != nil {
 		return err
 	}
 	defer lis.Close()
 	var splitLn *splitter.Listener
 	if split {
-		ss, err := o.listenSplit(lis, splitCfg)
+		ss, err := o.listenSplit(lis.Listener, splitCfg)
 		if err != nil {
 			return err
 		}
 		splitLn = ss.Listener()
 		defer func() { ss.Close(); reportListener(g, splitLn) }()
 	}
-	if o.service != "" {
-		ad, err := node.Advertise(o.service, port, g.logger())
-		if err != nil {
-			return fmt.Errorf("--service: %w", err)
-		}
-		defer ad.Close()
-	}
 	o.printListening(cmd, g, node, port, ends.ConnectFlag(), splitLn)
-	return o.serve(cmd, g, lis, ends)
+	return o.serve(cmd, g, lis.Listener, ends)
 }
 
 // listenSplit also serves the MSP listener on --split.
@@ -441,7 +434,10 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	if err != nil {
 		return nil, nil, err
 	}
-	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
+	tgt.Say = g.say
+	if o.forward != "" || o.socks != "" {
+		inst.Announce(node, g.say) // stdio cannot outlive the daemon: no lines
+	}
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
 		short := tgt.SID.Prefix()
 		sid, port, err := tgt.Find(ctx, node, o.timeout)

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// echoBy retries echoWithin until it works or d has passed since t0; it
+// returns how long after t0 it worked.
+func echoBy(t *testing.T, addr, msg string, t0 time.Time, d time.Duration) time.Duration {
+	t.Helper()
+	var err error
+	for time.Since(t0) < d {
+		if err = echoWithin(addr, msg, 2*time.Second); err == nil {
+			return time.Since(t0)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no echo within %v: %v", d, err)
+	return 0
+}
+
+// refusedPromptly checks that a connection to addr is closed without an
+// echo within d (the tunnel's far end is away): not accepted and left
+// hanging.
+func refusedPromptly(t *testing.T, addr string, d time.Duration) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	c, err := net.DialTimeout("tcp", addr, d)
+	if err != nil {
+		return time.Since(t0) // refused outright
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(d + time.Second))
+	c.Write([]byte("x"))
+	b, err := io.ReadAll(c)
+	took := time.Since(t0)
+	switch {
+	case len(b) != 0:
+		t.Fatalf("echo %q while the daemon is away", b)
+	case took > d:
+		t.Fatalf("connection left open %v (%v), want closed within %v", took, err, d)
+	}
+	return took
+}
+
+// TestDaemonRestart: tunnels attached to daemons survive a restart of
+// either daemon. A's daemon runs `msp listen --forward` to an echo
+// server, B's `msp connect --timeout=3s --forward` to it. `servald stop`
+// on A: the listener says the daemon is stopping, and B closes a new
+// connection when its dial gives up (--timeout) rather than leaving it
+// hanging; `servald start` on A again (same
+// UDP port, which B's --peer names): the listener re-attaches and a new
+// connection echoes within 10 s. Then the same with B's daemon.
+func TestDaemonRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts daemons: several seconds")
+	}
+	t.Parallel()
+	echo := echoServer(t)
+	instA, instB := instance(t), instance(t)
+	dA := startDaemon(t, instA)
+	startDaemon(t, instB, "--peer", dA.udp)
+	lis := start(t, nil, nil, "msp", "listen", "--instance", instA, "--forward", echo.Addr().String(), "5000")
+	lis.waitLine(`listening as`)
+	fwd := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	// While A's node is down nothing answers B's dial: a connection is
+	// closed when the dial gives up, after --timeout.
+	con := start(t, nil, nil, "msp", "connect", "--instance", instB, "--timeout", "3s", "--forward", fwd, dA.sid, "5000")
+	con.waitLine(`forwarding TCP`)
+	echoBy(t, fwd, "before", time.Now(), 15*time.Second)
+
+	// A's daemon stops: the listener says so and waits.
+	if code, _, errOut := runOnce(t, nil, "stop", "--instance", instA); code != 0 {
+		t.Fatalf("stop A: exit %d: %s", code, errOut)
+	}
+	lis.waitLine(`^servald: the daemon is stopping \(servald stop\); waiting for it to come back \(servald start\)$`)
+	took := refusedPromptly(t, fwd, 4*time.Second)
+	t.Logf("a connection while A's daemon is away: closed after %v", took)
+
+	// Back on the same UDP port.
+	t0 := time.Now()
+	dA2 := startDaemon(t, instA, "--udp", dA.udp)
+	if dA2.sid != dA.sid || dA2.udp != dA.udp {
+		t.Fatalf("restarted daemon: SID %s UDP %s, was %s %s", dA2.sid, dA2.udp, dA.sid, dA.udp)
+	}
+	lis.waitLine(fmt.Sprintf(`^servald: re-attached to the daemon \(pid %d\)$`, dA2.pid))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("listener:\n%s\nconnector:\n%s", lis.stderr, con.stderr)
+		}
+	})
+	t.Logf("A restarted: echo after %v", echoBy(t, fwd, "after A", t0, 10*time.Second))
+
+	// B's daemon stops: the connector says so and closes new connections
+	// at once; back, it tunnels again.
+	if code, _, errOut := runOnce(t, nil, "stop", "--instance", instB); code != 0 {
+		t.Fatalf("stop B: exit %d: %s", code, errOut)
+	}
+	took = refusedPromptly(t, fwd, time.Second)
+	t.Logf("a connection while B's daemon is away: closed after %v", took)
+	con.waitLine(`daemon .*(stopping|not running|went away)`)
+	t0 = time.Now()
+	dB2 := startDaemon(t, instB, "--peer", dA.udp)
+	t.Logf("B restarted: echo after %v", echoBy(t, fwd, "after B", t0, 10*time.Second))
+	con.waitLine(fmt.Sprintf(`^servald: re-attached to the daemon \(pid %d\)$`, dB2.pid))
+
+	for _, p := range []*proc{lis, con} {
+		select {
+		case <-p.done:
+			t.Fatalf("exited: %s", p.stderr)
+		default:
+		}
+	}
+	if s := lis.stderr.String(); strings.Count(s, "re-attached") != 1 {
+		t.Errorf("listener stderr:\n%s", s)
+	}
+}
