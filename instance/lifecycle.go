@@ -42,6 +42,11 @@ func StartDaemon(ctx context.Context, dir string, args []string) (*daemon.Client
 	}
 	defer pr.Close()
 	if err := waitNotify(ctx, child, pr, logPath, logStart); err != nil {
+		var held heldError
+		if errors.As(err, &held) {
+			// Another start won the race for the instance lock.
+			return nil, Running(ctx, dir, int(held))
+		}
 		return nil, err
 	}
 	child.Process.Release()
@@ -101,6 +106,11 @@ func waitNotify(ctx context.Context, child *exec.Cmd, pr *os.File, logPath strin
 	if strings.TrimSpace(line) == "ok" {
 		return nil
 	}
+	if pid, ok := strings.CutPrefix(strings.TrimSpace(line), HeldNotice); ok {
+		child.Wait()
+		n, _ := strconv.Atoi(strings.TrimSpace(pid))
+		return heldError(n)
+	}
 	if rerr != nil && errors.Is(rerr, os.ErrDeadlineExceeded) {
 		child.Process.Kill()
 		child.Wait()
@@ -134,6 +144,51 @@ func lastLogLine(path string, start int64) string {
 	b = b[start:]
 	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
 	return string(bytes.TrimSpace(lines[len(lines)-1]))
+}
+
+// HeldNotice starts the line a detached daemon writes to its notify file
+// descriptor, followed by the holder's pid, instead of "ok" when another
+// node holds the instance lock.
+const HeldNotice = "held "
+
+// heldError: the daemon started found the instance lock held by pid.
+type heldError int
+
+func (e heldError) Error() string { return fmt.Sprintf("the instance is held by pid %d", int(e)) }
+
+// DaemonRunningError means `servald start` found the instance's daemon
+// running already (perhaps started a moment before, by a start that won
+// the race).
+type DaemonRunningError struct{ PID int }
+
+func (e *DaemonRunningError) Error() string {
+	return fmt.Sprintf("a daemon of this instance is already running (pid %d)", e.PID)
+}
+
+// runningWait bounds how long Running waits for the holder of an instance
+// to answer as its daemon.
+const runningWait = 2 * time.Second
+
+// Running says why a daemon of instance dir cannot start while pid holds
+// the instance lock: a *DaemonRunningError when a daemon answers on the
+// socket within 2 s (one that was starting, say), else a
+// *NodeRunningError (a command's own node, or a daemon that hangs).
+func Running(ctx context.Context, dir string, pid int) error {
+	ctx, cancel := context.WithTimeout(ctx, runningWait)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if c, err := daemon.Dial(ctx, daemon.SocketPath(dir)); err == nil {
+			c.Close()
+			return &DaemonRunningError{PID: c.PID()}
+		}
+		select {
+		case <-ctx.Done():
+			return &NodeRunningError{Dir: dir, PID: pid}
+		case <-t.C:
+		}
+	}
 }
 
 // DialDaemon connects to the daemon of instance dir; the error says "not

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -72,6 +73,7 @@ func (o *startOptions) run(cmd *cobra.Command, g *globals) error {
 func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string) error {
 	lock, err := inst.LockInstance(dir)
 	if err != nil {
+		o.notifyHeld(err)
 		return err
 	}
 	opts := o.node.options(cmd.Flags(), g)
@@ -116,7 +118,7 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 // until it serves, or reports why it did not.
 func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) error {
 	if pid, running := daemon.Probe(dir); running {
-		return &inst.NodeRunningError{Dir: dir, PID: pid}
+		return inst.Running(cmd.Context(), dir, pid)
 	}
 	args, err := o.childArgs(cmd.Flags(), g, dir)
 	if err != nil {
@@ -232,3 +234,16 @@ func newStatusCmd(g *globals) *cobra.Command {
 
 // say writes one status line to stderr ("servald: MSG").
 func (g *globals) say(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
+
+// notifyHeld tells the start that launched this daemon (--notify-fd) that
+// another node holds the instance, when err says so.
+func (o *startOptions) notifyHeld(err error) {
+	var nr *inst.NodeRunningError
+	if o.notifyFD <= 0 || !errors.As(err, &nr) {
+		return
+	}
+	if f := os.NewFile(uintptr(o.notifyFD), "notify"); f != nil {
+		fmt.Fprintf(f, "%s%d\n", inst.HeldNotice, nr.PID)
+		f.Close()
+	}
+}

@@ -121,3 +121,35 @@ func TestDaemonRestart(t *testing.T) {
 		t.Errorf("listener stderr:\n%s", s)
 	}
 }
+
+// TestStartRace: two `servald start` of one instance at once: exactly one
+// starts the daemon, the other exits 1 with one line naming it. Three
+// rounds, the daemon stopped between them.
+func TestStartRace(t *testing.T) {
+	t.Parallel()
+	inst := instance(t)
+	for round := range 3 {
+		var ps [2]*proc
+		for i := range ps {
+			ps[i] = start(t, nil, nil, "start", "--instance", inst, "--udp", "127.0.0.1:0")
+		}
+		codes := [2]int{ps[0].wait(40 * time.Second), ps[1].wait(40 * time.Second)}
+		win, lose := 0, 1
+		if codes[0] != 0 {
+			win, lose = 1, 0
+		}
+		if codes[win] != 0 || codes[lose] != 1 {
+			t.Fatalf("round %d: exits %v, want one 0 and one 1; stderr:\n%s\n%s", round, codes, ps[0].stderr, ps[1].stderr)
+		}
+		m := startedRe.FindStringSubmatch(strings.TrimSpace(ps[win].stderr.String()))
+		if m == nil {
+			t.Fatalf("round %d: the winner printed %q", round, ps[win].stderr)
+		}
+		oneLine(t, ps[lose].stderr.String(), fmt.Sprintf("servald: a daemon of this instance is already running (pid %s)", m[2]))
+		pid, _ := strconv.Atoi(m[2])
+		if code, _, errOut := runOnce(t, nil, "stop", "--instance", inst); code != 0 {
+			t.Fatalf("round %d: stop: exit %d: %s", round, code, errOut)
+		}
+		waitGone(t, pid)
+	}
+}
