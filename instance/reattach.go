@@ -39,6 +39,7 @@ const (
 type daemonLink struct {
 	mu   sync.Mutex
 	away bool         // guarded by mu
+	why  error        // guarded by mu; how it went away, while away
 	say  func(string) // guarded by mu; nil: silent
 }
 
@@ -57,7 +58,7 @@ func (l *daemonLink) lost(err error) {
 		l.mu.Unlock()
 		return
 	}
-	l.away = true
+	l.away, l.why = true, err
 	say := l.say
 	l.mu.Unlock()
 	if say == nil {
@@ -82,7 +83,7 @@ func (l *daemonLink) isAway() bool {
 func (l *daemonLink) back(pid int) {
 	l.mu.Lock()
 	was := l.away
-	l.away = false
+	l.away, l.why = false, nil
 	say := l.say
 	l.mu.Unlock()
 	if was && say != nil {
@@ -97,6 +98,27 @@ func Announce(m Mesh, say func(string)) {
 	if d, ok := m.(viaDaemon); ok {
 		d.link.setSay(say)
 	}
+}
+
+// DaemonGone says, while m's daemon is away, how it went: "the daemon of
+// this instance stopped (servald stop)" (wrapping
+// daemon.ErrDaemonStopping) or "... went away" (daemon.ErrDaemonGone or
+// daemon.ErrNotRunning); nil while it is there, and for a node in this
+// process.
+func DaemonGone(m Mesh) error {
+	d, ok := m.(viaDaemon)
+	if !ok {
+		return nil
+	}
+	d.link.mu.Lock()
+	defer d.link.mu.Unlock()
+	switch {
+	case !d.link.away:
+		return nil
+	case errors.Is(d.link.why, daemon.ErrDaemonStopping):
+		return fmt.Errorf("the daemon of this instance stopped (servald stop): %w", d.link.why)
+	}
+	return fmt.Errorf("the daemon of this instance went away: %w", d.link.why)
 }
 
 // watched is a daemon port that tells its link, and closes gone, when the

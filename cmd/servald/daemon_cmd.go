@@ -14,6 +14,7 @@ import (
 
 	"github.com/servald/servald/daemon"
 	inst "github.com/servald/servald/instance"
+	"github.com/servald/servald/msp"
 )
 
 // stopTimeout bounds how long `servald stop` waits for the daemon to end.
@@ -246,4 +247,35 @@ func (o *startOptions) notifyHeld(err error) {
 		fmt.Fprintf(f, "%s%d\n", inst.HeldNotice, nr.PID)
 		f.Close()
 	}
+}
+
+// streamBroke is the error of a stdio connect whose stream broke: a
+// stream through the daemon cannot outlive it, and says so.
+func (o *connectOptions) streamBroke(err error) error {
+	if o.mesh != nil {
+		if why := inst.DaemonGone(o.mesh); why != nil {
+			return fmt.Errorf("%s: stream broke", strings.SplitN(why.Error(), ": daemon:", 2)[0])
+		}
+	}
+	return fmt.Errorf("stream broke: %w", err)
+}
+
+// whileDaemon returns ctx, cancelled too when sess ends because the
+// daemon went away: the stdio stream through it cannot outlive it, and
+// without that a stdin that stays open would keep the command waiting.
+func (o *connectOptions) whileDaemon(ctx context.Context, sess *msp.Session) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if o.mesh == nil {
+		return ctx, cancel
+	}
+	go func() {
+		select {
+		case <-sess.Done():
+			if inst.DaemonGone(o.mesh) != nil {
+				cancel()
+			}
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }

@@ -276,6 +276,7 @@ type connectOptions struct {
 	service          string
 	serviceSID       string
 	timeout          time.Duration
+	mesh             inst.Mesh // the mesh sessions go through (nil over --split)
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
@@ -384,8 +385,10 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		if err != nil {
 			return err
 		}
-		if _, _, err = forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
-			return fmt.Errorf("stream broke: %w", err)
+		jctx, cancel := o.whileDaemon(ctx, sess)
+		defer cancel()
+		if _, _, err = forward.Join(jctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
+			return o.streamBroke(err)
 		}
 		return shutdown(sess.Shutdown)
 	}
@@ -434,6 +437,7 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	if err != nil {
 		return nil, nil, err
 	}
+	o.mesh = node
 	tgt.Say = g.say
 	if o.forward != "" || o.socks != "" {
 		inst.Announce(node, g.say) // stdio cannot outlive the daemon: no lines

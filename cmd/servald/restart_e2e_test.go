@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -152,4 +153,41 @@ func TestStartRace(t *testing.T) {
 		}
 		waitGone(t, pid)
 	}
+}
+
+// TestDaemonRestartStdio: a stdio `msp connect` (no --forward) through a
+// daemon cannot outlive it: when the daemon stops it exits 1 with one
+// line saying so, at once.
+func TestDaemonRestartStdio(t *testing.T) {
+	t.Parallel()
+	instA, instB := instance(t), instance(t)
+	dA := startDaemon(t, instA)
+	startDaemon(t, instB, "--peer", dA.udp)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.Close(); pw.Close() })
+	got := &lockedBuffer{lines: make(chan string, 10)}
+	lis := start(t, nil, got, "msp", "listen", "--instance", instA, "5000")
+	lis.waitLine(`listening as`)
+	con := start(t, pr, io.Discard, "msp", "connect", "--instance", instB, dA.sid, "5000")
+	if _, err := pw.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got.lines: // the stream is up
+	case <-time.After(15 * time.Second):
+		t.Fatalf("nothing came through; connect:\n%s", con.stderr)
+	}
+	if code, _, errOut := runOnce(t, nil, "stop", "--instance", instB); code != 0 {
+		t.Fatalf("stop B: exit %d: %s", code, errOut)
+	}
+	t0 := time.Now()
+	code := con.wait(5 * time.Second)
+	t.Logf("connect exited %d after %v: %q", code, time.Since(t0), con.stderr)
+	if code != 1 {
+		t.Errorf("connect: exit %d, want 1", code)
+	}
+	oneLine(t, con.stderr.String(), "servald: the daemon of this instance stopped (servald stop): stream broke")
 }
