@@ -99,13 +99,9 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 		return err
 	}
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", node.SID(), os.Getpid(), node.LocalAddr())
-	if o.notifyFD > 0 {
-		if f := os.NewFile(uintptr(o.notifyFD), "notify"); f != nil {
-			f.WriteString("ok\n")
-			f.Close()
-		}
-	}
+	o.ready(g)
 	err = srv.Serve(cmd.Context())
+	inst.SystemdNotify("STOPPING=1")
 	// Serve removed the socket; free the UDP port and the instance before
 	// telling a waiting `servald stop` (srv.Close) that we are gone.
 	node.Close()
@@ -278,4 +274,18 @@ func (o *connectOptions) whileDaemon(ctx context.Context, sess *msp.Session) (co
 		}
 	}()
 	return ctx, cancel
+}
+
+// ready tells whoever waits that the daemon serves: the start that
+// launched it (--notify-fd), systemd ($NOTIFY_SOCKET, Type=notify).
+func (o *startOptions) ready(g *globals) {
+	if o.notifyFD > 0 {
+		if f := os.NewFile(uintptr(o.notifyFD), "notify"); f != nil {
+			f.WriteString("ok\n")
+			f.Close()
+		}
+	}
+	if err := inst.SystemdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())); err != nil {
+		g.logger().Warn("cannot tell systemd the daemon is ready", "err", err)
+	}
 }

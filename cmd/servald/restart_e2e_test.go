@@ -5,8 +5,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -190,4 +193,60 @@ func TestDaemonRestartStdio(t *testing.T) {
 		t.Errorf("connect: exit %d, want 1", code)
 	}
 	oneLine(t, con.stderr.String(), "servald: the daemon of this instance stopped (servald stop): stream broke")
+}
+
+// TestSystemdUnit: the unit in contrib/systemd runs `servald start
+// --foreground` with flags that exist, as Type=notify; and the daemon so
+// started says READY=1 on $NOTIFY_SOCKET once its socket answers, and
+// STOPPING=1 when SIGTERM stops it.
+func TestSystemdUnit(t *testing.T) {
+	unit, err := os.ReadFile("../../contrib/systemd/servald.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exec []string
+	for _, l := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			exec = strings.Fields(v)
+		}
+	}
+	if !strings.Contains(string(unit), "\nType=notify\n") || len(exec) < 3 || !strings.HasSuffix(exec[0], "/servald") || exec[1] != "start" {
+		t.Fatalf("unit: Type=notify and ExecStart=.../servald start ...: ExecStart %q", exec)
+	}
+	_, help, _ := runOnce(t, nil, "start", "--help")
+	for _, a := range exec[2:] {
+		if name, ok := strings.CutPrefix(a, "--"); ok {
+			name, _, _ = strings.Cut(name, "=")
+			if !strings.Contains(help, "--"+name+" ") {
+				t.Errorf("ExecStart flag %s: not in `servald start --help`:\n%s", a, help)
+			}
+		}
+	}
+	if !slices.Contains(exec, "--foreground") {
+		t.Error("ExecStart without --foreground: the daemon would detach from systemd")
+	}
+
+	sock := filepath.Join(t.TempDir(), "notify")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	inst := instance(t)
+	t.Setenv("NOTIFY_SOCKET", sock) // not parallel: the daemon inherits the environment
+	d := start(t, nil, nil, "start", "--foreground", "--instance", inst, "--udp", "127.0.0.1:0")
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	b := make([]byte, 256)
+	n, err := nc.Read(b)
+	if err != nil || string(b[:n]) != fmt.Sprintf("READY=1\nMAINPID=%d", d.cmd.Process.Pid) {
+		t.Fatalf("notify: %q, %v", b[:n], err)
+	}
+	if code, _, errOut := runOnce(t, nil, "status", "--instance", inst); code != 0 {
+		t.Errorf("status once READY: exit %d: %s", code, errOut)
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if n, err = nc.Read(b); err != nil || string(b[:n]) != "STOPPING=1" {
+		t.Errorf("notify at SIGTERM: %q, %v", b[:n], err)
+	}
+	d.exitsZero(10*time.Second, "start --foreground")
 }
