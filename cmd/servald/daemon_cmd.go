@@ -14,6 +14,7 @@ import (
 
 	"github.com/servald/servald/daemon"
 	inst "github.com/servald/servald/instance"
+	"github.com/servald/servald/internal/logfile"
 	"github.com/servald/servald/msp"
 )
 
@@ -72,6 +73,7 @@ func (o *startOptions) run(cmd *cobra.Command, g *globals) error {
 
 // runForeground runs the node and its control socket in this process.
 func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string) error {
+	defer o.logToFile(g, dir)()
 	lock, err := inst.LockInstance(dir)
 	if err != nil {
 		o.notifyHeld(err)
@@ -288,4 +290,20 @@ func (o *startOptions) ready(g *globals) {
 	if err := inst.SystemdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())); err != nil {
 		g.logger().Warn("cannot tell systemd the daemon is ready", "err", err)
 	}
+}
+
+// logToFile makes a detached daemon (--notify-fd) write its lines through
+// its log, which then rotates at its cap while the daemon runs, not only
+// when it starts (stderr, the same file, keeps what the Go runtime itself
+// writes). The returned func closes the log.
+func (o *startOptions) logToFile(g *globals, dir string) func() {
+	if o.notifyFD <= 0 {
+		return func() {}
+	}
+	l, err := logfile.Open(filepath.Join(dir, daemon.LogName), logfile.DefaultMaxSize)
+	if err != nil {
+		return func() {} // stderr is the log all the same
+	}
+	g.stderr = l
+	return func() { l.Close() }
 }
