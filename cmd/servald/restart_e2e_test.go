@@ -114,6 +114,20 @@ func TestDaemonRestart(t *testing.T) {
 	t.Logf("B restarted: echo after %v", echoBy(t, fwd, "after B", t0, 10*time.Second))
 	con.waitLine(fmt.Sprintf(`^servald: re-attached to the daemon \(pid %d\)$`, dB2.pid))
 
+	// A's daemon dies (SIGKILL): no notice; the listener sees the socket
+	// close, says so, and re-attaches to the next daemon. B's session does
+	// not learn of the crash: it ends at its idle timeout (10 s), and the
+	// next connection after that dials again.
+	if err := syscall.Kill(dA2.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	lis.waitLine(`^servald: daemon went away; waiting for it to come back \(servald start\)$`)
+	waitGone(t, dA2.pid)
+	t0 = time.Now()
+	dA3 := startDaemon(t, instA, "--udp", dA.udp)
+	lis.waitLine(fmt.Sprintf(`^servald: re-attached to the daemon \(pid %d\)$`, dA3.pid))
+	t.Logf("A killed and restarted: echo after %v", echoBy(t, fwd, "after kill", t0, 20*time.Second))
+
 	for _, p := range []*proc{lis, con} {
 		select {
 		case <-p.done:
@@ -121,7 +135,7 @@ func TestDaemonRestart(t *testing.T) {
 		default:
 		}
 	}
-	if s := lis.stderr.String(); strings.Count(s, "re-attached") != 1 {
+	if s := lis.stderr.String(); strings.Count(s, "re-attached") != 2 {
 		t.Errorf("listener stderr:\n%s", s)
 	}
 }
