@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,6 +152,53 @@ func lastLogLine(path string, start int64) string {
 // descriptor, followed by the holder's pid, instead of "ok" when another
 // node holds the instance lock.
 const HeldNotice = "held "
+
+// NotifyHeld tells the start that launched this daemon (its notify file
+// descriptor fd, none when 0) that another node holds the instance, when
+// err (LockInstance's) says so.
+func NotifyHeld(fd int, err error) {
+	var nr *NodeRunningError
+	if fd <= 0 || !errors.As(err, &nr) {
+		return
+	}
+	if f := os.NewFile(uintptr(fd), "notify"); f != nil {
+		fmt.Fprintf(f, "%s%d\n", HeldNotice, nr.PID)
+		f.Close()
+	}
+}
+
+// NotifyReady tells whoever waits that the daemon serves: the start that
+// launched it ("ok" on fd, none when 0) and systemd ($NOTIFY_SOCKET,
+// Type=notify: READY=1); a failure to tell systemd is logged to log.
+func NotifyReady(fd int, log *slog.Logger) {
+	if fd > 0 {
+		if f := os.NewFile(uintptr(fd), "notify"); f != nil {
+			f.WriteString("ok\n")
+			f.Close()
+		}
+	}
+	if err := SystemdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())); err != nil {
+		logger(log).Warn("cannot tell systemd the daemon is ready", "err", err)
+	}
+}
+
+// DetachedLog, in a detached daemon (its notify file descriptor fd > 0),
+// sets *w to the daemon's log in instance dir, so that its lines rotate at
+// the log's cap while it runs, not only when it starts (its stderr, the
+// same file, keeps what the Go runtime itself writes). It returns what
+// closes the log; w is left as it is when fd is 0 or the log does not
+// open (stderr is the log all the same).
+func DetachedLog(fd int, dir string, w *io.Writer) (closeLog func()) {
+	if fd <= 0 {
+		return func() {}
+	}
+	l, err := logfile.Open(filepath.Join(dir, daemon.LogName), logfile.DefaultMaxSize)
+	if err != nil {
+		return func() {}
+	}
+	*w = l
+	return func() { l.Close() }
+}
 
 // heldError: the daemon started found the instance lock held by pid.
 type heldError int

@@ -104,21 +104,61 @@ func Announce(m Mesh, say func(string)) {
 // this instance stopped (servald stop)" (wrapping
 // daemon.ErrDaemonStopping) or "... went away" (daemon.ErrDaemonGone or
 // daemon.ErrNotRunning); nil while it is there, and for a node in this
-// process.
+// process (or m nil).
 func DaemonGone(m Mesh) error {
+	text, why := goneText(m)
+	if why == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", text, why)
+}
+
+// goneText is DaemonGone's text and cause; a nil cause while attached.
+func goneText(m Mesh) (string, error) {
 	d, ok := m.(viaDaemon)
 	if !ok {
-		return nil
+		return "", nil
 	}
 	d.link.mu.Lock()
 	defer d.link.mu.Unlock()
 	switch {
 	case !d.link.away:
-		return nil
+		return "", nil
 	case errors.Is(d.link.why, daemon.ErrDaemonStopping):
-		return fmt.Errorf("the daemon of this instance stopped (servald stop): %w", d.link.why)
+		return "the daemon of this instance stopped (servald stop)", d.link.why
 	}
-	return fmt.Errorf("the daemon of this instance went away: %w", d.link.why)
+	return "the daemon of this instance went away", d.link.why
+}
+
+// StreamBroke is the error of a stdio stream through m that broke with
+// err: "the daemon of this instance stopped (servald stop): stream broke"
+// when its daemon went away (such a stream cannot outlive it), else
+// "stream broke: ERR".
+func StreamBroke(m Mesh, err error) error {
+	if text, why := goneText(m); why != nil {
+		return errors.New(text + ": stream broke")
+	}
+	return fmt.Errorf("stream broke: %w", err)
+}
+
+// WhileAttached returns ctx, cancelled too when sess ends because m's
+// daemon went away: a stdio join whose stdin stays open would otherwise
+// wait for it. The caller calls cancel when done.
+func WhileAttached(ctx context.Context, m Mesh, sess *msp.Session) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if _, ok := m.(viaDaemon); !ok {
+		return ctx, cancel
+	}
+	go func() {
+		select {
+		case <-sess.Done():
+			if DaemonGone(m) != nil {
+				cancel()
+			}
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // watched is a daemon port that tells its link, and closes gone, when the

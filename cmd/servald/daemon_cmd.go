@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,8 +13,6 @@ import (
 
 	"github.com/servald/servald/daemon"
 	inst "github.com/servald/servald/instance"
-	"github.com/servald/servald/internal/logfile"
-	"github.com/servald/servald/msp"
 )
 
 // stopTimeout bounds how long `servald stop` waits for the daemon to end.
@@ -73,10 +70,10 @@ func (o *startOptions) run(cmd *cobra.Command, g *globals) error {
 
 // runForeground runs the node and its control socket in this process.
 func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string) error {
-	defer o.logToFile(g, dir)()
+	defer inst.DetachedLog(o.notifyFD, dir, &g.stderr)()
 	lock, err := inst.LockInstance(dir)
 	if err != nil {
-		o.notifyHeld(err)
+		inst.NotifyHeld(o.notifyFD, err)
 		return err
 	}
 	opts := o.node.options(cmd.Flags(), g)
@@ -101,7 +98,7 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 		return err
 	}
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", node.SID(), os.Getpid(), node.LocalAddr())
-	o.ready(g)
+	inst.NotifyReady(o.notifyFD, g.logger())
 	err = srv.Serve(cmd.Context())
 	inst.SystemdNotify("STOPPING=1")
 	// Serve removed the socket; free the UDP port and the instance before
@@ -233,77 +230,3 @@ func newStatusCmd(g *globals) *cobra.Command {
 
 // say writes one status line to stderr ("servald: MSG").
 func (g *globals) say(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
-
-// notifyHeld tells the start that launched this daemon (--notify-fd) that
-// another node holds the instance, when err says so.
-func (o *startOptions) notifyHeld(err error) {
-	var nr *inst.NodeRunningError
-	if o.notifyFD <= 0 || !errors.As(err, &nr) {
-		return
-	}
-	if f := os.NewFile(uintptr(o.notifyFD), "notify"); f != nil {
-		fmt.Fprintf(f, "%s%d\n", inst.HeldNotice, nr.PID)
-		f.Close()
-	}
-}
-
-// streamBroke is the error of a stdio connect whose stream broke: a
-// stream through the daemon cannot outlive it, and says so.
-func (o *connectOptions) streamBroke(err error) error {
-	if o.mesh != nil {
-		if why := inst.DaemonGone(o.mesh); why != nil {
-			return fmt.Errorf("%s: stream broke", strings.SplitN(why.Error(), ": daemon:", 2)[0])
-		}
-	}
-	return fmt.Errorf("stream broke: %w", err)
-}
-
-// whileDaemon returns ctx, cancelled too when sess ends because the
-// daemon went away: the stdio stream through it cannot outlive it, and
-// without that a stdin that stays open would keep the command waiting.
-func (o *connectOptions) whileDaemon(ctx context.Context, sess *msp.Session) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
-	if o.mesh == nil {
-		return ctx, cancel
-	}
-	go func() {
-		select {
-		case <-sess.Done():
-			if inst.DaemonGone(o.mesh) != nil {
-				cancel()
-			}
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
-}
-
-// ready tells whoever waits that the daemon serves: the start that
-// launched it (--notify-fd), systemd ($NOTIFY_SOCKET, Type=notify).
-func (o *startOptions) ready(g *globals) {
-	if o.notifyFD > 0 {
-		if f := os.NewFile(uintptr(o.notifyFD), "notify"); f != nil {
-			f.WriteString("ok\n")
-			f.Close()
-		}
-	}
-	if err := inst.SystemdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())); err != nil {
-		g.logger().Warn("cannot tell systemd the daemon is ready", "err", err)
-	}
-}
-
-// logToFile makes a detached daemon (--notify-fd) write its lines through
-// its log, which then rotates at its cap while the daemon runs, not only
-// when it starts (stderr, the same file, keeps what the Go runtime itself
-// writes). The returned func closes the log.
-func (o *startOptions) logToFile(g *globals, dir string) func() {
-	if o.notifyFD <= 0 {
-		return func() {}
-	}
-	l, err := logfile.Open(filepath.Join(dir, daemon.LogName), logfile.DefaultMaxSize)
-	if err != nil {
-		return func() {} // stderr is the log all the same
-	}
-	g.stderr = l
-	return func() { l.Close() }
-}

@@ -385,10 +385,10 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		if err != nil {
 			return err
 		}
-		jctx, cancel := o.whileDaemon(ctx, sess)
+		jctx, cancel := inst.WhileAttached(ctx, o.mesh, sess)
 		defer cancel()
 		if _, _, err = forward.Join(jctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
-			return o.streamBroke(err)
+			return inst.StreamBroke(o.mesh, err)
 		}
 		return shutdown(sess.Shutdown)
 	}
