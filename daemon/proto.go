@@ -42,7 +42,7 @@ const (
 	// frameStopping: daemon → client on a bound connection, no body: the
 	// daemon is stopping (servald stop, SIGTERM); the connection closes
 	// next.
-	frameStopping byte = 'S'
+	frameStopping byte = 'X'
 )
 
 // Sizes and bounds.
