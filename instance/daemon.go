@@ -93,9 +93,6 @@ func (d viaDaemon) Bind(port uint16) (msp.Transport, error) {
 	d.backAgain(ctx)
 	return newWatched(p, d.link), nil
 }
-func (d viaDaemon) WaitReachable(ctx context.Context, sid identity.SID) error {
-	return d.notRunning(d.c.WaitReachable(ctx, sid))
-}
 func (d viaDaemon) Routes() ([]mesh.Route, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), DaemonTimeout)
 	defer cancel()

@@ -208,10 +208,10 @@ func (d viaDaemon) backAgain(ctx context.Context) {
 // ListenService.
 type Listening struct {
 	*msp.Listener
-	m       Mesh
-	port    uint16
-	service string
-	log     *slog.Logger
+	m    Mesh
+	port uint16
+	show Shown // its service (advertised) and target, for status reports
+	log  *slog.Logger
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -222,13 +222,15 @@ type Listening struct {
 }
 
 // ListenService accepts MSP sessions on MDP port of m and advertises
-// service there (none for ""). Through the instance's daemon, when the
+// sh.Service there (none for ""); through a daemon, the port reports the
+// sessions for `servald status` with what sh says (as Listen). Through
+// the instance's daemon, when the
 // daemon goes away (stops, or dies) it says so with say, waits for it to
 // come back (trying again every 200 ms to 2 s), binds port again and
 // serves it on the same Listener, advertises service again, and says it
 // re-attached; meanwhile the Listener accepts nothing. Close stops all
 // that. An error advertising is "--service: ...".
-func ListenService(m Mesh, port uint16, service string, cfg msp.Config, say func(string)) (*Listening, error) {
+func ListenService(m Mesh, port uint16, cfg msp.Config, sh Shown, say func(string)) (*Listening, error) {
 	tr, err := m.Bind(port)
 	if err != nil {
 		return nil, err
@@ -236,9 +238,10 @@ func ListenService(m Mesh, port uint16, service string, cfg msp.Config, say func
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listening{
 		Listener: msp.Listen(tr, m.Identity(), port, cfg),
-		m:        m, port: port, service: service, log: logger(cfg.Logger),
+		m:        m, port: port, show: sh, log: logger(cfg.Logger),
 		ctx: ctx, cancel: cancel,
 	}
+	reportSessions(tr, daemon.RoleListen, sh, l.Listener.Sessions)
 	if err := l.advertise(); err != nil {
 		l.Close()
 		return nil, err
@@ -255,10 +258,10 @@ func ListenService(m Mesh, port uint16, service string, cfg msp.Config, say func
 
 // advertise advertises the service, if any.
 func (l *Listening) advertise() error {
-	if l.service == "" {
+	if l.show.Service == "" {
 		return nil
 	}
-	ad, err := l.m.Advertise(l.service, l.port, l.log)
+	ad, err := l.m.Advertise(l.show.Service, l.port, l.log)
 	if err != nil {
 		return fmt.Errorf("--service: %w", err)
 	}
@@ -316,6 +319,7 @@ func (l *Listening) rebind(d viaDaemon) *watched {
 			l.log.Debug("daemon not back yet", "err", err)
 			continue
 		}
+		reportSessions(w, daemon.RoleListen, l.show, l.Listener.Sessions)
 		l.Listener.Serve(w)
 		if err := l.advertise(); err != nil && l.ctx.Err() == nil {
 			l.log.Warn("re-attached, but the service is not advertised", "err", err)

@@ -14,9 +14,9 @@ import (
 	"github.com/servald/servald/msp"
 )
 
-// serveDaemon serves node n as the daemon of dir until the returned stop
-// is called (it waits until the daemon has stopped).
-func serveDaemon(t *testing.T, dir string, n *mesh.Node) (stop func()) {
+// stoppableDaemon serves node n as the daemon of dir until the returned
+// stop is called (it waits until the daemon has stopped) or the test ends.
+func stoppableDaemon(t *testing.T, dir string, n *mesh.Node) (stop func()) {
 	t.Helper()
 	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: n})
 	if err != nil {
@@ -58,7 +58,8 @@ func nextLine(t *testing.T, lines <-chan string, want string) {
 // re-attaches to the next daemon of the instance on the same MDP port and
 // says so; the far end's session ends at once when the daemon stops
 // (the listener's goodbye); meanwhile Bind is refused at once and
-// DaemonGone says why. The service is advertised again.
+// DaemonGone says why. The service is advertised again, and reported in
+// the new daemon's status.
 func TestReattach(t *testing.T) {
 	dir := t.TempDir()
 	id, err := Identity(dir)
@@ -66,14 +67,14 @@ func TestReattach(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := memPair(t, id, nil)
-	stop := serveDaemon(t, dir, a)
+	stop := stoppableDaemon(t, dir, a)
 	m, err := Open(dir, NodeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 	lines := make(chan string, 10)
-	l, err := ListenService(m, 5000, "echo", msp.Config{}, func(s string) { lines <- s })
+	l, err := ListenService(m, 5000, msp.Config{}, Shown{Service: "echo", Target: "echo"}, func(s string) { lines <- s })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestReattach(t *testing.T) {
 		t.Errorf("DaemonGone: %v, want ErrDaemonStopping", err)
 	}
 
-	serveDaemon(t, dir, a)
+	srv := serveDaemon(t, dir, a)
 	nextLine(t, lines, fmt.Sprintf("re-attached to the daemon (pid %d)", os.Getpid()))
 	if err := DaemonGone(m); err != nil {
 		t.Errorf("DaemonGone once back: %v", err)
@@ -130,5 +131,15 @@ func TestReattach(t *testing.T) {
 	case l := <-lines:
 		t.Errorf("said %q more", l)
 	default:
+	}
+	// The new daemon's status shows the listener, as the first one did.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		snap := srv.Snapshot()
+		if len(snap.Tunnels) == 1 && snap.Tunnels[0].Role == daemon.RoleService && snap.Tunnels[0].Port == 5000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new daemon's tunnels: %+v", snap.Tunnels)
+		}
 	}
 }

@@ -31,6 +31,10 @@ type Redialer struct {
 	sid     identity.SID // guarded by mu; where the last dial went (zero if it found nothing)
 	port    uint16       // guarded by mu
 	dialing *dialCall    // guarded by mu; the dial running, nil for none
+	// watch, when set, is told of each session dialled and of the session
+	// of each stream OpenStream opened (TunnelStats.Add); guarded by mu,
+	// called with mu held.
+	watch func(*msp.Session)
 }
 
 // dialCall is a dial that callers wait for.
@@ -97,6 +101,9 @@ func (r *Redialer) dialFor(ctx context.Context, call *dialCall) (*msp.Session, e
 			r.sess.Close()
 		}
 		r.sess = s
+		if r.watch != nil {
+			r.watch(s)
+		}
 	}
 	r.mu.Unlock()
 	call.sess, call.err, call.gaveUp = s, err, err != nil && ctx.Err() != nil
@@ -134,7 +141,24 @@ func (r *Redialer) OpenStream(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.OpenStream(ctx)
+	st, err := s.OpenStream(ctx)
+	if err == nil {
+		r.mu.Lock()
+		if r.watch != nil {
+			r.watch(s)
+		}
+		r.mu.Unlock()
+	}
+	return st, err
+}
+
+// Watch tells f of each session dialled from now on and, after each
+// stream OpenStream opens, of its session (TunnelStats.Add). f must not
+// call r.
+func (r *Redialer) Watch(f func(*msp.Session)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watch = f
 }
 
 // Target is where the last dial went: zero when it found no target.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/servald/servald/internal/protodoc"
+	"github.com/servald/servald/mesh/internal/wire"
 )
 
 // TestProtocolDocConstants: the constants docs/PROTOCOL.md quotes for the
@@ -36,5 +37,7 @@ func TestProtocolDocConstants(t *testing.T) {
 		fmt.Sprintf("entries not refreshed for %d intervals expire", advertHold),
 		fmt.Sprintf("avoided for %d s, twice as long (up to %d min)", int(failHold.Seconds()), int(maxFailHold.Minutes())),
 		fmt.Sprintf("at most %d. They are local", maxFailMarks),
+		fmt.Sprintf("link MTU − %d (the DATA header) − %d bytes", wire.DataHeaderLen, wire.BudgetLen),
+		fmt.Sprintf("| %d | DATA+BUDGET | as DATA, then budget (%d: microseconds left)", wire.TypeDataBudget, wire.BudgetLen),
 	)
 }
