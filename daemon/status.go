@@ -15,6 +15,7 @@ import (
 
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp"
 )
 
 // StatusSnapshot is what `servald status` shows; its JSON field names are
@@ -281,6 +282,20 @@ func (s *Server) Snapshot() StatusSnapshot {
 	}
 	slices.SortFunc(snap.Tunnels, func(a, b Report) int { return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.PID, b.PID)) })
 	return snap
+}
+
+// Sessions lists the MSP sessions the daemon's clients reported last (for
+// metrics; Snapshot bounds what it carries, this does not).
+func (s *Server) Sessions() []msp.SessionInfo {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	var out []msp.SessionInfo
+	for t := range s.st.tunnels {
+		if t.rep != nil {
+			out = append(out, t.rep.Sessions...)
+		}
+	}
+	return out
 }
 
 // Snapshot returns the daemon's status snapshot (Server.Snapshot). A

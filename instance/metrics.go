@@ -7,7 +7,10 @@ import (
 	"net"
 	"syscall"
 
+	"github.com/servald/servald/daemon"
+	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/metrics"
+	"github.com/servald/servald/msp"
 )
 
 // MetricsOptions are the daemon's --metrics and --pprof.
@@ -111,3 +114,16 @@ func (m *Metrics) Close() error {
 	}
 	return m.srv.Close()
 }
+
+// DaemonSource is what a daemon's metrics read: its node, and the MSP
+// sessions its clients report (daemon.Server.Sessions).
+func DaemonSource(n *mesh.Node, srv *daemon.Server) metrics.SessionSource {
+	return daemonSource{n, srv}
+}
+
+type daemonSource struct {
+	*mesh.Node
+	srv *daemon.Server
+}
+
+func (d daemonSource) Sessions() []msp.SessionInfo { return d.srv.Sessions() }

@@ -90,7 +90,9 @@ var linkMetrics = []linkMetric{
 	{"servald_link_delivery_ratio", "Fraction of hellos that get through, both ways multiplied.", prometheus.GaugeValue, func(n *mesh.Neighbour) float64 { return n.Delivery }},
 	{"servald_link_mtu_bytes", "Largest frame known to pass the link.", prometheus.GaugeValue, func(n *mesh.Neighbour) float64 { return float64(n.MTU) }},
 	{"servald_link_cost", "Routing cost of the link: 256 when clean.", prometheus.GaugeValue, func(n *mesh.Neighbour) float64 { return float64(n.Cost) }},
-	// Per-link bytes go here once mesh.Neighbour has them, as CounterValue rows: servald_link_received_bytes_total, servald_link_sent_bytes_total.
+	{"servald_link_received_bytes_total", "Bytes of authenticated link frames received from the neighbour.", prometheus.CounterValue, func(n *mesh.Neighbour) float64 { return float64(n.BytesIn) }},
+	{"servald_link_sent_bytes_total", "Bytes of link frames sent to the neighbour.", prometheus.CounterValue, func(n *mesh.Neighbour) float64 { return float64(n.BytesOut) }},
+	{"servald_link_received_loss_ratio", "Recent fraction of the neighbour's frames that went missing on their first sending.", prometheus.GaugeValue, func(n *mesh.Neighbour) float64 { return n.LossIn }},
 }
 
 // sessionMetric is an msp.SessionInfo field served per (peer, port),

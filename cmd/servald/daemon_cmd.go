@@ -97,19 +97,20 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 	if probes != nil {
 		defer probes.Close()
 	}
-	ms, err := inst.ServeMetrics(node, o.metrics, g.logger())
-	if err != nil {
-		node.Close()
-		lock.Close()
-		return err
-	}
-	defer ms.Close()
 	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger(), Peers: opts.PeersIn(dir), Version: versionString()})
 	if err != nil {
 		node.Close()
 		lock.Close()
 		return err
 	}
+	ms, err := inst.ServeMetrics(inst.DaemonSource(node, srv), o.metrics, g.logger())
+	if err != nil {
+		srv.Close()
+		node.Close()
+		lock.Close()
+		return err
+	}
+	defer ms.Close()
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", node.SID(), os.Getpid(), node.LocalAddr())
 	fmt.Fprint(g.stderr, ms.Notice())
 	inst.NotifyReady(o.notifyFD, g.logger())

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/servald/servald/daemon"
 )
@@ -111,6 +112,26 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 	}
+	for _, node := range []string{"A", "B"} {
+		link := `{neighbour="` + peerOf[node][:16] + `"}`
+		for _, name := range []string{"servald_link_sent_bytes_total" + link, "servald_link_received_bytes_total" + link} {
+			if d := after[node][name] - before[node][name]; d < 1<<20 {
+				t.Errorf("%s: %s grew by %v over a 1 MiB echo", node, name, d)
+			}
+		}
+	}
+	// The sessions the tunnel processes report to their daemons (every
+	// daemon.ReportEvery): at least 1 MiB + 64 KiB echoed through each.
+	for node, url := range map[string]string{"A": urlA, "B": urlB} {
+		eventually(t, 10*time.Second, func() string {
+			s := scrape(t, url+"/metrics")
+			got := sumPrefix(s, "servald_session_received_bytes_total{")
+			if s["servald_sessions"] < 1 || got < 1<<20+64<<10 {
+				return fmt.Sprintf("%s: servald_sessions %v, session bytes received %v", node, s["servald_sessions"], got)
+			}
+			return ""
+		})
+	}
 	linkA := `{neighbour="` + b.sid[:16] + `"}`
 	t.Logf("A over a 1 MiB echo: frames in %v to %v, out %v to %v, delivered %v to %v; link RTT %v s, MTU %v",
 		before["A"]["servald_mesh_frames_received_total"], after["A"]["servald_mesh_frames_received_total"],
@@ -163,4 +184,15 @@ func TestMetricsRefusals(t *testing.T) {
 	if pid, running := daemon.Probe(inst); running {
 		t.Errorf("a daemon (pid %d) runs after the refused starts", pid)
 	}
+}
+
+// sumPrefix sums the samples whose name and labels start with prefix.
+func sumPrefix(s map[string]float64, prefix string) float64 {
+	sum := 0.0
+	for k, v := range s {
+		if strings.HasPrefix(k, prefix) {
+			sum += v
+		}
+	}
+	return sum
 }
