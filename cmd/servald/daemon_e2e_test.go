@@ -111,7 +111,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	if code == 0 {
 		t.Error("second start: exit 0")
 	}
-	oneLine(t, errOut, fmt.Sprintf("servald: a node of instance %s already runs (pid %d): stop it, or run `servald start` once", inst, d.pid))
+	oneLine(t, errOut, fmt.Sprintf("servald: a daemon of this instance is already running (pid %d)", d.pid))
 
 	code, _, errOut = runOnce(t, nil, "stop", "--instance", inst)
 	if code != 0 {

@@ -188,29 +188,22 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
-	lis, err := inst.Listen(node, port, msp.Config{Allow: allow, Logger: g.logger()}, ends.Shown(o.service))
+	lis, err := inst.ListenService(node, port, msp.Config{Allow: allow, Logger: g.logger()}, ends.Shown(o.service), g.say)
 	if err != nil {
 		return err
 	}
 	defer lis.Close()
 	var splitLn *splitter.Listener
 	if split {
-		ss, err := o.listenSplit(lis, splitCfg)
+		ss, err := o.listenSplit(lis.Listener, splitCfg)
 		if err != nil {
 			return err
 		}
 		splitLn = ss.Listener()
 		defer func() { ss.Close(); reportListener(g, splitLn) }()
 	}
-	if o.service != "" {
-		ad, err := node.Advertise(o.service, port, g.logger())
-		if err != nil {
-			return fmt.Errorf("--service: %w", err)
-		}
-		defer ad.Close()
-	}
 	o.printListening(cmd, g, node, port, ends.ConnectFlag(), splitLn)
-	return o.serve(cmd, g, lis, ts.Accept(lis), ends)
+	return o.serve(cmd, g, lis.Listener, ts.Accept(lis.Listener), ends)
 }
 
 // listenSplit also serves the MSP listener on --split.
@@ -298,6 +291,7 @@ type connectOptions struct {
 	serviceSID       string
 	timeout, stats   time.Duration
 	ticket           *inst.Ticket // the TICKET argument, if given
+	mesh             inst.Mesh    // the mesh sessions go through (nil over --split)
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
@@ -415,7 +409,8 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	defer done()
 	defer rd.Close() // the current session, after any redial
 	rd.Watch(ts.Add)
-	if _, err := rd.Session(ctx); err != nil {
+	sess, err := rd.Session(ctx)
+	if err != nil {
 		return err
 	}
 	if ends.UDP != nil {
@@ -426,8 +421,10 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 		if err != nil {
 			return err
 		}
-		if _, _, err = forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
-			return fmt.Errorf("stream broke: %w", err)
+		jctx, cancel := inst.WhileAttached(ctx, o.mesh, sess)
+		defer cancel()
+		if _, _, err = forward.Join(jctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
+			return inst.StreamBroke(o.mesh, err)
 		}
 		return shutdown(rd.Shutdown)
 	}
@@ -476,10 +473,14 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	if err != nil {
 		return nil, nil, err
 	}
+	o.mesh = node
 	for _, note := range o.ticket.Notes(node) {
 		fmt.Fprintln(g.stderr, "servald: "+note)
 	}
-	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
+	tgt.Say = g.say
+	if o.forward != "" || o.socks != "" {
+		inst.Announce(node, g.say) // stdio cannot outlive the daemon: no lines
+	}
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
 		short := tgt.SID.Prefix()
 		sid, port, err := tgt.Find(ctx, node, o.timeout)
