@@ -298,19 +298,16 @@ func (l *link) flush() {
 	l.armLocked(next)
 	l.mu.Unlock()
 
+	var ack, skipFrame []byte
 	if sendAck {
 		l.rx.flushAckBuf = wire.AppendAck(l.rx.flushAckBuf[:0], &l.rx.flushAck)
 		l.n.stats.ackOut.Add(uint64(len(l.rx.flushAckBuf)))
-		l.n.sendLink(l.nb, l.rx.flushAckBuf, addr)
+		ack = l.rx.flushAckBuf
 	}
 	if skip {
-		l.n.sendLink(l.nb, wire.AppendSkip(make([]byte, 0, wire.SkipLen+wire.AuthLen), epoch, base), addr)
+		skipFrame = wire.AppendSkip(make([]byte, 0, wire.SkipLen+wire.AuthLen), epoch, base)
 	}
-	for _, b := range out {
-		if err := l.n.sendLink(l.nb, *b, addr); err != nil && errors.Is(err, syscall.EMSGSIZE) {
-			l.nb.lowerMTU(len(*b))
-		}
-	}
+	l.sendFrames(ack, skipFrame, out, addr) // batched: udp_batch.go
 	clear(out)
 	l.tx.out = out[:0]
 }

@@ -191,6 +191,9 @@ type Node struct {
 	bufs  *bufPool
 	start time.Time
 
+	batch       batchConn  // nil: one datagram per system call (udp_batch.go)
+	sendBatches *sync.Pool // of *sendBatch
+
 	helloSeq atomic.Uint64
 	stats    counters
 
@@ -237,6 +240,7 @@ func New(cfg Config) (*Node, error) {
 		conn:     cfg.Conn,
 		epoch:    binary.BigEndian.Uint32(eb[:]) | 1,
 		bufs:     newBufPool(),
+		batch:    newBatchConn(cfg.Conn),
 		start:    time.Now(),
 		bySID:    map[identity.SID]*neighbour{},
 		byAddr:   map[string]*neighbour{},
@@ -252,6 +256,7 @@ func New(cfg Config) (*Node, error) {
 		peerBucket:   newBucket(admitRate, admitBurst),
 		cookieBucket: newBucket(cookieAnswerRate, cookieAnswerBurst),
 		trust:        trustSet(cfg.Trust),
+		sendBatches:  newSendBatchPool(),
 		peerAddrs:    map[string]bool{},
 	}
 	for _, a := range cfg.Peers {
@@ -320,6 +325,10 @@ func (n *Node) notifyChangedLocked() {
 // readLoop reads datagrams until the socket closes.
 func (n *Node) readLoop() {
 	defer n.wg.Done()
+	if n.batch != nil {
+		n.readBatches(n.batch, n.handle)
+		return
+	}
 	for {
 		bp := n.bufs.get(maxDatagram)
 		k, from, err := n.conn.ReadFrom(*bp)

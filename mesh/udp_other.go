@@ -2,6 +2,11 @@
 
 package mesh
 
+import "net"
+
 func forceBuffers(fd, size int) {}
 
 func setDontFragment(fd int) {}
+
+// newBatchConn returns nil: batched socket I/O is used on Linux only.
+func newBatchConn(c net.PacketConn) batchConn { return nil }
