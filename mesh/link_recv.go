@@ -154,7 +154,12 @@ func (l *link) receiveData(bp *[]byte) {
 	}
 	ctl := l.releaseCtlLocked()
 	l.rx.unacked++
-	if now || l.rx.unacked >= ackEvery {
+	if (now || l.rx.unacked >= ackEvery) && l.n.batch != nil {
+		// The read loop reads in batches: one ACK at the batch's end
+		// says what all of it brought (udp_batch.go).
+		l.mu.Unlock()
+		l.n.ackAfterBatch(l)
+	} else if now || l.rx.unacked >= ackEvery {
 		// Acknowledge from here, not the link goroutine: on a busy machine
 		// a goroutine may wait many milliseconds to run, and a late ACK
 		// looks like a loss to the sender.

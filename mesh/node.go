@@ -193,6 +193,7 @@ type Node struct {
 
 	batch       batchConn  // nil: one datagram per system call (udp_batch.go)
 	sendBatches *sync.Pool // of *sendBatch
+	ackDue      []*link    // links to acknowledge after the read batch; read loop only
 
 	helloSeq atomic.Uint64
 	stats    counters

@@ -10,6 +10,7 @@ package mesh
 import (
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -168,5 +169,31 @@ func (n *Node) readBatches(bc batchConn, handle func(bp *[]byte, from net.Addr))
 			}
 			handle(bp, from)
 		}
+		n.sendBatchAcks()
 	}
+}
+
+// ackAfterBatch has the read loop acknowledge l's frames once the current
+// read batch is handled, not at once: up to readBatch frames (and the
+// gaps among them) take one ACK. Read loop only.
+func (n *Node) ackAfterBatch(l *link) {
+	if !slices.Contains(n.ackDue, l) {
+		n.ackDue = append(n.ackDue, l)
+	}
+}
+
+// sendBatchAcks sends the ACKs ackAfterBatch asked for (read loop).
+func (n *Node) sendBatchAcks() {
+	for _, l := range n.ackDue {
+		l.mu.Lock()
+		l.rx.ackPending = false
+		l.rx.unacked = 0
+		l.buildAckLocked(&l.rx.loopAck)
+		l.mu.Unlock()
+		l.rx.loopAckBuf = wire.AppendAck(l.rx.loopAckBuf[:0], &l.rx.loopAck)
+		n.stats.ackOut.Add(uint64(len(l.rx.loopAckBuf)))
+		n.sendLink(l.nb, l.rx.loopAckBuf, l.nb.address())
+	}
+	clear(n.ackDue)
+	n.ackDue = n.ackDue[:0]
 }
