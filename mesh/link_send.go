@@ -96,7 +96,8 @@ func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error 
 		l.mu.Unlock()
 		return ErrNoRoute
 	}
-	if len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
+	burst := l.burstLocked() // udp_batch.go: queued, the link goroutine writes a burst in batches
+	if burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
 		l.tx.queue = append(l.tx.queue, bp)
 		l.mu.Unlock()
 		l.kick()
@@ -108,7 +109,7 @@ func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error 
 	l.mu.Unlock()
 	l.sendMu.Lock()
 	l.mu.Lock()
-	if l.dead || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
+	if l.dead || burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
 		dead := l.dead
 		if !dead {
 			l.tx.queue = append(l.tx.queue, bp)

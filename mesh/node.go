@@ -191,9 +191,10 @@ type Node struct {
 	bufs  *bufPool
 	start time.Time
 
-	batch       batchConn  // nil: one datagram per system call (udp_batch.go)
-	sendBatches *sync.Pool // of *sendBatch
-	ackDue      []*link    // links to acknowledge after the read batch; read loop only
+	batch       batchConn   // nil: one datagram per system call (udp_batch.go)
+	sendBatches *sync.Pool  // of *sendBatch
+	ackDue      []*link     // links to acknowledge after the read batch; read loop only
+	gsoOff      atomic.Bool // the socket refused a GSO message: no more
 
 	helloSeq atomic.Uint64
 	stats    counters

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/ipv4"
 
@@ -24,6 +25,25 @@ const readBatch = 32
 
 // writeBatch bounds the datagrams of one batched write.
 const writeBatch = 64
+
+// burstGap: a local frame that follows the previous one this closely is
+// part of a burst (msp writes a congestion window's worth back to back,
+// about 10 µs apart) and goes through the link's queue, so that the link
+// goroutine writes it with the others in one batch; a lone frame (an
+// echo, a keepalive) is still written at once by its sender.
+const burstGap = 100 * time.Microsecond
+
+// burstLocked reports whether a local frame enqueued now is part of a
+// burst, on a batching socket, and notes the time. Called with mu held.
+func (l *link) burstLocked() bool {
+	if l.n.batch == nil {
+		return false
+	}
+	now := time.Now()
+	burst := now.Sub(l.tx.lastLocal) < burstGap
+	l.tx.lastLocal = now
+	return burst
+}
 
 // batchConn is a socket that reads and writes several datagrams per
 // system call (golang.org/x/net's ipv4 and ipv6 PacketConn; their Message
@@ -38,7 +58,8 @@ type batchConn interface {
 type sendBatch struct {
 	frames [][]byte
 	ms     []ipv4.Message
-	iov    [][1][]byte
+	runs   []int  // the frame after each message's last
+	oob    []byte // the GSO control messages of ms
 }
 
 func newSendBatchPool() *sync.Pool {
@@ -52,13 +73,17 @@ func (b *sendBatch) add(frame []byte) { b.frames = append(b.frames, frame) }
 func (b *sendBatch) reset() {
 	clear(b.frames)
 	b.frames = b.frames[:0]
+	b.oob = b.oob[:0]
 }
 
 // writeAll writes b's frames to to: with WriteBatch on bc, in order, each
 // frame attempted exactly once (a frame the kernel refuses is counted and
 // skipped, the ones after it still go), or one WriteTo each when bc is
-// nil. failed is called for each frame that could not be written.
-func (n *Node) writeAll(bc batchConn, b *sendBatch, to net.Addr, failed func(frame []byte, err error)) {
+// nil. failed is called for each frame that could not be written. With
+// gso, runs of frames of one size (the last of a run may be shorter) go
+// as one message each that the kernel cuts into datagrams (UDP GSO): one
+// trip through the stack for up to maxSegments datagrams.
+func (n *Node) writeAll(bc batchConn, b *sendBatch, to net.Addr, gso bool, failed func(frame []byte, err error)) {
 	if bc == nil {
 		for _, f := range b.frames {
 			if err := n.send(f, to); err != nil {
@@ -67,36 +92,81 @@ func (n *Node) writeAll(bc batchConn, b *sendBatch, to net.Addr, failed func(fra
 		}
 		return
 	}
-	for len(b.ms) < min(len(b.frames), writeBatch) {
-		b.iov = append(b.iov, [1][]byte{})
-		b.ms = append(b.ms, ipv4.Message{})
-	}
 	for start := 0; start < len(b.frames); {
-		k := min(len(b.frames)-start, writeBatch)
-		ms := b.ms[:k]
-		for i := range ms {
-			b.iov[i][0] = b.frames[start+i]
-			ms[i] = ipv4.Message{Buffers: b.iov[i][:], Addr: to}
+		// Messages from frame start on: each a run of frames (gso) or one.
+		b.ms = b.ms[:0]
+		b.runs = b.runs[:0]
+		i := start
+		for i < len(b.frames) && len(b.ms) < writeBatch {
+			j := i + 1
+			if gso {
+				j = gsoRun(b.frames, i)
+			}
+			m := ipv4.Message{Buffers: b.frames[i:j], Addr: to}
+			if j-i > 1 {
+				b.oob = gsoControl(b.oob, len(b.frames[i]))
+				m.OOB = b.oob[len(b.oob)-gsoControlLen:]
+			}
+			b.ms = append(b.ms, m)
+			b.runs = append(b.runs, j)
+			i = j
 		}
-		sent, err := bc.WriteBatch(ms, 0)
+		sent, err := bc.WriteBatch(b.ms, 0)
 		sent = max(sent, 0)
-		n.stats.framesOut.Add(uint64(sent))
-		start += sent
+		done := start
+		if sent > 0 {
+			done = b.runs[sent-1]
+		}
+		n.stats.framesOut.Add(uint64(done - start))
+		start = done
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				n.stats.writeErrors.Add(uint64(len(b.frames) - start))
 				break
 			}
-			// The frame at start is the one refused.
-			n.stats.writeErrors.Add(1)
-			failed(b.frames[start], err)
-			start++
+			// The message at sent is the one refused: one frame, or a
+			// run, whose frames are tried one by one (a run is refused as
+			// a whole: one frame too large for the path, or no GSO here).
+			end := b.runs[sent]
+			if end-start > 1 {
+				if gsoUnsupported(err) {
+					gso = false
+					n.gsoOff.Store(true)
+				}
+				one := &sendBatch{frames: b.frames[start:end]}
+				n.writeAll(bc, one, to, false, failed)
+			} else {
+				n.stats.writeErrors.Add(1)
+				failed(b.frames[start], err)
+			}
+			start = end
 		}
 	}
-	for i := range b.iov {
-		b.iov[i][0] = nil
-		b.ms[i] = ipv4.Message{}
+	clear(b.ms)
+	b.ms = b.ms[:0]
+}
+
+// maxSegments and maxGSOBytes bound a GSO message (the kernel's limits
+// are 64 or 128 segments, by version, and one IP datagram's payload).
+const (
+	maxSegments = 64
+	maxGSOBytes = 65000
+)
+
+// gsoRun returns the end of the run of frames starting at i: frames of
+// frames[i]'s size, and at most one shorter one to end it.
+func gsoRun(frames [][]byte, i int) int {
+	size := len(frames[i])
+	total := size
+	j := i + 1
+	for j < len(frames) && j-i < maxSegments && len(frames[j]) <= size && total+len(frames[j]) <= maxGSOBytes {
+		total += len(frames[j])
+		j++
+		if len(frames[j-1]) < size {
+			break
+		}
 	}
+	return j
 }
 
 // sendFrames authenticates and writes ack and skip (each when not
@@ -118,7 +188,7 @@ func (l *link) sendFrames(ack, skip []byte, out []*[]byte, to net.Addr) {
 	for _, f := range out {
 		b.add(k.seal(*f, l.nb.txCtr.Add(1)))
 	}
-	n.writeAll(n.batch, b, to, func(f []byte, err error) {
+	n.writeAll(n.batch, b, to, gsoSupported && !n.gsoOff.Load(), func(f []byte, err error) {
 		if errors.Is(err, syscall.EMSGSIZE) {
 			l.nb.lowerMTU(len(f) - wire.AuthLen)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,6 +22,8 @@ type refusingConn struct {
 	bad     byte
 	err     error
 	batches int
+	runs    int // GSO messages (several frames)
+	kernel  int // errors from the socket itself
 }
 
 func (r *refusingConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
@@ -30,18 +33,26 @@ func (r *refusingConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 func (r *refusingConn) WriteBatch(ms []ipv4.Message, flags int) (int, error) {
 	r.batches++
 	for i := range ms {
-		if ms[i].Buffers[0][0] == r.bad {
+		if len(ms[i].Buffers) > 1 {
+			r.runs++
+		}
+		if slices.ContainsFunc(ms[i].Buffers, func(f []byte) bool { return f[0] == r.bad }) {
 			if i == 0 {
 				return -1, r.err // what a failed first message returns
 			}
 			n, err := r.bc.WriteBatch(ms[:i], flags)
 			if err != nil {
+				r.kernel++
 				return n, err
 			}
 			return n, nil // the refusal surfaces on the next call
 		}
 	}
-	return r.bc.WriteBatch(ms, flags)
+	n, err := r.bc.WriteBatch(ms, flags)
+	if err != nil {
+		r.kernel++
+	}
+	return n, err
 }
 
 func loopbackUDP(t *testing.T) *net.UDPConn {
@@ -87,16 +98,27 @@ func TestWriteAll(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("batched writes are Linux-only")
 	}
-	for _, batched := range []bool{true, false} {
-		name := map[bool]string{true: "batch", false: "fallback"}[batched]
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		batched, gso bool
+		size         func(i int) int
+	}{
+		{"batch", true, false, func(i int) int { return 100 + i*4 }},
+		{"fallback", false, false, func(i int) int { return 100 + i*4 }},
+		// Runs of one size, some ended by a shorter frame: GSO messages,
+		// the refused frames' runs resent one by one.
+		{"gso", true, true, func(i int) int { return 1200 - 300*min(i%11, 1) + i%11 }},
+		{"gso-one-size", true, true, func(int) int { return 1300 }},
+	} {
+		batched, size := tc.batched, tc.size
+		t.Run(tc.name, func(t *testing.T) {
 			src, dst := loopbackUDP(t), loopbackUDP(t)
 			n := &Node{conn: src}
 			const count = 300
 			b := new(sendBatch)
 			var want []int
 			for i := range count {
-				f := testFrame(i, 100+i*4)
+				f := testFrame(i, size(i))
 				if i%7 == 0 {
 					f[0] = 0xEE
 				} else {
@@ -114,7 +136,7 @@ func TestWriteAll(t *testing.T) {
 				n.conn = refusingPacketConn{src, 0xEE}
 			}
 			var refused []int
-			n.writeAll(bc, b, dst.LocalAddr(), func(f []byte, err error) {
+			n.writeAll(bc, b, dst.LocalAddr(), tc.gso, func(f []byte, err error) {
 				if !errors.Is(err, syscall.EMSGSIZE) {
 					t.Errorf("frame refused with %v", err)
 				}
@@ -122,6 +144,9 @@ func TestWriteAll(t *testing.T) {
 			})
 			if batched && rc.batches >= count/2 {
 				t.Errorf("%d frames took %d WriteBatch calls", count, rc.batches)
+			}
+			if tc.gso != (rc.runs > 0) || n.gsoOff.Load() || rc.kernel > 0 {
+				t.Errorf("gso %v: %d GSO messages, %d refused by the socket; GSO turned off: %v", tc.gso, rc.runs, rc.kernel, n.gsoOff.Load())
 			}
 			if len(refused) != count-len(want) {
 				t.Errorf("%d frames reported refused, want %d", len(refused), count-len(want))
@@ -144,7 +169,7 @@ func TestWriteAll(t *testing.T) {
 				if err != nil {
 					t.Fatalf("waiting for frame %d: %v", w, err)
 				}
-				if got := checkFrame(buf[:k]); got != w || k != 100+w*4 {
+				if got := checkFrame(buf[:k]); got != w || k != size(w) {
 					t.Fatalf("got frame %d (%d bytes), want %d", got, k, w)
 				}
 			}

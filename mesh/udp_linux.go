@@ -1,11 +1,16 @@
 package mesh
 
 import (
+	"encoding/binary"
+	"errors"
 	"net"
+	"slices"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 func forceBuffers(fd, size int) {
@@ -28,4 +33,32 @@ func newBatchConn(c net.PacketConn) batchConn {
 		return ipv4.NewPacketConn(u)
 	}
 	return ipv6.NewPacketConn(u)
+}
+
+// gsoSupported: UDP GSO (UDP_SEGMENT, Linux 4.18) may be tried.
+const gsoSupported = true
+
+// gsoControlLen is the length of one UDP_SEGMENT control message.
+var gsoControlLen = unix.CmsgSpace(2)
+
+// gsoControl appends a UDP_SEGMENT control message for segments of size
+// bytes to b. The caller keeps b alive until the message is written and
+// takes the new message at b's end; b's earlier messages stay valid only
+// if b had the capacity (sendBatch reuses its storage across writes).
+func gsoControl(b []byte, size int) []byte {
+	b = slices.Grow(b, gsoControlLen)
+	c := b[len(b) : len(b)+gsoControlLen]
+	clear(c)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&c[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(c[unix.CmsgLen(0):], uint16(size))
+	return b[:len(b)+gsoControlLen]
+}
+
+// gsoUnsupported reports whether err says the socket cannot do GSO at all
+// (not that one message was wrong).
+func gsoUnsupported(err error) bool {
+	return errors.Is(err, unix.EIO) || errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EOPNOTSUPP)
 }
