@@ -35,7 +35,7 @@ func socketDrops(pids ...int) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		d, err := parseUDPDrops(string(b), inodes)
+		d, err := parseUDPDrops(string(b), func(f []string) bool { return inodes[f[9]] })
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", f, err)
 		}
@@ -51,12 +51,13 @@ func dropsOf(pids ...int) (float64, error) {
 }
 
 // parseUDPDrops sums the drops column (the last) of the /proc/net/udp
-// lines whose inode (the tenth column) is in inodes.
-func parseUDPDrops(table string, inodes map[string]bool) (uint64, error) {
+// lines that match picks by their columns (the second is the local
+// address, the tenth the inode).
+func parseUDPDrops(table string, match func(columns []string) bool) (uint64, error) {
 	var total uint64
 	for i, line := range strings.Split(table, "\n") {
 		f := strings.Fields(line)
-		if i == 0 || len(f) < 13 || !inodes[f[9]] {
+		if i == 0 || len(f) < 13 || !match(f) {
 			continue
 		}
 		d, err := strconv.ParseUint(f[len(f)-1], 10, 64)
@@ -74,7 +75,7 @@ func TestParseUDPDrops(t *testing.T) {
   646: 0100007F:E9D2 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 2655741 2 0000000081e1a220 5
   647: 0100007F:E9D3 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 2655742 2 0000000081e1a221 1000
 `
-	got, err := parseUDPDrops(table, map[string]bool{"2655794": true, "2655741": true})
+	got, err := parseUDPDrops(table, func(f []string) bool { return f[9] == "2655794" || f[9] == "2655741" })
 	if err != nil || got != 22 {
 		t.Fatalf("drops %d, %v; want 22", got, err)
 	}
