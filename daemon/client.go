@@ -42,6 +42,7 @@ type Status struct {
 	Routes     int
 	Uptime     time.Duration
 	Stats      mesh.Stats
+	Peers      []string // the HOST:PORT it was configured to link with
 }
 
 // Client talks to one daemon. Its methods are safe for concurrent use.
@@ -292,7 +293,7 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return Status{
 		SID: st.SID, PID: st.PID, UDP: parseAddr(st.UDP),
 		Neighbours: st.Neighbours, Routes: st.Routes,
-		Uptime: time.Duration(st.UptimeMS) * time.Millisecond, Stats: st.Stats,
+		Uptime: time.Duration(st.UptimeMS) * time.Millisecond, Stats: st.Stats, Peers: st.Peers,
 	}, nil
 }
 
@@ -448,16 +449,18 @@ func (c *Client) Bind(ctx context.Context, port uint16) (*Port, error) {
 		return nil, err
 	}
 	p := &Port{
-		c:      c,
-		conn:   conn,
-		local:  mesh.Addr{SID: b.SID, Port: b.Port},
-		defMax: b.MaxPayload,
-		noProg: b.NoProgress,
-		fr:     b.fr,
-		fw:     newFrameWriter(conn),
-		mp:     map[identity.SID]*mtuEntry{},
-		errs:   map[identity.SID]error{},
-		done:   make(chan struct{}),
+		c:       c,
+		conn:    conn,
+		local:   mesh.Addr{SID: b.SID, Port: b.Port},
+		defMax:  b.MaxPayload,
+		noProg:  b.NoProgress,
+		timed:   b.Timed,
+		reports: b.Report,
+		fr:      b.fr,
+		fw:      newFrameWriter(conn),
+		mp:      map[identity.SID]*mtuEntry{},
+		errs:    map[identity.SID]error{},
+		done:    make(chan struct{}),
 	}
 	c.mu.Lock()
 	if c.closed {

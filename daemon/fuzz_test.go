@@ -13,6 +13,7 @@ import (
 
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/mesh"
+	"github.com/servald/servald/msp"
 )
 
 var fuzzSID = identity.SID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}
@@ -39,10 +40,18 @@ func seedFrames() [][]byte {
 		rep(reply{Bound: &boundJSON{SID: sid, Port: 7, MaxPayload: 1141}}),
 		rep(reply{Error: "mesh: MDP port in use", Code: codePortInUse}),
 		appendDatagram(nil, mesh.Addr{SID: sid, Port: 7}, []byte("payload")),
+		appendTimed(nil, mesh.Addr{SID: sid, Port: 7}, 100*time.Millisecond, []byte("payload")),
+		appendTimed(nil, mesh.Addr{SID: sid, Port: 7}, 0, nil),
+		rep(reply{Bound: &boundJSON{SID: sid, Port: 7, MaxPayload: 1141, NoProgress: true, Timed: true}}),
 		appendMTUQuery(nil, sid),
 		appendNoProgress(nil, sid),
 		appendMTU(nil, sid, 1141),
 		appendWriteErr(nil, writeErr{SID: sid, Code: codeNoRoute, MaxPayload: 1141, Msg: "no route"}),
+		req(request{Op: opSnapshot}),
+		rep(reply{Snapshot: &StatusSnapshot{Node: NodeStatus{SID: sid, UDP: []string{"127.0.0.1:1"}},
+			Neighbours: []NeighbourStatus{{SID: sid, Addr: "127.0.0.1:9", BytesIn: 9}},
+			Tunnels:    []Report{{Role: RoleListen, Port: 7}}, Drops: []Drop{{"auth", "bad_mac", 1}}}}),
+		mustReport(Report{Role: RoleListen, Target: "127.0.0.1:22", Connections: 1, Sessions: []msp.SessionInfo{{Peer: sid, Remote: "x:7", BytesSent: 5}}}),
 	}
 }
 
@@ -70,6 +79,8 @@ func FuzzParseFrame(f *testing.F) {
 					t.Fatalf("datagram re-encoded %x, want %x", got, b[:n])
 				}
 			}
+		case frameTimed:
+			checkTimed(t, body, b[:n])
 		case frameMTUQuery:
 			if sid, err := parseMTUQuery(body); err == nil && !bytes.Equal(appendMTUQuery(nil, sid), b[:n]) {
 				t.Fatal("MTU query does not round-trip")
@@ -96,7 +107,40 @@ func FuzzParseFrame(f *testing.F) {
 			}
 		case frameReply:
 			parseReply(body)
+		case frameReport:
+			checkReport(t, body)
 		}
+	})
+}
+
+// checkTimed: a TIMED body that parses re-encodes to frame.
+func checkTimed(t *testing.T, body, frame []byte) {
+	t.Helper()
+	a, budget, p, err := parseTimed(body)
+	if err != nil {
+		return
+	}
+	if budget < 0 || budget%time.Microsecond != 0 || len(p) > mesh.MaxPayload {
+		t.Fatalf("accepted budget %v, payload of %d bytes", budget, len(p))
+	}
+	if got := appendTimed(nil, a, budget, p); !bytes.Equal(got, frame) {
+		t.Fatalf("timed datagram re-encoded %x, want %x", got, frame)
+	}
+}
+
+// FuzzParseTimed: the TIMED frame's body decoder, on bodies alone.
+func FuzzParseTimed(f *testing.F) {
+	a := mesh.Addr{SID: fuzzSID, Port: 7}
+	for _, s := range [][]byte{
+		appendTimed(nil, a, 100*time.Millisecond, []byte("payload")),
+		appendTimed(nil, a, 0, nil),
+		appendTimed(nil, a, time.Hour, make([]byte, 1400)),
+	} {
+		f.Add(s[frameHeaderLen+1:])
+	}
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		checkTimed(t, body, appendFrame(nil, frameTimed, body))
 	})
 }
 

@@ -3,7 +3,7 @@ package daemon
 // The remote PacketConn: an MDP port bound through the daemon.
 //
 // Data path: a Port is a control-socket connection after BIND. WriteTo
-// appends a DATAGRAM frame to the connection's frameWriter
+// (WriteToWithin: a TIMED frame) appends a DATAGRAM frame to the connection's frameWriter
 // (group-committed by its flusher, waiting while 256 KiB are pending, until
 // the write deadline); ReadFrom takes frames off the connection, answering
 // itself the MAXPAYLOAD answers and write errors that come in between
@@ -52,6 +52,12 @@ type Port struct {
 	local  mesh.Addr
 	defMax int  // max payload towards a SID without a known path
 	noProg bool // the daemon takes NO-PROGRESS frames
+	timed  bool // the daemon takes TIMED frames (WriteToWithin)
+	// reports: the daemon takes REPORT frames (report.go).
+	reports    bool
+	reportFn   atomic.Pointer[func() Report]
+	reportOnce sync.Once
+	reportWG   sync.WaitGroup // the report goroutine
 
 	rmu sync.Mutex
 	fr  *frameReader // guarded by rmu
@@ -244,6 +250,23 @@ func (p *Port) FromNode(addr net.Addr, sid identity.SID) bool {
 // WriteTo sends b to addr (a mesh.Addr) through the daemon. It waits while
 // 256 KiB are already on their way to the daemon.
 func (p *Port) WriteTo(b []byte, addr net.Addr) (int, error) {
+	return p.write(b, addr, 0, false)
+}
+
+// WriteToWithin sends b like WriteTo, but the datagram may be delivered
+// only within budget of now, as mesh.PacketConn.WriteToWithin: the time it
+// waits for room on its way to the daemon is spent from the budget, and
+// the daemon's node spends the rest hop by hop, dropping the datagram
+// (counted in its Stats.Late, not an error of the write) when it runs out.
+// A daemon that does not take budgets (an older one, which did not say so
+// when the port was bound) gets nothing: the error wraps
+// errors.ErrUnsupported.
+func (p *Port) WriteToWithin(b []byte, addr net.Addr, budget time.Duration) (int, error) {
+	return p.write(b, addr, budget, true)
+}
+
+// write is WriteTo, or WriteToWithin when timed.
+func (p *Port) write(b []byte, addr net.Addr, budget time.Duration, timed bool) (int, error) {
 	a, ok := mesh.AddrOf(addr)
 	if !ok {
 		return 0, fmt.Errorf("daemon: write to %v: not an MDP address", addr)
@@ -254,13 +277,22 @@ func (p *Port) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if p.gone.Load() {
 		return 0, ErrDaemonGone
 	}
+	if timed && !p.timed {
+		return 0, fmt.Errorf("daemon: write to %s within %v: the daemon does not take budgets: %w", a.SID.Short(), budget, errors.ErrUnsupported)
+	}
 	if err := p.takeErr(a.SID); err != nil {
 		return 0, err
 	}
 	if len(b) > mesh.MaxPayload {
 		return 0, fmt.Errorf("daemon: write %d bytes to %s: %w (max %d)", len(b), a.SID.Short(), mesh.ErrTooLarge, mesh.MaxPayload)
 	}
-	err := p.fw.write(frameHeaderLen+1+addrLen+len(b), func(buf []byte) []byte { return appendDatagram(buf, a, b) }, true, p.wd.Done())
+	size, appendFn := frameHeaderLen+1+addrLen+len(b), func(buf []byte) []byte { return appendDatagram(buf, a, b) }
+	if timed {
+		due := time.Now().Add(budget)
+		// The budget is stamped when the frame is queued, after any wait.
+		size, appendFn = size+budgetLen, func(buf []byte) []byte { return appendTimed(buf, a, time.Until(due), b) }
+	}
+	err := p.fw.write(size, appendFn, true, p.wd.Done())
 	if err != nil {
 		switch {
 		case p.closed.Load():
@@ -287,6 +319,7 @@ func (p *Port) Close() error {
 		p.closed.Store(true)
 		p.dmu.Unlock()
 		close(p.done)
+		p.reportWG.Wait()
 		p.fw.drain(closeTimeout)
 		// Our half-close makes the daemon unbind the port and close its
 		// end; wait for that (a blocked ReadFrom sees it too).

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"time"
@@ -39,6 +40,13 @@ const (
 	// nothing acknowledged for several round trips (mesh.PacketConn's
 	// NoProgress); no answer.
 	frameNoProgress byte = 'P'
+	// frameTimed: client → daemon after BIND: SID(32) port(2) budget(4)
+	// payload, a datagram to send with mesh.PacketConn.WriteToWithin; the
+	// budget is in microseconds, what was left when the frame was queued.
+	frameTimed byte = 'T'
+	// frameReport: client → daemon: JSON Report (report.go): what the
+	// process does with its bound port, for `servald status`; no answer.
+	frameReport byte = 'S'
 )
 
 // Sizes and bounds.
@@ -52,8 +60,10 @@ const (
 	// of nodes fits).
 	maxReply = 8 << 20
 	// maxDataFrame bounds every frame on a bound connection: the largest
-	// datagram with its address.
-	maxDataFrame = 1 + addrLen + mesh.MaxPayload
+	// datagram with its address and budget.
+	maxDataFrame = 1 + addrLen + budgetLen + mesh.MaxPayload
+	// budgetLen is the length of a TIMED frame's budget.
+	budgetLen = 4
 	// maxErrText bounds the message of a write error frame.
 	maxErrText = 512
 )
@@ -118,6 +128,31 @@ func parseDatagram(body []byte) (mesh.Addr, []byte, error) {
 	copy(a.SID[:], body)
 	a.Port = binary.BigEndian.Uint16(body[sidLen:])
 	return a, body[addrLen:], nil
+}
+
+// appendTimed appends a TIMED frame: payload to a, to be delivered within
+// budget (whole microseconds, up to about 71 minutes; 0 or less is 0).
+func appendTimed(b []byte, a mesh.Addr, budget time.Duration, payload []byte) []byte {
+	us := uint32(min(max(budget/time.Microsecond, 0), math.MaxUint32))
+	b = binary.BigEndian.AppendUint32(b, uint32(1+addrLen+budgetLen+len(payload)))
+	b = append(b, frameTimed)
+	b = append(b, a.SID[:]...)
+	b = binary.BigEndian.AppendUint16(b, a.Port)
+	b = binary.BigEndian.AppendUint32(b, us)
+	return append(b, payload...)
+}
+
+// parseTimed decodes a TIMED frame's body; the payload aliases body.
+func parseTimed(body []byte) (mesh.Addr, time.Duration, []byte, error) {
+	if len(body) < addrLen+budgetLen || len(body)-addrLen-budgetLen > mesh.MaxPayload {
+		return mesh.Addr{}, 0, nil, fmt.Errorf("%w: timed datagram of %d bytes", errMalformed, len(body))
+	}
+	a, _, err := parseDatagram(body[:addrLen])
+	if err != nil {
+		return mesh.Addr{}, 0, nil, err
+	}
+	us := binary.BigEndian.Uint32(body[addrLen:])
+	return a, time.Duration(us) * time.Microsecond, body[addrLen+budgetLen:], nil
 }
 
 // appendMTUQuery appends a MAXPAYLOAD query for sid.
@@ -231,6 +266,7 @@ const (
 	opStop       = "stop"
 	opBind       = "bind"
 	opAdvertise  = "advertise"
+	opSnapshot   = "snapshot"
 )
 
 // request is the JSON body of a REQUEST frame.
@@ -256,7 +292,7 @@ func parseRequest(body []byte) (request, error) {
 		return r, fmt.Errorf("%w: protocol version %d, this daemon speaks %d", errMalformed, r.V, ProtocolVersion)
 	}
 	switch r.Op {
-	case opStatus, opRoutes, opNeighbours, opStop, opBind:
+	case opStatus, opRoutes, opNeighbours, opStop, opBind, opSnapshot:
 	case opWait:
 		if r.SID == nil {
 			return r, fmt.Errorf("%w: wait without sid", errMalformed)
@@ -287,6 +323,7 @@ type reply struct {
 	Neighbours []neighbourJSON `json:"neighbours,omitempty"`
 	Bound      *boundJSON      `json:"bound,omitempty"`
 	Stopping   *stoppingJSON   `json:"stopping,omitempty"`
+	Snapshot   *StatusSnapshot `json:"snapshot,omitempty"`
 }
 
 type statusJSON struct {
@@ -298,6 +335,7 @@ type statusJSON struct {
 	Routes     int          `json:"routes"`
 	UptimeMS   int64        `json:"uptime_ms"`
 	Stats      mesh.Stats   `json:"stats"`
+	Peers      []string     `json:"peers,omitempty"` // configured peers, HOST:PORT
 }
 
 type routeJSON struct {
@@ -325,6 +363,10 @@ type boundJSON struct {
 	// NoProgress: the daemon takes NO-PROGRESS frames (an older one closes
 	// the connection on a frame it does not know).
 	NoProgress bool `json:"no_progress,omitempty"`
+	// Timed: the daemon takes TIMED frames (WriteToWithin).
+	Timed bool `json:"timed,omitempty"`
+	// Report: the daemon takes REPORT frames (Port.SetReporter).
+	Report bool `json:"report,omitempty"`
 }
 
 type stoppingJSON struct {

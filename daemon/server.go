@@ -45,6 +45,12 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Logger receives logs; nil is silent.
 	Logger *slog.Logger
+	// Peers are the HOST:PORT the node was configured to link with, for
+	// the status (clients say which peer does not answer).
+	Peers []string
+
+	// Version is the program's version, for Snapshot.
+	Version string
 }
 
 // maxSocketPath is the longest socket path every Unix accepts (sun_path).
@@ -66,6 +72,8 @@ type Server struct {
 	lock    *PidFile // ours to release, or nil
 	started time.Time
 	sem     chan struct{} // one token per connection served
+
+	st statusState // tunnel reports and rate samples (status.go)
 
 	disc     *discovery.Responder // the node's discovery port, shared by every client's services
 	discOnce sync.Once
@@ -161,6 +169,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		s.closeListener()
 	}()
+	s.wg.Add(1)
+	go s.sampleLoop(ctx)
 accept:
 	for {
 		c, err := s.ln.AcceptUnix()
@@ -272,6 +282,9 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	case opStatus:
 		st := s.status()
 		s.writeReply(c, reply{Status: &st})
+	case opSnapshot:
+		snap := s.Snapshot()
+		s.writeReply(c, reply{Snapshot: &snap})
 	case opRoutes:
 		s.writeReply(c, reply{Routes: routesToJSON(s.node.Routes())})
 	case opNeighbours:
@@ -303,11 +316,14 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		}
 		var none identity.SID
 		port := pc.LocalAddr().(mesh.Addr).Port
-		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none), NoProgress: true}}) {
+		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none), NoProgress: true, Timed: true, Report: true}}) {
 			pc.Close()
 			return
 		}
-		s.serveBound(ctx, c, br, pc)
+		_, pid, _ := peerCred(c) // 0 when this system cannot tell
+		tn := s.addTunnel(port, pid)
+		defer s.removeTunnel(tn)
+		s.serveBound(ctx, c, br, pc, tn)
 	}
 }
 
@@ -351,6 +367,7 @@ func (s *Server) status() statusJSON {
 		Routes:     len(s.node.Routes()),
 		UptimeMS:   time.Since(s.started).Milliseconds(),
 		Stats:      s.node.Stats(),
+		Peers:      s.cfg.Peers,
 	}
 }
 
@@ -416,7 +433,7 @@ func errorReply(err error) reply {
 
 // serveBound carries datagrams between the connection and the bound port
 // until either closes.
-func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, pc *mesh.PacketConn) {
+func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, pc *mesh.PacketConn, tn *tunnel) {
 	local := pc.LocalAddr().(mesh.Addr)
 	log := s.log.With("port", local.Port)
 	log.Debug("daemon: port bound")
@@ -453,13 +470,22 @@ func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, p
 			}
 			break
 		}
-		if typ == frameData {
+		if typ == frameData || typ == frameTimed {
 			to, payload, err := parseDatagram(body)
+			var budget time.Duration
+			if typ == frameTimed {
+				to, budget, payload, err = parseTimed(body)
+			}
 			if err != nil {
 				log.Debug("daemon: bad datagram", "err", err)
 				break
 			}
-			if _, err := pc.WriteTo(payload, to); err != nil {
+			if typ == frameTimed {
+				_, err = pc.WriteToWithin(payload, to, budget)
+			} else {
+				_, err = pc.WriteTo(payload, to)
+			}
+			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					break
 				}
@@ -476,6 +502,15 @@ func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, p
 			}
 			max := pc.MaxPayload(sid)
 			fw.write(frameHeaderLen+1+sidLen+4, func(b []byte) []byte { return appendMTU(b, sid, max) }, false, nil)
+			continue
+		}
+		if typ == frameReport {
+			r, err := parseReport(body)
+			if err != nil {
+				log.Debug("daemon: bad report", "err", err)
+				break
+			}
+			s.setReport(tn, r, len(body))
 			continue
 		}
 		if typ == frameNoProgress {

@@ -80,6 +80,17 @@ func (o NodeOptions) withConfig(dir string) (NodeOptions, error) {
 	return o, sc.Err()
 }
 
+// PeersIn returns the peers a node of instance dir started with o links
+// with: o.Peers and, unless o.Given("peer"), the config file's (o.Peers
+// alone when the file cannot be read).
+func (o NodeOptions) PeersIn(dir string) []string {
+	c, err := o.withConfig(dir)
+	if err != nil {
+		return o.Peers
+	}
+	return c.Peers
+}
+
 // validate checks the UDP address and resolves the peers' addresses.
 func (o NodeOptions) validate() ([]net.Addr, error) {
 	var peers []net.Addr

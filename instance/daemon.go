@@ -91,9 +91,6 @@ func (d viaDaemon) Bind(port uint16) (msp.Transport, error) {
 	}
 	return p, nil
 }
-func (d viaDaemon) WaitReachable(ctx context.Context, sid identity.SID) error {
-	return d.c.WaitReachable(ctx, sid)
-}
 func (d viaDaemon) Routes() ([]mesh.Route, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), DaemonTimeout)
 	defer cancel()

@@ -128,8 +128,10 @@ func Settle(ctx context.Context, m Mesh, wait time.Duration) {
 }
 
 // DialSession opens an MSP session to (sid, port) through m: it waits for
-// a route, then dials from a fresh MDP port, until ctx ends.
-func DialSession(ctx context.Context, m Mesh, sid identity.SID, port uint16, cfg msp.Config) (*msp.Session, error) {
+// a route, then dials from a fresh MDP port, until ctx ends. Through a
+// daemon, the port reports the session for `servald status` (with the
+// service of sh, if given).
+func DialSession(ctx context.Context, m Mesh, sid identity.SID, port uint16, cfg msp.Config, sh ...Shown) (*msp.Session, error) {
 	if err := m.WaitReachable(ctx, sid); err != nil {
 		return nil, err
 	}
@@ -141,14 +143,22 @@ func DialSession(ctx context.Context, m Mesh, sid identity.SID, port uint16, cfg
 	if errors.Is(err, msp.ErrRefused) {
 		return nil, fmt.Errorf("MDP port %d: %w", port, err)
 	}
+	if err == nil {
+		show := firstShown(sh)
+		show.Target = dialTarget(sid, port)
+		reportSessions(tr, daemon.RoleConnect, show, func() []*msp.Session { return []*msp.Session{s} })
+	}
 	return s, err
 }
 
-// Listen accepts MSP sessions on MDP port of m.
-func Listen(m Mesh, port uint16, cfg msp.Config) (*msp.Listener, error) {
+// Listen accepts MSP sessions on MDP port of m. Through a daemon, the port
+// reports the listener's sessions for `servald status`, with what sh says.
+func Listen(m Mesh, port uint16, cfg msp.Config, sh ...Shown) (*msp.Listener, error) {
 	tr, err := m.Bind(port)
 	if err != nil {
 		return nil, err
 	}
-	return msp.Listen(tr, m.Identity(), port, cfg), nil
+	lis := msp.Listen(tr, m.Identity(), port, cfg)
+	reportSessions(tr, daemon.RoleListen, firstShown(sh), lis.Sessions)
+	return lis, nil
 }

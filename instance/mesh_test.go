@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
 	"github.com/servald/servald/internal/meshtest"
@@ -46,6 +45,17 @@ func echoListener(lis *msp.Listener) {
 			st.Close()
 		}()
 	}
+}
+
+// echoOn starts an echo listener (fastEnd) on MDP port of node n.
+func echoOn(t *testing.T, n *mesh.Node, port uint16) *msp.Listener {
+	t.Helper()
+	lis, err := Listen(Embed(n), port, fastEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go echoListener(lis)
+	return lis
 }
 
 // echo writes msg on st and checks it comes back.
@@ -163,18 +173,7 @@ func TestOpenDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := memPair(t, id, nil)
-	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: a})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-		srv.Close()
-	})
+	serveDaemon(t, dir, a)
 
 	m, err := Open(dir, NodeOptions{UDP: "not an address"})
 	if err != nil {

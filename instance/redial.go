@@ -27,6 +27,9 @@ type Redialer struct {
 	sess *msp.Session // guarded by mu; the current session, nil before the first dial
 	sid  identity.SID // guarded by mu; where the last dial went (zero if it found nothing)
 	port uint16       // guarded by mu
+	// watch, when set, is told of each session dialled and of the session
+	// of each stream OpenStream opened (TunnelStats.Add); guarded by mu.
+	watch func(*msp.Session)
 }
 
 // NewRedialer returns a Redialer that finds the target with find (asked
@@ -72,6 +75,9 @@ func (r *Redialer) sessionLocked(ctx context.Context) (*msp.Session, error) {
 		r.sess.Close()
 	}
 	r.sess = s
+	if r.watch != nil {
+		r.watch(s)
+	}
 	return s, nil
 }
 
@@ -92,7 +98,20 @@ func (r *Redialer) OpenStream(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.OpenStream(ctx)
+	st, err := s.OpenStream(ctx)
+	if err == nil && r.watch != nil {
+		r.watch(s)
+	}
+	return st, err
+}
+
+// Watch tells f of each session dialled from now on and, after each
+// stream OpenStream opens, of its session (TunnelStats.Add). f must not
+// call r.
+func (r *Redialer) Watch(f func(*msp.Session)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watch = f
 }
 
 // Target is where the last dial went: zero when it found no target.

@@ -22,16 +22,7 @@ var fastEnd = msp.Config{KeepAlive: 50 * time.Millisecond, IdleTimeout: 500 * ti
 func TestRedialer(t *testing.T) {
 	a, b := memPair(t, nil, nil)
 	m := Embed(a)
-	listen := func() *msp.Listener {
-		t.Helper()
-		lis, err := Listen(Embed(b), 7, fastEnd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go echoListener(lis)
-		return lis
-	}
-	lis := listen()
+	lis := echoOn(t, b, 7)
 	var finds, dials atomic.Int32
 	find := func(context.Context) (identity.SID, uint16, error) {
 		finds.Add(1)
@@ -83,7 +74,7 @@ func TestRedialer(t *testing.T) {
 		t.Errorf("%d dials, want 2", n)
 	}
 
-	lis = listen()
+	lis = echoOn(t, b, 7)
 	defer lis.Close()
 	st, err := rd.OpenStream(ctx)
 	if err != nil {

@@ -92,4 +92,11 @@ func TestBatchAndFallbackNodes(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Frames written in batches count in the link's traffic too.
+	for _, n := range []*mesh.Node{a, b} {
+		nbs := n.Neighbours()
+		if len(nbs) != 1 || nbs[0].FramesOut < count || nbs[0].FramesIn < count {
+			t.Errorf("neighbours %+v: want one, with at least %d frames each way", nbs, count)
+		}
+	}
 }

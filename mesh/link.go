@@ -53,8 +53,8 @@ type linkTx struct {
 	ring      []txEntry     // frames in flight, by sequence number % win
 	nextSeq   uint64        // the next frame's sequence number
 	base      uint64        // lowest sequence number not done
-	queue     []*[]byte     // DATA frames waiting for the window
-	ctlQueue  []*[]byte     // this node's routing messages: sent before queue, never behind it
+	queue     []txFrame     // DATA frames waiting for the window
+	ctlQueue  []txFrame     // this node's routing messages: sent before queue, never behind it
 	space     chan struct{} // closed and replaced when the queue shrinks (or the link stops)
 	lostList  []uint64      // frames marked lost, to resend
 	free      []*[]byte     // done frames to return to the pool by the goroutine
@@ -73,8 +73,17 @@ type linkTx struct {
 	lastLocal time.Time // when enqueueLocal last took a frame (burstLocked)
 }
 
+// txFrame is a frame waiting for the window: its buffer and, for a frame
+// with a budget (TypeDataBudget), the local time by which it must have been
+// delivered (zero: none; see budget.go).
+type txFrame struct {
+	buf *[]byte
+	due time.Time
+}
+
 type txEntry struct {
 	buf    *[]byte
+	due    time.Time // txFrame.due
 	sentAt time.Time
 	tries  int
 	done   bool // acknowledged or given up
@@ -99,6 +108,11 @@ type linkRx struct {
 	ackPending bool     // an ACK is due from the link goroutine
 	unacked    int      // frames received since the last ACK
 	top        uint64   // one past the highest sequence number received
+	// Loss in: span counts the sequence numbers that fresh frames moved
+	// top past, gaps those of them that had not arrived (the neighbour
+	// sends first copies in order, so a gap is a frame lost, or given up,
+	// at its first sending); both decaying like tx.sent and tx.resent.
+	span, gaps float64
 	// Routing messages keep their order: one that arrived early waits in
 	// ctlHeld (sorted by seq) until every frame before it arrived or was
 	// skipped, since a retraction overtaken by the announcement it
@@ -196,12 +210,12 @@ func (l *link) release() {
 		}
 		l.tx.ring[i] = txEntry{}
 	}
-	for _, b := range l.tx.queue {
-		l.n.bufs.put(b)
+	for _, f := range l.tx.queue {
+		l.n.bufs.put(f.buf)
 	}
 	l.tx.queue = nil
-	for _, b := range l.tx.ctlQueue {
-		l.n.bufs.put(b)
+	for _, f := range l.tx.ctlQueue {
+		l.n.bufs.put(f.buf)
 	}
 	l.tx.ctlQueue = nil
 	for _, f := range l.rx.ctlHeld {
@@ -210,15 +224,19 @@ func (l *link) release() {
 	l.rx.ctlHeld = nil
 }
 
-// quality returns the smoothed round trip and the recent resend fraction.
-func (l *link) quality() (time.Duration, float64) {
+// quality returns the smoothed round trip, the recent resend fraction
+// (loss out) and the recent fraction of the neighbour's frames missing at
+// their first sending (loss in).
+func (l *link) quality() (srtt time.Duration, lossOut, lossIn float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	loss := 0.0
 	if l.tx.sent > 0 {
-		loss = l.tx.resent / l.tx.sent
+		lossOut = l.tx.resent / l.tx.sent
 	}
-	return l.tx.srtt, loss
+	if l.rx.span > 0 {
+		lossIn = l.rx.gaps / l.rx.span
+	}
+	return l.tx.srtt, lossOut, lossIn
 }
 
 // decay ages the loss counters; called once per hello interval.
@@ -226,5 +244,7 @@ func (l *link) decay() {
 	l.mu.Lock()
 	l.tx.sent *= 0.5
 	l.tx.resent *= 0.5
+	l.rx.span *= 0.5
+	l.rx.gaps *= 0.5
 	l.mu.Unlock()
 }

@@ -116,6 +116,7 @@ func (l *link) receiveData(bp *[]byte) {
 	}
 	l.skipToLocked(h.Base)
 	s := h.Seq
+	edge := max(l.rx.top, l.rx.cum) // the first sequence number not yet reached
 	fresh, now := false, false
 	switch {
 	case s < l.rx.cum || (s < l.rx.cum+l.win && l.seenLocked(s)):
@@ -134,6 +135,10 @@ func (l *link) receiveData(bp *[]byte) {
 	}
 	if fresh && s > max(l.rx.top, l.rx.cum) {
 		now = true // a new gap: the sender learns of a loss sooner
+	}
+	if fresh && s >= edge {
+		l.rx.span += float64(s + 1 - edge)
+		l.rx.gaps += float64(s - edge)
 	}
 	l.rx.top = max(l.rx.top, s+1, l.rx.cum)
 	routing := fresh && h.DstPort == RoutingPort && h.Dst == l.n.sid

@@ -13,7 +13,10 @@ package mesh
 // since first copies go out in sequence order, marks lost a frame sent
 // before one that arrived; flush resends those, and frames whose timer ran
 // out, up to MaxAttempts; then a frame is given up and a SKIP tells the
-// neighbour not to wait for it.
+// neighbour not to wait for it. A frame with a budget (WriteToWithin) is
+// stamped with what remains of it at each transmission, and is given up
+// (counted Late) instead of sent or resent once nothing would remain when
+// it arrived (budget.go).
 
 import (
 	"errors"
@@ -47,19 +50,20 @@ const maxCtlQueue = 64
 // (as relayed data is) routes would expire under load, in the middle of
 // the transfer that filled the queue.
 func (l *link) enqueueControl(bp *[]byte) error {
-	return l.push(&l.tx.ctlQueue, maxCtlQueue, bp)
+	return l.push(&l.tx.ctlQueue, maxCtlQueue, txFrame{buf: bp})
 }
 
 // enqueueRelay queues a relayed DATA frame. It runs on the read loop, so
 // it never waits: a full queue drops the frame (errQueueFull), and the
-// frame always goes through the queue, written by the link goroutine.
-func (l *link) enqueueRelay(bp *[]byte) error {
-	return l.push(&l.tx.queue, l.n.cfg.LinkQueue, bp)
+// frame always goes through the queue, written by the link goroutine. due
+// is the frame's delivery deadline (zero: none).
+func (l *link) enqueueRelay(bp *[]byte, due time.Time) error {
+	return l.push(&l.tx.queue, l.n.cfg.LinkQueue, txFrame{buf: bp, due: due})
 }
 
-// push appends bp to q (a queue of tx) unless it holds limit frames or the
+// push appends f to q (a queue of tx) unless it holds limit frames or the
 // link is dead, and kicks the link goroutine.
-func (l *link) push(q *[]*[]byte, limit int, bp *[]byte) error {
+func (l *link) push(q *[]txFrame, limit int, f txFrame) error {
 	l.mu.Lock()
 	switch {
 	case l.dead:
@@ -69,7 +73,7 @@ func (l *link) push(q *[]*[]byte, limit int, bp *[]byte) error {
 		l.mu.Unlock()
 		return errQueueFull
 	}
-	*q = append(*q, bp)
+	*q = append(*q, f)
 	l.mu.Unlock()
 	l.kick()
 	return nil
@@ -77,18 +81,29 @@ func (l *link) push(q *[]*[]byte, limit int, bp *[]byte) error {
 
 // enqueueLocal queues a DATA frame of a local sender, waiting for room in
 // the queue until deadline (os.ErrDeadlineExceeded) or closed
-// (net.ErrClosed) is closed.
-func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error {
+// (net.ErrClosed) is closed. A frame with a budget (due not zero) waits no
+// longer than due, and is dropped (errLate, counted) when nothing of its
+// budget would remain when it arrived.
+func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan struct{}) error {
+	var expire <-chan time.Time
 	l.mu.Lock()
 	for len(l.tx.queue) >= l.n.cfg.LinkQueue && !l.dead {
 		ch := l.tx.space
 		l.mu.Unlock()
+		if expire == nil && !due.IsZero() {
+			t := time.NewTimer(time.Until(due))
+			defer t.Stop()
+			expire = t.C
+		}
 		select {
 		case <-ch:
 		case <-deadline:
 			return os.ErrDeadlineExceeded
 		case <-closed:
 			return net.ErrClosed
+		case <-expire:
+			l.n.stats.late.Add(1)
+			return errLate
 		}
 		l.mu.Lock()
 	}
@@ -98,7 +113,7 @@ func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error 
 	}
 	burst := l.burstLocked() // udp_batch.go: queued, the link goroutine writes a burst in batches
 	if burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
-		l.tx.queue = append(l.tx.queue, bp)
+		l.tx.queue = append(l.tx.queue, txFrame{buf: bp, due: due})
 		l.mu.Unlock()
 		l.kick()
 		return nil
@@ -112,7 +127,7 @@ func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error 
 	if l.dead || burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
 		dead := l.dead
 		if !dead {
-			l.tx.queue = append(l.tx.queue, bp)
+			l.tx.queue = append(l.tx.queue, txFrame{buf: bp, due: due})
 		}
 		l.mu.Unlock()
 		l.sendMu.Unlock()
@@ -122,9 +137,16 @@ func (l *link) enqueueLocal(bp *[]byte, deadline, closed <-chan struct{}) error 
 		l.kick()
 		return nil
 	}
+	now := time.Now()
+	if !l.stampLocked(*bp, due, now) {
+		l.mu.Unlock()
+		l.sendMu.Unlock()
+		l.n.stats.late.Add(1)
+		return errLate
+	}
 	s := l.tx.nextSeq
 	l.tx.nextSeq++
-	l.tx.ring[s%l.win] = txEntry{buf: bp, sentAt: time.Now(), tries: 1}
+	l.tx.ring[s%l.win] = txEntry{buf: bp, due: due, sentAt: now, tries: 1}
 	wire.PutLinkFields(*bp, l.n.epoch, s, l.tx.base)
 	l.tx.sent++
 	if l.tx.nextTimer.IsZero() {
@@ -197,9 +219,18 @@ func (l *link) flush() {
 		l.buildAckLocked(&l.rx.flushAck)
 	}
 	epoch := l.n.epoch
-	skip := false
-	resend := func(s uint64, e *txEntry) {
+	gaveUp := false
+	// resend sends e again, or gives it up (Late) when its budget is
+	// spent: a frame with a budget is resent only while some would remain
+	// when it arrived.
+	resend := func(s uint64, e *txEntry) bool {
 		e.lost = false
+		if !l.stampLocked(*e.buf, e.due, now) {
+			e.done = true
+			gaveUp = true
+			l.n.stats.late.Add(1)
+			return false
+		}
 		e.tries++
 		e.sentAt = now
 		wire.PutLinkFields(*e.buf, epoch, s, l.tx.base)
@@ -207,6 +238,7 @@ func (l *link) flush() {
 		l.tx.resent++
 		l.tx.sent++
 		l.n.stats.retransmits.Add(1)
+		return true
 	}
 	for _, s := range l.tx.lostList {
 		if s >= l.tx.base && s < l.tx.nextSeq {
@@ -216,8 +248,9 @@ func (l *link) flush() {
 		}
 	}
 	l.tx.lostList = l.tx.lostList[:0]
-	if !l.tx.nextTimer.IsZero() && !now.Before(l.tx.nextTimer) {
-		gaveUp, expired := false, 0
+	fired := !l.tx.nextTimer.IsZero() && !now.Before(l.tx.nextTimer)
+	if fired {
+		expired := 0
 		for s := l.tx.base; s < l.tx.nextSeq && expired < maxTimerResends; s++ {
 			e := &l.tx.ring[s%l.win]
 			if e.done || now.Before(l.deadlineLocked(e)) {
@@ -229,28 +262,36 @@ func (l *link) flush() {
 				l.n.stats.abandoned.Add(1)
 				continue
 			}
-			resend(s, e)
-			l.n.stats.timeouts.Add(1)
-			expired++
+			if resend(s, e) {
+				l.n.stats.timeouts.Add(1)
+				expired++
+			}
 		}
 		if expired > 0 {
 			l.tx.backoff++
 		}
-		if gaveUp {
-			l.advanceLocked()
-			l.tx.skipDue = true
-		}
-		if l.tx.skipDue && l.tx.peerCum >= l.tx.base {
-			l.tx.skipDue = false
-		}
-		skip = l.tx.skipDue
 	}
-	first := func(b *[]byte) {
+	if gaveUp {
+		l.advanceLocked()
+		l.tx.skipDue = true
+	}
+	if l.tx.skipDue && l.tx.peerCum >= l.tx.base {
+		l.tx.skipDue = false
+	}
+	// A SKIP goes out when frames were given up, and again at each expiry
+	// of the timer until the neighbour's ACK shows it went past them.
+	skip := l.tx.skipDue && (fired || gaveUp)
+	first := func(f txFrame) {
+		if !l.stampLocked(*f.buf, f.due, now) {
+			l.tx.free = append(l.tx.free, f.buf) // spent waiting for the window
+			l.n.stats.late.Add(1)
+			return
+		}
 		s := l.tx.nextSeq
 		l.tx.nextSeq++
-		l.tx.ring[s%l.win] = txEntry{buf: b, sentAt: now, tries: 1}
-		wire.PutLinkFields(*b, epoch, s, l.tx.base)
-		out = append(out, b)
+		l.tx.ring[s%l.win] = txEntry{buf: f.buf, due: f.due, sentAt: now, tries: 1}
+		wire.PutLinkFields(*f.buf, epoch, s, l.tx.base)
+		out = append(out, f.buf)
 		l.tx.sent++
 	}
 	// New frames wait until the link is keyed and the neighbour holds
@@ -258,7 +299,7 @@ func (l *link) flush() {
 	ready := l.nb.ready()
 	for ready && len(l.tx.ctlQueue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
 		first(l.tx.ctlQueue[0])
-		l.tx.ctlQueue[0] = nil
+		l.tx.ctlQueue[0] = txFrame{}
 		l.tx.ctlQueue = l.tx.ctlQueue[1:]
 	}
 	if len(l.tx.ctlQueue) == 0 {
@@ -266,7 +307,7 @@ func (l *link) flush() {
 	}
 	for ready && len(l.tx.queue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
 		first(l.tx.queue[0])
-		l.tx.queue[0] = nil
+		l.tx.queue[0] = txFrame{}
 		l.tx.queue = l.tx.queue[1:]
 		if len(l.tx.queue) == 0 || len(l.tx.queue) == l.n.cfg.LinkQueue-1 {
 			close(l.tx.space)

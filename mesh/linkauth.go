@@ -210,7 +210,13 @@ func (n *Node) sendLink(nb *neighbour, frame []byte, to net.Addr) error {
 	if k == nil {
 		return errNoLinkKey
 	}
-	return n.send(k.seal(frame, nb.txCtr.Add(1)), to)
+	b := k.seal(frame, nb.txCtr.Add(1))
+	if err := n.send(b, to); err != nil {
+		return err
+	}
+	nb.framesOut.Add(1)
+	nb.bytesOut.Add(uint64(len(b)))
+	return nil
 }
 
 // confirm marks k, nb's keys, as held by the neighbour too; the first

@@ -53,6 +53,12 @@ type neighbour struct {
 
 	verifyBucket *ratelimit.Bucket // signatures checked for it
 	originBucket *ratelimit.Bucket // new origins it introduces
+
+	// Traffic of the link: authenticated frames (DATA, ACK, SKIP, PROBE,
+	// PROBEACK) whole, trailer included, counted where they are written
+	// (sendLink) and read (handleLink). Hellos are not counted.
+	bytesIn, bytesOut   atomic.Uint64
+	framesIn, framesOut atomic.Uint64
 }
 
 func (nb *neighbour) heard() { nb.lastHeard.Store(time.Now().UnixNano()) }
@@ -254,24 +260,33 @@ type Neighbour struct {
 	Addr      net.Addr
 	MTU       int           // largest frame known to pass the link, less the authentication trailer
 	SRTT      time.Duration // smoothed per-hop round trip
-	Loss      float64       // fraction of frames sent that needed resending, recent
+	Loss      float64       // fraction of frames sent that needed resending, recent (loss out)
+	LossIn    float64       // fraction of the neighbour's DATA frames missing at their first sending (gaps in sequence numbers), recent
 	Delivery  float64       // fraction of hellos that get through, both ways multiplied
 	Cost      int           // routing cost of the link: 256 when clean
 	LastHeard time.Time
 	Up        time.Time
+
+	// Link traffic since the neighbour came up: authenticated frames
+	// (DATA, ACK, SKIP, PROBE, PROBEACK; not hellos) and their bytes as
+	// datagrams, authentication trailer included.
+	BytesIn, BytesOut   uint64
+	FramesIn, FramesOut uint64
 }
 
 // Neighbours lists the directly heard nodes, by SID.
 func (n *Node) Neighbours() []Neighbour {
 	var out []Neighbour
 	for _, nb := range n.neighbours() {
-		srtt, loss := nb.link.quality()
+		srtt, loss, lossIn := nb.link.quality()
 		delivery, cost := n.router.linkInfo(nb)
 		nb.mu.Lock()
 		out = append(out, Neighbour{
-			SID: nb.sid, Addr: nb.addr, MTU: int(nb.mtu.Load()), SRTT: srtt, Loss: loss,
+			SID: nb.sid, Addr: nb.addr, MTU: int(nb.mtu.Load()), SRTT: srtt, Loss: loss, LossIn: lossIn,
 			Delivery: delivery, Cost: cost,
 			LastHeard: time.Unix(0, nb.lastHeard.Load()), Up: nb.since,
+			BytesIn: nb.bytesIn.Load(), BytesOut: nb.bytesOut.Load(),
+			FramesIn: nb.framesIn.Load(), FramesOut: nb.framesOut.Load(),
 		})
 		nb.mu.Unlock()
 	}

@@ -382,7 +382,7 @@ func (n *Node) handle(bp *[]byte, from net.Addr) {
 		// anyone, plainly: the answer is smaller than the probe, and no
 		// node takes a plain PROBEACK for a link's MTU.
 		n.send(wire.AppendProbeAck(nil, id, size), from)
-	case wire.TypeData, wire.TypeAck, wire.TypeSkip, wire.TypeProbeAck:
+	case wire.TypeData, wire.TypeDataBudget, wire.TypeAck, wire.TypeSkip, wire.TypeProbeAck:
 		if n.neighbourAt(from) != nil {
 			n.stats.unauthenticated.Add(1)
 		} else {
@@ -399,8 +399,10 @@ func (n *Node) handle(bp *[]byte, from net.Addr) {
 func (n *Node) handleLink(nb *neighbour, bp *[]byte, typ byte, size int) {
 	b := *bp
 	nb.heard()
+	nb.framesIn.Add(1)
+	nb.bytesIn.Add(uint64(size))
 	switch typ {
-	case wire.TypeData:
+	case wire.TypeData, wire.TypeDataBudget:
 		nb.link.receiveData(bp)
 		return // receiveData owns bp
 	case wire.TypeAck:

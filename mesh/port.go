@@ -8,7 +8,8 @@ package mesh
 // frame to this node goes straight to deliver (relay.go). Frames for a bound
 // port arrive in its queue from deliver, in the order the links received
 // them (a frame behind a lost one is not held back), and ReadFrom takes them
-// off.
+// off. WriteToWithin does the same with a TypeDataBudget frame, whose budget
+// every hop spends (budget.go).
 
 import (
 	"errors"
@@ -30,12 +31,18 @@ const DefaultTTL = 32
 const firstEphemeralPort = 32768
 
 // MaxPayload is the largest MDP payload on any link: a datagram less the
-// DATA header and the authentication trailer.
-const MaxPayload = maxDatagram - wire.AuthLen - wire.DataHeaderLen
+// DATA header, the budget of a WriteToWithin frame (so that both writes
+// take the same payloads) and the authentication trailer.
+const MaxPayload = maxDatagram - wire.AuthLen - dataOverhead
+
+// dataOverhead is the room a DATA frame's header takes out of a link's MTU,
+// for WriteTo and WriteToWithin alike.
+const dataOverhead = wire.DataHeaderLen + wire.BudgetLen
 
 type datagram struct {
 	src Addr
 	bp  *[]byte
+	off int // where the payload starts in *bp
 }
 
 // PacketConn is a bound MDP port. It implements net.PacketConn with Addr
@@ -125,7 +132,7 @@ func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 	select {
 	case d := <-c.q:
-		k := copy(p, (*d.bp)[wire.DataHeaderLen:])
+		k := copy(p, (*d.bp)[d.off:])
 		c.n.bufs.put(d.bp)
 		return k, d.src, nil
 	case <-c.done:
@@ -184,6 +191,26 @@ func (e *pathError) TooLarge() bool { return !e.noRoute }
 // WriteTo sends p to addr (an Addr). It waits while the next hop's queue is
 // full; unreachable destinations give ErrNoRoute, oversized ones ErrTooLarge.
 func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	return c.write(p, addr, 0, false)
+}
+
+// WriteToWithin sends p like WriteTo, but the datagram may be delivered
+// only within budget of now: each hop spends from the budget the time it
+// held the frame plus the link's one-way delay estimate, resends it only
+// while budget remains, and drops it (counted) when the budget runs out.
+//
+// A datagram dropped for its deadline is counted in Stats.Late of the node
+// that dropped it and is not an error of the write (as a datagram lost on
+// the way is not), even when that node is this one: a budget of zero or
+// less, or one spent waiting for room in the next hop's queue. Budgets are
+// carried in microseconds, up to about 71 minutes (longer ones are cut to
+// that).
+func (c *PacketConn) WriteToWithin(p []byte, addr net.Addr, budget time.Duration) (int, error) {
+	return c.write(p, addr, budget, true)
+}
+
+// write is WriteTo, or WriteToWithin when timed.
+func (c *PacketConn) write(p []byte, addr net.Addr, budget time.Duration, timed bool) (int, error) {
 	a, ok := AddrOf(addr)
 	if !ok {
 		return 0, fmt.Errorf("mesh: write to %v: not an MDP address", addr)
@@ -194,8 +221,17 @@ func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	default:
 	}
 	n := c.n
-	bp := n.bufs.get(wire.DataHeaderLen + len(p))
-	h := wire.DataHeader{TTL: DefaultTTL, Dst: a.SID, Src: n.sid, DstPort: a.Port, SrcPort: c.port}
+	var due time.Time
+	if timed {
+		if budget < time.Microsecond {
+			n.stats.late.Add(1)
+			return len(p), nil
+		}
+		due = time.Now().Add(budget)
+	}
+	h := wire.DataHeader{TTL: DefaultTTL, Dst: a.SID, Src: n.sid, DstPort: a.Port, SrcPort: c.port,
+		Timed: timed, Budget: budgetMicros(budget)}
+	bp := n.bufs.get(h.Len() + len(p))
 	b := wire.AppendData((*bp)[:0], &h)
 	*bp = append(b, p...)
 	if a.SID == n.sid {
@@ -208,12 +244,15 @@ func (c *PacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		n.stats.noRoute.Add(1)
 		return 0, n.noRouteError(a.SID)
 	}
-	if len(*bp) > mtu {
+	if len(p) > mtu-dataOverhead {
 		n.bufs.put(bp)
-		return 0, fmt.Errorf("mesh: write %d bytes to %s: %w (max %d)", len(p), a.SID.Short(), ErrTooLarge, mtu-wire.DataHeaderLen)
+		return 0, fmt.Errorf("mesh: write %d bytes to %s: %w (max %d)", len(p), a.SID.Short(), ErrTooLarge, mtu-dataOverhead)
 	}
-	if err := nb.link.enqueueLocal(bp, c.wd.Done(), c.done); err != nil {
+	if err := nb.link.enqueueLocal(bp, due, c.wd.Done(), c.done); err != nil {
 		n.bufs.put(bp)
+		if errors.Is(err, errLate) {
+			return len(p), nil
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {
 			select {
 			case <-c.done:
@@ -246,7 +285,7 @@ func (n *Node) maxPayload(sid identity.SID) int {
 	}
 	_, mtu := n.router.nextHop(sid)
 	if mtu == 0 {
-		return baseMTU - wire.DataHeaderLen
+		return baseMTU - dataOverhead
 	}
-	return mtu - wire.DataHeaderLen
+	return mtu - dataOverhead
 }

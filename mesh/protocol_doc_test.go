@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/servald/servald/internal/protodoc"
+	"github.com/servald/servald/mesh/internal/wire"
 )
 
 // TestProtocolDocConstants: the constants docs/PROTOCOL.md quotes for the
@@ -33,8 +34,14 @@ func TestProtocolDocConstants(t *testing.T) {
 		fmt.Sprintf("only when d is %g past the bound and has stayed in the new class for %d hello intervals", costHysteresis, costSettle),
 		fmt.Sprintf("only if that one is at least %d%% cheaper", 100-400/hysteresisQuarters),
 		fmt.Sprintf("A full table goes to each neighbour every %d hello intervals", dumpEvery),
-		fmt.Sprintf("entries not refreshed for %d intervals expire", advertHold),
+		fmt.Sprintf("than %d bytes a second (entries without signatures counted)", dumpBudget),
+		fmt.Sprintf("intervals: entries heard in it live that long unrefreshed (at least %d", advertHold),
+		fmt.Sprintf("hello intervals, at most %d min), then expire", int(maxHold.Minutes())),
+		fmt.Sprintf("and again every %d hello intervals, or every %d full tables", originEvery, originDumps),
+		fmt.Sprintf("message = version=%d (1)", wire.RouteVersion),
 		fmt.Sprintf("avoided for %d s, twice as long (up to %d min)", int(failHold.Seconds()), int(maxFailHold.Minutes())),
 		fmt.Sprintf("at most %d. They are local", maxFailMarks),
+		fmt.Sprintf("link MTU − %d (the DATA header) − %d bytes", wire.DataHeaderLen, wire.BudgetLen),
+		fmt.Sprintf("| %d | DATA+BUDGET | as DATA, then budget (%d: microseconds left)", wire.TypeDataBudget, wire.BudgetLen),
 	)
 }

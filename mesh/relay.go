@@ -11,8 +11,15 @@ package mesh
 // any other has its TTL lowered and is queued on the link of the next hop
 // towards its destination (dropped when there is none, it is too large for
 // that path, or that link's queue is full: the read loop never waits).
+// A frame with a budget (TypeDataBudget) that arrives with none left is
+// dropped (Late); one relayed carries its budget on as a local deadline
+// (budget.go).
 
-import "github.com/servald/servald/mesh/internal/wire"
+import (
+	"time"
+
+	"github.com/servald/servald/mesh/internal/wire"
+)
 
 // deliver hands a frame on, to a local port or to the next hop.
 // It owns bp.
@@ -22,6 +29,15 @@ func (n *Node) deliver(bp *[]byte) {
 		n.stats.malformed.Add(1)
 		n.bufs.put(bp)
 		return
+	}
+	var due time.Time
+	if h.Timed {
+		if h.Budget == 0 {
+			n.stats.late.Add(1)
+			n.bufs.put(bp)
+			return
+		}
+		due = time.Now().Add(time.Duration(h.Budget) * time.Microsecond)
 	}
 	if h.Dst == n.sid {
 		n.mu.RLock()
@@ -36,7 +52,7 @@ func (n *Node) deliver(bp *[]byte) {
 			return
 		}
 		select {
-		case c.q <- datagram{src: Addr{SID: h.Src, Port: h.SrcPort}, bp: bp}:
+		case c.q <- datagram{src: Addr{SID: h.Src, Port: h.SrcPort}, bp: bp, off: h.Len()}:
 			n.stats.delivered.Add(1)
 		default:
 			n.stats.portDrops.Add(1)
@@ -59,7 +75,7 @@ func (n *Node) deliver(bp *[]byte) {
 		n.stats.tooBig.Add(1)
 		n.bufs.put(bp)
 	default:
-		if err := nb.link.enqueueRelay(bp); err != nil {
+		if err := nb.link.enqueueRelay(bp, due); err != nil {
 			n.stats.relayDrops.Add(1)
 			n.bufs.put(bp)
 			return

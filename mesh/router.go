@@ -30,6 +30,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/servald/servald/identity"
@@ -40,13 +41,27 @@ import (
 const RoutingPort = 2
 
 const (
-	// dumpEvery is how many hello intervals pass between full tables.
+	// dumpEvery is the least number of hello intervals between full tables.
 	dumpEvery = 12
-	// advertHold is how many hello intervals an entry heard lives unrefreshed.
+	// dumpBudget: full tables to every neighbour together cost a node at
+	// most this many bytes per second (counting entries without
+	// signatures); a bigger table goes out less often (dumpInterval).
+	dumpBudget = 512
+	// advertHold is the least number of hello intervals an entry heard
+	// lives unrefreshed; a neighbour whose tables are further apart says
+	// so in its messages' Hold.
 	advertHold = 3*dumpEvery + dumpEvery/2
+	// maxHold caps the Hold a neighbour may ask for.
+	maxHold = 30 * time.Minute
 	// originEvery: a node issues a new sequence number this often (hello
-	// intervals) even if nobody asks.
+	// intervals) even if nobody asks, or every originDumps full tables
+	// when those are further apart.
 	originEvery = 60
+	originDumps = 5
+	// ihuStep: between full tables, a neighbour hears how well its hellos
+	// arrive only when that moved by this much (of 255) since it last
+	// heard: a clean link's IHU costs nothing between tables.
+	ihuStep = 3
 	// qualityAlpha is the weight of one hello interval in link quality.
 	qualityAlpha = 1.0 / 16
 	// sigEvery: every this many full tables, signatures are sent again even
@@ -66,6 +81,7 @@ type advert struct {
 	hops   uint8
 	mtu    int
 	at     time.Time
+	hold   time.Duration // how long it lives unrefreshed
 }
 
 type route struct {
@@ -90,6 +106,7 @@ type linkQuality struct {
 	ewma float64 // hellos per interval, smoothed
 	din  float64 // fraction of its hellos we hear
 	dout float64 // fraction of our hellos it hears (its IHU)
+	sent uint8   // the IHU it last had from us (255 at first, as it assumes)
 	cost uint32  // the cost in use; moves only on a clear change
 	want uint32  // the cost the last ticks pointed to, when not cost
 	for_ int     // ticks in a row that pointed to want
@@ -152,19 +169,22 @@ func (q *linkQuality) update() bool {
 type router struct {
 	n *Node
 
-	mu       sync.Mutex
-	routes   map[identity.SID]*route                 // guarded by mu
-	adverts  map[*neighbour]map[identity.SID]*advert // guarded by mu
-	quality  map[*neighbour]*linkQuality             // guarded by mu
-	sentSeq  map[*neighbour]map[identity.SID]uint64  // signatures each neighbour has; guarded by mu
-	selfSeq  uint64                                  // guarded by mu
-	selfSig  [identity.SignatureLen]byte             // guarded by mu
-	ticks    int                                     // guarded by mu
-	lastBump time.Time                               // guarded by mu
-	pending  bool                                    // a triggered update is due; guarded by mu
-	changed  bool                                    // a route appeared or moved; guarded by mu
-	requests []wire.SeqRequest                       // to send; guarded by mu
-	reqTo    map[*neighbour][]wire.SeqRequest        // requests forwarded to one neighbour; guarded by mu
+	mu      sync.Mutex
+	routes  map[identity.SID]*route                 // guarded by mu
+	adverts map[*neighbour]map[identity.SID]*advert // guarded by mu
+	quality map[*neighbour]*linkQuality             // guarded by mu
+	sentSeq map[*neighbour]map[identity.SID]uint64  // signatures each neighbour has; guarded by mu
+	selfSeq uint64                                  // guarded by mu
+	selfSig [identity.SignatureLen]byte             // guarded by mu
+	ticks   int                                     // guarded by mu
+	// Full tables and re-origination, in ticks (dumpInterval).
+	dumpTicks, nextDump, dumps, nextOrigin int                              // guarded by mu
+	hold                                   atomic.Uint32                    // the Hold our messages carry, s
+	lastBump                               time.Time                        // guarded by mu
+	pending                                bool                             // a triggered update is due; guarded by mu
+	changed                                bool                             // a route appeared or moved; guarded by mu
+	requests                               []wire.SeqRequest                // to send; guarded by mu
+	reqTo                                  map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
 
 	// Next hops that did not carry traffic (avoid.go).
 	failing           map[failKey]*failMark // guarded by mu
@@ -186,7 +206,10 @@ func newRouter(n *Node) *router {
 		failing:  map[failKey]*failMark{},
 		failHold: failHold,
 		now:      time.Now,
+
+		dumpTicks: dumpEvery, nextDump: dumpEvery, nextOrigin: originEvery,
 	}
+	r.setHoldLocked()
 	r.originate(uint64(time.Now().UnixNano()))
 	return r
 }
@@ -204,7 +227,7 @@ func (r *router) originate(seq uint64) {
 func (r *router) neighbourUpUnderNodeMu(nb *neighbour) {
 	r.mu.Lock()
 	r.adverts[nb] = map[identity.SID]*advert{}
-	q := &linkQuality{din: 1, dout: 1, ewma: 1}
+	q := &linkQuality{din: 1, dout: 1, ewma: 1, sent: 255}
 	q.update()
 	r.quality[nb] = q
 	r.sentSeq[nb] = map[identity.SID]uint64{}
@@ -485,7 +508,10 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 		if rt == nil {
 			fresh++
 		}
-		if !e.HasSig || (rt != nil && rt.seq == e.Seq && rt.sig == e.Sig) {
+		// Nothing to verify: no signature, one verified before, or an
+		// older sequence number than one verified (the origin exists, and
+		// an older number only makes the entry less feasible).
+		if !e.HasSig || (rt != nil && (e.Seq < rt.seq || rt.seq == e.Seq && rt.sig == e.Sig)) {
 			state[i] = ok
 		}
 	}
@@ -512,7 +538,7 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 			state[i] = skip
 		}
 	}
-	now := time.Now()
+	now, hold := time.Now(), r.holdOf(&m)
 	r.mu.Lock()
 	ads = r.adverts[nb]
 	if ads == nil { // the neighbour went away meanwhile
@@ -548,7 +574,7 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 		if e.Seq < rt.fdSeq && rt.fdSet {
 			r.n.stats.staleRoute.Add(1)
 		}
-		ads[e.Origin] = &advert{seq: e.Seq, metric: e.Metric, hops: e.Hops, mtu: max(int(e.MTU), baseMTU), at: now}
+		ads[e.Origin] = &advert{seq: e.Seq, metric: e.Metric, hops: e.Hops, mtu: max(int(e.MTU), baseMTU), at: now, hold: hold}
 		r.recomputeLocked(rt)
 	}
 	for _, q := range m.Requests {
@@ -628,7 +654,7 @@ func (r *router) tick() {
 	}
 	for nb, ads := range r.adverts {
 		for o, ad := range ads {
-			if now.Sub(ad.at) > advertHold*r.n.cfg.HelloInterval {
+			if now.Sub(ad.at) > ad.hold {
 				delete(ads, o)
 				if rt := r.routes[o]; rt != nil && rt.via == nb {
 					r.recomputeLocked(rt)
@@ -642,11 +668,19 @@ func (r *router) tick() {
 			delete(r.routes, o)
 		}
 	}
-	if r.ticks%originEvery == 0 {
+	if r.ticks >= r.nextOrigin {
 		r.originate(max(r.selfSeq+1, uint64(now.UnixNano())))
+		r.nextOrigin = r.ticks + max(originEvery, originDumps*r.dumpTicks)
 	}
-	dump := r.ticks%dumpEvery == 0
-	sigs := r.ticks%(dumpEvery*sigEvery) == 0
+	dump := r.ticks >= r.nextDump
+	sigs := false
+	if dump {
+		r.dumps++
+		sigs = r.dumps%sigEvery == 0
+		r.dumpTicks = r.dumpInterval(len(nbs))
+		r.nextDump = r.ticks + r.dumpTicks
+		r.setHoldLocked()
+	}
 	r.unlockAndNotify()
 	for _, nb := range nbs {
 		if dump {
@@ -655,6 +689,29 @@ func (r *router) tick() {
 			r.sendIHU(nb)
 		}
 	}
+}
+
+// dumpInterval is the number of hello intervals until the next full table:
+// dumpEvery, or more when full tables to nbs neighbours would cost more than
+// dumpBudget bytes a second; at most twice the last interval, which the
+// neighbours' holds were sized for. Called with r.mu held.
+func (r *router) dumpInterval(nbs int) int {
+	table := float64((len(r.routes) + 1) * wire.RouteEntryLen * nbs)
+	want := int(math.Ceil(table / dumpBudget / r.n.cfg.HelloInterval.Seconds()))
+	return min(max(want, dumpEvery), 2*r.dumpTicks)
+}
+
+// setHoldLocked sets the Hold our messages carry: 3.5 full-table intervals.
+// Called with r.mu held.
+func (r *router) setHoldLocked() {
+	d := time.Duration(3*r.dumpTicks+r.dumpTicks/2) * r.n.cfg.HelloInterval
+	r.hold.Store(uint32(min(math.Ceil(d.Seconds()), math.MaxUint16)))
+}
+
+// holdOf is how long entries heard in m live unrefreshed: its Hold, at most
+// maxHold, at least advertHold intervals.
+func (r *router) holdOf(m *wire.RouteMsg) time.Duration {
+	return max(min(time.Duration(m.Hold)*time.Second, maxHold), advertHold*r.n.cfg.HelloInterval)
 }
 
 // flushTriggered sends routes marked dirty and pending requests to every
@@ -734,9 +791,13 @@ func (r *router) entryLocked(nb *neighbour, rt *route, forceSig bool) wire.Route
 // ihuLocked adds to m how well nb's hellos arrive. Called with r.mu held.
 func (r *router) ihuLocked(nb *neighbour, m *wire.RouteMsg) {
 	if q := r.quality[nb]; q != nil {
-		m.HasIHU, m.IHU = true, uint8(math.Round(q.din*255))
+		m.HasIHU, m.IHU = true, q.ihu()
+		q.sent = m.IHU
 	}
 }
+
+// ihu is din as an IHU byte.
+func (q *linkQuality) ihu() uint8 { return uint8(math.Round(q.din * 255)) }
 
 // sendTable sends nb every route we have.
 func (r *router) sendTable(nb *neighbour, sigs bool) {
@@ -757,11 +818,14 @@ func (r *router) sendTable(nb *neighbour, sigs bool) {
 	r.send(nb, m)
 }
 
-// sendIHU tells nb how well its hellos arrive.
+// sendIHU tells nb how well its hellos arrive, if that moved by ihuStep
+// since it last heard (full tables and triggered updates carry it too).
 func (r *router) sendIHU(nb *neighbour) {
 	r.mu.Lock()
 	m := &wire.RouteMsg{}
-	r.ihuLocked(nb, m)
+	if q := r.quality[nb]; q != nil && absDiff(q.ihu(), q.sent) >= ihuStep {
+		r.ihuLocked(nb, m)
+	}
 	r.mu.Unlock()
 	if m.HasIHU {
 		r.send(nb, m)
@@ -775,6 +839,7 @@ func (r *router) send(nb *neighbour, m *wire.RouteMsg) {
 	for first := true; first || len(entries) > 0; first = false {
 		part := *m
 		part.Entries = nil
+		part.Hold = uint16(r.hold.Load())
 		used := 0
 		for len(entries) > 0 {
 			sz := wire.RouteEntryLen
@@ -845,3 +910,6 @@ func (n *Node) Routes() []Route {
 	})
 	return out
 }
+
+// absDiff is |a - b|.
+func absDiff(a, b uint8) uint8 { return max(a, b) - min(a, b) }

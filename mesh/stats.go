@@ -18,7 +18,7 @@ type counters struct {
 	noRoute, tooBig          atomic.Uint64
 	badRoute, staleRoute     atomic.Uint64
 	routeLost, controlOut    atomic.Uint64
-	ackOut                   atomic.Uint64
+	ackOut, late             atomic.Uint64
 
 	cookiesOut, badCookie       atomic.Uint64
 	untrusted, addrTaken        atomic.Uint64
@@ -57,6 +57,7 @@ type Stats struct {
 	RoutesLost               uint64 // routes retracted for want of a feasible next hop
 	ControlBytesOut          uint64 // bytes of hellos, MTU probes and routing messages sent
 	AckBytesOut              uint64 // bytes of per-hop acknowledgements sent
+	Late                     uint64 // datagrams dropped because their deadline passed (WriteToWithin)
 
 	// Admission and bounds (docs/PROTOCOL.md, "Admission").
 	CookiesSent      uint64 // COOKIEs sent: hellos without a valid echo, answered with nothing else
@@ -95,7 +96,7 @@ func (n *Node) Stats() Stats {
 		NoRoute: c.noRoute.Load(), TooBig: c.tooBig.Load(),
 		BadRoute: c.badRoute.Load(), StaleRoute: c.staleRoute.Load(),
 		RoutesLost: c.routeLost.Load(), ControlBytesOut: c.controlOut.Load(),
-		AckBytesOut: c.ackOut.Load(),
+		AckBytesOut: c.ackOut.Load(), Late: c.late.Load(),
 
 		CookiesSent: c.cookiesOut.Load(), BadCookie: c.badCookie.Load(),
 		Untrusted: c.untrusted.Load(), AddrTaken: c.addrTaken.Load(),

@@ -79,7 +79,7 @@ func (b *sendBatch) reset() {
 // writeAll writes b's frames to to: with WriteBatch on bc, in order, each
 // frame attempted exactly once (a frame the kernel refuses is counted and
 // skipped, the ones after it still go), or one WriteTo each when bc is
-// nil. failed is called for each frame that could not be written. With
+// nil. failed is called for each frame that was not written. With
 // gso, runs of frames of one size (the last of a run may be shorter) go
 // as one message each that the kernel cuts into datagrams (UDP GSO): one
 // trip through the stack for up to maxSegments datagrams.
@@ -122,6 +122,9 @@ func (n *Node) writeAll(bc batchConn, b *sendBatch, to net.Addr, gso bool, faile
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				n.stats.writeErrors.Add(uint64(len(b.frames) - start))
+				for _, f := range b.frames[start:] {
+					failed(f, err)
+				}
 				break
 			}
 			// The message at sent is the one refused: one frame, or a
@@ -188,11 +191,20 @@ func (l *link) sendFrames(ack, skip []byte, out []*[]byte, to net.Addr) {
 	for _, f := range out {
 		b.add(k.seal(*f, l.nb.txCtr.Add(1)))
 	}
+	frames, bytes := len(b.frames), 0
+	for _, f := range b.frames {
+		bytes += len(f)
+	}
 	n.writeAll(n.batch, b, to, gsoSupported && !n.gsoOff.Load(), func(f []byte, err error) {
+		frames--
+		bytes -= len(f)
 		if errors.Is(err, syscall.EMSGSIZE) {
 			l.nb.lowerMTU(len(f) - wire.AuthLen)
 		}
 	})
+	// The link's traffic, as sendLink counts it: frames written, whole.
+	l.nb.framesOut.Add(uint64(frames))
+	l.nb.bytesOut.Add(uint64(bytes))
 	b.reset()
 	n.sendBatches.Put(b)
 }

@@ -12,7 +12,7 @@ import (
 type SessionInfo struct {
 	Peer      identity.SID `json:"peer"`
 	Remote    string       `json:"remote"`     // the peer's address (SID:port, or a split connection's)
-	LocalPort uint16       `json:"local_port"` // the MDP port of this end
+	LocalPort uint16       `json:"local_port"` // the listener's MDP port (a dialled session: the port dialled; instance reports the one bound)
 	Initiator bool         `json:"initiator"`  // this end dialled
 	Streams   int          `json:"streams"`    // streams open now
 

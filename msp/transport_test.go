@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/servald/servald/daemon"
 	"github.com/servald/servald/identity"
 	"github.com/servald/servald/internal/memnet"
 	"github.com/servald/servald/mesh"
@@ -21,7 +20,8 @@ import (
 )
 
 // The transports' write errors, however wrapped, are told apart by their
-// NoRoute and TooLarge methods; other errors are neither.
+// NoRoute and TooLarge methods; other errors are neither. (The daemon's
+// errors: daemon's TestRemoteErrorClasses; daemon imports msp.)
 func TestWriteErrorClasses(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
@@ -30,9 +30,6 @@ func TestWriteErrorClasses(t *testing.T) {
 	}{
 		{"mesh no route", fmt.Errorf("mesh: write: %w", mesh.ErrNoRoute), true, false},
 		{"mesh too large", fmt.Errorf("mesh: write: %w", mesh.ErrTooLarge), false, true},
-		{"daemon no route", fmt.Errorf("x: %w", &daemon.RemoteError{Code: "no-route", Msg: "no route"}), true, false},
-		{"daemon too large", &daemon.RemoteError{Code: "too-large", Msg: "too large"}, false, true},
-		{"daemon other", &daemon.RemoteError{Code: "error", Msg: "broken"}, false, false},
 		{"port in use", mesh.ErrPortInUse, false, false},
 		{"closed", net.ErrClosed, false, false},
 		{"nil", nil, false, false},

@@ -22,6 +22,7 @@ type startOptions struct {
 	node       nodeOptions
 	foreground bool
 	notifyFD   int
+	metrics    inst.MetricsOptions
 }
 
 func newStartCmd(g *globals) *cobra.Command {
@@ -44,6 +45,8 @@ returns once it answers.`,
 	fs.BoolVar(&o.foreground, "foreground", false, "run in this process until SIGINT/SIGTERM or servald stop")
 	fs.IntVar(&o.notifyFD, "notify-fd", 0, "file descriptor to write \"ok\" to once serving (used when detaching)")
 	fs.MarkHidden("notify-fd")
+	fs.StringVar(&o.metrics.Addr, "metrics", "", "serve Prometheus metrics at http://[HOST:]PORT/metrics (HOST 127.0.0.1 unless given: loopback)")
+	fs.BoolVar(&o.metrics.Pprof, "pprof", false, "also serve the Go profiler at /debug/pprof/ on the --metrics address")
 	o.node.addFlags(fs)
 	return cmd
 }
@@ -60,6 +63,9 @@ func (g *globals) daemonDir() (string, error) {
 func (o *startOptions) run(cmd *cobra.Command, g *globals) error {
 	dir, err := g.daemonDir()
 	if err != nil {
+		return err
+	}
+	if err := o.metrics.Check(!o.foreground); err != nil {
 		return err
 	}
 	if o.foreground {
@@ -89,13 +95,22 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 	if probes != nil {
 		defer probes.Close()
 	}
-	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger()})
+	srv, err := daemon.Listen(daemon.Config{Dir: dir, Node: node, Lock: lock, Logger: g.logger(), Peers: opts.PeersIn(dir), Version: versionString()})
 	if err != nil {
 		node.Close()
 		lock.Close()
 		return err
 	}
+	ms, err := inst.ServeMetrics(inst.DaemonSource(node, srv), o.metrics, g.logger())
+	if err != nil {
+		srv.Close()
+		node.Close()
+		lock.Close()
+		return err
+	}
+	defer ms.Close()
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", node.SID(), os.Getpid(), node.LocalAddr())
+	fmt.Fprint(g.stderr, ms.Notice())
 	if o.notifyFD > 0 {
 		if f := os.NewFile(uintptr(o.notifyFD), "notify"); f != nil {
 			f.WriteString("ok\n")
@@ -132,6 +147,7 @@ func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) e
 	}
 	defer c.Close()
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", c.SID(), c.PID(), c.UDPAddr())
+	fmt.Fprint(g.stderr, o.metrics.Notice())
 	return nil
 }
 
@@ -164,6 +180,7 @@ func (o *startOptions) childArgs(fs *pflag.FlagSet, g *globals, dir string) ([]s
 	if o.node.noEcho {
 		args = append(args, "--no-echo")
 	}
+	args = append(args, o.metrics.Args()...)
 	if fs.Changed("config") {
 		abs, err := filepath.Abs(o.node.config)
 		if err != nil {
@@ -191,40 +208,6 @@ func newStopCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(g.stderr, "servald: stopped (pid %d)\n", pid)
-			return nil
-		},
-	}
-}
-
-func newStatusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status",
-		Short: "Say whether this instance's daemon runs, and its SID, pid, UDP address and neighbours (exit 1 if it does not run)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := g.daemonDir()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), inst.DaemonTimeout)
-			defer cancel()
-			c, err := inst.DialDaemon(ctx, dir)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintln(out, "running")
-			fmt.Fprintf(out, "SID: %s\n", st.SID)
-			fmt.Fprintf(out, "pid: %d\n", st.PID)
-			fmt.Fprintf(out, "UDP: %s\n", st.UDP)
-			fmt.Fprintf(out, "neighbours: %d\n", st.Neighbours)
-			fmt.Fprintf(out, "routes: %d\n", st.Routes)
-			fmt.Fprintf(out, "uptime: %s\n", st.Uptime.Round(time.Second))
 			return nil
 		},
 	}

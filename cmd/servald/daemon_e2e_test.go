@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 type runningDaemon struct {
 	inst, sid, udp string
 	pid            int
+	notice         string // the line after the started line: where --metrics serves
 }
 
 var startedRe = regexp.MustCompile(`^servald: started, SID ([0-9A-F]{64}) pid (\d+) UDP (\S+)$`)
@@ -39,12 +41,13 @@ func startDaemon(t *testing.T, inst string, args ...string) *runningDaemon {
 	if out != "" {
 		t.Errorf("start wrote %q to stdout", out)
 	}
-	m := startedRe.FindStringSubmatch(strings.TrimSpace(errOut))
-	if m == nil {
+	started, notice, _ := strings.Cut(strings.TrimSpace(errOut), "\n")
+	m := startedRe.FindStringSubmatch(started)
+	if m == nil || (notice != "") != slices.Contains(args, "--metrics") {
 		t.Fatalf("start printed %q", errOut)
 	}
 	pid, _ := strconv.Atoi(m[2])
-	d := &runningDaemon{inst: inst, sid: m[1], pid: pid, udp: m[3]}
+	d := &runningDaemon{inst: inst, sid: m[1], pid: pid, udp: m[3], notice: notice}
 	t.Cleanup(func() {
 		if syscall.Kill(pid, 0) != nil {
 			return

@@ -35,8 +35,9 @@ func newKeyringCmd(g *globals) *cobra.Command {
 
 func newIDCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "id", Short: "Show identities"}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "self",
+	var asJSON bool
+	self := &cobra.Command{
+		Use:   "self [--json]",
 		Short: "Print this node's SID (creating the keyring on first use)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -44,10 +45,11 @@ func newIDCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), id.SID())
-			return nil
+			return inst.Print(cmd.OutOrStdout(), inst.SelfDoc(id.SID()), asJSON)
 		},
-	})
+	}
+	self.Flags().BoolVar(&asJSON, "json", false, jsonUsage)
+	cmd.AddCommand(self)
 	return cmd
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,15 +13,20 @@ import (
 	"github.com/servald/servald/mesh"
 )
 
+// jsonUsage is the help of --json on the query commands.
+const jsonUsage = "print one JSON object instead of text (fields: README.md, JSON output)"
+
 // meshCmdOptions are the options of the commands that look at the mesh.
 type meshCmdOptions struct {
 	node nodeOptions
 	wait time.Duration
+	json bool
 }
 
 func (o *meshCmdOptions) addFlags(cmd *cobra.Command) {
 	o.node.addFlags(cmd.Flags())
 	cmd.Flags().DurationVar(&o.wait, "wait", 3*time.Second, "without a daemon: longest time the node started for this command listens for neighbours and routes (it stops sooner once they have not changed for two hello intervals, 2s)")
+	cmd.Flags().BoolVar(&o.json, "json", false, jsonUsage)
 }
 
 // open reaches the mesh: through the daemon, which knows its neighbours
@@ -61,10 +65,7 @@ the node options and listens for at most --wait.`,
 				return err
 			}
 			defer a.Close()
-			out := cmd.OutOrStdout()
-			for _, r := range routes {
-				fmt.Fprintf(out, "%s hops=%d via=%s metric=%d\n", r.SID, r.Hops, r.NextHop.Short(), r.Metric)
-			}
+			inst.Print(cmd.OutOrStdout(), inst.PeersDoc(routes), o.json)
 			if len(routes) == 0 {
 				noRoutesHint(g.stderr, a)
 			}
@@ -123,25 +124,23 @@ Through the instance's daemon when it runs; otherwise a node is started with
 the node options and listens for at most --wait.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dot && o.json {
+				return usagef("--dot and --json are exclusive: give one")
+			}
 			a, routes, err := o.routes(cmd, g)
 			if err != nil {
 				return err
 			}
 			defer a.Close()
+			nbs, err := a.Neighbours()
+			if err != nil {
+				return err
+			}
 			if dot {
-				nbs, err := a.Neighbours()
-				if err != nil {
-					return err
-				}
 				inst.WriteDot(cmd.OutOrStdout(), a.Identity().SID(), routes, nbs)
 				return nil
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "DESTINATION\tNEXT HOP\tHOPS\tMETRIC\tMTU")
-			for _, r := range routes {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", r.SID, r.NextHop.Short(), r.Hops, r.Metric, r.MTU)
-			}
-			tw.Flush()
+			inst.Print(cmd.OutOrStdout(), inst.RoutesDoc(routes, nbs), o.json)
 			if len(routes) == 0 {
 				noRoutesHint(g.stderr, a)
 			}
@@ -196,16 +195,13 @@ options and listens for at most --wait before asking.`,
 			if err != nil {
 				return err
 			}
-			for _, ans := range answers {
-				fmt.Fprintln(cmd.OutOrStdout(), ans)
+			switch {
+			case len(answers) > 0:
+				return inst.Print(cmd.OutOrStdout(), inst.ServicesDoc(answers), o.json)
+			case name == "":
+				return fmt.Errorf("no node answered (%d asked)", len(routes)+1)
 			}
-			if len(answers) == 0 {
-				if name == "" {
-					return fmt.Errorf("no node answered (%d asked)", len(routes)+1)
-				}
-				return fmt.Errorf("no node answered for %s", name)
-			}
-			return nil
+			return fmt.Errorf("no node answered for %s", name)
 		},
 	}
 	find.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for answers")

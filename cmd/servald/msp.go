@@ -108,6 +108,7 @@ type listenOptions struct {
 	to      []string
 	service string
 	allow   []string
+	stats   time.Duration
 }
 
 func newListenCmd(g *globals) *cobra.Command {
@@ -127,6 +128,7 @@ func newListenCmd(g *globals) *cobra.Command {
 	fs.StringArrayVar(&o.to, "to", nil, "with --socks: allow destinations CIDR|HOST[:PORT|:LOW-HIGH] (repeatable; * for all)")
 	fs.StringVar(&o.service, "service", "", "answer service discovery for NAME")
 	fs.StringArrayVar(&o.allow, "allow", nil, "only this SID may connect (repeatable)")
+	fs.DurationVar(&o.stats, "stats", 0, statsUsage)
 	o.split.addFlags(fs, false)
 	o.node.addFlags(fs)
 	return cmd
@@ -164,6 +166,11 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
+	ts, err := startStats(cmd.Context(), g, o.stats)
+	if err != nil {
+		return err
+	}
+	defer ts.Stop() // after the listener closed
 	splitCfg, split, err := o.split.config(cmd.Flags(), false, g)
 	if err != nil {
 		return err
@@ -179,7 +186,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
-	lis, err := inst.Listen(node, port, msp.Config{Allow: allow, Logger: g.logger()})
+	lis, err := inst.Listen(node, port, msp.Config{Allow: allow, Logger: g.logger()}, ends.Shown(o.service))
 	if err != nil {
 		return err
 	}
@@ -201,7 +208,7 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 		defer ad.Close()
 	}
 	o.printListening(cmd, g, node, port, ends.ConnectFlag(), splitLn)
-	return o.serve(cmd, g, lis, ends)
+	return o.serve(cmd, g, lis, ts.Accept(lis), ends)
 }
 
 // listenSplit also serves the MSP listener on --split.
@@ -222,6 +229,7 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 	fmt.Fprintf(g.stderr, "servald: listening as %s on MDP port %d (UDP %s)\n", sid, port, node.UDPAddr())
 	peer := inst.HintAddr(node.UDPAddr())
 	fmt.Fprintf(g.stderr, "servald: connect with: servald msp connect --udp :0 --peer %s %s%s %d\n", peer, fwd, sid, port)
+	fmt.Fprintln(g.stderr, "servald: "+inst.ListenerTicket(node, port, o.service, fwd))
 	if splitLn != nil {
 		fmt.Fprintf(g.stderr, "servald: split sessions on TCP %s (fec %s)\n", splitLn.Addr(), o.split.fec)
 		fmt.Fprintf(g.stderr, "servald: or over split transport: servald msp connect --split=%s%s %s%s %d\n",
@@ -232,11 +240,11 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 // serve forwards each stream to the --forward target or the SOCKS
 // destination it names, or joins one to stdin/stdout, then shuts the
 // listener down gracefully.
-func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, ends inst.ListenEnd) error {
+func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, accept func(context.Context) (net.Conn, error), ends inst.ListenEnd) error {
 	ctx := cmd.Context()
 	if !ends.Stdio() {
 		ends.Forwarder = o.forwarder(g.logger())
-		err := ends.Serve(ctx, lis.AcceptContext)
+		err := ends.Serve(ctx, accept)
 		if errors.Is(err, context.Canceled) {
 			return nil // stopped by a signal
 		}
@@ -245,7 +253,7 @@ func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener,
 		}
 		return shutdown(lis.Shutdown)
 	}
-	st, err := lis.AcceptContext(ctx)
+	st, err := accept(ctx)
 	if err != nil {
 		return fmt.Errorf("no connection: %w", err)
 	}
@@ -282,18 +290,21 @@ type connectOptions struct {
 	socks, socksAuth string
 	service          string
 	serviceSID       string
-	timeout          time.Duration
+	timeout, stats   time.Duration
+	ticket           *inst.Ticket // the TICKET argument, if given
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
 	o := &connectOptions{}
 	cmd := &cobra.Command{
-		Use:   "connect [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks=[HOST:]PORT [--socks-auth=FILE]] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | --service=NAME)",
+		Use:   "connect [--once] [--forward=[HOST:]TCPPORT|unix:PATH | --socks=[HOST:]PORT [--socks-auth=FILE]] [--split=HOST:PORT [--conns=N] [--fec=D:P]] (SID MDPPORT | TICKET | --service=NAME)",
 		Short: "Connect to an MSP listener; serve a local TCP port, Unix socket or SOCKS5 port through it, or stdin/stdout",
 		Long: `Connect to the MSP listener at SID MDPPORT, or, with --service=NAME, to the
 nearest node that answers service discovery for NAME (at the MDP port it
 names). SID may be shortened to a unique prefix of at least 8 hex digits of
-a node the mesh knows. With --forward, listen on a local TCP port (or Unix
+a node the mesh knows. A TICKET (svd1..., as msp listen prints it) gives
+SID, MDPPORT and addresses to add as peers (README.md, With a ticket).
+With --forward, listen on a local TCP port (or Unix
 socket, mode 0600) and tunnel each connection; with --socks, run a SOCKS5
 server for a listener started with --socks; without either, tunnel
 stdin/stdout over one connection.`,
@@ -304,7 +315,7 @@ stdin/stdout over one connection.`,
 				}
 				return nil
 			}
-			return cobra.ExactArgs(2)(cmd, args)
+			return cobra.RangeArgs(1, 2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd, g, args)
@@ -318,6 +329,7 @@ stdin/stdout over one connection.`,
 	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT); the same node on every redial while it offers it")
 	fs.StringVar(&o.serviceSID, "service-sid", "", "with --service: take it only from this node (full SID or a prefix of 16+ hex digits)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the SID (or a node offering --service) to answer")
+	fs.DurationVar(&o.stats, "stats", 0, statsUsage)
 	o.split.addFlags(fs, true)
 	o.node.addFlags(fs)
 	return cmd
@@ -337,6 +349,14 @@ func (o *connectOptions) target(args []string) (inst.Target, error) {
 	}
 	if o.serviceSID != "" {
 		return inst.Target{}, usagef("--service-sid needs --service")
+	}
+	if len(args) == 1 { // a ticket: its addresses become peers of an embedded node
+		tk, err := inst.ParseTicketArg(args[0])
+		if err != nil {
+			return inst.Target{}, err
+		}
+		o.ticket, o.node.peers = &tk, append(o.node.peers, inst.PeerStrings(tk.Addrs)...)
+		return tk.Target(), nil
 	}
 	arg, err := inst.ParseSIDArg(args[0])
 	if err != nil {
@@ -369,6 +389,11 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	if err != nil {
 		return err
 	}
+	ts, err := startStats(ctx, g, o.stats)
+	if err != nil {
+		return err
+	}
+	defer ts.Stop() // after the sessions closed
 	var ln net.Listener
 	if ends.Addr.Addr != "" {
 		if ln, err = ends.Addr.Listen(ctx); err != nil {
@@ -382,19 +407,19 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	}
 	defer done()
 	defer rd.Close() // the current session, after any redial
-	sess, err := rd.Session(ctx)
-	if err != nil {
+	rd.Watch(ts.Add)
+	if _, err := rd.Session(ctx); err != nil {
 		return err
 	}
 	if ln == nil {
-		st, err := sess.OpenStream(ctx)
+		st, err := rd.OpenStream(ctx) // on the session just dialled, counted by ts
 		if err != nil {
 			return err
 		}
 		if _, _, err = forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
 			return fmt.Errorf("stream broke: %w", err)
 		}
-		return shutdown(sess.Shutdown)
+		return shutdown(rd.Shutdown)
 	}
 	return o.serveLocal(ctx, g, ends, ln, rd)
 }
@@ -441,6 +466,9 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	if err != nil {
 		return nil, nil, err
 	}
+	for _, note := range o.ticket.Notes(node) {
+		fmt.Fprintln(g.stderr, "servald: "+note)
+	}
 	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
 		short := tgt.SID.Prefix()
@@ -451,7 +479,7 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 		return sid, port, err
 	}
 	dial := func(ctx context.Context, sid identity.SID, port uint16) (*msp.Session, error) {
-		return inst.DialSession(ctx, node, sid, port, cfg)
+		return inst.DialSession(ctx, node, sid, port, cfg, inst.Shown{Service: tgt.Service})
 	}
 	return inst.NewRedialer(o.timeout, find, dial), func() { node.Close() }, nil
 }

@@ -6,8 +6,8 @@ import (
 	"github.com/servald/servald/identity"
 )
 
-// RouteVersion is the version byte of a routing message.
-const RouteVersion = 1
+// RouteVersion is the version byte of a routing message (2: with Hold).
+const RouteVersion = 2
 
 // MetricInfinity marks a retracted route.
 const MetricInfinity = 0xFFFF
@@ -38,15 +38,19 @@ type SeqRequest struct {
 type RouteMsg struct {
 	// IHU is how well the sender hears the receiver's hellos, 0 to 255
 	// (255: all of them); with HasIHU false it is unknown.
-	HasIHU   bool
-	IHU      uint8
+	HasIHU bool
+	IHU    uint8
+	// Hold is how long, in seconds, the receiver keeps the entries of this
+	// message unrefreshed: the sender sends its full table again within
+	// it. 0: the receiver's own default.
+	Hold     uint16
 	Entries  []RouteEntry
 	Requests []SeqRequest
 }
 
 // Sizes of the parts of a routing message.
 const (
-	RouteHeaderLen  = 1 + 1 + 1 + 2 + 1
+	RouteHeaderLen  = 1 + 1 + 1 + 2 + 2 + 1
 	RouteEntryLen   = identity.SIDLen + 8 + 2 + 1 + 2 + 1
 	RouteSigLen     = identity.SignatureLen
 	SeqRequestLen   = identity.SIDLen + 8 + 1
@@ -67,6 +71,7 @@ func AppendRouteMsg(b []byte, m *RouteMsg) []byte {
 		flags |= 1
 	}
 	b = append(b, RouteVersion, flags, m.IHU)
+	b = binary.BigEndian.AppendUint16(b, m.Hold)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Entries)))
 	b = append(b, byte(len(m.Requests)))
 	for i := range m.Entries {
@@ -98,8 +103,9 @@ func ParseRouteMsg(b []byte, m *RouteMsg) error {
 	}
 	m.HasIHU = b[1]&1 != 0
 	m.IHU = b[2]
-	ne := int(binary.BigEndian.Uint16(b[3:]))
-	nr := int(b[5])
+	m.Hold = binary.BigEndian.Uint16(b[3:])
+	ne := int(binary.BigEndian.Uint16(b[5:]))
+	nr := int(b[7])
 	if ne > MaxRouteEntries || nr > MaxSeqRequests {
 		return malformed("route message with %d entries, %d requests", ne, nr)
 	}

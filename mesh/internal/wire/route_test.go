@@ -20,14 +20,14 @@ func routeMsgs(t testing.TB) []*RouteMsg {
 		{HasIHU: true, IHU: 255},
 		{HasIHU: false, IHU: 0},
 		{Entries: []RouteEntry{{Origin: id.SID(), Seq: 42, Metric: 0, Hops: 0, MTU: 32768, HasSig: true, Sig: sig}}},
-		{HasIHU: true, IHU: 17,
+		{HasIHU: true, IHU: 17, Hold: 65535,
 			Entries: []RouteEntry{
 				{Origin: sidOf(1), Seq: math.MaxUint64, Metric: MetricInfinity, Hops: 255, MTU: 65535},
 				{Origin: sidOf(2), Seq: 1, Metric: 512, Hops: 2, MTU: 1232, HasSig: true, Sig: sig},
 			},
 			Requests: []SeqRequest{{Origin: sidOf(3), Seq: 7, HopsLeft: 32}, {Origin: sidOf(4), Seq: math.MaxUint64, HopsLeft: 0}},
 		},
-		{Requests: []SeqRequest{{Origin: sidOf(5), Seq: 1, HopsLeft: 1}}},
+		{Hold: 42, Requests: []SeqRequest{{Origin: sidOf(5), Seq: 1, HopsLeft: 1}}},
 	}
 }
 

@@ -167,8 +167,23 @@ func ParseCookie(b []byte) (cookie, echo Cookie, err error) {
 	return cookie, echo, nil
 }
 
+// TypeDataBudget is a DATA frame with a deadline: the DATA header, then the
+// budget that remains for delivery (BudgetLen bytes, microseconds), then the
+// payload. It is a type of its own, not a flag on DATA, so that a node that
+// does not know it drops it as an unknown type (unacknowledged: the sender
+// gives it up when its budget runs out) rather than misreading the budget
+// as payload.
+const TypeDataBudget byte = 9
+
+// BudgetLen is the length of a TypeDataBudget frame's budget field.
+const BudgetLen = 4
+
+// MaxBudget is the largest budget a frame carries, in microseconds.
+const MaxBudget = math.MaxUint32
+
 // DataHeader is the header of a DATA frame: link sequencing for the per-hop
-// reliability, then the MDP addressing that travels end to end.
+// reliability, then the MDP addressing that travels end to end, then, in a
+// TypeDataBudget frame, the budget.
 type DataHeader struct {
 	Epoch   uint32 // sender's link epoch
 	Seq     uint64 // per-link sequence number
@@ -178,14 +193,36 @@ type DataHeader struct {
 	Src     identity.SID
 	DstPort uint16
 	SrcPort uint16
+	// Timed makes the frame a TypeDataBudget one, carrying Budget: the
+	// microseconds left, when the frame is sent, until it must have been
+	// delivered (a duration: clocks are not synchronised).
+	Timed  bool
+	Budget uint32
 }
 
-// DataHeaderLen is the encoded length of a DataHeader.
+// DataHeaderLen is the encoded length of a DataHeader (of a DATA frame; a
+// TypeDataBudget frame's is BudgetLen more).
 const DataHeaderLen = 2 + 4 + 8 + 8 + 1 + 2*identity.SIDLen + 2 + 2
 
-// AppendData appends a DATA frame header; the payload follows it.
+// budgetOffset is the offset of a TypeDataBudget frame's budget.
+const budgetOffset = DataHeaderLen
+
+// Len returns the encoded length of h.
+func (h *DataHeader) Len() int {
+	if h.Timed {
+		return DataHeaderLen + BudgetLen
+	}
+	return DataHeaderLen
+}
+
+// AppendData appends a DATA (or, when h.Timed, a TypeDataBudget) frame
+// header; the payload follows it.
 func AppendData(b []byte, h *DataHeader) []byte {
-	b = append(b, Magic, TypeData)
+	typ := TypeData
+	if h.Timed {
+		typ = TypeDataBudget
+	}
+	b = append(b, Magic, typ)
 	b = binary.BigEndian.AppendUint32(b, h.Epoch)
 	b = binary.BigEndian.AppendUint64(b, h.Seq)
 	b = binary.BigEndian.AppendUint64(b, h.Base)
@@ -193,7 +230,17 @@ func AppendData(b []byte, h *DataHeader) []byte {
 	b = append(b, h.Dst[:]...)
 	b = append(b, h.Src[:]...)
 	b = binary.BigEndian.AppendUint16(b, h.DstPort)
-	return binary.BigEndian.AppendUint16(b, h.SrcPort)
+	b = binary.BigEndian.AppendUint16(b, h.SrcPort)
+	if h.Timed {
+		b = binary.BigEndian.AppendUint32(b, h.Budget)
+	}
+	return b
+}
+
+// PutBudget rewrites the budget of an encoded TypeDataBudget frame (a
+// relay's, before each transmission).
+func PutBudget(frame []byte, budget uint32) {
+	binary.BigEndian.PutUint32(frame[budgetOffset:], budget)
 }
 
 // PutLinkFields rewrites the per-link fields of an encoded DATA frame, so a
@@ -207,10 +254,15 @@ func PutLinkFields(frame []byte, epoch uint32, seq, base uint64) {
 // TTLOffset is the offset of the TTL byte in a DATA frame.
 const TTLOffset = 22
 
-// ParseData decodes a DATA frame header and returns the payload.
+// ParseData decodes a DATA or TypeDataBudget frame header and returns the
+// payload.
 func ParseData(b []byte) (DataHeader, []byte, error) {
 	var h DataHeader
-	if len(b) < DataHeaderLen || b[0] != Magic || b[1] != TypeData {
+	if len(b) < 2 || b[0] != Magic || (b[1] != TypeData && b[1] != TypeDataBudget) {
+		return h, nil, malformed("data frame of %d bytes", len(b))
+	}
+	h.Timed = b[1] == TypeDataBudget
+	if len(b) < h.Len() {
 		return h, nil, malformed("data frame of %d bytes", len(b))
 	}
 	h.Epoch = binary.BigEndian.Uint32(b[2:])
@@ -225,7 +277,10 @@ func ParseData(b []byte) (DataHeader, []byte, error) {
 	if h.Base > h.Seq {
 		return h, nil, malformed("data base %d above seq %d", h.Base, h.Seq)
 	}
-	return h, b[DataHeaderLen:], nil
+	if h.Timed {
+		h.Budget = binary.BigEndian.Uint32(b[budgetOffset:])
+	}
+	return h, b[h.Len():], nil
 }
 
 // Range is a half-open range [Start, End) of sequence numbers.

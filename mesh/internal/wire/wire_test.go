@@ -227,6 +227,45 @@ func TestDataRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDataBudgetRoundTrip: a TypeDataBudget frame is a DATA header, the
+// budget, then the payload; PutBudget and PutLinkFields rewrite it in place.
+func TestDataBudgetRoundTrip(t *testing.T) {
+	for _, tt := range []struct {
+		h       DataHeader
+		payload []byte
+	}{
+		{DataHeader{Timed: true}, nil},
+		{DataHeader{Epoch: 1, Seq: 10, Base: 3, TTL: 32, Dst: sidOf(1), Src: sidOf(2), DstPort: 11, SrcPort: 40000, Timed: true, Budget: 100000}, []byte("hello")},
+		{DataHeader{Epoch: math.MaxUint32, Seq: math.MaxUint64, Base: math.MaxUint64, TTL: 255, Timed: true, Budget: MaxBudget}, make([]byte, 1400)},
+	} {
+		b := append(AppendData(nil, &tt.h), tt.payload...)
+		if len(b) != DataHeaderLen+BudgetLen+len(tt.payload) || tt.h.Len() != DataHeaderLen+BudgetLen {
+			t.Fatalf("frame is %d bytes (Len %d), want %d", len(b), tt.h.Len(), DataHeaderLen+BudgetLen+len(tt.payload))
+		}
+		if typ, _ := Type(b); typ != TypeDataBudget {
+			t.Fatalf("type %d, want %d", typ, TypeDataBudget)
+		}
+		h, p, err := ParseData(b)
+		if err != nil {
+			t.Fatalf("ParseData(%+v): %v", tt.h, err)
+		}
+		if h != tt.h || !bytes.Equal(p, tt.payload) {
+			t.Fatalf("round trip: got %+v %q, want %+v %q", h, p, tt.h, tt.payload)
+		}
+		PutBudget(b, 1234)
+		PutLinkFields(b, 5, 6, 6)
+		h, p, err = ParseData(b)
+		want := tt.h
+		want.Budget, want.Epoch, want.Seq, want.Base = 1234, 5, 6, 6
+		if err != nil || h != want || !bytes.Equal(p, tt.payload) {
+			t.Fatalf("after PutBudget: %+v %q %v, want %+v", h, p, err, want)
+		}
+	}
+	if _, _, err := ParseData(AppendData(nil, &DataHeader{Timed: true})[:DataHeaderLen+BudgetLen-1]); !isMalformed(err) {
+		t.Fatalf("budget cut short: err = %v, want ErrMalformed", err)
+	}
+}
+
 func TestPutLinkFields(t *testing.T) {
 	h := DataHeader{Epoch: 1, Seq: 2, Base: 1, TTL: 9, Dst: sidOf(1), Src: sidOf(2), DstPort: 3, SrcPort: 4}
 	b := append(AppendData(nil, &h), "payload"...)
@@ -448,7 +487,17 @@ func TestProbeRejects(t *testing.T) {
 func parseProbe(b []byte) error    { _, _, err := ParseProbe(b); return err }
 func parseProbeAck(b []byte) error { _, _, err := ParseProbeAck(b); return err }
 func parseSkip(b []byte) error     { _, _, err := ParseSkip(b); return err }
-func parseData(b []byte) error     { _, _, err := ParseData(b); return err }
+func parseData(b []byte) error     { return parseDataTimed(b, false) }
+func parseDataB(b []byte) error    { return parseDataTimed(b, true) }
+
+// parseDataTimed is ParseData taking only one of the two types it decodes.
+func parseDataTimed(b []byte, timed bool) error {
+	h, _, err := ParseData(b)
+	if err == nil && h.Timed != timed {
+		return errors.New("the other data type")
+	}
+	return err
+}
 func parseHelloErr(b []byte) error { _, err := ParseHello(b); return err }
 func parseCookie(b []byte) error   { _, _, err := ParseCookie(b); return err }
 func parseAckErr(b []byte) error   { var a Ack; return ParseAck(b, &a) }
@@ -456,7 +505,7 @@ func parsers() map[byte]func([]byte) error {
 	return map[byte]func([]byte) error{
 		TypeHello: parseHelloErr, TypeData: parseData, TypeAck: parseAckErr,
 		TypeProbe: parseProbe, TypeProbeAck: parseProbeAck, TypeSkip: parseSkip,
-		TypeCookie: parseCookie,
+		TypeCookie: parseCookie, TypeDataBudget: parseDataB,
 	}
 }
 
@@ -501,13 +550,14 @@ func TestSkipRejects(t *testing.T) {
 func TestParsersRejectOtherTypes(t *testing.T) {
 	id := fixedID(t, 1)
 	frames := map[byte][]byte{
-		TypeHello:    AppendHello(nil, Hello{SID: id.SID(), Seq: 1}, id),
-		TypeData:     AppendData(nil, &DataHeader{Seq: 1}),
-		TypeAck:      AppendAck(nil, &Ack{Cum: 1, Ranges: []Range{{3, 4}}}),
-		TypeProbe:    AppendProbe(nil, 1, 100),
-		TypeProbeAck: AppendProbeAck(nil, 1, 100),
-		TypeSkip:     AppendSkip(nil, 1, 1),
-		TypeCookie:   AppendCookie(nil, Cookie{1}, Cookie{2}),
+		TypeHello:      AppendHello(nil, Hello{SID: id.SID(), Seq: 1}, id),
+		TypeData:       AppendData(nil, &DataHeader{Seq: 1}),
+		TypeAck:        AppendAck(nil, &Ack{Cum: 1, Ranges: []Range{{3, 4}}}),
+		TypeProbe:      AppendProbe(nil, 1, 100),
+		TypeProbeAck:   AppendProbeAck(nil, 1, 100),
+		TypeSkip:       AppendSkip(nil, 1, 1),
+		TypeCookie:     AppendCookie(nil, Cookie{1}, Cookie{2}),
+		TypeDataBudget: AppendData(nil, &DataHeader{Seq: 1, Timed: true, Budget: 5}),
 	}
 	for typ, frame := range frames {
 		if got, err := Type(frame); err != nil || got != typ {
@@ -540,6 +590,7 @@ func FuzzType(f *testing.F) {
 	f.Add(AppendProbeAck(nil, 1, 20))
 	f.Add(AppendSkip(nil, 1, 1))
 	f.Add(AppendCookie(nil, Cookie{1}, Cookie{2}))
+	f.Add(AppendData(nil, &DataHeader{Seq: 1, Timed: true, Budget: 100000}))
 	f.Add([]byte{Magic, 6, 1, 2, 3}) // type 6: ROUTE, reserved
 	f.Fuzz(func(t *testing.T, b []byte) {
 		typ, err := Type(b)
@@ -599,6 +650,9 @@ func FuzzParseData(f *testing.F) {
 	f.Add(AppendData(nil, &DataHeader{}))
 	f.Add(append(AppendData(nil, &DataHeader{Epoch: 1, Seq: 10, Base: 3, TTL: 32, Dst: sidOf(1), Src: sidOf(2), DstPort: 11, SrcPort: 40000}), "payload"...))
 	f.Add(AppendData(nil, &DataHeader{Seq: 1, Base: 2}))
+	f.Add(append(AppendData(nil, &DataHeader{Epoch: 1, Seq: 10, Base: 3, TTL: 32, Dst: sidOf(1), Src: sidOf(2), DstPort: 11, SrcPort: 40000, Timed: true, Budget: 100000}), "payload"...))
+	f.Add(AppendData(nil, &DataHeader{Seq: 7, Base: 7, Timed: true, Budget: MaxBudget}))
+	f.Add(AppendData(nil, &DataHeader{Timed: true})[:DataHeaderLen+BudgetLen-1]) // budget cut short
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, p, err := ParseData(b)
 		if err != nil {
