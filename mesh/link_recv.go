@@ -168,13 +168,7 @@ func (l *link) receiveData(bp *[]byte) {
 		// Acknowledge from here, not the link goroutine: on a busy machine
 		// a goroutine may wait many milliseconds to run, and a late ACK
 		// looks like a loss to the sender.
-		l.rx.ackPending = false
-		l.rx.unacked = 0
-		l.buildAckLocked(&l.rx.loopAck)
-		l.mu.Unlock()
-		l.rx.loopAckBuf = wire.AppendAck(l.rx.loopAckBuf[:0], &l.rx.loopAck)
-		l.n.stats.ackOut.Add(uint64(len(l.rx.loopAckBuf)))
-		l.n.sendLink(l.nb, l.rx.loopAckBuf, l.nb.address())
+		l.ackFromLoopLocked()
 	} else {
 		// The link goroutine sends it within ackDelay, with whatever
 		// else arrived meanwhile (or sooner, if it runs anyway).

@@ -264,17 +264,23 @@ func (n *Node) ackAfterBatch(l *link) {
 	}
 }
 
+// ackFromLoopLocked sends an ACK of what arrived from the read loop.
+// Called with mu held; it unlocks mu.
+func (l *link) ackFromLoopLocked() {
+	l.rx.ackPending = false
+	l.rx.unacked = 0
+	l.buildAckLocked(&l.rx.loopAck)
+	l.mu.Unlock()
+	l.rx.loopAckBuf = wire.AppendAck(l.rx.loopAckBuf[:0], &l.rx.loopAck)
+	l.n.stats.ackOut.Add(uint64(len(l.rx.loopAckBuf)))
+	l.n.sendLink(l.nb, l.rx.loopAckBuf, l.nb.address())
+}
+
 // sendBatchAcks sends the ACKs ackAfterBatch asked for (read loop).
 func (n *Node) sendBatchAcks() {
 	for _, l := range n.ackDue {
 		l.mu.Lock()
-		l.rx.ackPending = false
-		l.rx.unacked = 0
-		l.buildAckLocked(&l.rx.loopAck)
-		l.mu.Unlock()
-		l.rx.loopAckBuf = wire.AppendAck(l.rx.loopAckBuf[:0], &l.rx.loopAck)
-		n.stats.ackOut.Add(uint64(len(l.rx.loopAckBuf)))
-		n.sendLink(l.nb, l.rx.loopAckBuf, l.nb.address())
+		l.ackFromLoopLocked()
 	}
 	clear(n.ackDue)
 	n.ackDue = n.ackDue[:0]
