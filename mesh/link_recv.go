@@ -10,8 +10,9 @@ package mesh
 // routing messages wait in ctlHeld until the frames before them arrived,
 // and then go to the router. A bitmap remembers which frames above the
 // cumulative point arrived; an ACK covering all of them goes out from the
-// read loop after ackEvery frames or at a new gap or duplicate, else from
-// the link goroutine within ackDelay. receiveSkip moves the cumulative
+// read loop after ackEvery frames or at a new gap or duplicate (on a
+// batching socket, once at the end of the read batch: udp_batch.go), else
+// from the link goroutine within ackDelay. receiveSkip moves the cumulative
 // point past frames the neighbour gave up.
 
 import (
