@@ -3,13 +3,14 @@ package mesh
 // The sending half of a link.
 //
 // Packet path: a DATA frame for this neighbour comes from a local WriteTo
-// (enqueueLocal: it waits for room in the queue; with nothing queued and
-// room in the window it is numbered and written to the socket right there)
+// (enqueueLocal: it waits for room in the queue; with nothing queued,
+// room in the window and no burst under way (udp_batch.go) it is numbered
+// and written to the socket right there)
 // or from the relay (enqueueRelay: dropped when the queue is full, never
 // written from the read loop); this node's routing messages come through
 // enqueueControl, ahead of queued data. The link goroutine's flush gives
 // queued frames the next sequence numbers while the window has room and
-// writes them. receiveAck (read loop) marks acknowledged frames done and,
+// writes them, in batches where the socket can. receiveAck (read loop) marks acknowledged frames done and,
 // since first copies go out in sequence order, marks lost a frame sent
 // before one that arrived; flush resends those, and frames whose timer ran
 // out, up to MaxAttempts; then a frame is given up and a SKIP tells the
