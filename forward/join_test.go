@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -353,5 +354,31 @@ func TestCopyPath(t *testing.T) {
 		if got := copyPath(tt.dst, tt.src); got != tt.want {
 			t.Errorf("%s: path %d, want %d", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestJoinIdleHoldsNoBuffer checks that joins whose ends are idle TCP
+// sockets hold no copy buffer: after a byte has crossed each direction of
+// every join (so that each direction has read), the heap has grown by far
+// less than one BufferSize per direction. A blocked Read into a pooled
+// buffer would hold 2*joins*BufferSize (16 MiB here).
+func TestJoinIdleHoldsNoBuffer(t *testing.T) {
+	const joins = 64
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	for range joins {
+		newChain(t, "tcp", "tcp").ping(t)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	grown := int64(ms.HeapAlloc) - int64(before)
+	// The free list may fill (maxIdleBuffers buffers); beyond that, a few
+	// KiB per join of sockets and goroutine state.
+	limit := int64(maxIdleBuffers*BufferSize + joins*BufferSize/4)
+	t.Logf("heap grew %d KiB with %d idle joins (limit %d KiB)", grown>>10, joins, limit>>10)
+	if grown > limit {
+		t.Errorf("heap grew %d KiB with %d idle joins, want at most %d KiB: idle directions hold copy buffers", grown>>10, joins, limit>>10)
 	}
 }
