@@ -382,3 +382,81 @@ func TestJoinIdleHoldsNoBuffer(t *testing.T) {
 		t.Errorf("heap grew %d KiB with %d idle joins, want at most %d KiB: idle directions hold copy buffers", grown>>10, joins, limit>>10)
 	}
 }
+
+// unixPair returns the two ends of a Unix socket connection of network
+// ("unix" or "unixgram"), closed at cleanup.
+func unixPair(t *testing.T, network string) (a, b *net.UnixConn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, map[string]int{"unix": syscall.SOCK_STREAM, "unixgram": syscall.SOCK_DGRAM}[network], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), network)
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+// TestPolledSource checks which ends copyPolled reads: stream sockets,
+// whose zero-byte read is EOF, and nothing else.
+func TestPolledSource(t *testing.T) {
+	tc, _ := tcpPair(t)
+	us, _ := unixPair(t, "unix")
+	ug, _ := unixPair(t, "unixgram")
+	m, _ := memPair()
+	for _, tt := range []struct {
+		name string
+		src  io.Reader
+		want bool
+	}{{"tcp", tc, true}, {"unix", us, true}, {"unixgram", ug, false}, {"mem", m, false}} {
+		if _, _, ok := polledSource(tt.src); ok != tt.want {
+			t.Errorf("%s: polled %v, want %v", tt.name, ok, tt.want)
+		}
+	}
+}
+
+// TestJoinUnixStream carries bytes exactly both ways between a Unix stream
+// socket (read by copyPolled) and an in-memory pair, with half-close.
+func TestJoinUnixStream(t *testing.T) {
+	left, lIn := unixPair(t, "unix")
+	rIn, right := memPair()
+	j := goJoin(context.Background(), lIn, rIn)
+	up, down := randBytes(t, 1<<20), randBytes(t, 300000)
+	send := func(w halfConn, b []byte) result[error] {
+		return goRun(func() error {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			return w.CloseWrite()
+		})
+	}
+	recv := func(r io.Reader) result[[32]byte] {
+		return goRun(func() [32]byte {
+			b, _ := io.ReadAll(r)
+			return sum(b)
+		})
+	}
+	s1, s2 := send(left, up), send(right, down)
+	r1, r2 := recv(right), recv(left)
+	for _, s := range []result[error]{s1, s2} {
+		if err := s.wait(t, 10*time.Second, "send"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r1.wait(t, 10*time.Second, "receive up") != sum(up) {
+		t.Error("upstream bytes differ")
+	}
+	if r2.wait(t, 10*time.Second, "receive down") != sum(down) {
+		t.Error("downstream bytes differ")
+	}
+	if r := j.wait(t, promptly, "join"); r.err != nil || r.aToB != int64(len(up)) || r.bToA != int64(len(down)) {
+		t.Fatalf("Join = %d, %d, %v; want %d, %d, nil", r.aToB, r.bToA, r.err, len(up), len(down))
+	}
+}
