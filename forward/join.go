@@ -210,8 +210,8 @@ func copyStream(dst io.Writer, src io.Reader, act *activity) (int64, error) {
 	if c, rc, ok := polledSource(src); ok {
 		return copyPolled(writerOnly{dst, act}, c, rc, act)
 	}
-	buf := getBuffer() // src is not a socket: its blocked Read holds buf
-	defer putBuffer(buf)
+	buf := bigBuffers.get() // src is not a socket: its blocked Read holds buf
+	defer bigBuffers.put(buf)
 	return io.CopyBuffer(writerOnly{dst, act}, readerOnly{src, act}, *buf)
 }
 
@@ -239,20 +239,25 @@ func polledSource(src io.Reader) (net.Conn, syscall.RawConn, bool) {
 // has data: each read takes a pooled buffer, and a read that would block
 // gives it back before waiting in the poller. An idle direction so costs
 // no buffer (an idle join used to hold BufferSize bytes in its blocked
-// Read); a busy one keeps its buffer from read to read. Deadlines and
-// Close wake the wait as they wake Read.
+// Read). The first read after a wait takes a small buffer (smallBufferSize:
+// a keystroke, a request line, a pair's first byte), and only a read that
+// fills its buffer moves on to a BufferSize one, kept from read to read
+// while the socket has more: many pairs waking at once (opening, say)
+// hold small buffers while their writes wait, not 64 KiB ones. Deadlines
+// and Close wake the wait as they wake Read.
 func copyPolled(dst io.Writer, c net.Conn, rc syscall.RawConn, act *activity) (written int64, err error) {
 	var buf *[]byte
+	pool := smallBuffers
 	defer func() {
 		if buf != nil {
-			putBuffer(buf)
+			pool.put(buf)
 		}
 	}()
 	var n int
 	var rerr error
 	read := func(fd uintptr) bool {
 		if buf == nil {
-			buf = getBuffer()
+			buf = pool.get()
 		}
 		for {
 			n, rerr = unix.Read(int(fd), *buf)
@@ -261,8 +266,8 @@ func copyPolled(dst io.Writer, c net.Conn, rc syscall.RawConn, act *activity) (w
 			}
 		}
 		if rerr == unix.EAGAIN {
-			putBuffer(buf)
-			buf = nil
+			pool.put(buf)
+			buf, pool = nil, smallBuffers
 			return false // wait until readable
 		}
 		return true
@@ -285,6 +290,10 @@ func copyPolled(dst io.Writer, c net.Conn, rc syscall.RawConn, act *activity) (w
 			return written, werr
 		case nw != n:
 			return written, io.ErrShortWrite
+		}
+		if n == len(*buf) && pool == smallBuffers {
+			pool.put(buf) // more is likely waiting: read it in bulk
+			buf, pool = nil, bigBuffers
 		}
 	}
 }
@@ -332,23 +341,39 @@ func copyPath(dst io.Writer, src io.Reader) path {
 // 3.5 times cheaper than allocating (BenchmarkJoinShort).
 const maxIdleBuffers = 32
 
-// idleBuffers is the package's free list of copy buffers. It holds no
-// state callers can observe: only memory kept for reuse.
-var idleBuffers = make(chan *[]byte, maxIdleBuffers)
+// smallBufferSize is the size of copyPolled's first read after a wait;
+// maxIdleSmall*smallBufferSize = 512 KiB of them are kept for reuse.
+const (
+	smallBufferSize = 2 << 10
+	maxIdleSmall    = 256
+)
 
-func getBuffer() *[]byte {
+// The package's free lists of copy buffers. They hold no state callers
+// can observe: only memory kept for reuse.
+var (
+	bigBuffers   = &freeList{size: BufferSize, idle: make(chan *[]byte, maxIdleBuffers)}
+	smallBuffers = &freeList{size: smallBufferSize, idle: make(chan *[]byte, maxIdleSmall)}
+)
+
+// freeList is a bounded free list of buffers of one size.
+type freeList struct {
+	size int
+	idle chan *[]byte
+}
+
+func (f *freeList) get() *[]byte {
 	select {
-	case b := <-idleBuffers:
+	case b := <-f.idle:
 		return b
 	default:
-		b := make([]byte, BufferSize)
+		b := make([]byte, f.size)
 		return &b
 	}
 }
 
-func putBuffer(b *[]byte) {
+func (f *freeList) put(b *[]byte) {
 	select {
-	case idleBuffers <- b:
+	case f.idle <- b:
 	default: // full: let the collector have it
 	}
 }

@@ -374,9 +374,9 @@ func TestJoinIdleHoldsNoBuffer(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	grown := int64(ms.HeapAlloc) - int64(before)
-	// The free list may fill (maxIdleBuffers buffers); beyond that, a few
-	// KiB per join of sockets and goroutine state.
-	limit := int64(maxIdleBuffers*BufferSize + joins*BufferSize/4)
+	// The free lists may fill (maxIdleBuffers and maxIdleSmall buffers);
+	// beyond that, a few KiB per join of sockets and goroutine state.
+	limit := int64(maxIdleBuffers*BufferSize + maxIdleSmall*smallBufferSize + joins*BufferSize/4)
 	t.Logf("heap grew %d KiB with %d idle joins (limit %d KiB)", grown>>10, joins, limit>>10)
 	if grown > limit {
 		t.Errorf("heap grew %d KiB with %d idle joins, want at most %d KiB: idle directions hold copy buffers", grown>>10, joins, limit>>10)
