@@ -10,6 +10,7 @@ import (
 
 	"github.com/servald/servald/forward"
 	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/msp"
 )
 
@@ -45,14 +46,7 @@ func BenchmarkInprocIdleStreams(b *testing.B) {
 		f := &forward.Forwarder{IdleTimeout: forward.DefaultIdleTimeout}
 		f.ServeStreams(ctx, l.AcceptContext, forward.Endpoint{Network: "tcp", Addr: hold.addr})
 	}()
-	ap, err := a.Bind(0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := msp.Dialer{Identity: a.Identity()}.Dial(ctx, ap, z.SID(), 5000)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := dialPort(b, ctx, a, z, 5000)
 	b.Cleanup(func() { s.Close() })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -167,4 +161,18 @@ func (h *holder) closeAll() {
 		c.Close()
 	}
 	h.conns = nil
+}
+
+// dialPort opens an msp session from a to port of z.
+func dialPort(b *testing.B, ctx context.Context, a, z *mesh.Node, port uint16) *msp.Session {
+	b.Helper()
+	ap, err := a.Bind(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := msp.Dialer{Identity: a.Identity()}.Dial(ctx, ap, z.SID(), port)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
 }

@@ -153,23 +153,8 @@ func TestJoinLarge(t *testing.T) {
 		t.Run(k[0]+"-"+k[1], func(t *testing.T) {
 			c := newChain(t, k[0], k[1])
 			up, down := randBytes(t, size), randBytes(t, size+12345)
-			send := func(w halfConn, b []byte) result[error] {
-				return goRun(func() error {
-					if _, err := w.Write(b); err != nil {
-						return err
-					}
-					return w.CloseWrite()
-				})
-			}
-			recv := func(r io.Reader) result[[32]byte] {
-				return goRun(func() [32]byte {
-					b, err := io.ReadAll(r)
-					if err != nil {
-						t.Errorf("read: %v", err)
-					}
-					return sum(b)
-				})
-			}
+			send := sendAndCloseWrite
+			recv := func(r io.Reader) result[[32]byte] { return readAllSum(t, r) }
 			s1, s2 := send(c.left, up), send(c.right, down)
 			r1, r2 := recv(c.right), recv(c.left)
 			const long = 60 * time.Second
@@ -429,22 +414,8 @@ func TestJoinUnixStream(t *testing.T) {
 	rIn, right := memPair()
 	j := goJoin(context.Background(), lIn, rIn)
 	up, down := randBytes(t, 1<<20), randBytes(t, 300000)
-	send := func(w halfConn, b []byte) result[error] {
-		return goRun(func() error {
-			if _, err := w.Write(b); err != nil {
-				return err
-			}
-			return w.CloseWrite()
-		})
-	}
-	recv := func(r io.Reader) result[[32]byte] {
-		return goRun(func() [32]byte {
-			b, _ := io.ReadAll(r)
-			return sum(b)
-		})
-	}
-	s1, s2 := send(left, up), send(right, down)
-	r1, r2 := recv(right), recv(left)
+	s1, s2 := sendAndCloseWrite(left, up), sendAndCloseWrite(right, down)
+	r1, r2 := readAllSum(t, right), readAllSum(t, left)
 	for _, s := range []result[error]{s1, s2} {
 		if err := s.wait(t, 10*time.Second, "send"); err != nil {
 			t.Fatal(err)
@@ -459,4 +430,26 @@ func TestJoinUnixStream(t *testing.T) {
 	if r := j.wait(t, promptly, "join"); r.err != nil || r.aToB != int64(len(up)) || r.bToA != int64(len(down)) {
 		t.Fatalf("Join = %d, %d, %v; want %d, %d, nil", r.aToB, r.bToA, r.err, len(up), len(down))
 	}
+}
+
+// sendAndCloseWrite writes b to w and then half-closes it, in a goroutine.
+func sendAndCloseWrite(w halfConn, b []byte) result[error] {
+	return goRun(func() error {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		return w.CloseWrite()
+	})
+}
+
+// readAllSum reads r to its end in a goroutine and returns the sum of what
+// it read; a read error fails t.
+func readAllSum(t *testing.T, r io.Reader) result[[32]byte] {
+	return goRun(func() [32]byte {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Errorf("read: %v", err)
+		}
+		return sum(b)
+	})
 }
