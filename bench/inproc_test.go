@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -169,14 +167,9 @@ func udpDrops(b *testing.B, addrs []string) uint64 {
 		ip := ap.Addr().As4()
 		want[fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ap.Port())] = true
 	}
-	var n uint64
-	for _, l := range strings.Split(string(raw), "\n")[1:] {
-		f := strings.Fields(l)
-		if len(f) < 13 || !want[f[1]] {
-			continue
-		}
-		d, _ := strconv.ParseUint(f[len(f)-1], 10, 64)
-		n += d
+	n, err := parseUDPDrops(string(raw), func(f []string) bool { return want[f[1]] })
+	if err != nil {
+		b.Logf("/proc/net/udp: %v", err)
 	}
 	return n
 }
