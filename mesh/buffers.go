@@ -47,19 +47,3 @@ func (p *bufPool) put(b *[]byte) {
 		p.large.Put(b)
 	}
 }
-
-// fit returns bp if its buffer is of the small class or its frame does not
-// fit one, and otherwise a small buffer holding a copy of the frame, bp
-// going back to the pool. Every datagram is read into a large buffer, its
-// size being unknown until then; one that is to wait in a queue (a port's,
-// up to Config.PortQueue of them) should not hold 64 KiB for a few hundred
-// bytes.
-func (p *bufPool) fit(bp *[]byte) *[]byte {
-	if cap(*bp) != maxDatagram || len(*bp) > smallBuf-wire.AuthLen {
-		return bp
-	}
-	sb := p.get(len(*bp))
-	copy(*sb, *bp)
-	p.put(bp)
-	return sb
-}

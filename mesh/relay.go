@@ -51,7 +51,6 @@ func (n *Node) deliver(bp *[]byte) {
 			n.bufs.put(bp)
 			return
 		}
-		bp = n.bufs.fit(bp) // it may wait in c.q
 		select {
 		case c.q <- datagram{src: Addr{SID: h.Src, Port: h.SrcPort}, bp: bp, off: h.Len()}:
 			n.stats.delivered.Add(1)
