@@ -74,14 +74,7 @@ func inprocGoodput(b *testing.B, a, z *mesh.Node) []float64 {
 	if err := a.WaitReachable(ctx, z.SID()); err != nil {
 		b.Fatal(err)
 	}
-	ap, err := a.Bind(0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := msp.Dialer{Identity: a.Identity()}.Dial(ctx, ap, z.SID(), 5000)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := dialPort(b, ctx, a, z, 5000)
 	defer s.Close()
 	var v []float64
 	cpu0, t0 := cpuSeconds(os.Getpid())
