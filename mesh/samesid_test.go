@@ -111,6 +111,23 @@ func elicitHello(t *testing.T, m *memnet.Conn, node, x *Node) []byte {
 	}
 }
 
+// elicitedMovesNothing has node (x's neighbour, who) sign a first-contact
+// hello for m's address (elicitHello) and hands it to x from m: it must be
+// counted StaleHello and change nothing.
+func elicitedMovesNothing(t *testing.T, m *memnet.Conn, node, x *Node, who string) {
+	t.Helper()
+	v := viewOf(t, x, node.SID())
+	s0 := x.Stats()
+	inject(x, elicitHello(t, m, node, x), m.LocalAddr())
+	settle(t, x)
+	if got := x.Stats().StaleHello - s0.StaleHello; got != 1 {
+		t.Errorf("%s's elicited hello from m: StaleHello +%d, want +1", who, got)
+	}
+	if got := viewOf(t, x, node.SID()); got != v {
+		t.Fatalf("%s's elicited hello from m changed its neighbour entry: %+v, was %+v", who, got, v)
+	}
+}
+
 // neighbourView is what a replayed hello must not change.
 type neighbourView struct {
 	addr  string
@@ -151,16 +168,7 @@ func TestRestartReplayChangesNothing(t *testing.T) {
 
 		// The first incarnation, alive: its first-contact hello for m's
 		// address does not move it to m.
-		v := viewOf(t, x, a1.SID())
-		s0 := x.Stats()
-		inject(x, elicitHello(t, m, a1, x), m.LocalAddr())
-		settle(t, x)
-		if got := x.Stats().StaleHello - s0.StaleHello; got != 1 {
-			t.Errorf("a1's elicited hello from m: StaleHello +%d, want +1", got)
-		}
-		if got := viewOf(t, x, a1.SID()); got != v {
-			t.Fatalf("a1's elicited hello from m changed its neighbour entry: %+v, was %+v", got, v)
-		}
+		elicitedMovesNothing(t, m, a1, x, "a1")
 
 		captured := tap.waitHellos(t, 1)
 		a1.Close()
@@ -168,7 +176,7 @@ func TestRestartReplayChangesNothing(t *testing.T) {
 		c2 := nw.Listen()
 		a2 := startNode(t, cfgA, c2, cx.LocalAddr())
 		waitRestarted(t, x, a2, c2.LocalAddr().String(), time.Second)
-		v = viewOf(t, x, a2.SID())
+		v := viewOf(t, x, a2.SID())
 
 		third := nw.Listen()
 		var stale uint64
@@ -199,15 +207,7 @@ func TestRestartReplayChangesNothing(t *testing.T) {
 
 		// The second incarnation's own first-contact hello for m's address
 		// does not move it either.
-		s0 = x.Stats()
-		inject(x, elicitHello(t, m, a2, x), m.LocalAddr())
-		settle(t, x)
-		if got := x.Stats().StaleHello - s0.StaleHello; got != 1 {
-			t.Errorf("a2's elicited hello from m: StaleHello +%d, want +1", got)
-		}
-		if got := viewOf(t, x, a2.SID()); got != v {
-			t.Fatalf("a2's elicited hello from m changed its neighbour entry: %+v, was %+v", got, v)
-		}
+		elicitedMovesNothing(t, m, a2, x, "a2")
 		exchange(t, x, a2, 8, "after the replays")
 	})
 }

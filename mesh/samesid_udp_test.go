@@ -5,7 +5,6 @@ package mesh_test
 // replays).
 
 import (
-	"context"
 	"net"
 	"testing"
 	"time"
@@ -70,14 +69,7 @@ func TestRestartOnNewPortUDP(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	moved := time.Since(start)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := x.WaitReachable(ctx, aid.SID()); err != nil {
-		t.Fatal(err)
-	}
-	if err := a2.WaitReachable(ctx, x.SID()); err != nil {
-		t.Fatal(err)
-	}
+	meshtest.WaitConverged(t, 10*time.Second, x, a2)
 	roundTrip(t, x, a2, 10*time.Second)
 	through := time.Since(start)
 	t.Logf("restarted on %s (was %s): x moved its entry in %v, a datagram each way through in %v (hello interval %v)",
