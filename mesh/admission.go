@@ -320,12 +320,19 @@ func (n *Node) admit(h wire.Hello, from net.Addr) {
 		confirmed = keys != nil && h.PeerEph == ephPublic(nb.eph)
 	}
 	nb.heard()
-	if isNew {
+	switch {
+	case isNew:
 		n.router.neighbourUpUnderNodeMu(nb)
-	} else if unicast {
+	case restarted:
+		// A new incarnation knows none of our routes (nor has our
+		// signatures), and the old one's adverts are void: routing starts
+		// over with it as with a new neighbour, full table first.
+		n.router.neighbourDownUnderNodeMu(nb)
+		n.router.neighbourUpUnderNodeMu(nb)
+	case unicast:
 		n.router.helloHeard(nb)
 	}
-	if isNew {
+	if isNew || restarted {
 		n.notifyChangedLocked()
 	}
 	n.mu.Unlock()

@@ -6,6 +6,7 @@ package mesh
 // nothing.
 
 import (
+	"context"
 	"net"
 	"testing"
 	"testing/synctest"
@@ -20,21 +21,19 @@ import (
 // (5 s) that waiting for the old entry to expire shows as a failure.
 var restartTimers = Config{HelloInterval: 100 * time.Millisecond, NeighbourTimeout: 5 * time.Second}
 
-// waitNeighbours waits until n has exactly one neighbour, of sid, at addr,
-// with a link keyed both ways, checking at every step that n never has more
-// than one neighbour. It returns how long that took.
-func waitRestarted(t *testing.T, x *Node, a *Node, at string, within time.Duration) time.Duration {
+// waitRestarted waits until x has a as a neighbour at address at, with a
+// link keyed both ways, checking at every step that x never has more than
+// want neighbours (a and the others). It returns how long that took.
+func waitRestarted(t *testing.T, x *Node, a *Node, at string, want int, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {
 		nbs := x.Neighbours()
-		if len(nbs) > 1 {
-			t.Fatalf("x has %d neighbours, want 1 (the old entry kept beside the new): %+v", len(nbs), nbs)
+		if len(nbs) > want {
+			t.Fatalf("x has %d neighbours, want %d (the old entry kept beside the new): %+v", len(nbs), want, nbs)
 		}
-		if len(nbs) == 1 && nbs[0].SID == a.SID() && nbs[0].Addr.String() == at {
-			if st := stateOf(t, x, a.SID()); st.keys != nil && st.keys.confirmed.Load() {
-				return time.Since(start)
-			}
+		if st := stateOf(t, x, a.SID()); st.addr == at && st.keys != nil && st.keys.confirmed.Load() {
+			return time.Since(start)
 		}
 		if time.Since(start) > within {
 			t.Fatalf("x did not take a's new incarnation at %s within %v: neighbours %+v", at, within, nbs)
@@ -48,11 +47,14 @@ func TestRestartOnNewAddressReplacesNeighbour(t *testing.T) {
 		nw := forgedNet(t)
 		cx := nw.Listen()
 		x := startNode(t, restartTimers, cx)
+		y := startNode(t, restartTimers, nw.Listen(), cx.LocalAddr()) // beyond x, for a's routes through it
 		cfgA := restartTimers
 		cfgA.Identity = forgedID(t)
 		a1 := startNode(t, cfgA, nw.Listen(), cx.LocalAddr())
 		reachBoth(t, x, a1)
+		reachBoth(t, y, a1)
 		exchange(t, x, a1, 7, "first incarnation")
+		time.Sleep(5 * restartTimers.HelloInterval) // past the start's full tables
 		keys1 := stateOf(t, x, a1.SID()).keys
 		a1.Close()
 		// A restart takes a moment (and hello sequence numbers start from
@@ -60,8 +62,9 @@ func TestRestartOnNewAddressReplacesNeighbour(t *testing.T) {
 		time.Sleep(time.Millisecond)
 
 		c2 := nw.Listen()
+		start := time.Now()
 		a2 := startNode(t, cfgA, c2, cx.LocalAddr())
-		took := waitRestarted(t, x, a2, c2.LocalAddr().String(), time.Second)
+		took := waitRestarted(t, x, a2, c2.LocalAddr().String(), 2, time.Second)
 		t.Logf("x took the restarted a in %v (virtual time)", took)
 		if took >= restartTimers.HelloInterval {
 			t.Errorf("x took %v to hear the restarted a, want less than one hello interval (%v)", took, restartTimers.HelloInterval)
@@ -69,14 +72,27 @@ func TestRestartOnNewAddressReplacesNeighbour(t *testing.T) {
 		if stateOf(t, x, a2.SID()).keys == keys1 {
 			t.Fatal("x kept the first incarnation's link keys")
 		}
-		start := time.Now()
+		t0 := time.Now()
 		exchange(t, x, a2, 8, "second incarnation")
-		if d := time.Since(start); d >= restartTimers.HelloInterval {
+		if d := time.Since(t0); d >= restartTimers.HelloInterval {
 			t.Errorf("the datagrams took %v each way, want well under a hello interval", d)
 		}
-		if nbs := x.Neighbours(); len(nbs) != 1 {
-			t.Fatalf("x has neighbours %+v, want only a", nbs)
+		if nbs := x.Neighbours(); len(nbs) != 2 {
+			t.Fatalf("x has neighbours %+v, want a and y", nbs)
 		}
+		// x gives the new incarnation its routes at once, as to a new
+		// neighbour (not at its next full table, up to 12 hello intervals
+		// away): a reaches y through x, y reaches a.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*restartTimers.HelloInterval)
+		defer cancel()
+		if err := a2.WaitReachable(ctx, y.SID()); err != nil {
+			t.Fatalf("the restarted a does not reach y through x within 2 hello intervals: %v", err)
+		}
+		t.Logf("the restarted a reaches y %v after it started (virtual time)", time.Since(start))
+		if err := y.WaitReachable(ctx, a2.SID()); err != nil {
+			t.Fatalf("y does not reach the restarted a within 2 hello intervals: %v", err)
+		}
+		exchange(t, y, a2, 9, "two hops, second incarnation")
 	})
 }
 
@@ -175,7 +191,7 @@ func TestRestartReplayChangesNothing(t *testing.T) {
 		time.Sleep(time.Millisecond)
 		c2 := nw.Listen()
 		a2 := startNode(t, cfgA, c2, cx.LocalAddr())
-		waitRestarted(t, x, a2, c2.LocalAddr().String(), time.Second)
+		waitRestarted(t, x, a2, c2.LocalAddr().String(), 1, time.Second)
 		v := viewOf(t, x, a2.SID())
 
 		third := nw.Listen()
