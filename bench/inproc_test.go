@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -76,14 +74,7 @@ func inprocGoodput(b *testing.B, a, z *mesh.Node) []float64 {
 	if err := a.WaitReachable(ctx, z.SID()); err != nil {
 		b.Fatal(err)
 	}
-	ap, err := a.Bind(0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := msp.Dialer{Identity: a.Identity()}.Dial(ctx, ap, z.SID(), 5000)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := dialPort(b, ctx, a, z, 5000)
 	defer s.Close()
 	var v []float64
 	cpu0, t0 := cpuSeconds(os.Getpid())
@@ -176,14 +167,9 @@ func udpDrops(b *testing.B, addrs []string) uint64 {
 		ip := ap.Addr().As4()
 		want[fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ap.Port())] = true
 	}
-	var n uint64
-	for _, l := range strings.Split(string(raw), "\n")[1:] {
-		f := strings.Fields(l)
-		if len(f) < 13 || !want[f[1]] {
-			continue
-		}
-		d, _ := strconv.ParseUint(f[len(f)-1], 10, 64)
-		n += d
+	n, err := parseUDPDrops(string(raw), func(f []string) bool { return want[f[1]] })
+	if err != nil {
+		b.Logf("/proc/net/udp: %v", err)
 	}
 	return n
 }

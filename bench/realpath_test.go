@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -74,10 +75,14 @@ func BenchmarkRealLossy(b *testing.B) {
 				return newRelay(b, udp, link, uint64(2*i+2)).Addr()
 			})
 			var s, k []float64
+			sd0 := must(b, "drops")(dropsOf(sv.pids...))
+			rd0 := must(b, "drops")(dropsOf(os.Getpid()))
 			for b.Loop() {
 				s = append(s, must(b, "servald")(goodputOf(sv.addr)))
 				k = append(k, must(b, "kcp")(goodputOf(kc.addr)))
 			}
+			b.ReportMetric(must(b, "drops")(dropsOf(sv.pids...))-sd0, "servald-sock-drops")
+			b.ReportMetric(must(b, "drops")(dropsOf(os.Getpid()))-rd0, "relay-sock-drops")
 			b.Logf("servald MB/s %.3g, kcp MB/s %.3g", s, k)
 			b.ReportMetric(median(s), "servald-MB/s")
 			b.ReportMetric(median(k), "kcp-MB/s")
@@ -158,6 +163,8 @@ func BenchmarkRealChain(b *testing.B) {
 	time.Sleep(3 * time.Second)
 	idleCores := (must(b, "cpu")(cpuSeconds(pids...)) - idle0) / 3
 	var clean0, lossy0, ratios []float64
+	sd0 := must(b, "drops")(dropsOf(pids[:nodes]...))
+	rd0 := must(b, "drops")(dropsOf(os.Getpid()))
 	cpu0 := must(b, "cpu")(cpuSeconds(pids...))
 	wall0 := time.Now()
 	for b.Loop() {
@@ -170,6 +177,8 @@ func BenchmarkRealChain(b *testing.B) {
 	set(clean)
 	b.ReportMetric((must(b, "cpu")(cpuSeconds(pids...))-cpu0)/time.Since(wall0).Seconds(), "cores-used")
 	b.ReportMetric(idleCores, "idle-cores") // after the loop: b.Loop drops metrics reported before it
+	b.ReportMetric(must(b, "drops")(dropsOf(pids[:nodes]...))-sd0, "servald-sock-drops")
+	b.ReportMetric(must(b, "drops")(dropsOf(os.Getpid()))-rd0, "relay-sock-drops")
 	b.Logf("lossless MB/s %.3g, lossy MB/s %.3g", clean0, lossy0)
 	b.ReportMetric(median(clean0), "lossless-MB/s")
 	b.ReportMetric(median(lossy0), "lossy-MB/s")

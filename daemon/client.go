@@ -33,6 +33,12 @@ var ErrNotRunning = errors.New("daemon: not running")
 // (it stopped, or unbound the port). It wraps net.ErrClosed.
 var ErrDaemonGone = fmt.Errorf("daemon: connection to the daemon lost: %w", net.ErrClosed)
 
+// ErrDaemonStopping is returned by a Port's ReadFrom as soon as its
+// daemon says it is stopping (servald stop, SIGTERM), and after that. It
+// wraps ErrDaemonGone. WriteTo still sends for a moment (at most 500 ms),
+// for the last datagrams of the caller's sessions; then Close the port.
+var ErrDaemonStopping = fmt.Errorf("daemon: the daemon is stopping (servald stop): %w", ErrDaemonGone)
+
 // Status describes a running daemon.
 type Status struct {
 	SID        identity.SID

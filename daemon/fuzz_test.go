@@ -52,6 +52,7 @@ func seedFrames() [][]byte {
 			Neighbours: []NeighbourStatus{{SID: sid, Addr: "127.0.0.1:9", BytesIn: 9}},
 			Tunnels:    []Report{{Role: RoleListen, Port: 7}}, Drops: []Drop{{"auth", "bad_mac", 1}}}}),
 		mustReport(Report{Role: RoleListen, Target: "127.0.0.1:22", Connections: 1, Sessions: []msp.SessionInfo{{Peer: sid, Remote: "x:7", BytesSent: 5}}}),
+		appendStopping(nil),
 	}
 }
 

@@ -68,6 +68,7 @@ type Port struct {
 	dmu    sync.Mutex // orders read-deadline changes with Close
 	closed atomic.Bool
 	gone   atomic.Bool // the daemon closed the connection
+	stop   atomic.Bool // the daemon said it was stopping
 	once   sync.Once
 	done   chan struct{}
 
@@ -107,10 +108,14 @@ func (p *Port) ReadFrom(b []byte) (int, net.Addr, error) {
 				return 0, nil, os.ErrDeadlineExceeded
 			}
 			p.gone.Store(true)
-			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-				return 0, nil, ErrDaemonGone
+			gone := ErrDaemonGone
+			if p.stop.Load() {
+				gone = ErrDaemonStopping
 			}
-			return 0, nil, fmt.Errorf("daemon: read: %v: %w", err, ErrDaemonGone)
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				return 0, nil, gone
+			}
+			return 0, nil, fmt.Errorf("daemon: read: %v: %w", err, gone)
 		}
 		switch typ {
 		case frameData:
@@ -132,6 +137,14 @@ func (p *Port) ReadFrom(b []byte) (int, net.Addr, error) {
 			}
 			p.learnMTU(we.SID, we.MaxPayload)
 			p.keepErr(we)
+		case frameStopping:
+			if len(body) != 0 {
+				return 0, nil, p.protocolError(fmt.Errorf("%w: %d bytes in a stopping frame", errMalformed, len(body)))
+			}
+			// The port still sends for a moment (the sessions' goodbyes);
+			// the connection closes next.
+			p.stop.Store(true)
+			return 0, nil, ErrDaemonStopping
 		default:
 			return 0, nil, p.protocolError(fmt.Errorf("%w: frame type %q on a bound connection", errMalformed, typ))
 		}

@@ -47,6 +47,10 @@ const (
 	// frameReport: client → daemon: JSON Report (report.go): what the
 	// process does with its bound port, for `servald status`; no answer.
 	frameReport byte = 'S'
+	// frameStopping: daemon → client on a bound connection, no body: the
+	// daemon is stopping (servald stop, SIGTERM); the connection closes
+	// next.
+	frameStopping byte = 'X'
 )
 
 // Sizes and bounds.
@@ -106,6 +110,9 @@ func parseFrame(b []byte, limit int) (typ byte, body []byte, n int, err error) {
 	}
 	return b[frameHeaderLen], b[frameHeaderLen+1 : end], end, nil
 }
+
+// appendStopping appends a STOPPING frame.
+func appendStopping(b []byte) []byte { return appendFrame(b, frameStopping, nil) }
 
 // appendDatagram appends a DATAGRAM frame for payload to/from a.
 func appendDatagram(b []byte, a mesh.Addr, payload []byte) []byte {

@@ -59,6 +59,10 @@ const maxSocketPath = 104
 // replyTimeout bounds the writing of one reply.
 const replyTimeout = 5 * time.Second
 
+// stoppingGrace bounds how long a stopping daemon keeps a bound port
+// after its STOPPING notice, for the client's last datagrams.
+const stoppingGrace = 500 * time.Millisecond
+
 // Server serves one node on the instance's control socket.
 type Server struct {
 	cfg     Config
@@ -314,6 +318,11 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 			s.writeReply(c, errorReply(err))
 			return
 		}
+		// serveBound tells the client when the daemon stops, then closes.
+		if !stop() {
+			pc.Close()
+			return
+		}
 		var none identity.SID
 		port := pc.LocalAddr().(mesh.Addr).Port
 		if !s.writeReply(c, reply{Bound: &boundJSON{SID: s.node.SID(), Port: port, MaxPayload: pc.MaxPayload(none), NoProgress: true, Timed: true, Report: true}}) {
@@ -437,9 +446,18 @@ func (s *Server) serveBound(ctx context.Context, c net.Conn, br *bufio.Reader, p
 	local := pc.LocalAddr().(mesh.Addr)
 	log := s.log.With("port", local.Port)
 	log.Debug("daemon: port bound")
-	stop := context.AfterFunc(ctx, func() { pc.Close() })
-	defer stop()
 	fw := newFrameWriter(c)
+	// When the daemon stops, the client is told (STOPPING) and given
+	// stoppingGrace to send its last datagrams (its sessions' goodbyes)
+	// and close its end; then the port is unbound.
+	stop := context.AfterFunc(ctx, func() {
+		if fw.write(frameHeaderLen+1, appendStopping, false, nil) != nil {
+			pc.Close()
+			return
+		}
+		time.AfterFunc(stoppingGrace, func() { pc.Close() })
+	})
+	defer stop()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // port → connection

@@ -5,9 +5,11 @@ package forward
 //	a.Read ──copy a->b──► b.Write     a at EOF ─► b.CloseWrite (or b.Close)
 //	b.Read ──copy b->a──► a.Write     b at EOF ─► a.CloseWrite (or a.Close)
 //
-// Each direction is one goroutine running io.CopyBuffer with a pooled 64 KiB
-// buffer, or the WriteTo/ReadFrom method of an end that has one (smux
-// streams' WriteTo avoids a copy). An error in either direction, or ctx being
+// Each direction is one goroutine running the WriteTo/ReadFrom method of an
+// end that has one (smux streams' WriteTo avoids a copy), or a copy through
+// a pooled 64 KiB buffer: from a socket, the buffer is taken for each read
+// and given back while the socket has nothing to read, so an idle
+// direction holds none (copyPolled). An error in either direction, or ctx being
 // done, closes both ends at once.
 
 import (
@@ -18,7 +20,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // HalfCloser is implemented by streams that can signal end of data to their
@@ -32,7 +37,8 @@ type HalfCloser interface {
 
 // BufferSize is the size of each of the two copy buffers Join uses when
 // neither end has a WriteTo/ReadFrom method it uses: at most 2*BufferSize
-// bytes per joined pair.
+// bytes per joined pair, and none for a direction waiting to read from an
+// idle TCP or Unix stream socket.
 const BufferSize = 64 << 10
 
 // Join copies a to b and b to a until both directions have finished, then
@@ -71,13 +77,24 @@ func join(ctx context.Context, a, b io.ReadWriteCloser, act *activity, aName, bN
 		}
 	})
 
+	// The calling goroutine copies into a socket end if there is one:
+	// its stack already holds the caller's frames, and a socket's Write
+	// makes shallower calls than a stream's. The other direction runs on
+	// a new goroutine, whose stack starts small. Both stacks keep what
+	// they grew to for the life of the pair (BenchmarkInprocIdleStreams).
+	ab := func() { aToB = j.pipe(&j.b, &j.a, aName+"->"+bName) }
+	ba := func() { bToA = j.pipe(&j.a, &j.b, bName+"->"+aName) }
+	here, there := ab, ba
+	if isKernel(a) && !isKernel(b) {
+		here, there = ba, ab
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		bToA = j.pipe(&j.a, &j.b, bName+"->"+aName)
+		there()
 	}()
-	aToB = j.pipe(&j.b, &j.a, aName+"->"+bName)
+	here()
 	wg.Wait()
 	j.mu.Lock()
 	j.finished = true // a ctx done from now on is not a failure
@@ -166,7 +183,9 @@ func afterFunc(ctx context.Context, f func()) (stop func()) {
 //
 // It uses the WriteTo method of src or the ReadFrom method of dst when the
 // end is not a kernel-backed type (smux streams deliver their frames without
-// an extra copy), and otherwise io.CopyBuffer with a BufferSize buffer. The
+// an extra copy); otherwise, from a TCP or Unix stream socket, copyPolled,
+// which holds its BufferSize buffer only while the socket has data, and
+// from anything else io.CopyBuffer with a BufferSize buffer. The
 // kernel types' own methods are bypassed: their generic fallback copies
 // through a 32 KiB buffer, and their splice(2) path between two TCP sockets
 // measured slower than the 64 KiB copy on loopback (BenchmarkJoin).
@@ -188,9 +207,95 @@ func copyStream(dst io.Writer, src io.Reader, act *activity) (int64, error) {
 		}
 		return dst.(io.ReaderFrom).ReadFrom(src)
 	}
-	buf := getBuffer()
-	defer putBuffer(buf)
+	if c, rc, ok := polledSource(src); ok {
+		return copyPolled(writerOnly{dst, act}, c, rc, act)
+	}
+	buf := bigBuffers.get() // src is not a socket: its blocked Read holds buf
+	defer bigBuffers.put(buf)
 	return io.CopyBuffer(writerOnly{dst, act}, readerOnly{src, act}, *buf)
+}
+
+// polledSource returns the raw connection of src if copyPolled can read it:
+// a TCP or stream Unix socket, whose zero-byte read is its EOF.
+func polledSource(src io.Reader) (net.Conn, syscall.RawConn, bool) {
+	var rc syscall.RawConn
+	var err error
+	switch c := src.(type) {
+	case *net.TCPConn:
+		rc, err = c.SyscallConn()
+	case *net.UnixConn:
+		if c.LocalAddr() == nil || c.LocalAddr().Network() != "unix" {
+			return nil, nil, false
+		}
+		rc, err = c.SyscallConn()
+	default:
+		return nil, nil, false
+	}
+	return src.(net.Conn), rc, err == nil
+}
+
+// copyPolled copies the socket behind rc to dst until EOF (nil error) or an
+// error, like io.CopyBuffer, but holds a copy buffer only while the socket
+// has data: each read takes a pooled buffer, and a read that would block
+// gives it back before waiting in the poller. An idle direction so costs
+// no buffer (an idle join used to hold BufferSize bytes in its blocked
+// Read). The first read after a wait takes a small buffer (smallBufferSize:
+// a keystroke, a request line, a pair's first byte), and only a read that
+// fills its buffer moves on to a BufferSize one, kept from read to read
+// while the socket has more: many pairs waking at once (opening, say)
+// hold small buffers while their writes wait, not 64 KiB ones. Deadlines
+// and Close wake the wait as they wake Read.
+func copyPolled(dst io.Writer, c net.Conn, rc syscall.RawConn, act *activity) (written int64, err error) {
+	var buf *[]byte
+	pool := smallBuffers
+	defer func() {
+		if buf != nil {
+			pool.put(buf)
+		}
+	}()
+	var n int
+	var rerr error
+	read := func(fd uintptr) bool {
+		if buf == nil {
+			buf = pool.get()
+		}
+		for {
+			n, rerr = unix.Read(int(fd), *buf)
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		if rerr == unix.EAGAIN {
+			pool.put(buf)
+			buf, pool = nil, smallBuffers
+			return false // wait until readable
+		}
+		return true
+	}
+	for {
+		if err := rc.Read(read); err != nil {
+			return written, err
+		}
+		if rerr != nil {
+			return written, &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rerr)}
+		}
+		if n <= 0 {
+			return written, nil // EOF
+		}
+		act.touch()
+		nw, werr := dst.Write((*buf)[:n])
+		written += int64(nw)
+		switch {
+		case werr != nil:
+			return written, werr
+		case nw != n:
+			return written, io.ErrShortWrite
+		}
+		if n == len(*buf) && pool == smallBuffers {
+			pool.put(buf) // more is likely waiting: read it in bulk
+			buf, pool = nil, bigBuffers
+		}
+	}
 }
 
 // activity records when a joined pair last moved a byte, in either
@@ -236,23 +341,39 @@ func copyPath(dst io.Writer, src io.Reader) path {
 // 3.5 times cheaper than allocating (BenchmarkJoinShort).
 const maxIdleBuffers = 32
 
-// idleBuffers is the package's free list of copy buffers. It holds no
-// state callers can observe: only memory kept for reuse.
-var idleBuffers = make(chan *[]byte, maxIdleBuffers)
+// smallBufferSize is the size of copyPolled's first read after a wait;
+// maxIdleSmall*smallBufferSize = 512 KiB of them are kept for reuse.
+const (
+	smallBufferSize = 2 << 10
+	maxIdleSmall    = 256
+)
 
-func getBuffer() *[]byte {
+// The package's free lists of copy buffers. They hold no state callers
+// can observe: only memory kept for reuse.
+var (
+	bigBuffers   = &freeList{size: BufferSize, idle: make(chan *[]byte, maxIdleBuffers)}
+	smallBuffers = &freeList{size: smallBufferSize, idle: make(chan *[]byte, maxIdleSmall)}
+)
+
+// freeList is a bounded free list of buffers of one size.
+type freeList struct {
+	size int
+	idle chan *[]byte
+}
+
+func (f *freeList) get() *[]byte {
 	select {
-	case b := <-idleBuffers:
+	case b := <-f.idle:
 		return b
 	default:
-		b := make([]byte, BufferSize)
+		b := make([]byte, f.size)
 		return &b
 	}
 }
 
-func putBuffer(b *[]byte) {
+func (f *freeList) put(b *[]byte) {
 	select {
-	case idleBuffers <- b:
+	case f.idle <- b:
 	default: // full: let the collector have it
 	}
 }
@@ -303,4 +424,24 @@ func (w writerOnly) Write(p []byte) (int, error) {
 		w.act.touch()
 	}
 	return n, err
+}
+
+// onFreshStack runs f on a goroutine of its own and returns what f
+// returned. A goroutine's stack keeps the size it grew to, and a joined
+// pair's goroutines wait for the rest of its life: setting the pair up
+// (dialling the target, opening a stream) makes the deepest calls of all,
+// and run on the goroutine that then copies, it would leave every idle
+// pair with an 8 KiB stack where the copy needs 4 KiB
+// (BenchmarkInprocIdleStreams in bench/). f must return when the context
+// it uses is done.
+func onFreshStack[T any](f func() (T, error)) (T, error) {
+	var v T
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v, err = f()
+	}()
+	<-done
+	return v, err
 }

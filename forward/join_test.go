@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -152,23 +153,8 @@ func TestJoinLarge(t *testing.T) {
 		t.Run(k[0]+"-"+k[1], func(t *testing.T) {
 			c := newChain(t, k[0], k[1])
 			up, down := randBytes(t, size), randBytes(t, size+12345)
-			send := func(w halfConn, b []byte) result[error] {
-				return goRun(func() error {
-					if _, err := w.Write(b); err != nil {
-						return err
-					}
-					return w.CloseWrite()
-				})
-			}
-			recv := func(r io.Reader) result[[32]byte] {
-				return goRun(func() [32]byte {
-					b, err := io.ReadAll(r)
-					if err != nil {
-						t.Errorf("read: %v", err)
-					}
-					return sum(b)
-				})
-			}
+			send := sendAndCloseWrite
+			recv := func(r io.Reader) result[[32]byte] { return readAllSum(t, r) }
 			s1, s2 := send(c.left, up), send(c.right, down)
 			r1, r2 := recv(c.right), recv(c.left)
 			const long = 60 * time.Second
@@ -354,4 +340,116 @@ func TestCopyPath(t *testing.T) {
 			t.Errorf("%s: path %d, want %d", tt.name, got, tt.want)
 		}
 	}
+}
+
+// TestJoinIdleHoldsNoBuffer checks that joins whose ends are idle TCP
+// sockets hold no copy buffer: after a byte has crossed each direction of
+// every join (so that each direction has read), the heap has grown by far
+// less than one BufferSize per direction. A blocked Read into a pooled
+// buffer would hold 2*joins*BufferSize (16 MiB here).
+func TestJoinIdleHoldsNoBuffer(t *testing.T) {
+	const joins = 64
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	for range joins {
+		newChain(t, "tcp", "tcp").ping(t)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	grown := int64(ms.HeapAlloc) - int64(before)
+	// The free lists may fill (maxIdleBuffers and maxIdleSmall buffers);
+	// beyond that, a few KiB per join of sockets and goroutine state.
+	limit := int64(maxIdleBuffers*BufferSize + maxIdleSmall*smallBufferSize + joins*BufferSize/4)
+	t.Logf("heap grew %d KiB with %d idle joins (limit %d KiB)", grown>>10, joins, limit>>10)
+	if grown > limit {
+		t.Errorf("heap grew %d KiB with %d idle joins, want at most %d KiB: idle directions hold copy buffers", grown>>10, joins, limit>>10)
+	}
+}
+
+// unixPair returns the two ends of a Unix socket connection of network
+// ("unix" or "unixgram"), closed at cleanup.
+func unixPair(t *testing.T, network string) (a, b *net.UnixConn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, map[string]int{"unix": syscall.SOCK_STREAM, "unixgram": syscall.SOCK_DGRAM}[network], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), network)
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+// TestPolledSource checks which ends copyPolled reads: stream sockets,
+// whose zero-byte read is EOF, and nothing else.
+func TestPolledSource(t *testing.T) {
+	tc, _ := tcpPair(t)
+	us, _ := unixPair(t, "unix")
+	ug, _ := unixPair(t, "unixgram")
+	m, _ := memPair()
+	for _, tt := range []struct {
+		name string
+		src  io.Reader
+		want bool
+	}{{"tcp", tc, true}, {"unix", us, true}, {"unixgram", ug, false}, {"mem", m, false}} {
+		if _, _, ok := polledSource(tt.src); ok != tt.want {
+			t.Errorf("%s: polled %v, want %v", tt.name, ok, tt.want)
+		}
+	}
+}
+
+// TestJoinUnixStream carries bytes exactly both ways between a Unix stream
+// socket (read by copyPolled) and an in-memory pair, with half-close.
+func TestJoinUnixStream(t *testing.T) {
+	left, lIn := unixPair(t, "unix")
+	rIn, right := memPair()
+	j := goJoin(context.Background(), lIn, rIn)
+	up, down := randBytes(t, 1<<20), randBytes(t, 300000)
+	s1, s2 := sendAndCloseWrite(left, up), sendAndCloseWrite(right, down)
+	r1, r2 := readAllSum(t, right), readAllSum(t, left)
+	for _, s := range []result[error]{s1, s2} {
+		if err := s.wait(t, 10*time.Second, "send"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r1.wait(t, 10*time.Second, "receive up") != sum(up) {
+		t.Error("upstream bytes differ")
+	}
+	if r2.wait(t, 10*time.Second, "receive down") != sum(down) {
+		t.Error("downstream bytes differ")
+	}
+	if r := j.wait(t, promptly, "join"); r.err != nil || r.aToB != int64(len(up)) || r.bToA != int64(len(down)) {
+		t.Fatalf("Join = %d, %d, %v; want %d, %d, nil", r.aToB, r.bToA, r.err, len(up), len(down))
+	}
+}
+
+// sendAndCloseWrite writes b to w and then half-closes it, in a goroutine.
+func sendAndCloseWrite(w halfConn, b []byte) result[error] {
+	return goRun(func() error {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		return w.CloseWrite()
+	})
+}
+
+// readAllSum reads r to its end in a goroutine and returns the sum of what
+// it read; a read error fails t.
+func readAllSum(t *testing.T, r io.Reader) result[[32]byte] {
+	return goRun(func() [32]byte {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Errorf("read: %v", err)
+		}
+		return sum(b)
+	})
 }

@@ -153,7 +153,7 @@ func (f *Forwarder) Serve(ctx context.Context, ln net.Listener, open func(contex
 	log := orDiscard(f.Logger)
 	handle := func(ctx context.Context, c net.Conn, act *activity) error {
 		clog := log.With("client", addrString(c.RemoteAddr()))
-		stream, err := open(ctx)
+		stream, err := onFreshStack(func() (net.Conn, error) { return open(ctx) })
 		if err != nil {
 			_ = c.Close()
 			return fmt.Errorf("forward: open stream for %s: %w", addrString(c.RemoteAddr()), err)
@@ -200,7 +200,7 @@ func (f *Forwarder) ServeStreams(ctx context.Context, accept func(context.Contex
 	handle := func(ctx context.Context, stream net.Conn, act *activity) error {
 		slg := log.With("stream", addrString(stream.RemoteAddr()))
 		dctx, cancel := context.WithTimeout(ctx, DialTimeout)
-		c, err := dial(dctx, target.Network, target.Addr)
+		c, err := onFreshStack(func() (net.Conn, error) { return dial(dctx, target.Network, target.Addr) })
 		cancel()
 		if err != nil {
 			_ = stream.Close()

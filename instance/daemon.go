@@ -43,7 +43,7 @@ func openDaemon(dir string, log *slog.Logger) (Mesh, error) {
 		return nil, fmt.Errorf("the daemon (pid %d) runs as %s but the keyring of %s now says %s: restart it (servald stop; servald start)", c.PID(), c.SID(), dir, id.SID())
 	}
 	logger(log).Info("using the running daemon", "pid", c.PID(), "udp", c.UDPAddr())
-	return viaDaemon{c: c, id: id}, nil
+	return viaDaemon{c: c, id: id, link: &daemonLink{}}, nil
 }
 
 // nodeFlags are the node options a daemon ignores, as flags.
@@ -76,8 +76,9 @@ func (o NodeOptions) Ignored(m Mesh) string {
 
 // viaDaemon reaches the mesh through the instance's daemon.
 type viaDaemon struct {
-	c  *daemon.Client
-	id *identity.Identity
+	c    *daemon.Client
+	id   *identity.Identity
+	link *daemonLink // whether the daemon went away, and whom to tell (reattach.go)
 }
 
 func (d viaDaemon) Identity() *identity.Identity { return d.id }
@@ -87,9 +88,10 @@ func (d viaDaemon) Bind(port uint16) (msp.Transport, error) {
 	defer cancel()
 	p, err := d.c.Bind(ctx, port)
 	if err != nil {
-		return nil, err
+		return nil, d.notRunning(err)
 	}
-	return p, nil
+	d.backAgain(ctx)
+	return newWatched(p, d.link), nil
 }
 func (d viaDaemon) Routes() ([]mesh.Route, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), DaemonTimeout)

@@ -16,6 +16,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/servald/servald/forward"
 	"github.com/servald/servald/forward/socks"
@@ -31,6 +32,10 @@ type EndFlags struct {
 	SocksAuth string   // connect --socks-auth: FILE of user:password lines
 	SocksExit bool     // listen --socks
 	To        []string // listen --to: socks.ParseRule arguments
+	// UDP flows (--forward=udp:...): Deadline is --deadline (0: none),
+	// UDPIdle --udp-idle; UDPSet tells that either was given.
+	Deadline, UDPIdle time.Duration
+	UDPSet            bool
 	// Logger receives per-connection errors (nil: silence).
 	Logger *slog.Logger
 }
@@ -67,6 +72,9 @@ type ListenEnd struct {
 	// Forwarder, when set, serves the streams to Target (its idle
 	// timeout, its fair share of slots per peer); nil: forward's defaults.
 	Forwarder *forward.Forwarder
+	// UDP, with --forward=udp:HOST:PORT, carries UDP flows to UDPTarget.
+	UDP       *forward.UDPFlows
+	UDPTarget string
 	once      bool
 	log       *slog.Logger
 }
@@ -76,11 +84,18 @@ type ListenEnd struct {
 // with neither --to nor --allow: an open proxy for the whole mesh.
 func (f EndFlags) ListenEnd(restricted bool) (ListenEnd, error) {
 	e := ListenEnd{once: f.Once, log: f.Logger}
+	udp, target, err := f.udpFlows()
+	if err != nil || udp != nil {
+		e.UDP, e.UDPTarget = udp, target
+		if err == nil && (f.SocksExit || len(f.To) > 0) {
+			err = usagef("--forward=udp: carries UDP flows: --socks and --to do not apply")
+		}
+		return e, err
+	}
 	if !f.SocksExit {
 		if len(f.To) > 0 {
 			return e, usagef("--to needs --socks")
 		}
-		var err error
 		e.Target, err = f.forwardEndpoint()
 		return e, err
 	}
@@ -101,7 +116,7 @@ func (f EndFlags) ListenEnd(restricted bool) (ListenEnd, error) {
 }
 
 // Stdio reports that the listener joins one stream to stdin/stdout.
-func (e ListenEnd) Stdio() bool { return e.Exit == nil && e.Target.Addr == "" }
+func (e ListenEnd) Stdio() bool { return e.Exit == nil && e.Target.Addr == "" && e.UDP == nil }
 
 // Serve hands each stream accept returns to the exit, or joins it with a
 // connection to the target (with --once, one), as socks.Exit.Serve and
@@ -125,19 +140,25 @@ func (e ListenEnd) ConnectFlag() string {
 	switch {
 	case e.Exit != nil:
 		return "--socks=1080 "
+	case e.UDP != nil:
+		return "--forward=" + forward.UDPPrefix + strconv.Itoa(otherPort(e.UDPTarget)) + " "
 	case e.Target.Network == "unix":
 		return "--forward=" + forward.UnixPrefix + filepath.Base(e.Target.Addr) + " "
 	case e.Target.Addr != "":
-		// Another local port than the target's, so that the line works
-		// on this machine too.
-		_, ps, _ := net.SplitHostPort(e.Target.Addr)
-		p, _ := strconv.Atoi(ps)
-		if p += 10000; p > 65535 {
-			p -= 20000
-		}
-		return "--forward=" + strconv.Itoa(p) + " "
+		return "--forward=" + strconv.Itoa(otherPort(e.Target.Addr)) + " "
 	}
 	return ""
+}
+
+// otherPort is another local port than the one of addr (host:port), so
+// that a suggested connect line works on this machine too.
+func otherPort(addr string) int {
+	_, ps, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(ps)
+	if p += 10000; p > 65535 {
+		p -= 20000
+	}
+	return p
 }
 
 // ConnectEnd is where msp connect listens, Addr (--forward: TCP or
@@ -151,26 +172,37 @@ type ConnectEnd struct {
 	// timeout, its cap, its fair share of slots per client address); nil:
 	// forward's defaults.
 	Forwarder *forward.Forwarder
-	once      bool
-	log       *slog.Logger
+	// UDP, with --forward=udp:[HOST:]PORT, carries the UDP flows of
+	// clients of local UDP UDPAddr.
+	UDP     *forward.UDPFlows
+	UDPAddr string
+	once    bool
+	log     *slog.Logger
 }
 
 // ConnectEnd checks the flags of msp connect and reads the --socks-auth
 // file. Mistakes in the flags are *UsageError.
 func (f EndFlags) ConnectEnd() (ConnectEnd, error) {
 	e := ConnectEnd{once: f.Once, log: f.Logger}
+	udp, addr, err := f.udpFlows()
+	if err != nil || udp != nil {
+		e.UDP, e.UDPAddr = udp, addr
+		if err == nil && (f.Socks != "" || f.SocksAuth != "") {
+			err = usagef("--forward=udp: carries UDP flows: --socks and --socks-auth do not apply")
+		}
+		return e, err
+	}
 	if f.Socks == "" {
 		if f.SocksAuth != "" {
 			return e, usagef("--socks-auth needs --socks")
 		}
-		var err error
 		e.Addr, err = f.forwardEndpoint()
 		return e, err
 	}
 	if err := f.withSocks(); err != nil {
 		return e, err
 	}
-	addr, err := forward.ParseTarget(f.Socks)
+	addr, err = forward.ParseTarget(f.Socks)
 	if err != nil {
 		return e, usagef("--socks: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/servald/servald/forward"
 )
@@ -39,6 +40,15 @@ func TestEndFlagsRefused(t *testing.T) {
 		{"bad --socks", EndFlags{Socks: "99999"}, true, false, "--socks"},
 		{"--socks-auth without --socks", EndFlags{SocksAuth: "f"}, true, false, "--socks-auth needs --socks"},
 		{"bad connect --forward", EndFlags{Forward: "x:y:z"}, true, false, "--forward"},
+		{"negative --deadline", EndFlags{Forward: "udp:53", Deadline: -time.Second, UDPIdle: time.Minute}, true, false, "--deadline"},
+		{"huge --deadline", EndFlags{Forward: "udp:53", Deadline: 2 * time.Hour, UDPIdle: time.Minute}, false, true, "--deadline"},
+		{"zero --udp-idle", EndFlags{Forward: "udp:53"}, true, false, "--udp-idle"},
+		{"udp --once", EndFlags{Forward: "udp:53", UDPIdle: time.Minute, Once: true}, false, true, "--once"},
+		{"udp and connect --socks", EndFlags{Forward: "udp:53", UDPIdle: time.Minute, Socks: "1080"}, true, false, "--socks"},
+		{"udp and listen --socks", EndFlags{Forward: "udp:53", UDPIdle: time.Minute, SocksExit: true}, false, true, "--socks"},
+		{"udp and --to", EndFlags{Forward: "udp:53", UDPIdle: time.Minute, To: []string{"*"}}, false, true, "--to"},
+		{"--deadline without udp", EndFlags{Forward: "53", UDPSet: true}, true, false, "--forward=udp:"},
+		{"bad udp target", EndFlags{Forward: "udp:x:y:z", UDPIdle: time.Minute}, false, true, "--forward"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

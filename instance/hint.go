@@ -49,9 +49,9 @@ func (e *embedded) WaitReachable(ctx context.Context, sid identity.SID) error {
 
 // WaitReachable waits for the daemon's route to sid; when none came, the
 // daemon has no neighbours and was started with peers, the error says
-// that they do not answer.
+// that they do not answer; with no daemon there, that it is away.
 func (d viaDaemon) WaitReachable(ctx context.Context, sid identity.SID) error {
-	err := d.c.WaitReachable(ctx, sid)
+	err := d.notRunning(d.c.WaitReachable(ctx, sid))
 	if errors.Is(err, mesh.ErrNoRoute) {
 		if peers := d.silentPeers(); peers != nil {
 			return fmt.Errorf("mesh: %w %s: %s", mesh.ErrNoRoute, sid, noNeighbours("the daemon's", peers))

@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +44,11 @@ func StartDaemon(ctx context.Context, dir string, args []string) (*daemon.Client
 	}
 	defer pr.Close()
 	if err := waitNotify(ctx, child, pr, logPath, logStart); err != nil {
+		var held heldError
+		if errors.As(err, &held) {
+			// Another start won the race for the instance lock.
+			return nil, Running(ctx, dir, int(held))
+		}
 		return nil, err
 	}
 	child.Process.Release()
@@ -101,6 +108,11 @@ func waitNotify(ctx context.Context, child *exec.Cmd, pr *os.File, logPath strin
 	if strings.TrimSpace(line) == "ok" {
 		return nil
 	}
+	if pid, ok := strings.CutPrefix(strings.TrimSpace(line), HeldNotice); ok {
+		child.Wait()
+		n, _ := strconv.Atoi(strings.TrimSpace(pid))
+		return heldError(n)
+	}
 	if rerr != nil && errors.Is(rerr, os.ErrDeadlineExceeded) {
 		child.Process.Kill()
 		child.Wait()
@@ -134,6 +146,98 @@ func lastLogLine(path string, start int64) string {
 	b = b[start:]
 	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
 	return string(bytes.TrimSpace(lines[len(lines)-1]))
+}
+
+// HeldNotice starts the line a detached daemon writes to its notify file
+// descriptor, followed by the holder's pid, instead of "ok" when another
+// node holds the instance lock.
+const HeldNotice = "held "
+
+// NotifyHeld tells the start that launched this daemon (its notify file
+// descriptor fd, none when 0) that another node holds the instance, when
+// err (LockInstance's) says so.
+func NotifyHeld(fd int, err error) {
+	var nr *NodeRunningError
+	if fd <= 0 || !errors.As(err, &nr) {
+		return
+	}
+	if f := os.NewFile(uintptr(fd), "notify"); f != nil {
+		fmt.Fprintf(f, "%s%d\n", HeldNotice, nr.PID)
+		f.Close()
+	}
+}
+
+// NotifyReady tells whoever waits that the daemon serves: the start that
+// launched it ("ok" on fd, none when 0) and systemd ($NOTIFY_SOCKET,
+// Type=notify: READY=1); a failure to tell systemd is logged to log.
+func NotifyReady(fd int, log *slog.Logger) {
+	if fd > 0 {
+		if f := os.NewFile(uintptr(fd), "notify"); f != nil {
+			f.WriteString("ok\n")
+			f.Close()
+		}
+	}
+	if err := SystemdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())); err != nil {
+		logger(log).Warn("cannot tell systemd the daemon is ready", "err", err)
+	}
+}
+
+// DetachedLog, in a detached daemon (its notify file descriptor fd > 0),
+// sets *w to the daemon's log in instance dir, so that its lines rotate at
+// the log's cap while it runs, not only when it starts (its stderr, the
+// same file, keeps what the Go runtime itself writes). It returns what
+// closes the log; w is left as it is when fd is 0 or the log does not
+// open (stderr is the log all the same).
+func DetachedLog(fd int, dir string, w *io.Writer) (closeLog func()) {
+	if fd <= 0 {
+		return func() {}
+	}
+	l, err := logfile.Open(filepath.Join(dir, daemon.LogName), logfile.DefaultMaxSize)
+	if err != nil {
+		return func() {}
+	}
+	*w = l
+	return func() { l.Close() }
+}
+
+// heldError: the daemon started found the instance lock held by pid.
+type heldError int
+
+func (e heldError) Error() string { return fmt.Sprintf("the instance is held by pid %d", int(e)) }
+
+// DaemonRunningError means `servald start` found the instance's daemon
+// running already (perhaps started a moment before, by a start that won
+// the race).
+type DaemonRunningError struct{ PID int }
+
+func (e *DaemonRunningError) Error() string {
+	return fmt.Sprintf("a daemon of this instance is already running (pid %d)", e.PID)
+}
+
+// runningWait bounds how long Running waits for the holder of an instance
+// to answer as its daemon.
+const runningWait = 2 * time.Second
+
+// Running says why a daemon of instance dir cannot start while pid holds
+// the instance lock: a *DaemonRunningError when a daemon answers on the
+// socket within 2 s (one that was starting, say), else a
+// *NodeRunningError (a command's own node, or a daemon that hangs).
+func Running(ctx context.Context, dir string, pid int) error {
+	ctx, cancel := context.WithTimeout(ctx, runningWait)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if c, err := daemon.Dial(ctx, daemon.SocketPath(dir)); err == nil {
+			c.Close()
+			return &DaemonRunningError{PID: c.PID()}
+		}
+		select {
+		case <-ctx.Done():
+			return &NodeRunningError{Dir: dir, PID: pid}
+		case <-t.C:
+		}
+	}
 }
 
 // DialDaemon connects to the daemon of instance dir; the error says "not

@@ -2,6 +2,8 @@ package instance
 
 import (
 	"io"
+	"strconv"
+	"time"
 
 	"github.com/servald/servald/mesh"
 	"github.com/servald/servald/probe"
@@ -20,4 +22,17 @@ func ServeProbes(n *mesh.Node, o NodeOptions) (io.Closer, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// ParseInterval reads ping's -i: a duration ("200ms") or, as ping(8),
+// seconds ("0.2").
+func ParseInterval(s string) (time.Duration, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return d, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, usagef("-i %q: want a duration (200ms) or seconds (0.2)", s)
+	}
+	return time.Duration(f * float64(time.Second)), nil
 }

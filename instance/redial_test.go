@@ -147,3 +147,67 @@ func TestRedialerErrors(t *testing.T) {
 		t.Errorf("cancelled: %v, want context.Canceled as it is", err)
 	}
 }
+
+// TestRedialerSharesDial: streams asked for while a dial runs wait for
+// that dial, not each for one of its own: five of them, towards a target
+// that never answers, all fail within one timeout, after one dial. A
+// caller waiting on a dial whose own caller gave up (its ctx ended) dials
+// itself.
+func TestRedialerSharesDial(t *testing.T) {
+	sid := sidWith(t, "ABCD")
+	found := func(context.Context) (identity.SID, uint16, error) { return sid, 7, nil }
+	var dials atomic.Int32
+	stuckDial := func(ctx context.Context, _ identity.SID, _ uint16) (*msp.Session, error) {
+		dials.Add(1)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	const timeout = 300 * time.Millisecond
+	rd := NewRedialer(timeout, found, stuckDial)
+	t0 := time.Now()
+	errs := make(chan error, 5)
+	for range 5 {
+		go func() {
+			_, err := rd.OpenStream(context.Background())
+			errs <- err
+		}()
+	}
+	for range 5 {
+		if err := <-errs; err == nil || !strings.Contains(err.Error(), "unreachable after") {
+			t.Errorf("stream: %v, want unreachable", err)
+		}
+	}
+	if took := time.Since(t0); took > 2*timeout {
+		t.Errorf("five streams took %v, want one timeout (%v)", took, timeout)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d dials, want 1", n)
+	}
+
+	// The first caller gives up; the one waiting on its dial dials again.
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := rd.Session(ctx)
+		first <- err
+	}()
+	for dials.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	second := make(chan error, 1)
+	go func() {
+		_, err := rd.Session(context.Background())
+		second <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // the second waits on the first's dial
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Errorf("first: %v, want context.Canceled", err)
+	}
+	if err := <-second; err == nil || !strings.Contains(err.Error(), "unreachable after") {
+		t.Errorf("second: %v, want its own dial's unreachable", err)
+	}
+	if n := dials.Load(); n != 3 {
+		t.Errorf("%d dials, want 3", n)
+	}
+}

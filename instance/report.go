@@ -43,6 +43,9 @@ func (e ListenEnd) Shown(service string) Shown {
 // connection is one).
 func reportSessions(tr msp.Transport, role string, show Shown, sessions func() []*msp.Session) {
 	p, ok := tr.(*daemon.Port)
+	if w, isWatched := tr.(*watched); isWatched { // through the daemon (reattach.go)
+		p, ok = w.Port, true
+	}
 	if !ok {
 		return
 	}

@@ -175,7 +175,7 @@ func (n *Node) handleHello(b []byte, from net.Addr) {
 		return
 	}
 	frame := append([]byte(nil), b...)
-	if !n.verifier.submit(len(frame), func() {
+	if !n.verifier.submitHello(len(frame), func() {
 		if !wire.VerifyHello(frame) {
 			n.badSigs.add(key)
 			n.stats.badHello.Add(1)

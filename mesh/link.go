@@ -70,6 +70,7 @@ type linkTx struct {
 	skipDue   bool      // a SKIP is to be sent (frames were given up)
 	sent      float64   // decaying count of transmissions
 	resent    float64   // decaying count of retransmissions
+	lastLocal time.Time // when enqueueLocal last took a frame (burstLocked)
 }
 
 // txFrame is a frame waiting for the window: its buffer and, for a frame

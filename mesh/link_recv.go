@@ -10,8 +10,9 @@ package mesh
 // routing messages wait in ctlHeld until the frames before them arrived,
 // and then go to the router. A bitmap remembers which frames above the
 // cumulative point arrived; an ACK covering all of them goes out from the
-// read loop after ackEvery frames or at a new gap or duplicate, else from
-// the link goroutine within ackDelay. receiveSkip moves the cumulative
+// read loop after ackEvery frames or at a new gap or duplicate (on a
+// batching socket, once at the end of the read batch: udp_batch.go), else
+// from the link goroutine within ackDelay. receiveSkip moves the cumulative
 // point past frames the neighbour gave up.
 
 import (
@@ -159,17 +160,16 @@ func (l *link) receiveData(bp *[]byte) {
 	}
 	ctl := l.releaseCtlLocked()
 	l.rx.unacked++
-	if now || l.rx.unacked >= ackEvery {
+	if (now || l.rx.unacked >= ackEvery) && l.n.batch != nil {
+		// The read loop reads in batches: one ACK at the batch's end
+		// says what all of it brought (udp_batch.go).
+		l.mu.Unlock()
+		l.n.ackAfterBatch(l)
+	} else if now || l.rx.unacked >= ackEvery {
 		// Acknowledge from here, not the link goroutine: on a busy machine
 		// a goroutine may wait many milliseconds to run, and a late ACK
 		// looks like a loss to the sender.
-		l.rx.ackPending = false
-		l.rx.unacked = 0
-		l.buildAckLocked(&l.rx.loopAck)
-		l.mu.Unlock()
-		l.rx.loopAckBuf = wire.AppendAck(l.rx.loopAckBuf[:0], &l.rx.loopAck)
-		l.n.stats.ackOut.Add(uint64(len(l.rx.loopAckBuf)))
-		l.n.sendLink(l.nb, l.rx.loopAckBuf, l.nb.address())
+		l.ackFromLoopLocked()
 	} else {
 		// The link goroutine sends it within ackDelay, with whatever
 		// else arrived meanwhile (or sooner, if it runs anyway).

@@ -3,13 +3,14 @@ package mesh
 // The sending half of a link.
 //
 // Packet path: a DATA frame for this neighbour comes from a local WriteTo
-// (enqueueLocal: it waits for room in the queue; with nothing queued and
-// room in the window it is numbered and written to the socket right there)
+// (enqueueLocal: it waits for room in the queue; with nothing queued,
+// room in the window and no burst under way (udp_batch.go) it is numbered
+// and written to the socket right there)
 // or from the relay (enqueueRelay: dropped when the queue is full, never
 // written from the read loop); this node's routing messages come through
 // enqueueControl, ahead of queued data. The link goroutine's flush gives
 // queued frames the next sequence numbers while the window has room and
-// writes them. receiveAck (read loop) marks acknowledged frames done and,
+// writes them, in batches where the socket can. receiveAck (read loop) marks acknowledged frames done and,
 // since first copies go out in sequence order, marks lost a frame sent
 // before one that arrived; flush resends those, and frames whose timer ran
 // out, up to MaxAttempts; then a frame is given up and a SKIP tells the
@@ -111,7 +112,8 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 		l.mu.Unlock()
 		return ErrNoRoute
 	}
-	if len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
+	burst := l.burstLocked() // udp_batch.go: queued, the link goroutine writes a burst in batches
+	if burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
 		l.tx.queue = append(l.tx.queue, txFrame{buf: bp, due: due})
 		l.mu.Unlock()
 		l.kick()
@@ -123,7 +125,7 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 	l.mu.Unlock()
 	l.sendMu.Lock()
 	l.mu.Lock()
-	if l.dead || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
+	if l.dead || burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
 		dead := l.dead
 		if !dead {
 			l.tx.queue = append(l.tx.queue, txFrame{buf: bp, due: due})
@@ -339,19 +341,16 @@ func (l *link) flush() {
 	l.armLocked(next)
 	l.mu.Unlock()
 
+	var ack, skipFrame []byte
 	if sendAck {
 		l.rx.flushAckBuf = wire.AppendAck(l.rx.flushAckBuf[:0], &l.rx.flushAck)
 		l.n.stats.ackOut.Add(uint64(len(l.rx.flushAckBuf)))
-		l.n.sendLink(l.nb, l.rx.flushAckBuf, addr)
+		ack = l.rx.flushAckBuf
 	}
 	if skip {
-		l.n.sendLink(l.nb, wire.AppendSkip(make([]byte, 0, wire.SkipLen+wire.AuthLen), epoch, base), addr)
+		skipFrame = wire.AppendSkip(make([]byte, 0, wire.SkipLen+wire.AuthLen), epoch, base)
 	}
-	for _, b := range out {
-		if err := l.n.sendLink(l.nb, *b, addr); err != nil && errors.Is(err, syscall.EMSGSIZE) {
-			l.nb.lowerMTU(len(*b))
-		}
-	}
+	l.sendFrames(ack, skipFrame, out, addr) // batched: udp_batch.go
 	clear(out)
 	l.tx.out = out[:0]
 }

@@ -191,6 +191,11 @@ type Node struct {
 	bufs  *bufPool
 	start time.Time
 
+	batch       batchConn   // nil: one datagram per system call (udp_batch.go)
+	sendBatches *sync.Pool  // of *sendBatch
+	ackDue      []*link     // links to acknowledge after the read batch; read loop only
+	gsoOff      atomic.Bool // the socket refused a GSO message: no more
+
 	helloSeq atomic.Uint64
 	stats    counters
 
@@ -237,6 +242,7 @@ func New(cfg Config) (*Node, error) {
 		conn:     cfg.Conn,
 		epoch:    binary.BigEndian.Uint32(eb[:]) | 1,
 		bufs:     newBufPool(),
+		batch:    newBatchConn(cfg.Conn),
 		start:    time.Now(),
 		bySID:    map[identity.SID]*neighbour{},
 		byAddr:   map[string]*neighbour{},
@@ -252,6 +258,7 @@ func New(cfg Config) (*Node, error) {
 		peerBucket:   newBucket(admitRate, admitBurst),
 		cookieBucket: newBucket(cookieAnswerRate, cookieAnswerBurst),
 		trust:        trustSet(cfg.Trust),
+		sendBatches:  newSendBatchPool(),
 		peerAddrs:    map[string]bool{},
 	}
 	for _, a := range cfg.Peers {
@@ -320,6 +327,10 @@ func (n *Node) notifyChangedLocked() {
 // readLoop reads datagrams until the socket closes.
 func (n *Node) readLoop() {
 	defer n.wg.Done()
+	if n.batch != nil {
+		n.readBatches(n.batch, n.handle)
+		return
+	}
 	for {
 		bp := n.bufs.get(maxDatagram)
 		k, from, err := n.conn.ReadFrom(*bp)

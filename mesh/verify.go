@@ -4,12 +4,18 @@ package mesh
 //
 // Flow: the read loop hands hellos that passed the cookie check, and every
 // routing message (in order, so a retraction is never overtaken by the
-// announcement it followed), to the verifier: a bounded queue and one
-// worker goroutine. When the queue is full the job is dropped and counted
-// (VerifyQueueDrops); the read loop, and with it relaying, never waits for
-// a signature. A signature that failed once is remembered (by a hash of
-// what was signed and the signature) in a bounded cache, so a replayed bad
-// entry costs a hash lookup.
+// announcement it followed), to the verifier: two bounded queues and one
+// worker goroutine, which takes hellos first. A hello is what keeps a
+// neighbour (and its link keys) alive; behind a backlog of routing
+// messages, each with hundreds of signatures, it would wait past the
+// neighbour timeout on a busy node, the neighbour would be dropped and its
+// routes with it, and the retractions would make more work still. Hellos
+// are rate-limited per address and neighbour before they are queued, so
+// they cannot starve routing. When a queue is full the job is dropped and
+// counted (VerifyQueueDrops); the read loop, and with it relaying, never
+// waits for a signature. A signature that failed once is remembered (by a
+// hash of what was signed and the signature) in a bounded cache, so a
+// replayed bad entry costs a hash lookup.
 
 import (
 	"context"
@@ -25,25 +31,32 @@ type verifyJob struct {
 	run  func()
 }
 
-// verifier runs jobs on one goroutine, in the order they were submitted.
+// verifier runs jobs on one goroutine: hellos first, each queue in the
+// order it was submitted.
 type verifier struct {
-	jobs  chan verifyJob
-	bytes atomic.Int64 // bytes of the jobs queued
+	hellos chan verifyJob
+	jobs   chan verifyJob
+	bytes  atomic.Int64 // bytes of the jobs queued
 }
 
 func newVerifier(queue int) *verifier {
-	return &verifier{jobs: make(chan verifyJob, queue)}
+	return &verifier{hellos: make(chan verifyJob, queue), jobs: make(chan verifyJob, queue)}
 }
 
-// submit queues run, which holds size bytes; it reports false (and drops
-// the job) when the queue is full.
-func (v *verifier) submit(size int, run func()) bool {
+// submit queues run, which holds size bytes, behind the routing messages
+// queued; it reports false (and drops the job) when the queue is full.
+func (v *verifier) submit(size int, run func()) bool { return v.queue(v.jobs, size, run) }
+
+// submitHello queues run, a hello's check, ahead of the routing messages.
+func (v *verifier) submitHello(size int, run func()) bool { return v.queue(v.hellos, size, run) }
+
+func (v *verifier) queue(q chan verifyJob, size int, run func()) bool {
 	if v.bytes.Add(int64(size)) > verifyQueueBytes {
 		v.bytes.Add(-int64(size))
 		return false
 	}
 	select {
-	case v.jobs <- verifyJob{size, run}:
+	case q <- verifyJob{size, run}:
 		return true
 	default:
 		v.bytes.Add(-int64(size))
@@ -51,16 +64,22 @@ func (v *verifier) submit(size int, run func()) bool {
 	}
 }
 
-// run works through the queue until ctx ends.
+// run works through the queues, hellos first, until ctx ends.
 func (v *verifier) run(ctx context.Context) {
 	for {
+		var j verifyJob
 		select {
-		case <-ctx.Done():
-			return
-		case j := <-v.jobs:
-			j.run()
-			v.bytes.Add(-int64(j.size))
+		case j = <-v.hellos:
+		default:
+			select {
+			case <-ctx.Done():
+				return
+			case j = <-v.hellos:
+			case j = <-v.jobs:
+			}
 		}
+		j.run()
+		v.bytes.Add(-int64(j.size))
 	}
 }
 

@@ -23,6 +23,7 @@ type Listener struct {
 	cfg  Config
 
 	streams chan net.Conn
+	dq      *dgramQueue // datagrams of all its sessions
 	done    chan struct{}
 	once    sync.Once
 
@@ -38,6 +39,7 @@ func Listen(tr Transport, id *identity.Identity, port uint16, cfg Config) *Liste
 	l := &Listener{
 		id: id, port: port, cfg: cfg.withDefaults(),
 		streams: make(chan net.Conn, acceptQueue),
+		dq:      newDgramQueue(dgramSessionShare),
 		done:    make(chan struct{}),
 	}
 	if tr != nil {

@@ -76,8 +76,10 @@ func (o *startOptions) run(cmd *cobra.Command, g *globals) error {
 
 // runForeground runs the node and its control socket in this process.
 func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string) error {
+	defer inst.DetachedLog(o.notifyFD, dir, &g.stderr)()
 	lock, err := inst.LockInstance(dir)
 	if err != nil {
+		inst.NotifyHeld(o.notifyFD, err)
 		return err
 	}
 	opts := o.node.options(cmd.Flags(), g)
@@ -111,13 +113,9 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 	defer ms.Close()
 	fmt.Fprintf(g.stderr, "servald: started, SID %s pid %d UDP %s\n", node.SID(), os.Getpid(), node.LocalAddr())
 	fmt.Fprint(g.stderr, ms.Notice())
-	if o.notifyFD > 0 {
-		if f := os.NewFile(uintptr(o.notifyFD), "notify"); f != nil {
-			f.WriteString("ok\n")
-			f.Close()
-		}
-	}
+	inst.NotifyReady(o.notifyFD, g.logger())
 	err = srv.Serve(cmd.Context())
+	inst.SystemdNotify("STOPPING=1")
 	// Serve removed the socket; free the UDP port and the instance before
 	// telling a waiting `servald stop` (srv.Close) that we are gone.
 	node.Close()
@@ -131,7 +129,7 @@ func (o *startOptions) runForeground(cmd *cobra.Command, g *globals, dir string)
 // until it serves, or reports why it did not.
 func (o *startOptions) runDetached(cmd *cobra.Command, g *globals, dir string) error {
 	if pid, running := daemon.Probe(dir); running {
-		return &inst.NodeRunningError{Dir: dir, PID: pid}
+		return inst.Running(cmd.Context(), dir, pid)
 	}
 	args, err := o.childArgs(cmd.Flags(), g, dir)
 	if err != nil {
@@ -212,3 +210,6 @@ func newStopCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+// say writes one status line to stderr ("servald: MSG").
+func (g *globals) say(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }

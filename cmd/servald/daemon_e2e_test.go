@@ -111,7 +111,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	if code == 0 {
 		t.Error("second start: exit 0")
 	}
-	oneLine(t, errOut, fmt.Sprintf("servald: a node of instance %s already runs (pid %d): stop it, or run `servald start` once", inst, d.pid))
+	oneLine(t, errOut, fmt.Sprintf("servald: a daemon of this instance is already running (pid %d)", d.pid))
 
 	code, _, errOut = runOnce(t, nil, "stop", "--instance", inst)
 	if code != 0 {
@@ -132,6 +132,14 @@ func TestDaemonLifecycle(t *testing.T) {
 	d = startDaemon(t, inst)
 	syscall.Kill(d.pid, syscall.SIGKILL)
 	waitGone(t, d.pid)
+	// The leader can be a zombie while its other threads still exit and
+	// hold its files, the lock among them: wait for the lock.
+	eventually(t, 10*time.Second, func() string {
+		if pid, running := daemon.Probe(inst); running {
+			return fmt.Sprintf("pid %d still holds the instance lock after kill -9", pid)
+		}
+		return ""
+	})
 	if _, err := os.Stat(daemon.SocketPath(inst)); err != nil {
 		t.Fatalf("the killed daemon's socket: %v", err)
 	}

@@ -104,6 +104,7 @@ type listenOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
+	udp     inst.UDPFlags
 	socks   bool
 	to      []string
 	service string
@@ -124,6 +125,7 @@ func newListenCmd(g *globals) *cobra.Command {
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, false)
 	fs.Lookup("forward").Usage += "; unix:PATH: a Unix socket"
+	o.udp.AddFlags(fs)
 	fs.BoolVar(&o.socks, "socks", false, "be a SOCKS5 exit (for msp connect --socks): connect each stream to the destination it names, if --to allows it")
 	fs.StringArrayVar(&o.to, "to", nil, "with --socks: allow destinations CIDR|HOST[:PORT|:LOW-HIGH] (repeatable; * for all)")
 	fs.StringVar(&o.service, "service", "", "answer service discovery for NAME")
@@ -142,7 +144,7 @@ func (o *listenOptions) parse(args []string, g *globals) (port uint16, ends inst
 	if err = o.checkIdle(); err != nil {
 		return
 	}
-	if ends, err = (inst.EndFlags{Once: o.once, Forward: o.forward, SocksExit: o.socks, To: o.to, Logger: g.logger()}).ListenEnd(len(o.allow) > 0); err != nil {
+	if ends, err = o.udp.With(inst.EndFlags{Once: o.once, Forward: o.forward, SocksExit: o.socks, To: o.to, Logger: g.logger()}).ListenEnd(len(o.allow) > 0); err != nil {
 		return
 	}
 	if o.service != "" {
@@ -186,29 +188,22 @@ func (o *listenOptions) run(cmd *cobra.Command, g *globals, args []string) error
 	if err != nil {
 		return err
 	}
-	lis, err := inst.Listen(node, port, msp.Config{Allow: allow, Logger: g.logger()}, ends.Shown(o.service))
+	lis, err := inst.ListenService(node, port, msp.Config{Allow: allow, Logger: g.logger()}, ends.Shown(o.service), g.say)
 	if err != nil {
 		return err
 	}
 	defer lis.Close()
 	var splitLn *splitter.Listener
 	if split {
-		ss, err := o.listenSplit(lis, splitCfg)
+		ss, err := o.listenSplit(lis.Listener, splitCfg)
 		if err != nil {
 			return err
 		}
 		splitLn = ss.Listener()
 		defer func() { ss.Close(); reportListener(g, splitLn) }()
 	}
-	if o.service != "" {
-		ad, err := node.Advertise(o.service, port, g.logger())
-		if err != nil {
-			return fmt.Errorf("--service: %w", err)
-		}
-		defer ad.Close()
-	}
 	o.printListening(cmd, g, node, port, ends.ConnectFlag(), splitLn)
-	return o.serve(cmd, g, lis, ts.Accept(lis), ends)
+	return o.serve(cmd, g, lis.Listener, ts.Accept(lis.Listener), ends)
 }
 
 // listenSplit also serves the MSP listener on --split.
@@ -242,6 +237,9 @@ func (o *listenOptions) printListening(cmd *cobra.Command, g *globals, node inst
 // listener down gracefully.
 func (o *listenOptions) serve(cmd *cobra.Command, g *globals, lis *msp.Listener, accept func(context.Context) (net.Conn, error), ends inst.ListenEnd) error {
 	ctx := cmd.Context()
+	if ends.UDP != nil {
+		return ends.ServeUDP(ctx, lis)
+	}
 	if !ends.Stdio() {
 		ends.Forwarder = o.forwarder(g.logger())
 		err := ends.Serve(ctx, accept)
@@ -287,11 +285,13 @@ type connectOptions struct {
 	node  nodeOptions
 	split splitOptions
 	tunnelFlags
+	udp              inst.UDPFlags
 	socks, socksAuth string
 	service          string
 	serviceSID       string
 	timeout, stats   time.Duration
 	ticket           *inst.Ticket // the TICKET argument, if given
+	mesh             inst.Mesh    // the mesh sessions go through (nil over --split)
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
@@ -324,6 +324,7 @@ stdin/stdout over one connection.`,
 	fs := cmd.Flags()
 	o.tunnelFlags.addFlags(fs, true)
 	fs.Lookup("forward").Usage += "; unix:PATH: a Unix socket (0600, removed on exit)"
+	o.udp.AddFlags(fs)
 	fs.StringVar(&o.socks, "socks", "", "run a SOCKS5 server on local TCP [HOST:]PORT (default host 127.0.0.1) for the exit at SID MDPPORT (msp listen --socks), which resolves names")
 	fs.StringVar(&o.socksAuth, "socks-auth", "", "with --socks: require a username and password (RFC 1929) from FILE, one user:password a line")
 	fs.StringVar(&o.service, "service", "", "connect to the nearest node offering service NAME (instead of SID MDPPORT); the same node on every redial while it offers it")
@@ -385,7 +386,7 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	if err := o.checkIdle(); err != nil {
 		return err
 	}
-	ends, err := inst.EndFlags{Once: o.once, Forward: o.forward, Socks: o.socks, SocksAuth: o.socksAuth, Logger: g.logger()}.ConnectEnd()
+	ends, err := o.udp.With(inst.EndFlags{Once: o.once, Forward: o.forward, Socks: o.socks, SocksAuth: o.socksAuth, Logger: g.logger()}).ConnectEnd()
 	if err != nil {
 		return err
 	}
@@ -408,16 +409,22 @@ func (o *connectOptions) run(cmd *cobra.Command, g *globals, args []string) erro
 	defer done()
 	defer rd.Close() // the current session, after any redial
 	rd.Watch(ts.Add)
-	if _, err := rd.Session(ctx); err != nil {
+	sess, err := rd.Session(ctx)
+	if err != nil {
 		return err
+	}
+	if ends.UDP != nil {
+		return ends.ServeUDP(ctx, rd, g.stderr)
 	}
 	if ln == nil {
 		st, err := rd.OpenStream(ctx) // on the session just dialled, counted by ts
 		if err != nil {
 			return err
 		}
-		if _, _, err = forward.Join(ctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
-			return fmt.Errorf("stream broke: %w", err)
+		jctx, cancel := inst.WhileAttached(ctx, o.mesh, sess)
+		defer cancel()
+		if _, _, err = forward.Join(jctx, forward.TerminalStdio(cmd.InOrStdin(), cmd.OutOrStdout()), st); err != nil {
+			return inst.StreamBroke(o.mesh, err)
 		}
 		return shutdown(rd.Shutdown)
 	}
@@ -466,10 +473,14 @@ func (o *connectOptions) redialer(cmd *cobra.Command, g *globals, tgt inst.Targe
 	if err != nil {
 		return nil, nil, err
 	}
+	o.mesh = node
 	for _, note := range o.ticket.Notes(node) {
 		fmt.Fprintln(g.stderr, "servald: "+note)
 	}
-	tgt.Say = func(msg string) { fmt.Fprintln(g.stderr, "servald: "+msg) }
+	tgt.Say = g.say
+	if o.forward != "" || o.socks != "" {
+		inst.Announce(node, g.say) // stdio cannot outlive the daemon: no lines
+	}
 	find := func(ctx context.Context) (identity.SID, uint16, error) {
 		short := tgt.SID.Prefix()
 		sid, port, err := tgt.Find(ctx, node, o.timeout)

@@ -108,7 +108,9 @@ func TestReadmeOneLinerCtrlC(t *testing.T) {
 	)
 	cmd := exec.Command(scriptBin, "-qfec", bash+" --norc --noprofile -i", "/dev/null")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "SERVALINSTANCE_PATH=", "HOME="+dir, "PS1=$ ")
+	// HISTFILE: an interactive bash writes its history into HOME on
+	// exit, which raced the removal of the test's directory.
+	cmd.Env = append(os.Environ(), "SERVALINSTANCE_PATH=", "HOME="+dir, "PS1=$ ", "HISTFILE=/dev/null")
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -92,20 +91,8 @@ started with the node options.`,
 	return cmd
 }
 
-// parseInterval reads a duration ("200ms") or, as ping(8), seconds ("0.2").
-func parseInterval(s string) (time.Duration, error) {
-	if d, err := time.ParseDuration(s); err == nil {
-		return d, nil
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return 0, usagef("-i %q: want a duration (200ms) or seconds (0.2)", s)
-	}
-	return time.Duration(f * float64(time.Second)), nil
-}
-
 func (o *pingOptions) run(cmd *cobra.Command, g *globals, arg string) error {
-	interval, err := parseInterval(o.interval)
+	interval, err := inst.ParseInterval(o.interval)
 	if err != nil {
 		return err
 	}
@@ -127,7 +114,7 @@ func (o *pingOptions) run(cmd *cobra.Command, g *globals, arg string) error {
 	}
 	sum, err := probe.RunPing(cmd.Context(), pc, sid, cfg, func(r probe.Reply) { o.emit(out, r) })
 	if o.json {
-		writeJSON(out, sum)
+		json.NewEncoder(out).Encode(sum)
 	} else {
 		fmt.Fprintf(out, "\n--- %s ping statistics ---\n%s\n", sid.Short(), sum)
 	}
@@ -137,16 +124,10 @@ func (o *pingOptions) run(cmd *cobra.Command, g *globals, arg string) error {
 // emit prints a line: v as JSON with --json, else as text.
 func (o *probeOptions) emit(w io.Writer, v fmt.Stringer) {
 	if o.json {
-		writeJSON(w, v)
+		json.NewEncoder(w).Encode(v)
 	} else {
 		fmt.Fprintln(w, v)
 	}
-}
-
-// writeJSON writes v as one line.
-func writeJSON(w io.Writer, v any) {
-	b, _ := json.Marshal(v)
-	w.Write(append(b, '\n'))
 }
 
 type traceOptions struct {

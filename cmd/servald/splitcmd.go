@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -156,11 +155,7 @@ func (o *splitListenOptions) serveForward(ctx context.Context, ln *splitter.List
 		}
 		return splitter.Tunnel(c), nil
 	}
-	err := o.forwarder(log).ServeStreams(ctx, accept, forward.Endpoint{Network: "tcp", Addr: target})
-	if errors.Is(err, context.Canceled) {
-		return nil // stopped by a signal
-	}
-	return err
+	return inst.IgnoreCanceled(o.forwarder(log).ServeStreams(ctx, accept, forward.Endpoint{Network: "tcp", Addr: target}))
 }
 
 type splitConnectOptions struct {
@@ -238,41 +233,12 @@ func (o *splitConnectOptions) run(cmd *cobra.Command, g *globals, args []string)
 // serveForward listens on the --forward target and opens a split session
 // for each connection accepted there.
 func (o *splitConnectOptions) serveForward(cmd *cobra.Command, g *globals, addr string, cfg splitter.Config, target string, dial func(context.Context) (*splitter.Conn, error)) error {
-	ctx := cmd.Context()
-	ln, err := forward.Endpoint{Network: "tcp", Addr: target}.Listen(ctx)
+	ln, err := forward.Endpoint{Network: "tcp", Addr: target}.Listen(cmd.Context())
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
-	// Sessions open per TCP connection; check now that the listener is
-	// there and agrees on --fec and --payload, as msp connect opens its
-	// session at start.
-	if err := splitter.Retry(ctx, o.timeout, func(ctx context.Context) error {
-		return splitter.Probe(ctx, addr, cfg)
-	}); err != nil {
-		return inst.SplitError(addr, err)
-	}
-	fmt.Fprintf(g.stderr, "servald: forwarding TCP %s to split listener %s (%d connections per session, fec %s)\n", ln.Addr(), addr, cfg.Conns, o.params.fec)
-	// A parameter mismatch is the same for every session: stop at the first.
-	sctx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	open := func(ctx context.Context) (net.Conn, error) {
-		c, err := dial(ctx)
-		if err != nil {
-			var ne *splitter.NegotiationError
-			if errors.As(err, &ne) {
-				stop(err)
-			}
-			return nil, err
-		}
-		return splitter.Tunnel(c), nil
-	}
-	err = o.forwarder(g.logger()).Serve(sctx, ln, open)
-	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
-		return cause
-	}
-	if errors.Is(err, context.Canceled) {
-		return nil // stopped by a signal
-	}
-	return err
+	return inst.SplitForward(cmd.Context(), o.forwarder(g.logger()), ln, addr, cfg, o.timeout, dial, func() {
+		fmt.Fprintf(g.stderr, "servald: forwarding TCP %s to split listener %s (%d connections per session, fec %s)\n", ln.Addr(), addr, cfg.Conns, o.params.fec)
+	})
 }

@@ -526,6 +526,13 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
+// MinRTT returns the least round trip seen (0 before the first sample).
+func (c *Conn) MinRTT() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Duration(c.rtt.minRTT)
+}
+
 // Stats returns a snapshot of the counters.
 func (c *Conn) Stats() Stats {
 	c.mu.Lock()
