@@ -280,14 +280,9 @@ func (n *Node) admit(h wire.Hello, from net.Addr) {
 		n.stats.staleHello.Add(1)
 		return
 	}
-	nb.helloSeq = h.Seq
-	nb.peerCookie = h.Cookie
-	unicast := h.Flags&wire.FlagBroadcast == 0
-	nb.peerMTU = int(h.MTU)
+	restarted := !isNew && nb.epoch != h.Epoch
 	if old := nb.addr.String(); old != key {
-		if h.To != n.sid {
-			// A hello sent to someone else, replayed from another address,
-			// must not move the neighbour there.
+		if !mayMove(h, n.sid, restarted) {
 			nb.mu.Unlock()
 			n.mu.Unlock()
 			n.stats.staleHello.Add(1)
@@ -296,15 +291,23 @@ func (n *Node) admit(h wire.Hello, from net.Addr) {
 		delete(n.byAddr, old)
 		n.byAddr[key] = nb
 		nb.addr = from
-		n.log.Info("neighbour moved", "sid", h.SID.Short(), "addr", from)
+		n.log.Info("neighbour moved", "sid", h.SID.Short(), "addr", from, "restarted", restarted)
 	}
-	restarted := !isNew && nb.epoch != h.Epoch
+	nb.helloSeq = h.Seq
+	nb.peerCookie = h.Cookie
+	unicast := h.Flags&wire.FlagBroadcast == 0
+	nb.peerMTU = int(h.MTU)
 	nb.epoch = h.Epoch
 	if restarted {
 		nb.probes = 0
 		nb.mtu.Store(baseMTU)
 	}
 	nb.mu.Unlock()
+	if restarted {
+		// The keys were made with the old incarnation's ephemeral: the new
+		// one cannot use them. Its hello to us brings new ones.
+		n.dropKeysLocked(nb)
+	}
 	// Link keys: only a hello addressed to us carries the ephemeral the
 	// neighbour keeps for its link to us. A new one (its first, or it made
 	// a new link: restarted, or dropped us and admitted us again) gives new
@@ -317,12 +320,19 @@ func (n *Node) admit(h wire.Hello, from net.Addr) {
 		confirmed = keys != nil && h.PeerEph == ephPublic(nb.eph)
 	}
 	nb.heard()
-	if isNew {
+	switch {
+	case isNew:
 		n.router.neighbourUpUnderNodeMu(nb)
-	} else if unicast {
+	case restarted:
+		// A new incarnation knows none of our routes (nor has our
+		// signatures), and the old one's adverts are void: routing starts
+		// over with it as with a new neighbour, full table first.
+		n.router.neighbourDownUnderNodeMu(nb)
+		n.router.neighbourUpUnderNodeMu(nb)
+	case unicast:
 		n.router.helloHeard(nb)
 	}
-	if isNew {
+	if isNew || restarted {
 		n.notifyChangedLocked()
 	}
 	n.mu.Unlock()
@@ -330,14 +340,30 @@ func (n *Node) admit(h wire.Hello, from net.Addr) {
 		n.log.Info("neighbour up", "sid", h.SID.Short(), "addr", from)
 		nb.link.start()
 	}
-	if isNew || rekeyed {
+	if isNew || rekeyed || restarted {
 		// Answer at once so the other side admits us too, and learns our
-		// ephemeral key (and that we hold its one).
+		// ephemeral key (and that we hold its one): a restarted neighbour
+		// is a new one to us.
 		n.sendHello(from, nb, 0, h.Cookie)
 	}
 	if confirmed {
 		n.confirm(nb, keys)
 	}
+}
+
+// mayMove reports whether hello h, verified and fresh, may move its
+// neighbour to the new address it came from (the cookie check proved the
+// sender receives there). A hello addressed to us may: the neighbour's own
+// hello to us (NAT rebinding, roaming). So may a first-contact hello (to
+// zero) of a new incarnation, restarted (its epoch is not the one we hold):
+// a node restarted on a new port is heard at once rather than after the
+// old entry's timeout. Anything else may not: a hello sent to another
+// node, or a first-contact hello of the incarnation we hold (which anyone
+// can have the neighbour sign, echoing our cookie for their own address, by
+// answering its hello with a COOKIE). A replayed hello of an old
+// incarnation is stale (its seq is older), and has been dropped already.
+func mayMove(h wire.Hello, self identity.SID, restarted bool) bool {
+	return h.To == self || (restarted && h.To == identity.SID{})
 }
 
 // trustSet is the set of SIDs a closed mesh admits; nil admits every SID.

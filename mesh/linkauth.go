@@ -330,3 +330,13 @@ func (n *Node) rekeyLocked(nb *neighbour, peerEph wire.EphKey) bool {
 	nb.keys.Store(k)
 	return true
 }
+
+// dropKeysLocked forgets nb's link keys (made with an ephemeral of the
+// neighbour's that is gone: it restarted); its link waits for new ones.
+// Called with n.mu held.
+func (n *Node) dropKeysLocked(nb *neighbour) {
+	old := nb.keys.Swap(nil)
+	if old != nil && n.byKeyID[old.rxID] == nb {
+		delete(n.byKeyID, old.rxID)
+	}
+}

@@ -430,7 +430,7 @@ func TestNeighbourRestartRekeys(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		n := stateOf(t, a, bid.SID())
-		if n.keys != keys1 && n.keys.confirmed.Load() {
+		if n.keys != nil && n.keys != keys1 && n.keys.confirmed.Load() { // nil between the restart and its hello to us
 			break
 		}
 		if time.Now().After(deadline) {
