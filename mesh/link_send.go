@@ -33,10 +33,16 @@ import (
 const maxBackoff = time.Second
 
 // maxTimerResends bounds the frames resent when the timer runs out: the
-// oldest ones. A receiver that was merely slow to answer gets that many
-// duplicates, not a whole window; after a real silence the rest follow at
-// the next expiries, or at once as lost when later frames are acknowledged.
-const maxTimerResends = 64
+// oldest one only, a probe. The timer fires far more often on a delay
+// spike (a receiver or read loop that was slow to answer, ACKs waiting in
+// a socket) than on a real silence: resending 64 frames each time cost a
+// chain of loaded hops hundreds of duplicates a second, capacity taken from
+// new frames (BenchmarkInprocChain). A lost frame is found all the same:
+// by the ACK of any frame first sent after it, or, at the tail of a burst
+// with nothing sent after it, by the timer, one frame per expiry (the
+// probe's ACK makes progress, so the next expiry is one RTO later, not
+// backed off); a silent link is probed at each expiry, ever more slowly.
+const maxTimerResends = 1
 
 var errQueueFull = errors.New("mesh: link queue full")
 

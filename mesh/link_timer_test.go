@@ -1,0 +1,78 @@
+package mesh_test
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/servald/servald/internal/memnet"
+	"github.com/servald/servald/internal/meshtest"
+)
+
+// TestDelaySpikeFewTimerResends: when the neighbour's ACKs are late (a
+// delay spike, not a loss), the per-hop timer resends one frame per expiry,
+// not a batch of the oldest: the receiver sees few duplicates, and every
+// datagram still arrives exactly once.
+func TestDelaySpikeFewTimerResends(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clean := memnet.LinkConfig{Delay: 5 * time.Millisecond}
+		m := meshtest.Pair(t, clean, meshtest.Timers(100*time.Millisecond, 3*time.Second))
+		a, b, nw := m.Nodes[0], m.Nodes[1], m.Net
+		pa, err := a.Bind(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pa.Close()
+		pb, err := b.Bind(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pb.Close()
+		payload := make([]byte, 1000)
+		buf := make([]byte, 2048)
+		send := func(n int) {
+			t.Helper()
+			pa.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			for i := range n {
+				payload[0] = byte(i)
+				if _, err := pa.WriteTo(payload, pb.LocalAddr()); err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+			}
+		}
+		recv := func(n int) {
+			t.Helper()
+			pb.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for i := range n {
+				if _, _, err := pb.ReadFrom(buf); err != nil {
+					t.Fatalf("read %d of %d: %v", i, n, err)
+				}
+			}
+		}
+		// The link's RTT is learnt on a clean link.
+		send(100)
+		recv(100)
+		time.Sleep(time.Second)
+		before, dupBefore := a.Stats().Timeouts, b.Stats().Duplicates
+		// Then b's ACKs take 200 ms instead of 5: a's timer (RTO about
+		// 15 ms) expires several times before the first of them arrives.
+		nw.SetLink(b.LocalAddr(), a.LocalAddr(), memnet.LinkConfig{Delay: 200 * time.Millisecond})
+		const n = 300
+		send(n)
+		recv(n)
+		time.Sleep(2 * time.Second)
+		timeouts, dups := a.Stats().Timeouts-before, b.Stats().Duplicates-dupBefore
+		t.Logf("delay spike: %d timer resends, %d duplicates at the receiver", timeouts, dups)
+		if timeouts == 0 {
+			t.Errorf("no timer resends: the spike did not outlast the RTO")
+		}
+		if timeouts > 10 || dups > 10 {
+			t.Errorf("%d timer resends, %d duplicates for one 200 ms spike: want at most 10 each", timeouts, dups)
+		}
+		// Exactly once: nothing more follows.
+		pb.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if k, _, err := pb.ReadFrom(buf); err == nil {
+			t.Errorf("extra datagram of %d bytes", k)
+		}
+	})
+}
