@@ -76,3 +76,66 @@ func TestDelaySpikeFewTimerResends(t *testing.T) {
 		}
 	})
 }
+
+// TestTailLossFoundByProbe: frames lost at the tail of a burst, with
+// nothing sent after them, are found when the timer's single probe is
+// answered (every frame sent before it and still missing is lost), not one
+// retransmission timeout each.
+func TestTailLossFoundByProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clean := memnet.LinkConfig{Delay: 5 * time.Millisecond}
+		m := meshtest.Pair(t, clean, meshtest.Timers(time.Second, 5*time.Second))
+		a, b, nw := m.Nodes[0], m.Nodes[1], m.Net
+		pa, err := a.Bind(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pa.Close()
+		pb, err := b.Bind(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pb.Close()
+		payload := make([]byte, 1000)
+		buf := make([]byte, 2048)
+		send := func(n int) {
+			t.Helper()
+			pa.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			for i := range n {
+				if _, err := pa.WriteTo(payload, pb.LocalAddr()); err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+			}
+		}
+		recv := func(n int) {
+			t.Helper()
+			pb.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for i := range n {
+				if _, _, err := pb.ReadFrom(buf); err != nil {
+					t.Fatalf("read %d of %d: %v", i, n, err)
+				}
+			}
+		}
+		send(100)
+		recv(100)
+		time.Sleep(100 * time.Millisecond)
+		// The last 20 frames of a burst are lost, and nothing follows them.
+		nw.SetLink(a.LocalAddr(), b.LocalAddr(), memnet.LinkConfig{Delay: 5 * time.Millisecond, Loss: 1})
+		before := a.Stats()
+		const n = 20
+		send(n)
+		synctest.Wait()
+		nw.SetLink(a.LocalAddr(), b.LocalAddr(), clean)
+		start := time.Now()
+		recv(n)
+		took := time.Since(start)
+		after := a.Stats()
+		timeouts, fast := after.Timeouts-before.Timeouts, after.FastRetransmits-before.FastRetransmits
+		t.Logf("%d frames lost at the tail: all arrived %v later; %d timer resends, %d found by the probe's ACK", n, took, timeouts, fast)
+		// One RTO (15 ms at this RTT), the probe's round trip and the
+		// rest's one way: well under one RTO per frame.
+		if took > 60*time.Millisecond || timeouts > 2 {
+			t.Errorf("tail of %d lost frames recovered in %v with %d timer resends: want under 60 ms and at most 2", n, took, timeouts)
+		}
+	})
+}
