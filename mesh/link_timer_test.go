@@ -1,12 +1,14 @@
 package mesh_test
 
 import (
+	"net"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/servald/servald/internal/memnet"
 	"github.com/servald/servald/internal/meshtest"
+	"github.com/servald/servald/mesh"
 )
 
 // TestDelaySpikeFewTimerResends: when the neighbour's ACKs are late (a
@@ -16,39 +18,8 @@ import (
 func TestDelaySpikeFewTimerResends(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		clean := memnet.LinkConfig{Delay: 5 * time.Millisecond}
-		m := meshtest.Pair(t, clean, meshtest.Timers(100*time.Millisecond, 3*time.Second))
-		a, b, nw := m.Nodes[0], m.Nodes[1], m.Net
-		pa, err := a.Bind(100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pa.Close()
-		pb, err := b.Bind(100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pb.Close()
-		payload := make([]byte, 1000)
-		buf := make([]byte, 2048)
-		send := func(n int) {
-			t.Helper()
-			pa.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			for i := range n {
-				payload[0] = byte(i)
-				if _, err := pa.WriteTo(payload, pb.LocalAddr()); err != nil {
-					t.Fatalf("write %d: %v", i, err)
-				}
-			}
-		}
-		recv := func(n int) {
-			t.Helper()
-			pb.SetReadDeadline(time.Now().Add(10 * time.Second))
-			for i := range n {
-				if _, _, err := pb.ReadFrom(buf); err != nil {
-					t.Fatalf("read %d of %d: %v", i, n, err)
-				}
-			}
-		}
+		r := newTimerRig(t, clean, meshtest.Timers(100*time.Millisecond, 3*time.Second))
+		a, b, nw, send, recv, pb := r.a, r.b, r.nw, r.send, r.recv, r.pb
 		// The link's RTT is learnt on a clean link.
 		send(100)
 		recv(100)
@@ -71,7 +42,7 @@ func TestDelaySpikeFewTimerResends(t *testing.T) {
 		}
 		// Exactly once: nothing more follows.
 		pb.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if k, _, err := pb.ReadFrom(buf); err == nil {
+		if k, _, err := pb.ReadFrom(make([]byte, 2048)); err == nil {
 			t.Errorf("extra datagram of %d bytes", k)
 		}
 	})
@@ -84,38 +55,8 @@ func TestDelaySpikeFewTimerResends(t *testing.T) {
 func TestTailLossFoundByProbe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		clean := memnet.LinkConfig{Delay: 5 * time.Millisecond}
-		m := meshtest.Pair(t, clean, meshtest.Timers(time.Second, 5*time.Second))
-		a, b, nw := m.Nodes[0], m.Nodes[1], m.Net
-		pa, err := a.Bind(100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pa.Close()
-		pb, err := b.Bind(100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pb.Close()
-		payload := make([]byte, 1000)
-		buf := make([]byte, 2048)
-		send := func(n int) {
-			t.Helper()
-			pa.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			for i := range n {
-				if _, err := pa.WriteTo(payload, pb.LocalAddr()); err != nil {
-					t.Fatalf("write %d: %v", i, err)
-				}
-			}
-		}
-		recv := func(n int) {
-			t.Helper()
-			pb.SetReadDeadline(time.Now().Add(10 * time.Second))
-			for i := range n {
-				if _, _, err := pb.ReadFrom(buf); err != nil {
-					t.Fatalf("read %d of %d: %v", i, n, err)
-				}
-			}
-		}
+		r := newTimerRig(t, clean, meshtest.Timers(time.Second, 5*time.Second))
+		a, b, nw, send, recv := r.a, r.b, r.nw, r.send, r.recv
 		send(100)
 		recv(100)
 		time.Sleep(100 * time.Millisecond)
@@ -138,4 +79,50 @@ func TestTailLossFoundByProbe(t *testing.T) {
 			t.Errorf("tail of %d lost frames recovered in %v with %d timer resends: want under 60 ms and at most 2", n, took, timeouts)
 		}
 	})
+}
+
+// timerRig is a pair of nodes on one memnet link, with a port bound on
+// each; send writes n datagrams from a to b, recv reads n at b.
+type timerRig struct {
+	a, b       *mesh.Node
+	nw         *memnet.Network
+	pb         *mesh.PacketConn
+	send, recv func(n int)
+}
+
+func newTimerRig(t *testing.T, cfg memnet.LinkConfig, opts ...meshtest.Option) timerRig {
+	t.Helper()
+	m := meshtest.Pair(t, cfg, opts...)
+	r := timerRig{a: m.Nodes[0], b: m.Nodes[1], nw: m.Net}
+	pa, err := r.a.Bind(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pa.Close() })
+	r.pb, err = r.b.Bind(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.pb.Close() })
+	payload, buf := make([]byte, 1000), make([]byte, 2048)
+	var to net.Addr = r.pb.LocalAddr()
+	r.send = func(n int) {
+		t.Helper()
+		pa.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		for i := range n {
+			if _, err := pa.WriteTo(payload, to); err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
+		}
+	}
+	r.recv = func(n int) {
+		t.Helper()
+		r.pb.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for i := range n {
+			if _, _, err := r.pb.ReadFrom(buf); err != nil {
+				t.Fatalf("read %d of %d: %v", i, n, err)
+			}
+		}
+	}
+	return r
 }
