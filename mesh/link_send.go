@@ -33,10 +33,16 @@ import (
 const maxBackoff = time.Second
 
 // maxTimerResends bounds the frames resent when the timer runs out: the
-// oldest ones. A receiver that was merely slow to answer gets that many
-// duplicates, not a whole window; after a real silence the rest follow at
-// the next expiries, or at once as lost when later frames are acknowledged.
-const maxTimerResends = 64
+// oldest one only, a probe. The timer fires far more often on a delay
+// spike (a receiver or read loop that was slow to answer, ACKs waiting in
+// a socket) than on a real silence: resending 64 frames each time cost a
+// chain of loaded hops hundreds of duplicates a second, capacity taken from
+// new frames (BenchmarkInprocChain). A lost frame is found all the same:
+// by the ACK of any frame first sent after it or, at the tail of a burst
+// with nothing sent after it, by the probe's ACK (receiveAck: every frame
+// sent before the probe and still missing is lost); a silent link is
+// probed at each expiry, ever more slowly.
+const maxTimerResends = 1
 
 var errQueueFull = errors.New("mesh: link queue full")
 
@@ -375,7 +381,7 @@ func (l *link) receiveAck(a *wire.Ack) {
 	}
 	now := time.Now()
 	l.mu.Lock()
-	var sample time.Time
+	var sample, probe time.Time
 	mark := func(s uint64) {
 		e := &l.tx.ring[s%l.win]
 		if e.done {
@@ -391,6 +397,9 @@ func (l *link) receiveAck(a *wire.Ack) {
 		}
 		if e.tries == 1 && e.sentAt.After(sample) {
 			sample = e.sentAt
+		}
+		if e.tries > 1 && e.sentAt.After(probe) {
+			probe = e.sentAt
 		}
 	}
 	if a.Cum > l.tx.peerCum {
@@ -411,10 +420,25 @@ func (l *link) receiveAck(a *wire.Ack) {
 	// hop), so a frame sent before one that arrived, and not itself
 	// acknowledged, is taken as lost: first copies are sent in sequence
 	// order, resent ones are compared by the time they went out.
+	//
+	// An ACK that acknowledges resent frames alone answers a timer probe
+	// at the tail of a burst (the timer resends one frame per expiry):
+	// every frame sent before the probe and still missing is lost too, or
+	// it would have arrived first. Not when the ACK comes sooner than half
+	// the RTT after the resend: then it is for the first copy.
+	end := min(l.tx.rackSeq, l.tx.nextSeq)
+	var before time.Time // frames sent before it and missing are lost
+	if sample.IsZero() && !probe.IsZero() && now.Sub(probe) >= l.tx.srtt/2 {
+		before, end = probe, l.tx.nextSeq
+	}
 	lost := 0
-	for s := l.tx.base; s < min(l.tx.rackSeq, l.tx.nextSeq); s++ {
+	for s := l.tx.base; s < end; s++ {
 		e := &l.tx.ring[s%l.win]
-		if e.done || e.lost || (e.tries > 1 && !e.sentAt.Before(l.tx.rackSent)) {
+		if e.done || e.lost {
+			continue
+		}
+		raced := s < l.tx.rackSeq && (e.tries == 1 || e.sentAt.Before(l.tx.rackSent))
+		if !raced && !e.sentAt.Before(before) {
 			continue
 		}
 		e.lost = true
