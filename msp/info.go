@@ -3,6 +3,8 @@ package msp
 // Session summaries for status displays: no packet flows through this file.
 
 import (
+	"slices"
+
 	"github.com/servald/servald/identity"
 )
 
@@ -55,7 +57,7 @@ func (s *Session) Info() SessionInfo {
 // it serves.
 func (l *Listener) Sessions() []*Session {
 	l.mu.Lock()
-	eps := append([]*endpoint(nil), l.eps...)
+	eps := slices.Clone(l.eps) // forget edits l.eps in place
 	l.mu.Unlock()
 	var out []*Session
 	for _, ep := range eps {

@@ -164,19 +164,8 @@ func (l *Listener) Close() error {
 // Shutdown ends every session gracefully: it waits (until ctx ends) for
 // everything written to be acknowledged, then closes the listener.
 func (l *Listener) Shutdown(ctx context.Context) error {
-	l.mu.Lock()
-	eps := slices.Clone(l.eps) // forget edits l.eps in place
-	l.mu.Unlock()
-	var ss []*Session
-	for _, ep := range eps {
-		ep.mu.Lock()
-		for _, s := range ep.sessions {
-			ss = append(ss, s)
-		}
-		ep.mu.Unlock()
-	}
 	var first error
-	for _, s := range ss {
+	for _, s := range l.Sessions() {
 		if err := s.Shutdown(ctx); err != nil && first == nil {
 			first = err
 		}
