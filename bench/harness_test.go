@@ -14,8 +14,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -484,17 +486,31 @@ const clockTicks = 100
 
 // cpuSeconds is the user+system CPU time of the processes so far.
 func cpuSeconds(pids ...int) (float64, error) {
+	files := make([]string, len(pids))
+	for i, pid := range pids {
+		files[i] = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	return sumProc(files, false, parseCPU)
+}
+
+// sumProc adds up what parse makes of each of files; with gone, a file
+// that no longer exists (a thread that ended since the listing) counts
+// nothing.
+func sumProc(files []string, gone bool, parse func(string) (float64, error)) (float64, error) {
 	var total float64
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if gone && errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return 0, err
 		}
-		s, err := parseCPU(string(b))
+		v, err := parse(string(b))
 		if err != nil {
-			return 0, fmt.Errorf("pid %d: %w", pid, err)
+			return 0, fmt.Errorf("%s: %w", f, err)
 		}
-		total += s
+		total += v
 	}
 	return total, nil
 }
@@ -555,4 +571,59 @@ func maxRSS(pids ...int) (float64, error) {
 		m = max(m, r)
 	}
 	return m, nil
+}
+
+// ctxSwitches is the context switches, voluntary and not, of every
+// running thread of the processes pids (/proc/PID/task/*/status).
+func ctxSwitches(pids ...int) (float64, error) {
+	var files []string
+	for _, pid := range pids {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+		if err != nil {
+			return 0, err
+		}
+		if len(tasks) == 0 {
+			return 0, fmt.Errorf("pid %d: no threads", pid)
+		}
+		files = append(files, tasks...)
+	}
+	return sumProc(files, true, parseSwitches)
+}
+
+// parseSwitches sums voluntary_ctxt_switches and
+// nonvoluntary_ctxt_switches of a /proc status file.
+func parseSwitches(status string) (float64, error) {
+	var total float64
+	found := 0
+	for _, l := range strings.Split(status, "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || (k != "voluntary_ctxt_switches" && k != "nonvoluntary_ctxt_switches") {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", k, err)
+		}
+		total += float64(n)
+		found++
+	}
+	if found != 2 {
+		return 0, fmt.Errorf("no context switch counts in %q", status)
+	}
+	return total, nil
+}
+
+// echoCost is echoP50 through t, with what t's processes spent per round
+// trip of it (warm-up included): CPU microseconds and context switches.
+// On a shared machine these are steadier than the latency, and they count
+// the thread wake-ups that goroutine hand-offs cost.
+func echoCost(b *testing.B, name string, t tunnel) (p50, cpuUS, switches float64) {
+	b.Helper()
+	cpu0 := must(b, name+" cpu")(cpuSeconds(t.pids...))
+	cs0 := must(b, name+" switches")(ctxSwitches(t.pids...))
+	p50 = must(b, name+" echo")(echoP50(t.addr, echoRoundsTimed))
+	rounds := float64(echoWarmup + echoRoundsTimed)
+	cpuUS = (must(b, name+" cpu")(cpuSeconds(t.pids...)) - cpu0) * 1e6 / rounds
+	switches = (must(b, name+" switches")(ctxSwitches(t.pids...)) - cs0) / rounds
+	return p50, cpuUS, switches
 }

@@ -265,7 +265,10 @@ func startDaemon(b *testing.B, inst string, extra ...string) (udp string, pid in
 //     use 32 KB datagrams.
 //   - echo: 64-byte round trips, p50 of 3000 after 200 warm-up; x-relays
 //     (servald / the two io.Copy relays: the floor under any two-process
-//     tunnel), x-kcp.
+//     tunnel), x-kcp; and for each tunnel the CPU microseconds and the
+//     context switches (all threads) its two processes spent per round
+//     trip (cpu-us/rt, switches/rt), which vary less than the latency on
+//     a shared machine and count the wake-ups behind it.
 //   - idle: new processes; idle-RSS-MB is the larger of the two processes
 //     of an established, idle tunnel; streams-dRSS-MB is how much both
 //     processes together grew with 1000 idle streams open through the
@@ -290,19 +293,30 @@ func BenchmarkRealLoopback(b *testing.B) {
 	})
 	b.Run("echo", func(b *testing.B) {
 		relays := relaysTunnel(b, tg.addr)
-		var s, k, rl, raw []float64
+		tunnels := []struct {
+			name string
+			t    tunnel
+		}{{"servald", sv}, {"kcp", kc}, {"relays", relays}}
+		p50s := make([][]float64, len(tunnels))
+		cpus := make([][]float64, len(tunnels))
+		switches := make([][]float64, len(tunnels))
+		var raw []float64
 		for b.Loop() {
-			s = append(s, must(b, "servald echo")(echoP50(sv.addr, echoRoundsTimed)))
-			k = append(k, must(b, "kcp echo")(echoP50(kc.addr, echoRoundsTimed)))
-			rl = append(rl, must(b, "relays echo")(echoP50(relays.addr, echoRoundsTimed)))
+			for i, tn := range tunnels {
+				p, cpu, cs := echoCost(b, tn.name, tn.t)
+				p50s[i], cpus[i], switches[i] = append(p50s[i], p), append(cpus[i], cpu), append(switches[i], cs)
+			}
 			raw = append(raw, must(b, "raw echo")(echoP50(tg.addr, echoRoundsTimed)))
 		}
-		b.ReportMetric(median(s), "servald-p50-us")
-		b.ReportMetric(median(k), "kcp-p50-us")
-		b.ReportMetric(median(rl), "relays-p50-us")
+		for i, tn := range tunnels {
+			b.ReportMetric(median(p50s[i]), tn.name+"-p50-us")
+			b.ReportMetric(median(cpus[i]), tn.name+"-cpu-us/rt")
+			b.ReportMetric(median(switches[i]), tn.name+"-switches/rt")
+		}
+		s, k, rl := median(p50s[0]), median(p50s[1]), median(p50s[2])
 		b.ReportMetric(median(raw), "raw-p50-us")
-		b.ReportMetric(median(s)/median(rl), "x-relays")
-		b.ReportMetric(median(s)/median(k), "x-kcp")
+		b.ReportMetric(s/rl, "x-relays")
+		b.ReportMetric(s/k, "x-kcp")
 	})
 	b.Run("idle", func(b *testing.B) {
 		for b.Loop() {
@@ -447,5 +461,17 @@ func TestProcParsers(t *testing.T) {
 	}
 	if r, err := rssMB(pid); err != nil || r <= 0 {
 		t.Errorf("rssMB(self) = %v, %v", r, err)
+	}
+	sw, err := parseSwitches("Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t 3\n")
+	if err != nil || sw != 15 {
+		t.Errorf("parseSwitches = %v, %v; want 15", sw, err)
+	}
+	for _, bad := range []string{"voluntary_ctxt_switches:\t12\n", "voluntary_ctxt_switches: x\nnonvoluntary_ctxt_switches: 1\n"} {
+		if _, err := parseSwitches(bad); err == nil {
+			t.Errorf("parseSwitches accepted %q", bad)
+		}
+	}
+	if n, err := ctxSwitches(pid); err != nil || n <= 0 {
+		t.Errorf("ctxSwitches(self) = %v, %v", n, err)
 	}
 }
