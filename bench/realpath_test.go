@@ -197,8 +197,10 @@ func BenchmarkRealChain(b *testing.B) {
 		b.Fatal("the relays dropped nothing: the lossy chain was not exercised")
 	}
 	var late udprelay.Stats
-	for _, r := range relays {
+	for i, r := range relays {
 		st := r.Stats()
+		b.Logf("relay %d: up %d sent, late %v mean, %v max; down %d sent, late %v mean, %v max", i,
+			st.Up.Out, meanLate(udprelay.Stats{Up: st.Up}), st.Up.MaxLate, st.Down.Out, meanLate(udprelay.Stats{Down: st.Down}), st.Down.MaxLate)
 		late.Up.Out += st.Up.Out
 		late.Up.Late += st.Up.Late
 		late.Down.Out += st.Down.Out

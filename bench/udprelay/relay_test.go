@@ -223,3 +223,41 @@ func TestSetConfigAndValidate(t *testing.T) {
 	r.Close()
 	r.Close() // idempotent
 }
+
+func TestIPv6Burst(t *testing.T) {
+	upstream, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	defer upstream.Close()
+	upstream.SetReadBuffer(4 << 20)
+	r, err := New(upstream.LocalAddr().String(), Config{Up: Link{Delay: 5 * time.Millisecond}, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	raddr, _ := net.ResolveUDPAddr("udp", r.Addr())
+	client, err := net.DialUDP("udp", nil, raddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	// A burst larger than one batched read or write: all of it arrives, in
+	// order, and each datagram whole.
+	const n = 500
+	for i := range n {
+		send(t, client, uint32(i), 100+i)
+	}
+	got := recvAll(t, upstream, 300*time.Millisecond)
+	if len(got) != n {
+		t.Fatalf("got %d datagrams, want %d (%+v)", len(got), n, r.Stats().Up)
+	}
+	for i, s := range got {
+		if s != uint32(i) {
+			t.Fatalf("datagram %d is seq %d: reordered", i, s)
+		}
+	}
+	if st := r.Stats().Up; st.OutBytes != n*100+n*(n-1)/2 || st.MaxOut != 100+n-1 {
+		t.Errorf("counters %+v: want every byte counted", st)
+	}
+}
