@@ -16,7 +16,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // socket; all are closed when the test ends.
 func setup(t *testing.T, cfg Config) (r *Relay, client, upstream *net.UDPConn) {
 	t.Helper()
-	upstream, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return setupOn(t, net.IPv4(127, 0, 0, 1), cfg)
+}
+
+// setupOn is setup on the loopback address ip.
+func setupOn(t *testing.T, ip net.IP, cfg Config) (r *Relay, client, upstream *net.UDPConn) {
+	t.Helper()
+	upstream, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,23 +231,12 @@ func TestSetConfigAndValidate(t *testing.T) {
 }
 
 func TestIPv6Burst(t *testing.T) {
-	upstream, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6loopback})
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
 		t.Skip("no IPv6 loopback:", err)
 	}
-	defer upstream.Close()
-	upstream.SetReadBuffer(4 << 20)
-	r, err := New(upstream.LocalAddr().String(), Config{Up: Link{Delay: 5 * time.Millisecond}, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	raddr, _ := net.ResolveUDPAddr("udp", r.Addr())
-	client, err := net.DialUDP("udp", nil, raddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	c.Close()
+	r, client, upstream := setupOn(t, net.IPv6loopback, Config{Up: Link{Delay: 5 * time.Millisecond}, Seed: 1})
 	// A burst larger than one batched read or write: all of it arrives, in
 	// order, and each datagram whole.
 	const n = 500
