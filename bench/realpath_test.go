@@ -119,7 +119,9 @@ func goodputOf(addr string) (float64, error) { return goodput(addr, transferTime
 // min-of-lossless (the lowest ratio of one op's pair), relay-late-us (as
 // in BenchmarkRealLossy, over the 4 relays), cores-used (CPU seconds of
 // the 5 daemons and the two msp processes per second of the transfers: 2
-// is both cores) and idle-cores (the same over 3 s before, no transfer). msp
+// is both cores), harness-cores (the same for this process: the relays,
+// the TCP client and target) and idle-cores (cores-used over 3 s before,
+// no transfer). msp
 // BenchmarkChainGoodput is the same chain on memnet (scripts/bench prints
 // both). Run with -benchtime 3x.
 func BenchmarkRealChain(b *testing.B) {
@@ -166,6 +168,7 @@ func BenchmarkRealChain(b *testing.B) {
 	sd0 := must(b, "drops")(dropsOf(pids[:nodes]...))
 	rd0 := must(b, "drops")(dropsOf(os.Getpid()))
 	cpu0 := must(b, "cpu")(cpuSeconds(pids...))
+	harness0 := must(b, "cpu")(cpuSeconds(os.Getpid()))
 	wall0 := time.Now()
 	for b.Loop() {
 		set(clean)
@@ -176,6 +179,7 @@ func BenchmarkRealChain(b *testing.B) {
 	}
 	set(clean)
 	b.ReportMetric((must(b, "cpu")(cpuSeconds(pids...))-cpu0)/time.Since(wall0).Seconds(), "cores-used")
+	b.ReportMetric((must(b, "cpu")(cpuSeconds(os.Getpid()))-harness0)/time.Since(wall0).Seconds(), "harness-cores")
 	b.ReportMetric(idleCores, "idle-cores") // after the loop: b.Loop drops metrics reported before it
 	b.ReportMetric(must(b, "drops")(dropsOf(pids[:nodes]...))-sd0, "servald-sock-drops")
 	b.ReportMetric(must(b, "drops")(dropsOf(os.Getpid()))-rd0, "relay-sock-drops")
@@ -193,8 +197,10 @@ func BenchmarkRealChain(b *testing.B) {
 		b.Fatal("the relays dropped nothing: the lossy chain was not exercised")
 	}
 	var late udprelay.Stats
-	for _, r := range relays {
+	for i, r := range relays {
 		st := r.Stats()
+		b.Logf("relay %d: up %d sent, late %v mean, %v max; down %d sent, late %v mean, %v max", i,
+			st.Up.Out, meanLate(udprelay.Stats{Up: st.Up}), st.Up.MaxLate, st.Down.Out, meanLate(udprelay.Stats{Down: st.Down}), st.Down.MaxLate)
 		late.Up.Out += st.Up.Out
 		late.Up.Late += st.Up.Late
 		late.Down.Out += st.Down.Out

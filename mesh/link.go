@@ -9,7 +9,8 @@ package mesh
 // ones on at once, in the order they arrive, and acknowledges them. The
 // link goroutine (run) wakes on a kick or its timer and calls flush, which
 // writes to the socket whatever is due in both directions: the ACK, resent
-// and new frames, a SKIP.
+// and new frames, a SKIP. On a batching socket the read loop also flushes
+// the links it relayed frames to, at the end of each read batch.
 
 import (
 	"sync"
@@ -46,9 +47,9 @@ type link struct {
 }
 
 // linkTx is the sending half of a link. Its fields are guarded by link.mu,
-// but out, which the link goroutine owns.
+// but out, which belongs to whoever holds sendMu in flush.
 type linkTx struct {
-	out []*[]byte // flush's list of frames to write; link goroutine only
+	out []*[]byte // flush's list of frames to write; guarded by sendMu
 
 	ring      []txEntry     // frames in flight, by sequence number % win
 	nextSeq   uint64        // the next frame's sequence number
@@ -92,8 +93,8 @@ type txEntry struct {
 
 // linkRx is the receiving half of a link. Its fields are guarded by
 // link.mu, but the ACK scratch space: loopAck and loopAckBuf belong to the
-// node's read loop (receiveData), flushAck and flushAckBuf to the link
-// goroutine (flush).
+// node's read loop (receiveData), flushAck and flushAckBuf to flush (under
+// sendMu).
 type linkRx struct {
 	loopAck     wire.Ack
 	loopAckBuf  []byte

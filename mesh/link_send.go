@@ -6,9 +6,11 @@ package mesh
 // (enqueueLocal: it waits for room in the queue; with nothing queued,
 // room in the window and no burst under way (udp_batch.go) it is numbered
 // and written to the socket right there)
-// or from the relay (enqueueRelay: dropped when the queue is full, never
-// written from the read loop); this node's routing messages come through
-// enqueueControl, ahead of queued data. The link goroutine's flush gives
+// or from the relay (enqueueRelay, on the read loop: dropped when the
+// queue is full; on a batching socket the read loop itself flushes the
+// link at the end of its read batch, unless a writer holds it, udp_batch.go);
+// this node's routing messages come through enqueueControl, ahead of
+// queued data. flush, on the link goroutine or the read loop, gives
 // queued frames the next sequence numbers while the window has room and
 // writes them, in batches where the socket can. receiveAck (read loop) marks acknowledged frames done and,
 // since first copies go out in sequence order, marks lost a frame sent
@@ -57,19 +59,33 @@ const maxCtlQueue = 64
 // (as relayed data is) routes would expire under load, in the middle of
 // the transfer that filled the queue.
 func (l *link) enqueueControl(bp *[]byte) error {
-	return l.push(&l.tx.ctlQueue, maxCtlQueue, txFrame{buf: bp})
+	if err := l.push(&l.tx.ctlQueue, maxCtlQueue, txFrame{buf: bp}); err != nil {
+		return err
+	}
+	l.kick()
+	return nil
 }
 
 // enqueueRelay queues a relayed DATA frame. It runs on the read loop, so
 // it never waits: a full queue drops the frame (errQueueFull), and the
-// frame always goes through the queue, written by the link goroutine. due
-// is the frame's delivery deadline (zero: none).
+// frame always goes through the queue. On a batching socket the read loop
+// writes it at the end of its read batch with the others relayed to this
+// neighbour (flushAfterBatch), else the link goroutine does. due is the
+// frame's delivery deadline (zero: none).
 func (l *link) enqueueRelay(bp *[]byte, due time.Time) error {
-	return l.push(&l.tx.queue, l.n.cfg.LinkQueue, txFrame{buf: bp, due: due})
+	if err := l.push(&l.tx.queue, l.n.cfg.LinkQueue, txFrame{buf: bp, due: due}); err != nil {
+		return err
+	}
+	if l.n.batch != nil {
+		l.n.flushAfterBatch(l)
+	} else {
+		l.kick()
+	}
+	return nil
 }
 
 // push appends f to q (a queue of tx) unless it holds limit frames or the
-// link is dead, and kicks the link goroutine.
+// link is dead. The caller sees that it is sent (kick).
 func (l *link) push(q *[]txFrame, limit int, f txFrame) error {
 	l.mu.Lock()
 	switch {
@@ -82,7 +98,6 @@ func (l *link) push(q *[]txFrame, limit int, f txFrame) error {
 	}
 	*q = append(*q, f)
 	l.mu.Unlock()
-	l.kick()
 	return nil
 }
 
@@ -205,13 +220,23 @@ func (l *link) deadlineLocked(e *txEntry) time.Time {
 // ran out, new frames the window has room for, and arms the timer for when
 // to look again.
 func (l *link) flush() {
-	bufs := l.n.bufs
-	addr := l.nb.address()
 	// sendMu for the whole flush: frames are changed (resent ones get a
 	// new base) and written in sequence order, none while enqueueLocal writes.
 	l.sendMu.Lock()
 	defer l.sendMu.Unlock()
+	l.flushLocked()
+}
+
+// flushLocked is flush, called with sendMu held (which also guards
+// tx.out and the rx.flushAck scratch space).
+func (l *link) flushLocked() {
+	bufs := l.n.bufs
+	addr := l.nb.address()
 	l.mu.Lock()
+	if l.dead {
+		l.mu.Unlock() // release frees (or freed) everything
+		return
+	}
 	for _, b := range l.tx.free {
 		bufs.put(b)
 	}

@@ -194,6 +194,7 @@ type Node struct {
 	batch       batchConn   // nil: one datagram per system call (udp_batch.go)
 	sendBatches *sync.Pool  // of *sendBatch
 	ackDue      []*link     // links to acknowledge after the read batch; read loop only
+	flushDue    []*link     // links to flush after the read batch; read loop only
 	gsoOff      atomic.Bool // the socket refused a GSO message: no more
 
 	helloSeq atomic.Uint64

@@ -16,7 +16,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // socket; all are closed when the test ends.
 func setup(t *testing.T, cfg Config) (r *Relay, client, upstream *net.UDPConn) {
 	t.Helper()
-	upstream, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return setupOn(t, net.IPv4(127, 0, 0, 1), cfg)
+}
+
+// setupOn is setup on the loopback address ip.
+func setupOn(t *testing.T, ip net.IP, cfg Config) (r *Relay, client, upstream *net.UDPConn) {
+	t.Helper()
+	upstream, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,4 +228,31 @@ func TestSetConfigAndValidate(t *testing.T) {
 	}
 	r.Close()
 	r.Close() // idempotent
+}
+
+func TestIPv6Burst(t *testing.T) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	c.Close()
+	r, client, upstream := setupOn(t, net.IPv6loopback, Config{Up: Link{Delay: 5 * time.Millisecond}, Seed: 1})
+	// A burst larger than one batched read or write: all of it arrives, in
+	// order, and each datagram whole.
+	const n = 500
+	for i := range n {
+		send(t, client, uint32(i), 100+i)
+	}
+	got := recvAll(t, upstream, 300*time.Millisecond)
+	if len(got) != n {
+		t.Fatalf("got %d datagrams, want %d (%+v)", len(got), n, r.Stats().Up)
+	}
+	for i, s := range got {
+		if s != uint32(i) {
+			t.Fatalf("datagram %d is seq %d: reordered", i, s)
+		}
+	}
+	if st := r.Stats().Up; st.OutBytes != n*100+n*(n-1)/2 || st.MaxOut != 100+n-1 {
+		t.Errorf("counters %+v: want every byte counted", st)
+	}
 }
