@@ -1,13 +1,10 @@
 package bench
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"syscall"
 	"testing"
@@ -108,7 +105,7 @@ func meanLate(st udprelay.Stats) time.Duration {
 
 func goodputOf(addr string) (float64, error) { return goodput(addr, transferTime) }
 
-// BenchmarkRealChain: a 4-hop chain of real daemons (`servald start` in 5
+// BenchmarkRealChain: a 4-hop chain of real daemons (`servald start --foreground` in 5
 // instance directories, each --peer'ing the next through its own
 // udprelay with 5 ms each way and MTU 1500), one stream from
 // `msp connect` at one end to `msp listen` at the other. Each op moves one
@@ -222,39 +219,22 @@ func portOf(addr string) string {
 	return p
 }
 
-var startedRe = regexp.MustCompile(`servald: started, SID ([0-9A-F]{64}) pid (\d+) UDP (\S+)`)
+var startedRe = `servald: started, SID ([0-9A-F]{64}) pid (\d+) UDP (\S+)`
 
-// startDaemon runs `servald start` in inst on loopback and returns its UDP
-// address and pid; the daemon is stopped (or killed, by its pid) when the
-// benchmark ends.
+// startDaemon runs `servald start --foreground` in inst on loopback, as a
+// child of the benchmark, and returns its UDP address and pid; it is
+// stopped when the benchmark ends. Not detached: a detached daemon opens a
+// session of its own, and with the kernel's autogroup scheduling (on by
+// default) each session gets an equal share of the CPU, so 5 daemons took
+// 5/6 of a busy machine and starved the relays and the tunnel's two ends,
+// which share the benchmark's session. As its children they all share
+// one group (BenchmarkRealChain, 4 interleaved pairs: 21.6, 19.7, 14.9,
+// 16.1 MB/s at 10% loss against 17.4, 19.0, 11.9, 10.9 detached).
 func startDaemon(b *testing.B, inst string, extra ...string) (udp string, pid int) {
 	b.Helper()
-	bin := binaries(b).servald
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"start", "--instance", inst, "--udp", "127.0.0.1:0"}, extra...)...)
-	cmd.Env = append(cmd.Environ(), "SERVALINSTANCE_PATH=")
-	out, err := cmd.CombinedOutput()
-	m := startedRe.FindStringSubmatch(string(out))
-	if err != nil || m == nil {
-		b.Fatalf("servald start: %v: %s", err, out)
-	}
-	pid, _ = strconv.Atoi(m[2])
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		stop := exec.CommandContext(ctx, bin, "stop", "--instance", inst)
-		stop.Env = append(stop.Environ(), "SERVALINSTANCE_PATH=")
-		stop.Run()
-		for range 50 {
-			if syscall.Kill(pid, 0) != nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		syscall.Kill(pid, syscall.SIGKILL)
-	})
-	return m[3], pid
+	p := startProc(b, binaries(b).servald, append([]string{"start", "--foreground", "--instance", inst, "--udp", "127.0.0.1:0"}, extra...)...)
+	m := p.waitLine(b, startedRe)
+	return m[3], p.pid()
 }
 
 // BenchmarkRealLoopback: two real servald processes straight on loopback
