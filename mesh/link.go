@@ -50,7 +50,7 @@ type link struct {
 type linkTx struct {
 	out []*[]byte // flush's list of frames to write; link goroutine only
 
-	ring      []txEntry     // frames in flight, by sequence number % win
+	ring      []txEntry     // frames in flight, by sequence number % len(ring) (growRingLocked)
 	nextSeq   uint64        // the next frame's sequence number
 	base      uint64        // lowest sequence number not done
 	queue     []txFrame     // DATA frames waiting for the window
@@ -127,12 +127,35 @@ func newLink(n *Node, nb *neighbour) *link {
 		wake:  make(chan struct{}, 1),
 		timer: stoppedTimer(),
 		done:  make(chan struct{}),
-		tx:    linkTx{ring: make([]txEntry, w), space: make(chan struct{})},
+		tx:    linkTx{ring: make([]txEntry, min(minRing, w)), space: make(chan struct{})},
 		rx: linkRx{seen: make([]uint64, (w+63)/64),
 			// Room for the authentication trailer too (sendLink).
 			loopAckBuf:  make([]byte, 0, wire.MaxAckLen+wire.AuthLen),
 			flushAckBuf: make([]byte, 0, wire.MaxAckLen+wire.AuthLen)},
 	}
+}
+
+// minRing is the frames in flight a link's ring holds at first. It grows
+// as a transfer needs (growRingLocked), up to the window: most links carry
+// little, and a full window's ring is over a megabyte.
+const minRing = 64
+
+// entry is frame s's slot in the ring (base <= s < nextSeq). Called with mu
+// held.
+func (l *link) entry(s uint64) *txEntry { return &l.tx.ring[s%uint64(len(l.tx.ring))] }
+
+// growRingLocked makes room in the ring for frame nextSeq (the window has
+// room for it): a full ring doubles, up to the window. Called with mu held.
+func (l *link) growRingLocked() {
+	n := uint64(len(l.tx.ring))
+	if l.tx.nextSeq-l.tx.base < n {
+		return
+	}
+	ring := make([]txEntry, min(2*n, l.win))
+	for s := l.tx.base; s < l.tx.nextSeq; s++ {
+		ring[s%uint64(len(ring))] = *l.entry(s)
+	}
+	l.tx.ring = ring
 }
 
 func (l *link) start() {

@@ -151,13 +151,14 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 		l.n.stats.late.Add(1)
 		return errLate
 	}
+	l.growRingLocked()
 	s := l.tx.nextSeq
 	l.tx.nextSeq++
-	l.tx.ring[s%l.win] = txEntry{buf: bp, due: due, sentAt: now, tries: 1}
+	*l.entry(s) = txEntry{buf: bp, due: due, sentAt: now, tries: 1}
 	wire.PutLinkFields(*bp, l.n.epoch, s, l.tx.base)
 	l.tx.sent++
 	if l.tx.nextTimer.IsZero() {
-		l.tx.nextTimer = l.deadlineLocked(&l.tx.ring[s%l.win])
+		l.tx.nextTimer = l.deadlineLocked(l.entry(s))
 		l.armLocked(l.tx.nextTimer)
 	}
 	l.mu.Unlock()
@@ -249,7 +250,7 @@ func (l *link) flush() {
 	}
 	for _, s := range l.tx.lostList {
 		if s >= l.tx.base && s < l.tx.nextSeq {
-			if e := &l.tx.ring[s%l.win]; !e.done && e.lost {
+			if e := l.entry(s); !e.done && e.lost {
 				resend(s, e)
 			}
 		}
@@ -259,7 +260,7 @@ func (l *link) flush() {
 	if fired {
 		expired := 0
 		for s := l.tx.base; s < l.tx.nextSeq && expired < maxTimerResends; s++ {
-			e := &l.tx.ring[s%l.win]
+			e := l.entry(s)
 			if e.done || now.Before(l.deadlineLocked(e)) {
 				continue
 			}
@@ -294,9 +295,10 @@ func (l *link) flush() {
 			l.n.stats.late.Add(1)
 			return
 		}
+		l.growRingLocked()
 		s := l.tx.nextSeq
 		l.tx.nextSeq++
-		l.tx.ring[s%l.win] = txEntry{buf: f.buf, due: f.due, sentAt: now, tries: 1}
+		*l.entry(s) = txEntry{buf: f.buf, due: f.due, sentAt: now, tries: 1}
 		wire.PutLinkFields(*f.buf, epoch, s, l.tx.base)
 		out = append(out, f.buf)
 		l.tx.sent++
@@ -327,7 +329,7 @@ func (l *link) flush() {
 	// The next timer: the earliest deadline of a frame in flight.
 	l.tx.nextTimer = time.Time{}
 	for s := l.tx.base; s < l.tx.nextSeq; s++ {
-		e := &l.tx.ring[s%l.win]
+		e := l.entry(s)
 		if e.done {
 			continue
 		}
@@ -364,7 +366,7 @@ func (l *link) flush() {
 // advanceLocked moves base past done frames. Called with mu held.
 func (l *link) advanceLocked() {
 	for l.tx.base < l.tx.nextSeq {
-		e := &l.tx.ring[l.tx.base%l.win]
+		e := l.entry(l.tx.base)
 		if !e.done {
 			break
 		}
@@ -383,7 +385,7 @@ func (l *link) receiveAck(a *wire.Ack) {
 	l.mu.Lock()
 	var sample, probe time.Time
 	mark := func(s uint64) {
-		e := &l.tx.ring[s%l.win]
+		e := l.entry(s)
 		if e.done {
 			return
 		}
@@ -433,7 +435,7 @@ func (l *link) receiveAck(a *wire.Ack) {
 	}
 	lost := 0
 	for s := l.tx.base; s < end; s++ {
-		e := &l.tx.ring[s%l.win]
+		e := l.entry(s)
 		if e.done || e.lost {
 			continue
 		}
