@@ -45,3 +45,25 @@ func TestRingGrowsKeepingFrames(t *testing.T) {
 		t.Fatalf("full window in a ring of %d, want %d", len(l.tx.ring), l.win)
 	}
 }
+
+// TestRoomBoundsFlightAndSpan: a new frame may go while fewer than the
+// window are sent and not done, and their span from base is under
+// spanFactor windows.
+func TestRoomBoundsFlightAndSpan(t *testing.T) {
+	l := &link{flight: 64, win: spanFactor * 64, tx: linkTx{ring: make([]txEntry, minRing)}}
+	for _, c := range []struct {
+		flying, span int
+		room         bool
+	}{
+		{0, 0, true},
+		{63, 63, true},
+		{64, 64, false},               // the window: all sent, none done
+		{10, spanFactor*64 - 1, true}, // base held, the rest done
+		{10, spanFactor * 64, false},  // the span
+	} {
+		l.tx.flying, l.tx.base, l.tx.nextSeq = c.flying, 100, 100+uint64(c.span)
+		if got := l.roomLocked(); got != c.room {
+			t.Errorf("%d frames flying over a span of %d: room %v, want %v", c.flying, c.span, got, c.room)
+		}
+	}
+}

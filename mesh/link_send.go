@@ -119,7 +119,7 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 		return ErrNoRoute
 	}
 	burst := l.burstLocked() // udp_batch.go: queued, the link goroutine writes a burst in batches
-	if burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
+	if burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || !l.roomLocked() || !l.nb.ready() {
 		l.tx.queue = append(l.tx.queue, txFrame{buf: bp, due: due})
 		l.mu.Unlock()
 		l.kick()
@@ -131,7 +131,7 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 	l.mu.Unlock()
 	l.sendMu.Lock()
 	l.mu.Lock()
-	if l.dead || burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
+	if l.dead || burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || !l.roomLocked() || !l.nb.ready() {
 		dead := l.dead
 		if !dead {
 			l.tx.queue = append(l.tx.queue, txFrame{buf: bp, due: due})
@@ -155,6 +155,7 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 	s := l.tx.nextSeq
 	l.tx.nextSeq++
 	*l.entry(s) = txEntry{buf: bp, due: due, sentAt: now, tries: 1}
+	l.tx.flying++
 	wire.PutLinkFields(*bp, l.n.epoch, s, l.tx.base)
 	l.tx.sent++
 	if l.tx.nextTimer.IsZero() {
@@ -235,6 +236,7 @@ func (l *link) flush() {
 		e.lost = false
 		if !l.stampLocked(*e.buf, e.due, now) {
 			e.done = true
+			l.tx.flying--
 			gaveUp = true
 			l.n.stats.late.Add(1)
 			return false
@@ -266,6 +268,7 @@ func (l *link) flush() {
 			}
 			if e.tries >= l.n.cfg.MaxAttempts {
 				e.done = true
+				l.tx.flying--
 				gaveUp = true
 				l.n.stats.abandoned.Add(1)
 				continue
@@ -299,6 +302,7 @@ func (l *link) flush() {
 		s := l.tx.nextSeq
 		l.tx.nextSeq++
 		*l.entry(s) = txEntry{buf: f.buf, due: f.due, sentAt: now, tries: 1}
+		l.tx.flying++
 		wire.PutLinkFields(*f.buf, epoch, s, l.tx.base)
 		out = append(out, f.buf)
 		l.tx.sent++
@@ -306,7 +310,7 @@ func (l *link) flush() {
 	// New frames wait until the link is keyed and the neighbour holds
 	// the keys (confirm kicks the link then).
 	ready := l.nb.ready()
-	for ready && len(l.tx.ctlQueue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
+	for ready && len(l.tx.ctlQueue) > 0 && l.roomLocked() {
 		first(l.tx.ctlQueue[0])
 		l.tx.ctlQueue[0] = txFrame{}
 		l.tx.ctlQueue = l.tx.ctlQueue[1:]
@@ -314,7 +318,7 @@ func (l *link) flush() {
 	if len(l.tx.ctlQueue) == 0 {
 		l.tx.ctlQueue = l.tx.ctlQueue[:0:0]
 	}
-	for ready && len(l.tx.queue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
+	for ready && len(l.tx.queue) > 0 && l.roomLocked() {
 		first(l.tx.queue[0])
 		l.tx.queue[0] = txFrame{}
 		l.tx.queue = l.tx.queue[1:]
@@ -390,6 +394,7 @@ func (l *link) receiveAck(a *wire.Ack) {
 			return
 		}
 		e.done = true
+		l.tx.flying--
 		l.tx.progress = now
 		l.tx.backoff = 0
 		// Only a frame sent once says when what arrived was sent: the ack
