@@ -134,7 +134,7 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 		return ErrNoRoute
 	}
 	burst := l.burstLocked() // udp_batch.go: queued, the link goroutine writes a burst in batches
-	if burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
+	if burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || !l.roomLocked() || !l.nb.ready() {
 		l.tx.queue = append(l.tx.queue, txFrame{buf: bp, due: due})
 		l.mu.Unlock()
 		l.kick()
@@ -146,7 +146,7 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 	l.mu.Unlock()
 	l.sendMu.Lock()
 	l.mu.Lock()
-	if l.dead || burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || l.tx.nextSeq-l.tx.base >= l.win || !l.nb.ready() {
+	if l.dead || burst || len(l.tx.queue)+len(l.tx.ctlQueue) > 0 || !l.roomLocked() || !l.nb.ready() {
 		dead := l.dead
 		if !dead {
 			l.tx.queue = append(l.tx.queue, txFrame{buf: bp, due: due})
@@ -166,13 +166,15 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 		l.n.stats.late.Add(1)
 		return errLate
 	}
+	l.growRingLocked()
 	s := l.tx.nextSeq
 	l.tx.nextSeq++
-	l.tx.ring[s%l.win] = txEntry{buf: bp, due: due, sentAt: now, tries: 1}
+	*l.entry(s) = txEntry{buf: bp, due: due, sentAt: now, tries: 1}
+	l.tx.flying++
 	wire.PutLinkFields(*bp, l.n.epoch, s, l.tx.base)
 	l.tx.sent++
 	if l.tx.nextTimer.IsZero() {
-		l.tx.nextTimer = l.deadlineLocked(&l.tx.ring[s%l.win])
+		l.tx.nextTimer = l.deadlineLocked(l.entry(s))
 		l.armLocked(l.tx.nextTimer)
 	}
 	l.mu.Unlock()
@@ -259,6 +261,7 @@ func (l *link) flushLocked() {
 		e.lost = false
 		if !l.stampLocked(*e.buf, e.due, now) {
 			e.done = true
+			l.tx.flying--
 			gaveUp = true
 			l.n.stats.late.Add(1)
 			return false
@@ -274,7 +277,7 @@ func (l *link) flushLocked() {
 	}
 	for _, s := range l.tx.lostList {
 		if s >= l.tx.base && s < l.tx.nextSeq {
-			if e := &l.tx.ring[s%l.win]; !e.done && e.lost {
+			if e := l.entry(s); !e.done && e.lost {
 				resend(s, e)
 			}
 		}
@@ -284,12 +287,13 @@ func (l *link) flushLocked() {
 	if fired {
 		expired := 0
 		for s := l.tx.base; s < l.tx.nextSeq && expired < maxTimerResends; s++ {
-			e := &l.tx.ring[s%l.win]
+			e := l.entry(s)
 			if e.done || now.Before(l.deadlineLocked(e)) {
 				continue
 			}
 			if e.tries >= l.n.cfg.MaxAttempts {
 				e.done = true
+				l.tx.flying--
 				gaveUp = true
 				l.n.stats.abandoned.Add(1)
 				continue
@@ -319,9 +323,11 @@ func (l *link) flushLocked() {
 			l.n.stats.late.Add(1)
 			return
 		}
+		l.growRingLocked()
 		s := l.tx.nextSeq
 		l.tx.nextSeq++
-		l.tx.ring[s%l.win] = txEntry{buf: f.buf, due: f.due, sentAt: now, tries: 1}
+		*l.entry(s) = txEntry{buf: f.buf, due: f.due, sentAt: now, tries: 1}
+		l.tx.flying++
 		wire.PutLinkFields(*f.buf, epoch, s, l.tx.base)
 		out = append(out, f.buf)
 		l.tx.sent++
@@ -329,7 +335,7 @@ func (l *link) flushLocked() {
 	// New frames wait until the link is keyed and the neighbour holds
 	// the keys (confirm kicks the link then).
 	ready := l.nb.ready()
-	for ready && len(l.tx.ctlQueue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
+	for ready && len(l.tx.ctlQueue) > 0 && l.roomLocked() {
 		first(l.tx.ctlQueue[0])
 		l.tx.ctlQueue[0] = txFrame{}
 		l.tx.ctlQueue = l.tx.ctlQueue[1:]
@@ -337,7 +343,7 @@ func (l *link) flushLocked() {
 	if len(l.tx.ctlQueue) == 0 {
 		l.tx.ctlQueue = l.tx.ctlQueue[:0:0]
 	}
-	for ready && len(l.tx.queue) > 0 && l.tx.nextSeq-l.tx.base < l.win {
+	for ready && len(l.tx.queue) > 0 && l.roomLocked() {
 		first(l.tx.queue[0])
 		l.tx.queue[0] = txFrame{}
 		l.tx.queue = l.tx.queue[1:]
@@ -352,7 +358,7 @@ func (l *link) flushLocked() {
 	// The next timer: the earliest deadline of a frame in flight.
 	l.tx.nextTimer = time.Time{}
 	for s := l.tx.base; s < l.tx.nextSeq; s++ {
-		e := &l.tx.ring[s%l.win]
+		e := l.entry(s)
 		if e.done {
 			continue
 		}
@@ -389,7 +395,7 @@ func (l *link) flushLocked() {
 // advanceLocked moves base past done frames. Called with mu held.
 func (l *link) advanceLocked() {
 	for l.tx.base < l.tx.nextSeq {
-		e := &l.tx.ring[l.tx.base%l.win]
+		e := l.entry(l.tx.base)
 		if !e.done {
 			break
 		}
@@ -408,11 +414,12 @@ func (l *link) receiveAck(a *wire.Ack) {
 	l.mu.Lock()
 	var sample, probe time.Time
 	mark := func(s uint64) {
-		e := &l.tx.ring[s%l.win]
+		e := l.entry(s)
 		if e.done {
 			return
 		}
 		e.done = true
+		l.tx.flying--
 		l.tx.progress = now
 		l.tx.backoff = 0
 		// Only a frame sent once says when what arrived was sent: the ack
@@ -458,7 +465,7 @@ func (l *link) receiveAck(a *wire.Ack) {
 	}
 	lost := 0
 	for s := l.tx.base; s < end; s++ {
-		e := &l.tx.ring[s%l.win]
+		e := l.entry(s)
 		if e.done || e.lost {
 			continue
 		}

@@ -49,8 +49,9 @@ type Config struct {
 	// NeighbourTimeout drops a neighbour heard nothing from for this long.
 	// Default 5 s.
 	NeighbourTimeout time.Duration
-	// LinkWindow bounds the frames in flight to one neighbour, rounded up
-	// to a multiple of 64. Default 4096.
+	// LinkWindow bounds the frames in flight to one neighbour (sent, not
+	// yet acknowledged), rounded up to a multiple of 64; their sequence
+	// numbers may span 4 times as many (see spanFactor). Default 4096.
 	LinkWindow int
 	// LinkQueue bounds the frames queued for one neighbour beyond the
 	// window. Default 512.

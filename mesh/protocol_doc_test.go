@@ -27,6 +27,8 @@ func TestProtocolDocConstants(t *testing.T) {
 		fmt.Sprintf("PROBEs of %s and %s bytes", strings.Join(probes[:len(probes)-1], ", "), probes[len(probes)-1]),
 		fmt.Sprintf("then the %d-byte probe alone up to ten", probeSizes[len(probeSizes)-1]),
 		fmt.Sprintf("The sender keeps up to %d frames in flight", d.LinkWindow),
+		fmt.Sprintf("unacknowledged one + %d: a frame lost", spanFactor*d.LinkWindow),
+		fmt.Sprintf("bitmap of the %d sequence numbers above", spanFactor*d.LinkWindow),
 		fmt.Sprintf("After %d attempts a frame is given up", d.MaxAttempts),
 		fmt.Sprintf("hello interval (%d s)", int(d.HelloInterval.Seconds())),
 		fmt.Sprintf("(moving average, weight 1/%d)", int(1/qualityAlpha)),
