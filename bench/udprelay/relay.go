@@ -66,6 +66,12 @@ type Config struct {
 	// SocketBuffer is the kernel buffer asked for on each socket (the
 	// kernel may clamp it). Default 4 MiB.
 	SocketBuffer int
+	// Nice, when below 0, runs the relay's goroutines on threads of their
+	// own at that nice value, ahead of the processes under test: the relay
+	// stands for a network, which does not wait for the endpoints' CPU.
+	// It needs CAP_SYS_NICE (root); without it the threads keep the
+	// process's priority and Prioritized reports false.
+	Nice int
 }
 
 // earlyOK is how much before its due time a datagram may leave: one timer
@@ -144,6 +150,8 @@ type Relay struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
+	nice        int         // Config.Nice
+	prio        atomic.Bool // every goroutine that raised its thread got it
 }
 
 // New starts a relay listening on a new loopback port and forwarding to
@@ -180,10 +188,11 @@ func New(upstream string, cfg Config) (*Relay, error) {
 		c.SetWriteBuffer(cfg.SocketBuffer)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Relay{front: front, back: back, cancel: cancel}
+	r := &Relay{front: front, back: back, cancel: cancel, nice: cfg.Nice}
 	r.up = newPipe(cfg.Up, cfg.Queue, cfg.Seed, 1)
 	r.down = newPipe(cfg.Down, cfg.Queue, cfg.Seed, 2)
 	r.wg.Add(4)
+	r.prio.Store(cfg.Nice < 0)
 	go r.read(front, r.up, func(from netip.AddrPort) {
 		if c := r.client.Load(); c == nil || *c != from {
 			r.client.Store(&from)
@@ -200,6 +209,10 @@ func New(upstream string, cfg Config) (*Relay, error) {
 	})
 	return r, nil
 }
+
+// Prioritized reports whether all the relay's goroutines run at
+// Config.Nice (false when it was not set or was refused).
+func (r *Relay) Prioritized() bool { return r.prio.Load() }
 
 // Addr is the address clients send to.
 func (r *Relay) Addr() string { return r.front.LocalAddr().String() }
@@ -324,6 +337,7 @@ func later(a, b time.Time) time.Time {
 // with each sender's address.
 func (r *Relay) read(c *net.UDPConn, p *pipe, seen func(netip.AddrPort)) {
 	defer r.wg.Done()
+	r.raise()
 	bc := newBatchConn(c)
 	ms := make([]ipv4.Message, readBatch)
 	for i := range ms {
@@ -376,6 +390,7 @@ func (r *Relay) read(c *net.UDPConn, p *pipe, seen func(netip.AddrPort)) {
 // with as few system calls as the socket allows.
 func (r *Relay) write(ctx context.Context, c *net.UDPConn, p *pipe, dst func() (netip.AddrPort, bool)) {
 	defer r.wg.Done()
+	r.raise()
 	bc := newBatchConn(c)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
