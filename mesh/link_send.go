@@ -48,8 +48,16 @@ var errQueueFull = errors.New("mesh: link queue full")
 
 // maxCtlQueue bounds the routing messages waiting for one neighbour. The
 // router sends a few per hello interval; more means the window has been
-// shut for a long time, and the next full table says it all again.
+// shut for a long time, and the router sends its full table again once
+// there is room (router.refusedFrame).
 const maxCtlQueue = 64
+
+// controlRoom reports whether half the control queue is free.
+func (l *link) controlRoom() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.dead && len(l.tx.ctlQueue) <= maxCtlQueue/2
+}
 
 // enqueueControl queues one of this node's routing messages. It goes out
 // before any queued data: behind a relay's full data queue it would wait
@@ -226,7 +234,7 @@ func (l *link) flush() {
 		l.buildAckLocked(&l.rx.flushAck)
 	}
 	epoch := l.n.epoch
-	gaveUp := false
+	gaveUp, lostRouting := false, false
 	// resend sends e again, or gives it up (Late) when its budget is
 	// spent: a frame with a budget is resent only while some would remain
 	// when it arrived.
@@ -267,6 +275,9 @@ func (l *link) flush() {
 				e.done = true
 				gaveUp = true
 				l.n.stats.abandoned.Add(1)
+				if h, _, err := wire.ParseData(*e.buf); err == nil && h.DstPort == RoutingPort && h.Src == l.n.sid {
+					lostRouting = true
+				}
 				continue
 			}
 			if resend(s, e) {
@@ -359,6 +370,9 @@ func (l *link) flush() {
 	l.sendFrames(ack, skipFrame, out, addr) // batched: udp_batch.go
 	clear(out)
 	l.tx.out = out[:0]
+	if lostRouting {
+		l.n.router.refusedFrame(l.nb, nil) // one of our routing messages given up
+	}
 }
 
 // advanceLocked moves base past done frames. Called with mu held.
