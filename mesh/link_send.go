@@ -49,14 +49,15 @@ var errQueueFull = errors.New("mesh: link queue full")
 // maxCtlQueue bounds the routing messages waiting for one neighbour. The
 // router sends a few per hello interval; more means the window has been
 // shut for a long time, and the router sends its full table again once
-// there is room (router.refusedFrame).
+// the queue is empty (router.refusedFrame).
 const maxCtlQueue = 64
 
-// controlRoom reports whether half the control queue is free.
+// controlRoom reports whether the control queue is empty: room for a
+// full table (router.refusedFrame).
 func (l *link) controlRoom() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return !l.dead && len(l.tx.ctlQueue) <= maxCtlQueue/2
+	return !l.dead && len(l.tx.ctlQueue) == 0
 }
 
 // enqueueControl queues one of this node's routing messages. It goes out

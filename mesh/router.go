@@ -70,6 +70,9 @@ const (
 	// hysteresis: a route moves to another neighbour only if that is this
 	// much cheaper (in quarters).
 	hysteresisQuarters = 5
+	// repairEvery is the least number of hello intervals between two
+	// full tables a neighbour gets because it asked or lost one.
+	repairEvery = 4
 	// retractedHold is how long a retracted route is still advertised.
 	retractedHold = 30 * time.Second
 	// A neighbour dropped is remembered this long (at most maxDropped of
@@ -189,7 +192,8 @@ type router struct {
 	changed                                bool                             // a route appeared or moved; guarded by mu
 	requests                               []wire.SeqRequest                // to send; guarded by mu
 	reqTo                                  map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
-	tableDue                               map[*neighbour]bool              // gets our full table at the next tick (refusedFrame); guarded by mu
+	tableDue                               map[*neighbour]bool              // gets our full table at the next tick with room (refusedFrame); guarded by mu
+	repaired                               map[*neighbour]int               // the tick it last got one so; guarded by mu
 	dropped                                map[identity.SID]time.Time       // neighbours dropped lately, when; guarded by mu
 
 	// Next hops that did not carry traffic (avoid.go).
@@ -208,6 +212,7 @@ func newRouter(n *Node) *router {
 		quality:  map[*neighbour]*linkQuality{},
 		sentSeq:  map[*neighbour]map[identity.SID]uint64{},
 		tableDue: map[*neighbour]bool{},
+		repaired: map[*neighbour]int{},
 		dropped:  map[identity.SID]time.Time{},
 		reqTo:    map[*neighbour][]wire.SeqRequest{},
 
@@ -257,6 +262,7 @@ func (r *router) neighbourDownUnderNodeMu(nb *neighbour) {
 	delete(r.quality, nb)
 	delete(r.sentSeq, nb)
 	delete(r.tableDue, nb)
+	delete(r.repaired, nb)
 	delete(r.reqTo, nb)
 	if len(r.dropped) < maxDropped {
 		r.dropped[nb.sid] = time.Now()
@@ -711,9 +717,12 @@ func (r *router) tick() {
 	}
 	due := map[*neighbour]bool{}
 	for nb := range r.tableDue {
-		if nb.link.controlRoom() {
+		// At most every repairEvery ticks: a link that keeps giving
+		// frames up must not get a table every tick.
+		if last, ok := r.repaired[nb]; (!ok || r.ticks-last >= repairEvery) && nb.link.controlRoom() {
 			due[nb] = true
 			delete(r.tableDue, nb)
+			r.repaired[nb] = r.ticks
 		}
 	}
 	r.unlockAndNotify()
@@ -733,10 +742,10 @@ func (r *router) tick() {
 // entries (its queue was full: the link has long been shut), or gave one
 // up after MaxAttempts (entries nil: which ones is not known). Entries are
 // idempotent and the full table has them all, so nb gets one as soon as
-// its queue has room again (tick), with the signatures the lost frame
-// carried (all of them, if unknown): otherwise nb would miss those routes
-// until the next full table with signatures, which in a large mesh is
-// minutes away.
+// its queue is empty (tick; at most every repairEvery ticks), with the
+// signatures the lost frame carried (all of them, if unknown): otherwise nb
+// would miss those routes until the next full table with signatures,
+// which in a large mesh is minutes away.
 func (r *router) refusedFrame(nb *neighbour, entries []wire.RouteEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
