@@ -50,8 +50,17 @@ var errQueueFull = errors.New("mesh: link queue full")
 
 // maxCtlQueue bounds the routing messages waiting for one neighbour. The
 // router sends a few per hello interval; more means the window has been
-// shut for a long time, and the next full table says it all again.
+// shut for a long time, and the router sends its full table again once
+// the queue is empty (router.refusedFrame).
 const maxCtlQueue = 64
+
+// controlRoom reports whether the control queue is empty: room for a
+// full table (router.refusedFrame).
+func (l *link) controlRoom() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.dead && len(l.tx.ctlQueue) == 0
+}
 
 // enqueueControl queues one of this node's routing messages. It goes out
 // before any queued data: behind a relay's full data queue it would wait
@@ -253,7 +262,7 @@ func (l *link) flushLocked() {
 		l.buildAckLocked(&l.rx.flushAck)
 	}
 	epoch := l.n.epoch
-	gaveUp := false
+	gaveUp, lostRouting := false, false
 	// resend sends e again, or gives it up (Late) when its budget is
 	// spent: a frame with a budget is resent only while some would remain
 	// when it arrived.
@@ -296,6 +305,9 @@ func (l *link) flushLocked() {
 				l.tx.flying--
 				gaveUp = true
 				l.n.stats.abandoned.Add(1)
+				if h, _, err := wire.ParseData(*e.buf); err == nil && h.DstPort == RoutingPort && h.Src == l.n.sid {
+					lostRouting = true
+				}
 				continue
 			}
 			if resend(s, e) {
@@ -390,6 +402,9 @@ func (l *link) flushLocked() {
 	l.sendFrames(ack, skipFrame, out, addr) // batched: udp_batch.go
 	clear(out)
 	l.tx.out = out[:0]
+	if lostRouting {
+		l.n.router.refusedFrame(l.nb, nil) // one of our routing messages given up
+	}
 }
 
 // advanceLocked moves base past done frames. Called with mu held.

@@ -528,14 +528,17 @@ func (n *Node) routeLoop() {
 
 // sendLinkLocal sends payload to a neighbour's port as a one-hop DATA frame
 // (routing messages), ahead of queued data (see link.enqueueControl); it is
-// dropped, and counted as a relay drop, only if many are waiting already.
-func (n *Node) sendLinkLocal(nb *neighbour, port uint16, payload []byte) {
+// dropped, counted as a relay drop, and the error returned, only if many
+// are waiting already (or the link is gone).
+func (n *Node) sendLinkLocal(nb *neighbour, port uint16, payload []byte) error {
 	bp := n.bufs.get(wire.DataHeaderLen + len(payload))
 	h := wire.DataHeader{TTL: 1, Dst: nb.sid, Src: n.sid, DstPort: port, SrcPort: port}
 	*bp = append(wire.AppendData((*bp)[:0], &h), payload...)
 	n.stats.controlOut.Add(uint64(len(*bp)))
-	if err := nb.link.enqueueControl(bp); err != nil {
+	err := nb.link.enqueueControl(bp)
+	if err != nil {
 		n.stats.relayDrops.Add(1)
 		n.bufs.put(bp)
 	}
+	return err
 }

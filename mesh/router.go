@@ -70,8 +70,15 @@ const (
 	// hysteresis: a route moves to another neighbour only if that is this
 	// much cheaper (in quarters).
 	hysteresisQuarters = 5
+	// repairEvery is the least number of hello intervals between two
+	// full tables a neighbour gets because it asked or lost one.
+	repairEvery = 4
 	// retractedHold is how long a retracted route is still advertised.
 	retractedHold = 30 * time.Second
+	// A neighbour dropped is remembered this long (at most maxDropped of
+	// them): taken back meanwhile, it is asked for its table.
+	droppedHold = 10 * time.Minute
+	maxDropped  = 256
 )
 
 // advert is what one neighbour last said about an origin.
@@ -185,6 +192,9 @@ type router struct {
 	changed                                bool                             // a route appeared or moved; guarded by mu
 	requests                               []wire.SeqRequest                // to send; guarded by mu
 	reqTo                                  map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
+	tableDue                               map[*neighbour]bool              // gets our full table at the next tick with room (refusedFrame); guarded by mu
+	repaired                               map[*neighbour]int               // the tick it last got one so; guarded by mu
+	dropped                                map[identity.SID]time.Time       // neighbours dropped lately, when; guarded by mu
 
 	// Next hops that did not carry traffic (avoid.go).
 	failing           map[failKey]*failMark // guarded by mu
@@ -196,12 +206,15 @@ type router struct {
 
 func newRouter(n *Node) *router {
 	r := &router{
-		n:       n,
-		routes:  map[identity.SID]*route{},
-		adverts: map[*neighbour]map[identity.SID]*advert{},
-		quality: map[*neighbour]*linkQuality{},
-		sentSeq: map[*neighbour]map[identity.SID]uint64{},
-		reqTo:   map[*neighbour][]wire.SeqRequest{},
+		n:        n,
+		routes:   map[identity.SID]*route{},
+		adverts:  map[*neighbour]map[identity.SID]*advert{},
+		quality:  map[*neighbour]*linkQuality{},
+		sentSeq:  map[*neighbour]map[identity.SID]uint64{},
+		tableDue: map[*neighbour]bool{},
+		repaired: map[*neighbour]int{},
+		dropped:  map[identity.SID]time.Time{},
+		reqTo:    map[*neighbour][]wire.SeqRequest{},
 
 		failing:  map[failKey]*failMark{},
 		failHold: failHold,
@@ -231,8 +244,13 @@ func (r *router) neighbourUpUnderNodeMu(nb *neighbour) {
 	q.update()
 	r.quality[nb] = q
 	r.sentSeq[nb] = map[identity.SID]uint64{}
+	// Taken back after we dropped it: it may have kept us all along and
+	// think we still have what it said, so ask for its table. A neighbour
+	// new to us sends its table of itself, as we do.
+	_, again := r.dropped[nb.sid]
+	delete(r.dropped, nb.sid)
 	r.mu.Unlock()
-	r.sendTable(nb, true)
+	r.sendTable(nb, true, again)
 }
 
 // neighbourDownUnderNodeMu forgets a neighbour that was dropped and moves
@@ -243,7 +261,12 @@ func (r *router) neighbourDownUnderNodeMu(nb *neighbour) {
 	delete(r.adverts, nb)
 	delete(r.quality, nb)
 	delete(r.sentSeq, nb)
+	delete(r.tableDue, nb)
+	delete(r.repaired, nb)
 	delete(r.reqTo, nb)
+	if len(r.dropped) < maxDropped {
+		r.dropped[nb.sid] = time.Now()
+	}
 	for _, rt := range r.routes {
 		if rt.via == nb {
 			r.recomputeLocked(rt)
@@ -548,6 +571,12 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 	if q := r.quality[nb]; q != nil && m.HasIHU {
 		q.dout = max(float64(m.IHU)/255, 0.01) // the next tick weighs it
 	}
+	if m.WantTable {
+		// It has just taken us as a neighbour, maybe again after dropping
+		// us while we kept it: what we sent it before is gone there.
+		clear(r.sentSeq[nb])
+		r.tableDue[nb] = true
+	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		if state[i] != ok {
@@ -663,6 +692,11 @@ func (r *router) tick() {
 		}
 	}
 	r.expireMarksLocked(r.now())
+	for sid, at := range r.dropped {
+		if now.Sub(at) > droppedHold {
+			delete(r.dropped, sid)
+		}
+	}
 	for o, rt := range r.routes {
 		if rt.via == nil && !rt.lost.IsZero() && now.Sub(rt.lost) > retractedHold {
 			delete(r.routes, o)
@@ -681,14 +715,53 @@ func (r *router) tick() {
 		r.nextDump = r.ticks + r.dumpTicks
 		r.setHoldLocked()
 	}
+	due := map[*neighbour]bool{}
+	for nb := range r.tableDue {
+		// At most every repairEvery ticks: a link that keeps giving
+		// frames up must not get a table every tick.
+		if last, ok := r.repaired[nb]; (!ok || r.ticks-last >= repairEvery) && nb.link.controlRoom() {
+			due[nb] = true
+			delete(r.tableDue, nb)
+			r.repaired[nb] = r.ticks
+		}
+	}
 	r.unlockAndNotify()
 	for _, nb := range nbs {
-		if dump {
-			r.sendTable(nb, sigs)
-		} else {
+		switch {
+		case dump:
+			r.sendTable(nb, sigs, false)
+		case due[nb]:
+			r.sendTable(nb, false, false)
+		default:
 			r.sendIHU(nb)
 		}
 	}
+}
+
+// refusedFrame is called when nb's link refused a routing frame carrying
+// entries (its queue was full: the link has long been shut), or gave one
+// up after MaxAttempts (entries nil: which ones is not known). Entries are
+// idempotent and the full table has them all, so nb gets one as soon as
+// its queue is empty (tick; at most every repairEvery ticks), with the
+// signatures the lost frame carried (all of them, if unknown): otherwise nb
+// would miss those routes until the next full table with signatures,
+// which in a large mesh is minutes away.
+func (r *router) refusedFrame(nb *neighbour, entries []wire.RouteEntry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sentSeq[nb]
+	if s == nil {
+		return // gone
+	}
+	if entries == nil {
+		clear(s)
+	}
+	for _, e := range entries {
+		if e.HasSig && s[e.Origin] == e.Seq {
+			delete(s, e.Origin)
+		}
+	}
+	r.tableDue[nb] = true
 }
 
 // dumpInterval is the number of hello intervals until the next full table:
@@ -799,14 +872,15 @@ func (r *router) ihuLocked(nb *neighbour, m *wire.RouteMsg) {
 // ihu is din as an IHU byte.
 func (q *linkQuality) ihu() uint8 { return uint8(math.Round(q.din * 255)) }
 
-// sendTable sends nb every route we have.
-func (r *router) sendTable(nb *neighbour, sigs bool) {
+// sendTable sends nb every route we have (with every signature if sigs,
+// else those nb lacks); want asks for nb's table in return.
+func (r *router) sendTable(nb *neighbour, sigs, want bool) {
 	r.mu.Lock()
 	if r.adverts[nb] == nil {
 		r.mu.Unlock()
 		return
 	}
-	m := &wire.RouteMsg{}
+	m := &wire.RouteMsg{WantTable: want}
 	r.ihuLocked(nb, m)
 	m.Entries = append(m.Entries, r.selfEntryLocked(nb))
 	for _, rt := range r.routes {
@@ -856,7 +930,9 @@ func (r *router) send(nb *neighbour, m *wire.RouteMsg) {
 		if !first {
 			part.Requests = nil
 		}
-		r.n.sendLinkLocal(nb, RoutingPort, wire.AppendRouteMsg(nil, &part))
+		if r.n.sendLinkLocal(nb, RoutingPort, wire.AppendRouteMsg(nil, &part)) != nil {
+			r.refusedFrame(nb, part.Entries)
+		}
 	}
 }
 

@@ -114,6 +114,72 @@ func TestLostSignatureAskedAgain(t *testing.T) {
 	b.mu.RLock()
 	nbA := b.bySID[a.SID()]
 	b.mu.RUnlock()
-	b.router.sendTable(nbA, false)
+	b.router.sendTable(nbA, false, false)
 	waitReach(t, a, o)
+}
+
+// quietTables puts off n's next full table for good (the test's length),
+// so that only what a test provokes can repair a neighbour's table.
+func quietTables(n *Node) {
+	n.router.mu.Lock()
+	n.router.nextDump = n.router.ticks + 1000
+	n.router.mu.Unlock()
+}
+
+// neighbourOf returns n's neighbour entry for m.
+func neighbourOf(n, m *Node) *neighbour {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.bySID[m.SID()]
+}
+
+// TestOneSidedDropAsksForTable: A drops its neighbour B and takes it back
+// while B keeps A all along (a node too busy to hear hellos in time, as in
+// BenchmarkMesh500). A has lost every entry B sent it, and B, which thinks
+// A has them, would say them again only in its next full table: minutes
+// away in a large mesh. A's first table to B asks for B's (WantTable), and
+// B sends it, signatures included.
+func TestOneSidedDropAsksForTable(t *testing.T) {
+	nodes := scaleChain(t, 3, time.Second)
+	a, b, o := nodes[0], nodes[1], nodes[2]
+	quietTables(b)
+	nbB := neighbourOf(a, b)
+	a.mu.Lock()
+	a.router.neighbourDownUnderNodeMu(nbB)
+	a.router.neighbourUpUnderNodeMu(nbB)
+	a.mu.Unlock()
+	if _, found := Reachable(a, o.SID()); found {
+		t.Fatal("A still routes to O after dropping B")
+	}
+	waitReach(t, a, o)
+}
+
+// TestLostRoutingFrameResent: a routing frame B's link refused (its queue
+// full) or gave up (MaxAttempts) makes B send A its full table at the next
+// tick with room, with the signatures the frame carried (all, when which
+// entries were lost is unknown); before, A missed those routes until B's
+// next full table.
+func TestLostRoutingFrameResent(t *testing.T) {
+	for _, known := range []bool{true, false} {
+		t.Run(map[bool]string{true: "refused", false: "abandoned"}[known], func(t *testing.T) {
+			nodes := scaleChain(t, 3, time.Second)
+			a, b, o := nodes[0], nodes[1], nodes[2]
+			quietTables(b)
+			// A forgets O, as if the frame that carried it had been lost.
+			nbB, nbA := neighbourOf(a, b), neighbourOf(b, a)
+			a.router.mu.Lock()
+			delete(a.router.routes, o.SID())
+			delete(a.router.adverts[nbB], o.SID())
+			a.router.mu.Unlock()
+			b.router.mu.Lock()
+			e := b.router.entryLocked(nbA, b.router.routes[o.SID()], true)
+			b.router.mu.Unlock()
+			var lost []wire.RouteEntry
+			if known {
+				lost = []wire.RouteEntry{e}
+			}
+			b.router.refusedFrame(nbA, lost)
+			waitReach(t, a, o)
+		})
+	}
 }

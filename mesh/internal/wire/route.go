@@ -40,6 +40,10 @@ type RouteMsg struct {
 	// (255: all of them); with HasIHU false it is unknown.
 	HasIHU bool
 	IHU    uint8
+	// WantTable: the sender holds nothing the receiver said (it has just
+	// taken the receiver as a neighbour, perhaps again after dropping it
+	// alone): the receiver sends its full table, signatures included.
+	WantTable bool
 	// Hold is how long, in seconds, the receiver keeps the entries of this
 	// message unrefreshed: the sender sends its full table again within
 	// it. 0: the receiver's own default.
@@ -69,6 +73,9 @@ func AppendRouteMsg(b []byte, m *RouteMsg) []byte {
 	flags := byte(0)
 	if m.HasIHU {
 		flags |= 1
+	}
+	if m.WantTable {
+		flags |= 2
 	}
 	b = append(b, RouteVersion, flags, m.IHU)
 	b = binary.BigEndian.AppendUint16(b, m.Hold)
@@ -102,6 +109,7 @@ func ParseRouteMsg(b []byte, m *RouteMsg) error {
 		return malformed("route message of %d bytes", len(b))
 	}
 	m.HasIHU = b[1]&1 != 0
+	m.WantTable = b[1]&2 != 0
 	m.IHU = b[2]
 	m.Hold = binary.BigEndian.Uint16(b[3:])
 	ne := int(binary.BigEndian.Uint16(b[5:]))

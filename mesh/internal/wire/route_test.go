@@ -28,6 +28,8 @@ func routeMsgs(t testing.TB) []*RouteMsg {
 			Requests: []SeqRequest{{Origin: sidOf(3), Seq: 7, HopsLeft: 32}, {Origin: sidOf(4), Seq: math.MaxUint64, HopsLeft: 0}},
 		},
 		{Hold: 42, Requests: []SeqRequest{{Origin: sidOf(5), Seq: 1, HopsLeft: 1}}},
+		{HasIHU: true, IHU: 255, WantTable: true, Hold: 42,
+			Entries: []RouteEntry{{Origin: id.SID(), Seq: 42, MTU: 32768, HasSig: true, Sig: sig}}},
 	}
 }
 
@@ -131,10 +133,11 @@ func FuzzParseRouteMsg(f *testing.F) {
 		if len(m.Entries) > MaxRouteEntries || len(m.Requests) > MaxSeqRequests {
 			t.Fatalf("accepted %d entries, %d requests", len(m.Entries), len(m.Requests))
 		}
-		// Only bit 0 of the flags has a meaning (unknown bits are left for
-		// later versions and ignored); everything else re-encodes exactly.
+		// Only bits 0 and 1 of the flags have a meaning (unknown bits are
+		// left for later versions and ignored); everything else re-encodes
+		// exactly.
 		want := bytes.Clone(b)
-		want[1] &= 1
+		want[1] &= 3
 		if again := AppendRouteMsg(nil, &m); !bytes.Equal(again, want) {
 			t.Fatalf("route message does not re-encode to its bytes:\n%x\n%x", want, again)
 		}
