@@ -243,6 +243,9 @@ func BenchmarkInprocChain(b *testing.B) {
 				b.ReportMetric(cpuUsed/wall, "cores-used")
 			}
 			b.ReportMetric(median(*tc.out), tc.name+"-MB/s")
+			for i, n := range ns[1 : nodes-1] { // the relaying nodes, with -v
+				b.Logf("relay node %d %+v", i+1, n.Stats())
+			}
 		})
 	}
 	set(clean)

@@ -11,6 +11,7 @@ const (
 	FullProbeRounds = fullProbeRounds
 	ProbeRounds     = probeRounds
 	BaseMTU         = baseMTU
+	DumpEvery       = dumpEvery
 )
 
 // SmallestProbe is the smallest probe size (the last MTU probing tries).

@@ -393,7 +393,7 @@ func (r *router) recomputeLocked(rt *route) {
 		best, bestAd, bestM = rt.via, keepAd, keepM
 		r.askSeqLocked(rt)
 	}
-	oldVia, oldM, oldSeq := rt.via, rt.metric, rt.fdSeq
+	oldVia, oldM, oldSeq, oldMTU := rt.via, rt.metric, rt.fdSeq, rt.mtu
 	if best == nil {
 		if rt.via != nil {
 			rt.via = nil
@@ -426,7 +426,7 @@ func (r *router) recomputeLocked(rt *route) {
 	} else if bestM < rt.fdMetric {
 		rt.fdMetric = bestM
 	}
-	if oldVia != best || changedEnough(oldM, bestM) || rt.fdSeq != oldSeq {
+	if oldVia != best || changedEnough(oldM, bestM) || rt.fdSeq != oldSeq || rt.mtu != oldMTU {
 		rt.dirty = true
 		r.pending = true
 	}
@@ -936,18 +936,27 @@ func (r *router) send(nb *neighbour, m *wire.RouteMsg) {
 	}
 }
 
-// mtuChanged is called when a link's MTU changes.
+// mtuChanged is called when a link's MTU changes. The routes through the
+// link whose path MTU changed go to the neighbours at once, like a metric
+// change: otherwise a path MTU raised by probing took one full table per
+// hop to reach the far end (12 hello intervals each), and MSP sent
+// base-MTU packets over a 1500-byte path meanwhile.
 func (r *router) mtuChanged(nb *neighbour) {
 	r.mu.Lock()
 	for _, rt := range r.routes {
 		if rt.via == nb {
+			old := rt.mtu
 			rt.mtu = min(rt.mtu, int(nb.mtu.Load()))
 			if ad := r.adverts[nb][rt.origin]; ad != nil {
 				rt.mtu = min(ad.mtu, int(nb.mtu.Load()))
 			}
+			if rt.mtu != old {
+				rt.dirty = true
+				r.pending = true
+			}
 		}
 	}
-	r.mu.Unlock()
+	r.unlockAndNotify()
 }
 
 // Route is a reachable node and how it is reached.

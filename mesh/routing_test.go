@@ -330,3 +330,43 @@ func TestMTUProbeRetried(t *testing.T) {
 		}
 	})
 }
+
+// TestPathMTUPropagates: on a 4-node chain whose links' MTUs rise after
+// the routes are known (the network passes 1300 bytes, then 1500, as in
+// TestMTUProbeRetried), the first node's route to the last carries the
+// raised MTU within a few hello intervals of the last link's rise: a path
+// MTU change goes along the chain as a triggered update, not one full
+// table per hop (DumpEvery hello intervals each).
+func TestPathMTUPropagates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const hello = 50 * time.Millisecond
+		m := meshtest.New(t, 4, [][2]int{{0, 1}, {1, 2}, {2, 3}}, memnet.LinkConfig{}, meshtest.Timers(hello, time.Minute),
+			meshtest.Network(func(nw *memnet.Network) { nw.SetMTU(1300) }))
+		mtu := func(from, to int) int {
+			for _, r := range m.Nodes[from].Routes() {
+				if r.SID == m.Nodes[to].SID() {
+					return r.MTU
+				}
+			}
+			return 0
+		}
+		waitMTU := func(want int, within time.Duration, pairs ...[2]int) {
+			t.Helper()
+			deadline := time.Now().Add(within)
+			for _, p := range pairs {
+				for mtu(p[0], p[1]) != want {
+					if time.Now().After(deadline) {
+						t.Fatalf("MTU of node %d's route to %d is %d, want %d", p[0], p[1], mtu(p[0], p[1]), want)
+					}
+					time.Sleep(hello / 10)
+				}
+			}
+		}
+		waitMTU(mesh.BaseMTU, 5*time.Second, [2]int{0, 3})
+		time.Sleep((mesh.FullProbeRounds + 2) * hello) // the full probe rounds are over
+		m.Net.SetMTU(1500)
+		want := mesh.SmallestProbe - wire.AuthLen
+		waitMTU(want, mesh.ProbeRounds*hello*4, [2]int{0, 1}, [2]int{1, 2}, [2]int{2, 3}) // every link probed
+		waitMTU(want, 3*hello, [2]int{0, 3})
+	})
+}
