@@ -35,7 +35,21 @@ func (s *Session) newStream(st *smux.Stream) *Stream {
 
 // Read reads what the peer wrote; io.EOF after the peer's CloseWrite or
 // Close.
-func (st *Stream) Read(b []byte) (int, error) { return st.st.Read(b) }
+func (st *Stream) Read(b []byte) (int, error) {
+	n, err := st.st.Read(b)
+	if n == 0 && err == io.EOF && len(b) > 0 {
+		// smux can report the end over data it holds: a Read that found
+		// the buffer empty looks for the end of the stream without the
+		// buffer's lock, and once this end has half-closed, the last data
+		// and the peer's FIN landing in between end the stream. The FIN
+		// has been taken by then, so everything sent before it is in the
+		// buffer: a second look finds it, without waiting.
+		if n, err2 := st.st.Read(b); n > 0 {
+			return n, err2
+		}
+	}
+	return n, err
+}
 
 // WriteTo writes what the peer sends to w until io.EOF (returning nil) or
 // an error, without an extra copy.
