@@ -194,6 +194,7 @@ type router struct {
 	reqTo                                  map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
 	tableDue                               map[*neighbour]bool              // gets our full table at the next tick with room (refusedFrame); guarded by mu
 	repaired                               map[*neighbour]int               // the tick it last got one so; guarded by mu
+	wantServed                             map[*neighbour]bool              // its WantTable was honoured (once per neighbour entry); guarded by mu
 	dropped                                map[identity.SID]time.Time       // neighbours dropped lately, when; guarded by mu
 
 	// Next hops that did not carry traffic (avoid.go).
@@ -206,15 +207,16 @@ type router struct {
 
 func newRouter(n *Node) *router {
 	r := &router{
-		n:        n,
-		routes:   map[identity.SID]*route{},
-		adverts:  map[*neighbour]map[identity.SID]*advert{},
-		quality:  map[*neighbour]*linkQuality{},
-		sentSeq:  map[*neighbour]map[identity.SID]uint64{},
-		tableDue: map[*neighbour]bool{},
-		repaired: map[*neighbour]int{},
-		dropped:  map[identity.SID]time.Time{},
-		reqTo:    map[*neighbour][]wire.SeqRequest{},
+		n:          n,
+		routes:     map[identity.SID]*route{},
+		adverts:    map[*neighbour]map[identity.SID]*advert{},
+		quality:    map[*neighbour]*linkQuality{},
+		sentSeq:    map[*neighbour]map[identity.SID]uint64{},
+		tableDue:   map[*neighbour]bool{},
+		repaired:   map[*neighbour]int{},
+		wantServed: map[*neighbour]bool{},
+		dropped:    map[identity.SID]time.Time{},
+		reqTo:      map[*neighbour][]wire.SeqRequest{},
 
 		failing:  map[failKey]*failMark{},
 		failHold: failHold,
@@ -263,6 +265,7 @@ func (r *router) neighbourDownUnderNodeMu(nb *neighbour) {
 	delete(r.sentSeq, nb)
 	delete(r.tableDue, nb)
 	delete(r.repaired, nb)
+	delete(r.wantServed, nb)
 	delete(r.reqTo, nb)
 	if len(r.dropped) < maxDropped {
 		r.dropped[nb.sid] = time.Now()
@@ -571,9 +574,13 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 	if q := r.quality[nb]; q != nil && m.HasIHU {
 		q.dout = max(float64(m.IHU)/255, 0.01) // the next tick weighs it
 	}
-	if m.WantTable {
+	if m.WantTable && !r.wantServed[nb] {
 		// It has just taken us as a neighbour, maybe again after dropping
-		// us while we kept it: what we sent it before is gone there.
+		// us while we kept it: what we sent it before is gone there. Once
+		// per neighbour entry: a neighbour that set the flag on every
+		// message would otherwise get a table with every signature each
+		// repairEvery ticks, far over dumpBudget.
+		r.wantServed[nb] = true
 		clear(r.sentSeq[nb])
 		r.tableDue[nb] = true
 	}

@@ -183,3 +183,40 @@ func TestLostRoutingFrameResent(t *testing.T) {
 		})
 	}
 }
+
+// TestWantTableHonouredOnce: a neighbour asks for our full table with
+// WantTable; one that sets it on every message gets one table per
+// neighbour entry (one handshake), not one each repairEvery ticks.
+func TestWantTableHonouredOnce(t *testing.T) {
+	nodes := scaleChain(t, 2, time.Second)
+	a, b := nodes[0], nodes[1]
+	quietTables(b)
+	nbA := neighbourOf(b, a)
+	want := wire.AppendRouteMsg(nil, &wire.RouteMsg{WantTable: true})
+	due := func() bool {
+		b.router.mu.Lock()
+		defer b.router.mu.Unlock()
+		d := b.router.tableDue[nbA]
+		delete(b.router.tableDue, nbA) // as if the table went out
+		return d
+	}
+	b.router.receiveNow(nbA, want)
+	if !due() {
+		t.Fatal("WantTable did not make a table due")
+	}
+	for i := range 10 {
+		b.router.receiveNow(nbA, want)
+		if due() {
+			t.Fatalf("WantTable honoured again (message %d)", i+2)
+		}
+	}
+	// A new neighbour entry (a new handshake) may ask once more.
+	b.mu.Lock()
+	b.router.neighbourDownUnderNodeMu(nbA)
+	b.router.neighbourUpUnderNodeMu(nbA)
+	b.mu.Unlock()
+	b.router.receiveNow(nbA, want)
+	if !due() {
+		t.Fatal("WantTable after the neighbour was taken back did not make a table due")
+	}
+}
