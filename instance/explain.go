@@ -33,11 +33,12 @@ var plainWords = []struct{ text, phrase string }{
 	{splitter.ErrPeerTimeout.Error(), "the other side stopped answering"},
 }
 
-// layerNames are the message prefixes of the layers ("forward: ", and the
-// direction "a->b: " of a copy), dropped when they lead to a phrase.
+// layerNames are the message prefixes of the layers ("forward: ", the
+// direction "a->b: " of a copy, and arq's "shutdown: " before the reason a
+// session could not end cleanly), dropped when they lead to a phrase.
 var layerNames = map[string]bool{
 	"forward": true, "msp": true, "arq": true, "seal": true, "splitter": true,
-	"smux": true, "io": true, "a->b": true, "b->a": true,
+	"smux": true, "io": true, "a->b": true, "b->a": true, "shutdown": true,
 }
 
 // Explain returns err's message on one line, with the jargon of the

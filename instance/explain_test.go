@@ -27,6 +27,7 @@ func TestExplain(t *testing.T) {
 		{fmt.Errorf("msp: dial: %w", msp.ErrRefused), "msp: dial: the other side refused the session"},
 		{errors.New("stream broke: msp: arq: peer aborted the connection"), "stream broke: the other side closed the connection"},
 		{errors.New("stream broke: arq: peer gone (idle timeout)"), "stream broke: the peer stopped answering for 10 s"},
+		{errors.New("arq: shutdown: arq: peer closed the connection"), "the other side closed the connection"},
 		{fmt.Errorf("stream broke: forward: b->a: %w", errors.Join(splitter.ErrPeerClosed, errors.New("splitter: peer said: reset"))), "stream broke: the other side closed the connection; it said: reset"},
 		{errors.New("TCP port 127.0.0.1:80 is in use"), "TCP port 127.0.0.1:80 is in use"},
 	} {
