@@ -261,6 +261,18 @@ func relaysTunnel(b *testing.B, target string) tunnel {
 	return tunnel{addr: a0, pids: []int{c.pid(), s.pid()}}
 }
 
+// smuxTunnel is smux over one plain TCP connection between two benchpeer
+// processes (smuxtcp.go): the floor under any tunnel built on smux.
+func smuxTunnel(b *testing.B, target string) tunnel {
+	b.Helper()
+	s := startProc(b, binaries(b).peer, "smux-server", "-t", target)
+	a1 := s.waitLine(b, `^(\S+:\d+)$`)[1]
+	c := startProc(b, binaries(b).peer, "smux-client", "-r", a1)
+	a0 := c.waitLine(b, `^(\S+:\d+)$`)[1]
+	warm(b, a0)
+	return tunnel{addr: a0, pids: []int{c.pid(), s.pid()}}
+}
+
 // warm makes one echo round trip through addr (retrying the dial until
 // the tunnel is up), so that no timed op pays for session setup.
 func warm(b *testing.B, addr string) {

@@ -265,7 +265,10 @@ func startDaemon(b *testing.B, inst string, extra ...string) (udp string, pid in
 //     use 32 KB datagrams.
 //   - echo: 64-byte round trips, p50 of 3000 after 200 warm-up; x-relays
 //     (servald / the two io.Copy relays: the floor under any two-process
-//     tunnel), x-kcp; and for each tunnel the CPU microseconds and the
+//     tunnel), x-kcp; smux-tcp-x-relays, the same for smux streams over
+//     one plain TCP connection (benchpeer smux-client/smux-server: no
+//     crypto, no ARQ), the floor under any tunnel that multiplexes with
+//     smux, and x-smux-tcp (servald / that floor); and for each tunnel the CPU microseconds and the
 //     context switches (all threads) its two processes spent per round
 //     trip (cpu-us/rt, switches/rt), which vary less than the latency on
 //     a shared machine and count the wake-ups behind it.
@@ -296,7 +299,7 @@ func BenchmarkRealLoopback(b *testing.B) {
 		tunnels := []struct {
 			name string
 			t    tunnel
-		}{{"servald", sv}, {"kcp", kc}, {"relays", relays}}
+		}{{"servald", sv}, {"kcp", kc}, {"relays", relays}, {"smux-tcp", smuxTunnel(b, tg.addr)}}
 		p50s := make([][]float64, len(tunnels))
 		cpus := make([][]float64, len(tunnels))
 		switches := make([][]float64, len(tunnels))
@@ -313,10 +316,14 @@ func BenchmarkRealLoopback(b *testing.B) {
 			b.ReportMetric(median(cpus[i]), tn.name+"-cpu-us/rt")
 			b.ReportMetric(median(switches[i]), tn.name+"-switches/rt")
 		}
-		s, k, rl := median(p50s[0]), median(p50s[1]), median(p50s[2])
+		s, k, rl, sm := median(p50s[0]), median(p50s[1]), median(p50s[2]), median(p50s[3])
 		b.ReportMetric(median(raw), "raw-p50-us")
 		b.ReportMetric(s/rl, "x-relays")
 		b.ReportMetric(s/k, "x-kcp")
+		// The floor of smux itself (no crypto, no ARQ: TCP between the
+		// two processes), against the relays and against servald.
+		b.ReportMetric(sm/rl, "smux-tcp-x-relays")
+		b.ReportMetric(s/sm, "x-smux-tcp")
 	})
 	b.Run("idle", func(b *testing.B) {
 		for b.Loop() {

@@ -5,6 +5,8 @@
 //	benchpeer kcp-server -l UDPADDR -t TARGET   kcptun server (kcp-go + smux, kcptun defaults)
 //	benchpeer kcp-client -l TCPADDR -r UDPADDR  kcptun client
 //	benchpeer tcp-relay  -l TCPADDR -t TARGET   plain io.Copy relay with half-close
+//	benchpeer smux-server -l TCPADDR -t TARGET  smux over plain TCP, server end (smuxtcp.go)
+//	benchpeer smux-client -l TCPADDR -r TCPADDR smux over plain TCP, client end
 //
 // Each prints the address it listens on as one line on stdout and runs
 // until its stdin is closed. Benchmark-only: addresses should be loopback.
@@ -30,12 +32,12 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: benchpeer kcp-server|kcp-client|tcp-relay [flags]")
+		return fmt.Errorf("usage: benchpeer kcp-server|kcp-client|tcp-relay|smux-server|smux-client [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	listen := fs.String("l", "127.0.0.1:0", "address to listen on")
-	target := fs.String("t", "", "TCP target (kcp-server, tcp-relay)")
-	remote := fs.String("r", "", "kcp server's UDP address (kcp-client)")
+	target := fs.String("t", "", "TCP target (kcp-server, tcp-relay, smux-server)")
+	remote := fs.String("r", "", "the server's address: kcp-server's UDP (kcp-client), smux-server's TCP (smux-client)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -53,6 +55,10 @@ func run(args []string) error {
 		r, err = kcpbase.NewClient(*listen, *remote, kcpbase.ClientConfig())
 	case "tcp-relay":
 		r, err = newRelay(*listen, *target)
+	case "smux-server":
+		r, err = newSmuxServer(*listen, *target)
+	case "smux-client":
+		r, err = newSmuxClient(*listen, *remote)
 	default:
 		return fmt.Errorf("unknown command %q", args[0])
 	}
