@@ -100,6 +100,7 @@ func (n *Node) sendHello(to net.Addr, nb *neighbour, flags byte, echo wire.Cooki
 		}
 	}
 	n.stats.controlOut.Add(wire.HelloLen)
+	n.stats.helloOut.Add(wire.HelloLen)
 	n.send(wire.AppendHello(nil, h, n.id), to)
 }
 
@@ -133,6 +134,7 @@ func (n *Node) probe(nb *neighbour) {
 			continue
 		}
 		n.stats.controlOut.Add(uint64(size))
+		n.stats.probeOut.Add(uint64(size))
 		n.sendLink(nb, wire.AppendProbe(make([]byte, 0, size), uint32(size), size-wire.AuthLen), addr)
 	}
 }

@@ -21,13 +21,15 @@ package mesh
 // 13% loss each way, which per-hop retransmission hides well), doubling for
 // each class below (0.55, 0.35, 0.2), so a link at 30% loss each way costs
 // more than two clean hops. A class changes only when d is clearly past its
-// bound, so steady random loss never moves a metric. Full tables go to every neighbour every DumpEvery hello
-// intervals and changes at once, so control traffic per node grows linearly
-// with the number of nodes.
+// bound, so steady random loss never moves a metric. Changes go to every
+// neighbour at once; the whole table again once per refresh interval,
+// spread over it (refresh.go), within a byte budget whatever the table's
+// size.
 
 import (
 	"crypto/sha256"
 	"math"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -41,9 +43,9 @@ import (
 const RoutingPort = 2
 
 const (
-	// dumpEvery is the least number of hello intervals between full tables.
+	// dumpEvery is the least refresh interval (refresh.go), in hello intervals.
 	dumpEvery = 12
-	// dumpBudget: full tables to every neighbour together cost a node at
+	// dumpBudget: refreshing the table to every neighbour together costs a node at
 	// most this many bytes per second (counting entries without
 	// signatures); a bigger table goes out less often (dumpInterval).
 	dumpBudget = 512
@@ -54,8 +56,14 @@ const (
 	// maxHold caps the Hold a neighbour may ask for.
 	maxHold = 30 * time.Minute
 	// originEvery: a node issues a new sequence number this often (hello
-	// intervals) even if nobody asks, or every originDumps full tables
-	// when those are further apart.
+	// intervals) even if nobody asks, or every originDumps refresh
+	// intervals when those are longer, each period taken by a random
+	// factor (originJitter). Seqno requests are what restores
+	// feasibility when a route needs it; the periodic number is a
+	// fallback for requests lost on the way, and each one floods the
+	// whole mesh with a signature (about 110 bytes x neighbours at every
+	// node), so it is as rare as the refresh interval, which grows with
+	// the table, allows.
 	originEvery = 60
 	originDumps = 5
 	// ihuStep: between full tables, a neighbour hears how well its hellos
@@ -64,8 +72,8 @@ const (
 	ihuStep = 3
 	// qualityAlpha is the weight of one hello interval in link quality.
 	qualityAlpha = 1.0 / 16
-	// sigEvery: every this many full tables, signatures are sent again even
-	// to neighbours that had them.
+	// sigEvery: every this many refreshes of an entry, its signature is
+	// sent again even to neighbours that had it.
 	sigEvery = 4
 	// hysteresis: a route moves to another neighbour only if that is this
 	// much cheaper (in quarters).
@@ -75,6 +83,12 @@ const (
 	repairEvery = 4
 	// retractedHold is how long a retracted route is still advertised.
 	retractedHold = 30 * time.Second
+	// sourceHold is how long a retracted route's record, and with it the
+	// feasibility distance, is kept (Babel keeps its sources about 3
+	// minutes): forgotten while neighbours still advertise the origin, the
+	// next entry heard would be taken as feasible whatever its metric, and
+	// lost again; within MaxRoutes.
+	sourceHold = 3 * time.Minute
 	// A neighbour dropped is remembered this long (at most maxDropped of
 	// them): taken back meanwhile, it is asked for its table.
 	droppedHold = 10 * time.Minute
@@ -105,6 +119,7 @@ type route struct {
 	dirty    bool
 	lost     time.Time // when via became nil
 	asked    time.Time // last seqno request
+	refresh            // when it goes to the neighbours again (refresh.go)
 }
 
 // linkQuality measures how many hellos of a neighbour arrive.
@@ -184,18 +199,26 @@ type router struct {
 	selfSeq uint64                                  // guarded by mu
 	selfSig [identity.SignatureLen]byte             // guarded by mu
 	ticks   int                                     // guarded by mu
-	// Full tables and re-origination, in ticks (dumpInterval).
-	dumpTicks, nextDump, dumps, nextOrigin int                              // guarded by mu
-	hold                                   atomic.Uint32                    // the Hold our messages carry, s
-	lastBump                               time.Time                        // guarded by mu
-	pending                                bool                             // a triggered update is due; guarded by mu
-	changed                                bool                             // a route appeared or moved; guarded by mu
-	requests                               []wire.SeqRequest                // to send; guarded by mu
-	reqTo                                  map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
-	tableDue                               map[*neighbour]bool              // gets our full table at the next tick with room (refusedFrame); guarded by mu
-	repaired                               map[*neighbour]int               // the tick it last got one so; guarded by mu
-	wantServed                             map[*neighbour]bool              // its WantTable was honoured (once per neighbour entry); guarded by mu
-	dropped                                map[identity.SID]time.Time       // neighbours dropped lately, when; guarded by mu
+	// Periodic refresh (refresh.go) and re-origination, in ticks
+	// (dumpInterval): the interval, the hold our messages carry, the
+	// next refresh and our own entry's.
+	dumpTicks, holdTicks, nextDump int     // guarded by mu
+	ahead                          int     // the furthest refresh due at the last one, ticks; guarded by mu
+	self                           refresh // guarded by mu
+	// The tick we last issued a sequence number at and the factor the
+	// origin period is taken by until the next (originJitter).
+	lastOrigin   int                              // guarded by mu
+	originFactor float64                          // guarded by mu
+	hold         atomic.Uint32                    // the Hold our messages carry, s
+	lastBump     time.Time                        // guarded by mu
+	pending      bool                             // a triggered update is due; guarded by mu
+	changed      bool                             // a route appeared or moved; guarded by mu
+	requests     []wire.SeqRequest                // to send; guarded by mu
+	reqTo        map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
+	tableDue     map[*neighbour]bool              // gets our full table at the next tick with room (refusedFrame); guarded by mu
+	repaired     map[*neighbour]int               // the tick it last got one so; guarded by mu
+	wantServed   map[*neighbour]bool              // its WantTable was honoured (once per neighbour entry); guarded by mu
+	dropped      map[identity.SID]time.Time       // neighbours dropped lately, when; guarded by mu
 
 	// Next hops that did not carry traffic (avoid.go).
 	failing           map[failKey]*failMark // guarded by mu
@@ -222,9 +245,9 @@ func newRouter(n *Node) *router {
 		failHold: failHold,
 		now:      time.Now,
 
-		dumpTicks: dumpEvery, nextDump: dumpEvery, nextOrigin: originEvery,
+		dumpTicks: dumpEvery, nextDump: 1 + rand.IntN(dumpEvery), originFactor: originJitter(),
 	}
-	r.setHoldLocked()
+	r.setHoldLocked(dumpEvery)
 	r.originate(uint64(time.Now().UnixNano()))
 	return r
 }
@@ -252,7 +275,7 @@ func (r *router) neighbourUpUnderNodeMu(nb *neighbour) {
 	_, again := r.dropped[nb.sid]
 	delete(r.dropped, nb.sid)
 	r.mu.Unlock()
-	r.sendTable(nb, true, again)
+	r.sendTable(nb, true, again, routeTable)
 }
 
 // neighbourDownUnderNodeMu forgets a neighbour that was dropped and moves
@@ -513,8 +536,8 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 			// Nothing proves this origin exists. The neighbour thinks we
 			// had its signature: the message that carried it was lost
 			// here (the verifier's queue was full). Ask it again, or the
-			// origin stays unknown until the next full table with
-			// signatures (sigEvery tables).
+			// origin stays unknown until the entry's next refresh with
+			// signatures (sigEvery refreshes).
 			if e.Metric != wire.MetricInfinity && len(r.routes) < r.n.cfg.MaxRoutes && len(ads) < r.n.cfg.MaxRoutesPerNeighbour {
 				r.reqTo[nb] = append(r.reqTo[nb], wire.SeqRequest{Origin: e.Origin, Seq: e.Seq, HopsLeft: 1})
 				r.pending = true
@@ -666,7 +689,7 @@ func (r *router) handleRequestLocked(from *neighbour, q wire.SeqRequest) {
 	}
 }
 
-// tick runs once per hello interval: link quality, IHU, full tables,
+// tick runs once per hello interval: link quality, IHU, periodic refresh,
 // expiry, periodic re-origination.
 func (r *router) tick() {
 	nbs := r.n.neighbours()
@@ -705,23 +728,20 @@ func (r *router) tick() {
 		}
 	}
 	for o, rt := range r.routes {
-		if rt.via == nil && !rt.lost.IsZero() && now.Sub(rt.lost) > retractedHold {
+		if rt.via == nil && !rt.lost.IsZero() && now.Sub(rt.lost) > sourceHold {
 			delete(r.routes, o)
 		}
 	}
-	if r.ticks >= r.nextOrigin {
+	r.dumpTicks = r.dumpInterval(len(nbs))
+	r.setHoldLocked(max(r.dumpTicks, r.ahead))
+	// The period is taken from the interval of now, so that it grows with
+	// the table (the first one too: a mesh whose nodes started together
+	// would otherwise all issue one at the same tick).
+	if r.ticks >= r.lastOrigin+int(float64(max(originEvery, originDumps*r.dumpTicks))*r.originFactor) {
 		r.originate(max(r.selfSeq+1, uint64(now.UnixNano())))
-		r.nextOrigin = r.ticks + max(originEvery, originDumps*r.dumpTicks)
+		r.lastOrigin, r.originFactor = r.ticks, originJitter()
 	}
-	dump := r.ticks >= r.nextDump
-	sigs := false
-	if dump {
-		r.dumps++
-		sigs = r.dumps%sigEvery == 0
-		r.dumpTicks = r.dumpInterval(len(nbs))
-		r.nextDump = r.ticks + r.dumpTicks
-		r.setHoldLocked()
-	}
+	refresh := r.refreshLocked(now)
 	due := map[*neighbour]bool{}
 	for nb := range r.tableDue {
 		// At most every repairEvery ticks: a link that keeps giving
@@ -733,17 +753,23 @@ func (r *router) tick() {
 		}
 	}
 	r.unlockAndNotify()
+	if len(refresh) > 0 {
+		r.sendRefresh(nbs, refresh) // with an IHU to each
+	}
 	for _, nb := range nbs {
 		switch {
-		case dump:
-			r.sendTable(nb, sigs, false)
 		case due[nb]:
-			r.sendTable(nb, false, false)
-		default:
+			r.sendTable(nb, false, false, routeRepair)
+		case len(refresh) == 0:
 			r.sendIHU(nb)
 		}
 	}
 }
+
+// originJitter is the random factor, from 0.5 to 1.5, a node takes its
+// origin period by: nodes that started together spread their sequence
+// numbers over the period instead of flooding the mesh in the same tick.
+func originJitter() float64 { return 0.5 + rand.Float64() }
 
 // refusedFrame is called when nb's link refused a routing frame carrying
 // entries (its queue was full: the link has long been shut), or gave one
@@ -771,20 +797,23 @@ func (r *router) refusedFrame(nb *neighbour, entries []wire.RouteEntry) {
 	r.tableDue[nb] = true
 }
 
-// dumpInterval is the number of hello intervals until the next full table:
-// dumpEvery, or more when full tables to nbs neighbours would cost more than
-// dumpBudget bytes a second; at most twice the last interval, which the
-// neighbours' holds were sized for. Called with r.mu held.
+// dumpInterval is the refresh interval in hello intervals: dumpEvery, or
+// more when refreshing the whole table to nbs neighbours that often would
+// cost more than dumpBudget bytes a second. It may grow at once with the
+// table: each entry is due on the interval it was sent with (refresh.go).
+// Called with r.mu held.
 func (r *router) dumpInterval(nbs int) int {
 	table := float64((len(r.routes) + 1) * wire.RouteEntryLen * nbs)
 	want := int(math.Ceil(table / dumpBudget / r.n.cfg.HelloInterval.Seconds()))
-	return min(max(want, dumpEvery), 2*r.dumpTicks)
+	return max(want, dumpEvery)
 }
 
-// setHoldLocked sets the Hold our messages carry: 3.5 full-table intervals.
-// Called with r.mu held.
-func (r *router) setHoldLocked() {
-	d := time.Duration(3*r.dumpTicks+r.dumpTicks/2) * r.n.cfg.HelloInterval
+// setHoldLocked sets the Hold our messages carry: 3.5 times ahead, the
+// furthest any entry's refresh is due, in hello intervals. Called with r.mu
+// held.
+func (r *router) setHoldLocked(ahead int) {
+	r.holdTicks = 3*ahead + ahead/2
+	d := time.Duration(r.holdTicks) * r.n.cfg.HelloInterval
 	r.hold.Store(uint32(min(math.Ceil(d.Seconds()), math.MaxUint16)))
 }
 
@@ -827,10 +856,14 @@ func (r *router) flushTriggered() {
 		r.ihuLocked(nb, m)
 		msgs[i] = m
 	}
+	now := time.Now()
+	for _, rt := range dirty {
+		r.sentAllLocked(&rt.refresh, now) // its refresh is an interval away
+	}
 	r.mu.Unlock()
 	for i, nb := range nbs {
 		if len(msgs[i].Entries) > 0 || len(msgs[i].Requests) > 0 {
-			r.send(nb, msgs[i])
+			r.send(nb, msgs[i], routeTriggered)
 		}
 	}
 }
@@ -881,7 +914,7 @@ func (q *linkQuality) ihu() uint8 { return uint8(math.Round(q.din * 255)) }
 
 // sendTable sends nb every route we have (with every signature if sigs,
 // else those nb lacks); want asks for nb's table in return.
-func (r *router) sendTable(nb *neighbour, sigs, want bool) {
+func (r *router) sendTable(nb *neighbour, sigs, want bool, kind int) {
 	r.mu.Lock()
 	if r.adverts[nb] == nil {
 		r.mu.Unlock()
@@ -890,13 +923,14 @@ func (r *router) sendTable(nb *neighbour, sigs, want bool) {
 	m := &wire.RouteMsg{WantTable: want}
 	r.ihuLocked(nb, m)
 	m.Entries = append(m.Entries, r.selfEntryLocked(nb))
+	now := time.Now()
 	for _, rt := range r.routes {
-		if rt.via != nil || time.Since(rt.lost) < retractedHold {
+		if r.advertisedLocked(rt, now) {
 			m.Entries = append(m.Entries, r.entryLocked(nb, rt, sigs))
 		}
 	}
 	r.mu.Unlock()
-	r.send(nb, m)
+	r.send(nb, m, kind)
 }
 
 // sendIHU tells nb how well its hellos arrive, if that moved by ihuStep
@@ -909,12 +943,13 @@ func (r *router) sendIHU(nb *neighbour) {
 	}
 	r.mu.Unlock()
 	if m.HasIHU {
-		r.send(nb, m)
+		r.send(nb, m, routeIHU)
 	}
 }
 
-// send writes m to nb in as many DATA frames as its MTU needs.
-func (r *router) send(nb *neighbour, m *wire.RouteMsg) {
+// send writes m to nb in as many DATA frames as its MTU needs; kind (a
+// route… constant) says why, for the counters.
+func (r *router) send(nb *neighbour, m *wire.RouteMsg, kind int) {
 	room := int(nb.mtu.Load()) - wire.DataHeaderLen - wire.RouteHeaderLen - len(m.Requests)*wire.SeqRequestLen
 	entries := m.Entries
 	for first := true; first || len(entries) > 0; first = false {
@@ -937,7 +972,14 @@ func (r *router) send(nb *neighbour, m *wire.RouteMsg) {
 		if !first {
 			part.Requests = nil
 		}
-		if r.n.sendLinkLocal(nb, RoutingPort, wire.AppendRouteMsg(nil, &part)) != nil {
+		b := wire.AppendRouteMsg(nil, &part)
+		r.n.stats.routeOut[kind].Add(uint64(wire.DataHeaderLen + len(b)))
+		for _, e := range part.Entries {
+			if e.HasSig {
+				r.n.stats.routeSigOut.Add(wire.RouteSigLen)
+			}
+		}
+		if r.n.sendLinkLocal(nb, RoutingPort, b) != nil {
 			r.refusedFrame(nb, part.Entries)
 		}
 	}

@@ -94,7 +94,7 @@ func TestHeldRoutingFrameKeepsOnlyItsBytes(t *testing.T) {
 // from then on without the signature, which proves nothing. It asks the
 // neighbour, which sends the signature again at once; before, the origin
 // stayed unknown there until the neighbour's next full table with
-// signatures (every sigEvery*dumpEvery = 48 hello intervals) or the
+// signatures (every sigEvery refreshes of the entry: minutes) or the
 // origin's next sequence number (60).
 func TestLostSignatureAskedAgain(t *testing.T) {
 	nodes := scaleChain(t, 3, time.Second)
@@ -114,7 +114,7 @@ func TestLostSignatureAskedAgain(t *testing.T) {
 	b.mu.RLock()
 	nbA := b.bySID[a.SID()]
 	b.mu.RUnlock()
-	b.router.sendTable(nbA, false, false)
+	b.router.sendTable(nbA, false, false, routeRepair)
 	waitReach(t, a, o)
 }
 
