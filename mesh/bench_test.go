@@ -103,6 +103,7 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 	for next := t0.Add(5 * time.Second); !fullyRouted(m.Nodes, nil); {
 		if time.Now().After(next) {
 			progress = append(progress, fmt.Sprintf("%.1f", reachedShare(m.Nodes)))
+			next = next.Add(5 * time.Second)
 		}
 		if time.Since(t0) > s.within {
 			// No convergence time to report: the share of routes

@@ -223,17 +223,10 @@ func (n *Node) expire() {
 	limit := time.Now().Add(-n.cfg.NeighbourTimeout).UnixNano()
 	var gone []*neighbour
 	n.mu.Lock()
-	for sid, nb := range n.bySID {
+	for _, nb := range n.bySID {
 		if nb.lastHeard.Load() < limit {
-			delete(n.bySID, sid)
-			if n.byAddr[nb.address().String()] == nb {
-				delete(n.byAddr, nb.address().String())
-			}
-			if k := nb.keys.Load(); k != nil && n.byKeyID[k.rxID] == nb {
-				delete(n.byKeyID, k.rxID)
-			}
+			n.dropLocked(nb)
 			gone = append(gone, nb)
-			n.router.neighbourDownUnderNodeMu(nb)
 		}
 	}
 	if len(gone) > 0 {
@@ -244,6 +237,19 @@ func (n *Node) expire() {
 		n.log.Info("neighbour down", "sid", nb.sid.Short(), "silent", n.cfg.NeighbourTimeout)
 		nb.link.stop()
 	}
+}
+
+// dropLocked forgets neighbour nb and the routes through it; the caller
+// stops its link once n.mu is released. Called with n.mu held.
+func (n *Node) dropLocked(nb *neighbour) {
+	delete(n.bySID, nb.sid)
+	if n.byAddr[nb.address().String()] == nb {
+		delete(n.byAddr, nb.address().String())
+	}
+	if k := nb.keys.Load(); k != nil && n.byKeyID[k.rxID] == nb {
+		delete(n.byKeyID, k.rxID)
+	}
+	n.router.neighbourDownUnderNodeMu(nb)
 }
 
 func (n *Node) neighbours() []*neighbour {

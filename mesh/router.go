@@ -30,6 +30,7 @@ import (
 	"crypto/sha256"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -78,9 +79,19 @@ const (
 	// hysteresis: a route moves to another neighbour only if that is this
 	// much cheaper (in quarters).
 	hysteresisQuarters = 5
+	// wantEvery is the least number of hello intervals between two
+	// WantTables of a neighbour honoured (wantTableLocked).
+	wantEvery = 30
 	// repairEvery is the least number of hello intervals between two
 	// full tables a neighbour gets because it asked or lost one.
 	repairEvery = 4
+	// firstAskBack and maxAskBack bound the interval at which a route
+	// that needs a newer sequence number asks again (route.needSeq).
+	firstAskBack = 2 * time.Second
+	maxAskBack   = 32 * time.Second
+	// wantHold is how long a neighbour's seqno request we forwarded is
+	// remembered for answering it (route.wants); at most one per neighbour.
+	wantHold = 30 * time.Second
 	// retractedHold is how long a retracted route is still advertised.
 	retractedHold = 30 * time.Second
 	// sourceHold is how long a retracted route's record, and with it the
@@ -119,7 +130,24 @@ type route struct {
 	dirty    bool
 	lost     time.Time // when via became nil
 	asked    time.Time // last seqno request
-	refresh            // when it goes to the neighbours again (refresh.go)
+	// needSeq: the last selection asked for a newer sequence number
+	// (an entry it may not use); tick asks again, every askBack, doubling
+	// up to maxAskBack, until one comes (a request or its answer can be
+	// lost, and refreshes that would select again are minutes apart).
+	needSeq bool
+	askBack time.Duration
+	// wants: neighbours that asked us for a sequence number of this
+	// origin we did not have; they get the entry, and no one else, when
+	// it comes (answerWantsLocked).
+	wants   []seqWant
+	refresh // when it goes to the neighbours again (refresh.go)
+}
+
+// seqWant is a neighbour's request for at least seq of an origin, made at.
+type seqWant struct {
+	nb  *neighbour
+	seq uint64
+	at  time.Time
 }
 
 // linkQuality measures how many hellos of a neighbour arrive.
@@ -132,6 +160,7 @@ type linkQuality struct {
 	cost uint32  // the cost in use; moves only on a clear change
 	want uint32  // the cost the last ticks pointed to, when not cost
 	for_ int     // ticks in a row that pointed to want
+	age  int     // ticks since the neighbour came up
 }
 
 // costThresholds are the two-way delivery ratios (d_in * d_out) below
@@ -148,6 +177,17 @@ const costHysteresis = 0.02
 // that grows makes routes downstream unfeasible until the origin answers
 // a sequence number request.
 const costSettle = 6
+
+// qualityWarmup: for this many hello intervals after a neighbour came up
+// (1/qualityAlpha, the average's memory) its link moves only to a cost
+// class two or more below (d under 0.55), not one. Hellos missed at the
+// start (those of the handshake are not counted, and a mesh starting up
+// delays them) weigh in the young average as much as steady loss: in
+// BenchmarkMesh500 links read d = 0.69 at their twelfth interval, doubled
+// their cost, and back at the twenty-second, each move changing the metric
+// of every route through them and asking their origins for sequence
+// numbers.
+const qualityWarmup = 16
 
 // update, once per hello interval, moves the link to another cost class
 // when the delivery ratio has clearly left its class for costSettle
@@ -166,7 +206,7 @@ func (q *linkQuality) update() bool {
 	}
 	switch {
 	case q.cost == 0:
-	case k > cur && d < costThresholds[k-1]-costHysteresis:
+	case k > cur && d < costThresholds[k-1]-costHysteresis && (q.age >= qualityWarmup || k >= 2):
 	case k < cur && d > costThresholds[cur-1]+costHysteresis:
 	default:
 		q.want, q.for_ = 0, 0
@@ -215,9 +255,11 @@ type router struct {
 	changed      bool                             // a route appeared or moved; guarded by mu
 	requests     []wire.SeqRequest                // to send; guarded by mu
 	reqTo        map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
+	answerTo     map[*neighbour][]*route          // entries one neighbour asked for (answerLocked); guarded by mu
 	tableDue     map[*neighbour]bool              // gets our full table at the next tick with room (refusedFrame); guarded by mu
 	repaired     map[*neighbour]int               // the tick it last got one so; guarded by mu
-	wantServed   map[*neighbour]bool              // its WantTable was honoured (once per neighbour entry); guarded by mu
+	wantServed   map[*neighbour]int               // the tick its WantTable was last honoured (wantEvery); guarded by mu
+	wantLater    map[*neighbour]bool              // a WantTable to honour when wantEvery allows; guarded by mu
 	dropped      map[identity.SID]time.Time       // neighbours dropped lately, when; guarded by mu
 
 	// Next hops that did not carry traffic (avoid.go).
@@ -237,9 +279,11 @@ func newRouter(n *Node) *router {
 		sentSeq:    map[*neighbour]map[identity.SID]uint64{},
 		tableDue:   map[*neighbour]bool{},
 		repaired:   map[*neighbour]int{},
-		wantServed: map[*neighbour]bool{},
+		wantServed: map[*neighbour]int{},
+		wantLater:  map[*neighbour]bool{},
 		dropped:    map[identity.SID]time.Time{},
 		reqTo:      map[*neighbour][]wire.SeqRequest{},
+		answerTo:   map[*neighbour][]*route{},
 
 		failing:  map[failKey]*failMark{},
 		failHold: failHold,
@@ -289,6 +333,7 @@ func (r *router) neighbourDownUnderNodeMu(nb *neighbour) {
 	delete(r.tableDue, nb)
 	delete(r.repaired, nb)
 	delete(r.wantServed, nb)
+	delete(r.wantLater, nb)
 	delete(r.reqTo, nb)
 	if len(r.dropped) < maxDropped {
 		r.dropped[nb.sid] = time.Now()
@@ -381,6 +426,8 @@ func (r *router) recomputeLocked(rt *route) {
 	var keepM uint32
 	now := r.now()
 	avoiding := r.avoidingLocked(rt, now)
+	defer r.answerWantsLocked(rt)
+	asked := false // this selection needs a newer sequence number
 	for nb, ads := range r.adverts {
 		ad := ads[rt.origin]
 		if !candidateLocked(rt, ad) {
@@ -417,9 +464,9 @@ func (r *router) recomputeLocked(rt *route) {
 		// number that makes it feasible again: retracting the route would
 		// cut every stream through it until the answer came.
 		best, bestAd, bestM = rt.via, keepAd, keepM
-		r.askSeqLocked(rt)
+		asked = true
 	}
-	oldVia, oldM, oldSeq, oldMTU := rt.via, rt.metric, rt.fdSeq, rt.mtu
+	oldVia, oldM, oldMTU := rt.via, rt.metric, rt.mtu
 	if best == nil {
 		if rt.via != nil {
 			rt.via = nil
@@ -431,10 +478,11 @@ func (r *router) recomputeLocked(rt *route) {
 		// Ask for a newer sequence number when an entry exists we may not use.
 		for _, ads := range r.adverts {
 			if ad := ads[rt.origin]; ad != nil && ad.metric != wire.MetricInfinity {
-				r.askSeqLocked(rt)
+				asked = true
 				break
 			}
 		}
+		r.needSeqLocked(rt, asked)
 		return
 	}
 	// A clearly cheaper route that we may not take yet (our own metric
@@ -442,8 +490,9 @@ func (r *router) recomputeLocked(rt *route) {
 	// which makes it feasible (RFC 8966 3.8.2.2). Without this the route
 	// would stay on the worse path until the origin's next periodic one.
 	if unfeasM != math.MaxUint32 && unfeasM*hysteresisQuarters/4 < bestM {
-		r.askSeqLocked(rt)
+		asked = true
 	}
+	r.needSeqLocked(rt, asked)
 	rt.via, rt.metric = best, bestM
 	rt.hops = int(bestAd.hops) + 1
 	rt.mtu = min(bestAd.mtu, int(best.mtu.Load()))
@@ -452,13 +501,86 @@ func (r *router) recomputeLocked(rt *route) {
 	} else if bestM < rt.fdMetric {
 		rt.fdMetric = bestM
 	}
-	if oldVia != best || changedEnough(oldM, bestM) || rt.fdSeq != oldSeq || rt.mtu != oldMTU {
+	// A newer sequence number alone is not news for every neighbour:
+	// those that asked for it get it (answerWantsLocked), the others with
+	// the entry's next refresh. Flooding it, each answered request cost
+	// every node of the mesh the entry and its signature for every
+	// neighbour (BenchmarkMesh500: 150 requests after 6 link cost changes,
+	// 2.5 KB/s a node for 20 s).
+	if oldVia != best || changedEnough(oldM, bestM) || rt.mtu != oldMTU {
 		rt.dirty = true
 		r.pending = true
 	}
 	if oldVia != best {
 		r.changed = true
 	}
+}
+
+// needSeqLocked records whether rt's selection needs a newer sequence
+// number, and asks for one now (askSeqLocked) if it does. Called with
+// r.mu held.
+func (r *router) needSeqLocked(rt *route, need bool) {
+	if !need {
+		rt.needSeq, rt.askBack = false, 0
+		return
+	}
+	if !rt.needSeq {
+		rt.needSeq, rt.askBack = true, firstAskBack
+	}
+	r.askSeqLocked(rt)
+}
+
+// askAgainLocked asks again for the routes that still need a newer
+// sequence number, each at most every askBack, doubling (tick).
+// Called with r.mu held.
+func (r *router) askAgainLocked(now time.Time) {
+	for _, rt := range r.routes {
+		if rt.needSeq && now.Sub(rt.asked) >= rt.askBack {
+			r.askSeqLocked(rt)
+			rt.askBack = min(2*rt.askBack, maxAskBack)
+		}
+	}
+}
+
+// wantLocked remembers that from asked for at least seq of rt's origin,
+// which we do not have yet: it gets the entry when it comes. One per
+// neighbour. Called with r.mu held.
+func (r *router) wantLocked(rt *route, from *neighbour, seq uint64) {
+	now := time.Now()
+	for i := range rt.wants {
+		if rt.wants[i].nb == from {
+			rt.wants[i].seq, rt.wants[i].at = max(rt.wants[i].seq, seq), now
+			return
+		}
+	}
+	rt.wants = append(rt.wants, seqWant{from, seq, now})
+}
+
+// answerWantsLocked sends rt's entry to the neighbours that asked for a
+// sequence number it now has, and forgets requests older than wantHold.
+// Called with r.mu held.
+func (r *router) answerWantsLocked(rt *route) {
+	if len(rt.wants) == 0 {
+		return
+	}
+	now := time.Now()
+	rt.wants = slices.DeleteFunc(rt.wants, func(w seqWant) bool {
+		switch {
+		case now.Sub(w.at) > wantHold:
+			return true
+		case rt.via != nil && rt.via != w.nb && rt.seq >= w.seq:
+			r.answerLocked(w.nb, rt)
+			return true
+		}
+		return false
+	})
+}
+
+// answerLocked sends rt's entry to nb alone with the next triggered
+// update. Called with r.mu held.
+func (r *router) answerLocked(nb *neighbour, rt *route) {
+	r.answerTo[nb] = append(r.answerTo[nb], rt)
+	r.pending = true
 }
 
 // askSeqLocked asks the origin of rt for a sequence number newer than the
@@ -597,15 +719,10 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 	if q := r.quality[nb]; q != nil && m.HasIHU {
 		q.dout = max(float64(m.IHU)/255, 0.01) // the next tick weighs it
 	}
-	if m.WantTable && !r.wantServed[nb] {
+	if m.WantTable {
 		// It has just taken us as a neighbour, maybe again after dropping
-		// us while we kept it: what we sent it before is gone there. Once
-		// per neighbour entry: a neighbour that set the flag on every
-		// message would otherwise get a table with every signature each
-		// repairEvery ticks, far over dumpBudget.
-		r.wantServed[nb] = true
-		clear(r.sentSeq[nb])
-		r.tableDue[nb] = true
+		// us while we kept it: what we sent it before is gone there.
+		r.wantTableLocked(nb)
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
@@ -626,7 +743,13 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 		}
 		if e.Seq > rt.seq {
 			if !e.HasSig {
-				continue // a newer sequence number needs its signature
+				// A newer sequence number needs its signature: the
+				// neighbour thinks we have it (the message that carried
+				// it was lost here). Ask it again, as for an origin we
+				// do not know.
+				r.reqTo[nb] = append(r.reqTo[nb], wire.SeqRequest{Origin: e.Origin, Seq: e.Seq, HopsLeft: 1})
+				r.pending = true
+				continue
 			}
 			rt.seq, rt.sig = e.Seq, e.Sig
 		}
@@ -640,6 +763,25 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 		r.handleRequestLocked(nb, q)
 	}
 	r.unlockAndNotify()
+}
+
+// wantTableLocked honours nb's WantTable: its full table, every
+// signature in it, at the next tick with room; at most every wantEvery
+// ticks, later if sooner (a neighbour that set the flag on every message
+// would otherwise get a table with every signature each repairEvery
+// ticks, far over dumpBudget). Before, once per neighbour entry: a
+// neighbour that dropped us twice while we kept it never got our table
+// the second time, and lacked our routes until their refresh, minutes
+// away in BenchmarkMesh500. Called with r.mu held.
+func (r *router) wantTableLocked(nb *neighbour) {
+	if t, ok := r.wantServed[nb]; ok && r.ticks-t < wantEvery {
+		r.wantLater[nb] = true
+		return
+	}
+	delete(r.wantLater, nb)
+	r.wantServed[nb] = r.ticks
+	clear(r.sentSeq[nb])
+	r.tableDue[nb] = true
 }
 
 // unlockAndNotify releases r.mu, then asks for a triggered update and
@@ -678,10 +820,10 @@ func (r *router) handleRequestLocked(from *neighbour, q wire.SeqRequest) {
 		return
 	}
 	if rt.seq >= q.Seq && rt.via != nil {
-		rt.dirty = true // we can answer: advertise what we have
-		r.pending = true
+		r.answerLocked(from, rt) // we can answer: tell it what we have
 		return
 	}
+	r.wantLocked(rt, from, q.Seq)
 	if rt.via != nil && rt.via != from && q.HopsLeft > 1 {
 		q.HopsLeft--
 		r.reqTo[rt.via] = append(r.reqTo[rt.via], q)
@@ -704,6 +846,7 @@ func (r *router) tick() {
 		q.ewma += qualityAlpha * (float64(min(q.cur, 2)) - q.ewma)
 		q.cur = 0
 		q.din = min(max(q.ewma, 0.01), 1)
+		q.age++
 		recompute = q.update() || recompute
 	}
 	if recompute {
@@ -722,6 +865,12 @@ func (r *router) tick() {
 		}
 	}
 	r.expireMarksLocked(r.now())
+	r.askAgainLocked(now)
+	for nb := range r.wantLater {
+		if r.ticks-r.wantServed[nb] >= wantEvery {
+			r.wantTableLocked(nb)
+		}
+	}
 	for sid, at := range r.dropped {
 		if now.Sub(at) > droppedHold {
 			delete(r.dropped, sid)
@@ -842,8 +991,8 @@ func (r *router) flushTriggered() {
 	}
 	reqs := r.requests
 	r.requests = nil
-	reqTo := r.reqTo
-	r.reqTo = map[*neighbour][]wire.SeqRequest{}
+	reqTo, answerTo := r.reqTo, r.answerTo
+	r.reqTo, r.answerTo = map[*neighbour][]wire.SeqRequest{}, map[*neighbour][]*route{}
 	msgs := make([]*wire.RouteMsg, len(nbs))
 	for i, nb := range nbs {
 		m := &wire.RouteMsg{Requests: append(append([]wire.SeqRequest(nil), reqs...), reqTo[nb]...)}
@@ -852,6 +1001,11 @@ func (r *router) flushTriggered() {
 		}
 		for _, rt := range dirty {
 			m.Entries = append(m.Entries, r.entryLocked(nb, rt, false))
+		}
+		for i, rt := range answerTo[nb] {
+			if !slices.Contains(dirty, rt) && !slices.Contains(answerTo[nb][:i], rt) {
+				m.Entries = append(m.Entries, r.entryLocked(nb, rt, false))
+			}
 		}
 		r.ihuLocked(nb, m)
 		msgs[i] = m
