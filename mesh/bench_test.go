@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,7 +74,7 @@ type meshScale struct {
 // before convergence), control bytes sent per node
 // per second while idle over 20 s (hellos, probes, routing messages and their
 // per-hop acknowledgements: the mean, ctl-B/node/s, and the busiest node,
-// ctl-max-B/s), the heap in use and goroutines per node once converged, and
+// ctl-max-B/s; and the mean per kind, mesh.ControlKinds, each KIND-B/node/s), the heap in use and goroutines per node once converged, and
 // the time until a killed node's routes are gone everywhere (s-withdraw).
 func benchMesh(b *testing.B, s meshScale) {
 	for b.Loop() {
@@ -98,7 +99,12 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 	// Cleanups run last first: the network closes before the nodes, so
 	// that their sends fail at once instead of queueing on it.
 	b.Cleanup(func() { m.Net.Close() })
-	for !fullyRouted(m.Nodes, nil) {
+	var progress []string // the share of routes found each 5 s, for the log
+	for next := t0.Add(5 * time.Second); !fullyRouted(m.Nodes, nil); {
+		if time.Now().After(next) {
+			progress = append(progress, fmt.Sprintf("%.1f", reachedShare(m.Nodes)))
+			next = next.Add(5 * time.Second)
+		}
 		if time.Since(t0) > s.within {
 			// No convergence time to report: the share of routes
 			// found says how far it got (scripts/bench wants 100).
@@ -109,6 +115,7 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 		time.Sleep(pollEvery)
 	}
 	converge := time.Since(t0)
+	b.Logf("reached-%% each 5 s until converged: %s", strings.Join(progress, " "))
 	b.ReportMetric(converge.Seconds(), "s-converge")
 
 	// Idle control traffic over 20 s.
@@ -120,9 +127,30 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 		}
 		return out
 	}
-	c0, w0 := ctl(), time.Now()
-	time.Sleep(20 * time.Second)
-	c1, secs := ctl(), time.Since(w0).Seconds()
+	kinds := func() []uint64 {
+		out := make([]uint64, len(mesh.ControlKinds))
+		for _, n := range m.Nodes {
+			for k, v := range mesh.ControlBreakdown(n) {
+				out[k] += v
+			}
+		}
+		return out
+	}
+	c0, k0, w0 := ctl(), kinds(), time.Now()
+	// Each second's control bytes per node, to show bursts in the log.
+	perSec := make([]string, 0, idleWindow/time.Second)
+	prev := sum(c0)
+	for range idleWindow / time.Second {
+		time.Sleep(time.Second)
+		cur := sum(ctl())
+		perSec = append(perSec, fmt.Sprint((cur-prev)/uint64(s.count)))
+		prev = cur
+	}
+	c1, k1, secs := ctl(), kinds(), time.Since(w0).Seconds()
+	b.Logf("idle control B/node each second: %s", strings.Join(perSec, " "))
+	for k, name := range mesh.ControlKinds {
+		b.ReportMetric(float64(k1[k]-k0[k])/secs/float64(s.count), name+"-B/node/s")
+	}
 	var total, busiest uint64
 	for i := range c1 {
 		total += c1[i] - c0[i]
@@ -167,6 +195,18 @@ func benchMeshOnce(b *testing.B, s meshScale) {
 	b.ReportMetric(float64(busiest)/secs, "ctl-max-B/s")
 	b.ReportMetric(heap/1024, "heap-KB/node")
 	b.ReportMetric(gor, "goroutines/node")
+}
+
+// idleWindow is how long benchMesh measures idle control traffic.
+const idleWindow = 20 * time.Second
+
+// sum is the sum of xs.
+func sum(xs []uint64) uint64 {
+	var t uint64
+	for _, x := range xs {
+		t += x
+	}
+	return t
 }
 
 // reachedShare is the percentage of all node pairs (a, b) where a has a

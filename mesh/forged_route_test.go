@@ -59,6 +59,18 @@ func bumpSeq(n *Node) uint64 {
 	return seq
 }
 
+// askSeq makes n ask origin for a newer sequence number now, as it does
+// when its route needs one.
+func askSeq(n *Node, origin identity.SID) {
+	r := n.router
+	r.mu.Lock()
+	if rt := r.routes[origin]; rt != nil {
+		rt.asked = time.Time{}
+		r.askSeqLocked(rt)
+	}
+	r.unlockAndNotify()
+}
+
 // waitOrigin waits until n routes to origin with sequence number seq,
 // through via at the given hop count.
 func waitOrigin(t *testing.T, n *Node, origin, via identity.SID, hops int, seq uint64) {
@@ -108,6 +120,9 @@ func TestForgedRouteAnnouncementsChangeNoRoute(t *testing.T) {
 		waitOrigin(t, n, o.SID(), m1.SID(), 3, s0)
 		// A newer sequence number, so that s0 is an old one to replay.
 		s1 := bumpSeq(o)
+		// A new sequence number goes to the origin's neighbours, and on
+		// to those who ask for it (or with the entry's next refresh).
+		askSeq(n, o.SID())
 		waitOrigin(t, n, o.SID(), m1.SID(), 3, s1)
 
 		x, xID, _ := rawNeighbour(t, nw, n, 7)

@@ -13,6 +13,7 @@ package mesh
 // the links it relayed frames to, at the end of each read batch.
 
 import (
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -38,6 +39,16 @@ type link struct {
 	stopped sync.Once
 
 	sendMu sync.Mutex // see above; taken before mu
+
+	// epoch numbers this link's frames (DATA, and the ACKs and SKIPs
+	// about them): random per link, not per node. A neighbour that kept
+	// us while we dropped it still holds the receive state of our earlier
+	// link: under the same epoch our new link's first frames, numbered
+	// from zero, were duplicates there (dropped, and acknowledged, so we
+	// took them as delivered: the routing table and WantTable that should
+	// have repaired its routes, in BenchmarkMesh500). A new epoch starts
+	// its receive state over.
+	epoch uint32
 
 	mu    sync.Mutex
 	armed time.Time // what timer is set for; zero: not set; guarded by mu
@@ -136,7 +147,7 @@ func newLink(n *Node, nb *neighbour) *link {
 	f := (uint64(n.cfg.LinkWindow) + 63) &^ 63 // whole words of the seen bitmap
 	w := spanFactor * f
 	return &link{
-		n: n, nb: nb, flight: int(f), win: w,
+		n: n, nb: nb, flight: int(f), win: w, epoch: rand.Uint32() | 1,
 		wake:  make(chan struct{}, 1),
 		timer: stoppedTimer(),
 		done:  make(chan struct{}),

@@ -180,7 +180,7 @@ func (l *link) enqueueLocal(bp *[]byte, due time.Time, deadline, closed <-chan s
 	l.tx.nextSeq++
 	*l.entry(s) = txEntry{buf: bp, due: due, sentAt: now, tries: 1}
 	l.tx.flying++
-	wire.PutLinkFields(*bp, l.n.epoch, s, l.tx.base)
+	wire.PutLinkFields(*bp, l.epoch, s, l.tx.base)
 	l.tx.sent++
 	if l.tx.nextTimer.IsZero() {
 		l.tx.nextTimer = l.deadlineLocked(l.entry(s))
@@ -261,7 +261,7 @@ func (l *link) flushLocked() {
 		l.rx.unacked = 0
 		l.buildAckLocked(&l.rx.flushAck)
 	}
-	epoch := l.n.epoch
+	epoch := l.epoch
 	gaveUp, lostRouting := false, false
 	// resend sends e again, or gives it up (Late) when its budget is
 	// spent: a frame with a budget is resent only while some would remain
@@ -422,7 +422,7 @@ func (l *link) advanceLocked() {
 
 // receiveAck applies an ACK from the neighbour (read loop).
 func (l *link) receiveAck(a *wire.Ack) {
-	if a.Epoch != l.n.epoch {
+	if a.Epoch != l.epoch {
 		return
 	}
 	now := time.Now()

@@ -209,7 +209,7 @@ func TestForgedLinkFramesChangeNothing(t *testing.T) {
 	origin := originEntries(t, 1)
 	route := wire.AppendRouteMsg(wire.AppendData(nil, &wire.DataHeader{Epoch: 5, Seq: 1, Base: 1, TTL: 1, Dst: n.SID(), Src: rid.SID(), DstPort: RoutingPort, SrcPort: RoutingPort}),
 		&wire.RouteMsg{Entries: origin})
-	ack := wire.AppendAck(nil, &wire.Ack{Epoch: n.epoch, Cum: 1 << 20})
+	ack := wire.AppendAck(nil, &wire.Ack{Epoch: nb.link.epoch, Cum: 1 << 20})
 	skip := wire.AppendSkip(nil, 5, 1000)
 	probeAck := wire.AppendProbeAck(nil, 32768, 32768)
 	probe := wire.AppendProbe(nil, 1472, 1472-wire.AuthLen)
@@ -256,7 +256,7 @@ func TestForgedLinkFramesChangeNothing(t *testing.T) {
 	// Control: the same ACK under r's key is taken, so the frames above
 	// were dropped for their MAC, not for what they say; replayed, it is
 	// dropped for its counter.
-	good := r.link(wire.AppendAck(nil, &wire.Ack{Epoch: n.epoch, Cum: before.txNext}))
+	good := r.link(wire.AppendAck(nil, &wire.Ack{Epoch: nb.link.epoch, Cum: before.txNext}))
 	c0 := authDrops(n)
 	inject(n, good, from)
 	if got := stateOf(t, n, rid.SID()); got.txPeerCum != before.txNext || got.txBase != before.txNext {

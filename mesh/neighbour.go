@@ -100,6 +100,7 @@ func (n *Node) sendHello(to net.Addr, nb *neighbour, flags byte, echo wire.Cooki
 		}
 	}
 	n.stats.controlOut.Add(wire.HelloLen)
+	n.stats.helloOut.Add(wire.HelloLen)
 	n.send(wire.AppendHello(nil, h, n.id), to)
 }
 
@@ -133,6 +134,7 @@ func (n *Node) probe(nb *neighbour) {
 			continue
 		}
 		n.stats.controlOut.Add(uint64(size))
+		n.stats.probeOut.Add(uint64(size))
 		n.sendLink(nb, wire.AppendProbe(make([]byte, 0, size), uint32(size), size-wire.AuthLen), addr)
 	}
 }
@@ -221,17 +223,10 @@ func (n *Node) expire() {
 	limit := time.Now().Add(-n.cfg.NeighbourTimeout).UnixNano()
 	var gone []*neighbour
 	n.mu.Lock()
-	for sid, nb := range n.bySID {
+	for _, nb := range n.bySID {
 		if nb.lastHeard.Load() < limit {
-			delete(n.bySID, sid)
-			if n.byAddr[nb.address().String()] == nb {
-				delete(n.byAddr, nb.address().String())
-			}
-			if k := nb.keys.Load(); k != nil && n.byKeyID[k.rxID] == nb {
-				delete(n.byKeyID, k.rxID)
-			}
+			n.dropLocked(nb)
 			gone = append(gone, nb)
-			n.router.neighbourDownUnderNodeMu(nb)
 		}
 	}
 	if len(gone) > 0 {
@@ -242,6 +237,19 @@ func (n *Node) expire() {
 		n.log.Info("neighbour down", "sid", nb.sid.Short(), "silent", n.cfg.NeighbourTimeout)
 		nb.link.stop()
 	}
+}
+
+// dropLocked forgets neighbour nb and the routes through it; the caller
+// stops its link once n.mu is released. Called with n.mu held.
+func (n *Node) dropLocked(nb *neighbour) {
+	delete(n.bySID, nb.sid)
+	if n.byAddr[nb.address().String()] == nb {
+		delete(n.byAddr, nb.address().String())
+	}
+	if k := nb.keys.Load(); k != nil && n.byKeyID[k.rxID] == nb {
+		delete(n.byKeyID, k.rxID)
+	}
+	n.router.neighbourDownUnderNodeMu(nb)
 }
 
 func (n *Node) neighbours() []*neighbour {

@@ -21,13 +21,16 @@ package mesh
 // 13% loss each way, which per-hop retransmission hides well), doubling for
 // each class below (0.55, 0.35, 0.2), so a link at 30% loss each way costs
 // more than two clean hops. A class changes only when d is clearly past its
-// bound, so steady random loss never moves a metric. Full tables go to every neighbour every DumpEvery hello
-// intervals and changes at once, so control traffic per node grows linearly
-// with the number of nodes.
+// bound, so steady random loss never moves a metric. Changes go to every
+// neighbour at once; the whole table again once per refresh interval,
+// spread over it (refresh.go), within a byte budget whatever the table's
+// size.
 
 import (
 	"crypto/sha256"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -41,9 +44,9 @@ import (
 const RoutingPort = 2
 
 const (
-	// dumpEvery is the least number of hello intervals between full tables.
+	// dumpEvery is the least refresh interval (refresh.go), in hello intervals.
 	dumpEvery = 12
-	// dumpBudget: full tables to every neighbour together cost a node at
+	// dumpBudget: refreshing the table to every neighbour together costs a node at
 	// most this many bytes per second (counting entries without
 	// signatures); a bigger table goes out less often (dumpInterval).
 	dumpBudget = 512
@@ -54,8 +57,14 @@ const (
 	// maxHold caps the Hold a neighbour may ask for.
 	maxHold = 30 * time.Minute
 	// originEvery: a node issues a new sequence number this often (hello
-	// intervals) even if nobody asks, or every originDumps full tables
-	// when those are further apart.
+	// intervals) even if nobody asks, or every originDumps refresh
+	// intervals when those are longer, each period taken by a random
+	// factor (originJitter). Seqno requests are what restores
+	// feasibility when a route needs it; the periodic number is a
+	// fallback for requests lost on the way, and each one floods the
+	// whole mesh with a signature (about 110 bytes x neighbours at every
+	// node), so it is as rare as the refresh interval, which grows with
+	// the table, allows.
 	originEvery = 60
 	originDumps = 5
 	// ihuStep: between full tables, a neighbour hears how well its hellos
@@ -64,17 +73,33 @@ const (
 	ihuStep = 3
 	// qualityAlpha is the weight of one hello interval in link quality.
 	qualityAlpha = 1.0 / 16
-	// sigEvery: every this many full tables, signatures are sent again even
-	// to neighbours that had them.
+	// sigEvery: every this many refreshes of an entry, its signature is
+	// sent again even to neighbours that had it.
 	sigEvery = 4
 	// hysteresis: a route moves to another neighbour only if that is this
 	// much cheaper (in quarters).
 	hysteresisQuarters = 5
+	// wantEvery is the least number of hello intervals between two
+	// WantTables of a neighbour honoured (wantTableLocked).
+	wantEvery = 30
 	// repairEvery is the least number of hello intervals between two
 	// full tables a neighbour gets because it asked or lost one.
 	repairEvery = 4
+	// firstAskBack and maxAskBack bound the interval at which a route
+	// that needs a newer sequence number asks again (route.needSeq).
+	firstAskBack = 2 * time.Second
+	maxAskBack   = 32 * time.Second
+	// wantHold is how long a neighbour's seqno request we forwarded is
+	// remembered for answering it (route.wants); at most one per neighbour.
+	wantHold = 30 * time.Second
 	// retractedHold is how long a retracted route is still advertised.
 	retractedHold = 30 * time.Second
+	// sourceHold is how long a retracted route's record, and with it the
+	// feasibility distance, is kept (Babel keeps its sources about 3
+	// minutes): forgotten while neighbours still advertise the origin, the
+	// next entry heard would be taken as feasible whatever its metric, and
+	// lost again; within MaxRoutes.
+	sourceHold = 3 * time.Minute
 	// A neighbour dropped is remembered this long (at most maxDropped of
 	// them): taken back meanwhile, it is asked for its table.
 	droppedHold = 10 * time.Minute
@@ -105,6 +130,24 @@ type route struct {
 	dirty    bool
 	lost     time.Time // when via became nil
 	asked    time.Time // last seqno request
+	// needSeq: the last selection asked for a newer sequence number
+	// (an entry it may not use); tick asks again, every askBack, doubling
+	// up to maxAskBack, until one comes (a request or its answer can be
+	// lost, and refreshes that would select again are minutes apart).
+	needSeq bool
+	askBack time.Duration
+	// wants: neighbours that asked us for a sequence number of this
+	// origin we did not have; they get the entry, and no one else, when
+	// it comes (answerWantsLocked).
+	wants   []seqWant
+	refresh // when it goes to the neighbours again (refresh.go)
+}
+
+// seqWant is a neighbour's request for at least seq of an origin, made at.
+type seqWant struct {
+	nb  *neighbour
+	seq uint64
+	at  time.Time
 }
 
 // linkQuality measures how many hellos of a neighbour arrive.
@@ -117,6 +160,7 @@ type linkQuality struct {
 	cost uint32  // the cost in use; moves only on a clear change
 	want uint32  // the cost the last ticks pointed to, when not cost
 	for_ int     // ticks in a row that pointed to want
+	age  int     // ticks since the neighbour came up
 }
 
 // costThresholds are the two-way delivery ratios (d_in * d_out) below
@@ -133,6 +177,17 @@ const costHysteresis = 0.02
 // that grows makes routes downstream unfeasible until the origin answers
 // a sequence number request.
 const costSettle = 6
+
+// qualityWarmup: for this many hello intervals after a neighbour came up
+// (1/qualityAlpha, the average's memory) its link moves only to a cost
+// class two or more below (d under 0.55), not one. Hellos missed at the
+// start (those of the handshake are not counted, and a mesh starting up
+// delays them) weigh in the young average as much as steady loss: in
+// BenchmarkMesh500 links read d = 0.69 at their twelfth interval, doubled
+// their cost, and back at the twenty-second, each move changing the metric
+// of every route through them and asking their origins for sequence
+// numbers.
+const qualityWarmup = 16
 
 // update, once per hello interval, moves the link to another cost class
 // when the delivery ratio has clearly left its class for costSettle
@@ -151,7 +206,7 @@ func (q *linkQuality) update() bool {
 	}
 	switch {
 	case q.cost == 0:
-	case k > cur && d < costThresholds[k-1]-costHysteresis:
+	case k > cur && d < costThresholds[k-1]-costHysteresis && (q.age >= qualityWarmup || k >= 2):
 	case k < cur && d > costThresholds[cur-1]+costHysteresis:
 	default:
 		q.want, q.for_ = 0, 0
@@ -184,18 +239,28 @@ type router struct {
 	selfSeq uint64                                  // guarded by mu
 	selfSig [identity.SignatureLen]byte             // guarded by mu
 	ticks   int                                     // guarded by mu
-	// Full tables and re-origination, in ticks (dumpInterval).
-	dumpTicks, nextDump, dumps, nextOrigin int                              // guarded by mu
-	hold                                   atomic.Uint32                    // the Hold our messages carry, s
-	lastBump                               time.Time                        // guarded by mu
-	pending                                bool                             // a triggered update is due; guarded by mu
-	changed                                bool                             // a route appeared or moved; guarded by mu
-	requests                               []wire.SeqRequest                // to send; guarded by mu
-	reqTo                                  map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
-	tableDue                               map[*neighbour]bool              // gets our full table at the next tick with room (refusedFrame); guarded by mu
-	repaired                               map[*neighbour]int               // the tick it last got one so; guarded by mu
-	wantServed                             map[*neighbour]bool              // its WantTable was honoured (once per neighbour entry); guarded by mu
-	dropped                                map[identity.SID]time.Time       // neighbours dropped lately, when; guarded by mu
+	// Periodic refresh (refresh.go) and re-origination, in ticks
+	// (dumpInterval): the interval, the hold our messages carry, the
+	// next refresh and our own entry's.
+	dumpTicks, holdTicks, nextDump int     // guarded by mu
+	ahead                          int     // the furthest refresh due at the last one, ticks; guarded by mu
+	self                           refresh // guarded by mu
+	// The tick we last issued a sequence number at and the factor the
+	// origin period is taken by until the next (originJitter).
+	lastOrigin   int                              // guarded by mu
+	originFactor float64                          // guarded by mu
+	hold         atomic.Uint32                    // the Hold our messages carry, s
+	lastBump     time.Time                        // guarded by mu
+	pending      bool                             // a triggered update is due; guarded by mu
+	changed      bool                             // a route appeared or moved; guarded by mu
+	requests     []wire.SeqRequest                // to send; guarded by mu
+	reqTo        map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
+	answerTo     map[*neighbour][]*route          // entries one neighbour asked for (answerLocked); guarded by mu
+	tableDue     map[*neighbour]bool              // gets our full table at the next tick with room (refusedFrame); guarded by mu
+	repaired     map[*neighbour]int               // the tick it last got one so; guarded by mu
+	wantServed   map[*neighbour]int               // the tick its WantTable was last honoured (wantEvery); guarded by mu
+	wantLater    map[*neighbour]bool              // a WantTable to honour when wantEvery allows; guarded by mu
+	dropped      map[identity.SID]time.Time       // neighbours dropped lately, when; guarded by mu
 
 	// Next hops that did not carry traffic (avoid.go).
 	failing           map[failKey]*failMark // guarded by mu
@@ -214,17 +279,19 @@ func newRouter(n *Node) *router {
 		sentSeq:    map[*neighbour]map[identity.SID]uint64{},
 		tableDue:   map[*neighbour]bool{},
 		repaired:   map[*neighbour]int{},
-		wantServed: map[*neighbour]bool{},
+		wantServed: map[*neighbour]int{},
+		wantLater:  map[*neighbour]bool{},
 		dropped:    map[identity.SID]time.Time{},
 		reqTo:      map[*neighbour][]wire.SeqRequest{},
+		answerTo:   map[*neighbour][]*route{},
 
 		failing:  map[failKey]*failMark{},
 		failHold: failHold,
 		now:      time.Now,
 
-		dumpTicks: dumpEvery, nextDump: dumpEvery, nextOrigin: originEvery,
+		dumpTicks: dumpEvery, nextDump: 1 + rand.IntN(dumpEvery), originFactor: originJitter(),
 	}
-	r.setHoldLocked()
+	r.setHoldLocked(dumpEvery)
 	r.originate(uint64(time.Now().UnixNano()))
 	return r
 }
@@ -252,7 +319,7 @@ func (r *router) neighbourUpUnderNodeMu(nb *neighbour) {
 	_, again := r.dropped[nb.sid]
 	delete(r.dropped, nb.sid)
 	r.mu.Unlock()
-	r.sendTable(nb, true, again)
+	r.sendTable(nb, true, again, routeTable)
 }
 
 // neighbourDownUnderNodeMu forgets a neighbour that was dropped and moves
@@ -266,6 +333,7 @@ func (r *router) neighbourDownUnderNodeMu(nb *neighbour) {
 	delete(r.tableDue, nb)
 	delete(r.repaired, nb)
 	delete(r.wantServed, nb)
+	delete(r.wantLater, nb)
 	delete(r.reqTo, nb)
 	if len(r.dropped) < maxDropped {
 		r.dropped[nb.sid] = time.Now()
@@ -358,6 +426,8 @@ func (r *router) recomputeLocked(rt *route) {
 	var keepM uint32
 	now := r.now()
 	avoiding := r.avoidingLocked(rt, now)
+	defer r.answerWantsLocked(rt)
+	asked := false // this selection needs a newer sequence number
 	for nb, ads := range r.adverts {
 		ad := ads[rt.origin]
 		if !candidateLocked(rt, ad) {
@@ -394,9 +464,9 @@ func (r *router) recomputeLocked(rt *route) {
 		// number that makes it feasible again: retracting the route would
 		// cut every stream through it until the answer came.
 		best, bestAd, bestM = rt.via, keepAd, keepM
-		r.askSeqLocked(rt)
+		asked = true
 	}
-	oldVia, oldM, oldSeq, oldMTU := rt.via, rt.metric, rt.fdSeq, rt.mtu
+	oldVia, oldM, oldMTU := rt.via, rt.metric, rt.mtu
 	if best == nil {
 		if rt.via != nil {
 			rt.via = nil
@@ -408,10 +478,11 @@ func (r *router) recomputeLocked(rt *route) {
 		// Ask for a newer sequence number when an entry exists we may not use.
 		for _, ads := range r.adverts {
 			if ad := ads[rt.origin]; ad != nil && ad.metric != wire.MetricInfinity {
-				r.askSeqLocked(rt)
+				asked = true
 				break
 			}
 		}
+		r.needSeqLocked(rt, asked)
 		return
 	}
 	// A clearly cheaper route that we may not take yet (our own metric
@@ -419,8 +490,9 @@ func (r *router) recomputeLocked(rt *route) {
 	// which makes it feasible (RFC 8966 3.8.2.2). Without this the route
 	// would stay on the worse path until the origin's next periodic one.
 	if unfeasM != math.MaxUint32 && unfeasM*hysteresisQuarters/4 < bestM {
-		r.askSeqLocked(rt)
+		asked = true
 	}
+	r.needSeqLocked(rt, asked)
 	rt.via, rt.metric = best, bestM
 	rt.hops = int(bestAd.hops) + 1
 	rt.mtu = min(bestAd.mtu, int(best.mtu.Load()))
@@ -429,13 +501,86 @@ func (r *router) recomputeLocked(rt *route) {
 	} else if bestM < rt.fdMetric {
 		rt.fdMetric = bestM
 	}
-	if oldVia != best || changedEnough(oldM, bestM) || rt.fdSeq != oldSeq || rt.mtu != oldMTU {
+	// A newer sequence number alone is not news for every neighbour:
+	// those that asked for it get it (answerWantsLocked), the others with
+	// the entry's next refresh. Flooding it, each answered request cost
+	// every node of the mesh the entry and its signature for every
+	// neighbour (BenchmarkMesh500: 150 requests after 6 link cost changes,
+	// 2.5 KB/s a node for 20 s).
+	if oldVia != best || changedEnough(oldM, bestM) || rt.mtu != oldMTU {
 		rt.dirty = true
 		r.pending = true
 	}
 	if oldVia != best {
 		r.changed = true
 	}
+}
+
+// needSeqLocked records whether rt's selection needs a newer sequence
+// number, and asks for one now (askSeqLocked) if it does. Called with
+// r.mu held.
+func (r *router) needSeqLocked(rt *route, need bool) {
+	if !need {
+		rt.needSeq, rt.askBack = false, 0
+		return
+	}
+	if !rt.needSeq {
+		rt.needSeq, rt.askBack = true, firstAskBack
+	}
+	r.askSeqLocked(rt)
+}
+
+// askAgainLocked asks again for the routes that still need a newer
+// sequence number, each at most every askBack, doubling (tick).
+// Called with r.mu held.
+func (r *router) askAgainLocked(now time.Time) {
+	for _, rt := range r.routes {
+		if rt.needSeq && now.Sub(rt.asked) >= rt.askBack {
+			r.askSeqLocked(rt)
+			rt.askBack = min(2*rt.askBack, maxAskBack)
+		}
+	}
+}
+
+// wantLocked remembers that from asked for at least seq of rt's origin,
+// which we do not have yet: it gets the entry when it comes. One per
+// neighbour. Called with r.mu held.
+func (r *router) wantLocked(rt *route, from *neighbour, seq uint64) {
+	now := time.Now()
+	for i := range rt.wants {
+		if rt.wants[i].nb == from {
+			rt.wants[i].seq, rt.wants[i].at = max(rt.wants[i].seq, seq), now
+			return
+		}
+	}
+	rt.wants = append(rt.wants, seqWant{from, seq, now})
+}
+
+// answerWantsLocked sends rt's entry to the neighbours that asked for a
+// sequence number it now has, and forgets requests older than wantHold.
+// Called with r.mu held.
+func (r *router) answerWantsLocked(rt *route) {
+	if len(rt.wants) == 0 {
+		return
+	}
+	now := time.Now()
+	rt.wants = slices.DeleteFunc(rt.wants, func(w seqWant) bool {
+		switch {
+		case now.Sub(w.at) > wantHold:
+			return true
+		case rt.via != nil && rt.via != w.nb && rt.seq >= w.seq:
+			r.answerLocked(w.nb, rt)
+			return true
+		}
+		return false
+	})
+}
+
+// answerLocked sends rt's entry to nb alone with the next triggered
+// update. Called with r.mu held.
+func (r *router) answerLocked(nb *neighbour, rt *route) {
+	r.answerTo[nb] = append(r.answerTo[nb], rt)
+	r.pending = true
 }
 
 // askSeqLocked asks the origin of rt for a sequence number newer than the
@@ -513,8 +658,8 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 			// Nothing proves this origin exists. The neighbour thinks we
 			// had its signature: the message that carried it was lost
 			// here (the verifier's queue was full). Ask it again, or the
-			// origin stays unknown until the next full table with
-			// signatures (sigEvery tables).
+			// origin stays unknown until the entry's next refresh with
+			// signatures (sigEvery refreshes).
 			if e.Metric != wire.MetricInfinity && len(r.routes) < r.n.cfg.MaxRoutes && len(ads) < r.n.cfg.MaxRoutesPerNeighbour {
 				r.reqTo[nb] = append(r.reqTo[nb], wire.SeqRequest{Origin: e.Origin, Seq: e.Seq, HopsLeft: 1})
 				r.pending = true
@@ -574,15 +719,10 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 	if q := r.quality[nb]; q != nil && m.HasIHU {
 		q.dout = max(float64(m.IHU)/255, 0.01) // the next tick weighs it
 	}
-	if m.WantTable && !r.wantServed[nb] {
+	if m.WantTable {
 		// It has just taken us as a neighbour, maybe again after dropping
-		// us while we kept it: what we sent it before is gone there. Once
-		// per neighbour entry: a neighbour that set the flag on every
-		// message would otherwise get a table with every signature each
-		// repairEvery ticks, far over dumpBudget.
-		r.wantServed[nb] = true
-		clear(r.sentSeq[nb])
-		r.tableDue[nb] = true
+		// us while we kept it: what we sent it before is gone there.
+		r.wantTableLocked(nb)
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
@@ -603,7 +743,13 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 		}
 		if e.Seq > rt.seq {
 			if !e.HasSig {
-				continue // a newer sequence number needs its signature
+				// A newer sequence number needs its signature: the
+				// neighbour thinks we have it (the message that carried
+				// it was lost here). Ask it again, as for an origin we
+				// do not know.
+				r.reqTo[nb] = append(r.reqTo[nb], wire.SeqRequest{Origin: e.Origin, Seq: e.Seq, HopsLeft: 1})
+				r.pending = true
+				continue
 			}
 			rt.seq, rt.sig = e.Seq, e.Sig
 		}
@@ -617,6 +763,25 @@ func (r *router) receiveNow(nb *neighbour, payload []byte) {
 		r.handleRequestLocked(nb, q)
 	}
 	r.unlockAndNotify()
+}
+
+// wantTableLocked honours nb's WantTable: its full table, every
+// signature in it, at the next tick with room; at most every wantEvery
+// ticks, later if sooner (a neighbour that set the flag on every message
+// would otherwise get a table with every signature each repairEvery
+// ticks, far over dumpBudget). Before, once per neighbour entry: a
+// neighbour that dropped us twice while we kept it never got our table
+// the second time, and lacked our routes until their refresh, minutes
+// away in BenchmarkMesh500. Called with r.mu held.
+func (r *router) wantTableLocked(nb *neighbour) {
+	if t, ok := r.wantServed[nb]; ok && r.ticks-t < wantEvery {
+		r.wantLater[nb] = true
+		return
+	}
+	delete(r.wantLater, nb)
+	r.wantServed[nb] = r.ticks
+	clear(r.sentSeq[nb])
+	r.tableDue[nb] = true
 }
 
 // unlockAndNotify releases r.mu, then asks for a triggered update and
@@ -655,10 +820,10 @@ func (r *router) handleRequestLocked(from *neighbour, q wire.SeqRequest) {
 		return
 	}
 	if rt.seq >= q.Seq && rt.via != nil {
-		rt.dirty = true // we can answer: advertise what we have
-		r.pending = true
+		r.answerLocked(from, rt) // we can answer: tell it what we have
 		return
 	}
+	r.wantLocked(rt, from, q.Seq)
 	if rt.via != nil && rt.via != from && q.HopsLeft > 1 {
 		q.HopsLeft--
 		r.reqTo[rt.via] = append(r.reqTo[rt.via], q)
@@ -666,7 +831,7 @@ func (r *router) handleRequestLocked(from *neighbour, q wire.SeqRequest) {
 	}
 }
 
-// tick runs once per hello interval: link quality, IHU, full tables,
+// tick runs once per hello interval: link quality, IHU, periodic refresh,
 // expiry, periodic re-origination.
 func (r *router) tick() {
 	nbs := r.n.neighbours()
@@ -681,6 +846,7 @@ func (r *router) tick() {
 		q.ewma += qualityAlpha * (float64(min(q.cur, 2)) - q.ewma)
 		q.cur = 0
 		q.din = min(max(q.ewma, 0.01), 1)
+		q.age++
 		recompute = q.update() || recompute
 	}
 	if recompute {
@@ -699,29 +865,32 @@ func (r *router) tick() {
 		}
 	}
 	r.expireMarksLocked(r.now())
+	r.askAgainLocked(now)
+	for nb := range r.wantLater {
+		if r.ticks-r.wantServed[nb] >= wantEvery {
+			r.wantTableLocked(nb)
+		}
+	}
 	for sid, at := range r.dropped {
 		if now.Sub(at) > droppedHold {
 			delete(r.dropped, sid)
 		}
 	}
 	for o, rt := range r.routes {
-		if rt.via == nil && !rt.lost.IsZero() && now.Sub(rt.lost) > retractedHold {
+		if rt.via == nil && !rt.lost.IsZero() && now.Sub(rt.lost) > sourceHold {
 			delete(r.routes, o)
 		}
 	}
-	if r.ticks >= r.nextOrigin {
+	r.dumpTicks = r.dumpInterval(len(nbs))
+	r.setHoldLocked(max(r.dumpTicks, r.ahead))
+	// The period is taken from the interval of now, so that it grows with
+	// the table (the first one too: a mesh whose nodes started together
+	// would otherwise all issue one at the same tick).
+	if r.ticks >= r.lastOrigin+int(float64(max(originEvery, originDumps*r.dumpTicks))*r.originFactor) {
 		r.originate(max(r.selfSeq+1, uint64(now.UnixNano())))
-		r.nextOrigin = r.ticks + max(originEvery, originDumps*r.dumpTicks)
+		r.lastOrigin, r.originFactor = r.ticks, originJitter()
 	}
-	dump := r.ticks >= r.nextDump
-	sigs := false
-	if dump {
-		r.dumps++
-		sigs = r.dumps%sigEvery == 0
-		r.dumpTicks = r.dumpInterval(len(nbs))
-		r.nextDump = r.ticks + r.dumpTicks
-		r.setHoldLocked()
-	}
+	refresh := r.refreshLocked(now)
 	due := map[*neighbour]bool{}
 	for nb := range r.tableDue {
 		// At most every repairEvery ticks: a link that keeps giving
@@ -733,17 +902,23 @@ func (r *router) tick() {
 		}
 	}
 	r.unlockAndNotify()
+	if len(refresh) > 0 {
+		r.sendRefresh(nbs, refresh) // with an IHU to each
+	}
 	for _, nb := range nbs {
 		switch {
-		case dump:
-			r.sendTable(nb, sigs, false)
 		case due[nb]:
-			r.sendTable(nb, false, false)
-		default:
+			r.sendTable(nb, false, false, routeRepair)
+		case len(refresh) == 0:
 			r.sendIHU(nb)
 		}
 	}
 }
+
+// originJitter is the random factor, from 0.5 to 1.5, a node takes its
+// origin period by: nodes that started together spread their sequence
+// numbers over the period instead of flooding the mesh in the same tick.
+func originJitter() float64 { return 0.5 + rand.Float64() }
 
 // refusedFrame is called when nb's link refused a routing frame carrying
 // entries (its queue was full: the link has long been shut), or gave one
@@ -771,20 +946,23 @@ func (r *router) refusedFrame(nb *neighbour, entries []wire.RouteEntry) {
 	r.tableDue[nb] = true
 }
 
-// dumpInterval is the number of hello intervals until the next full table:
-// dumpEvery, or more when full tables to nbs neighbours would cost more than
-// dumpBudget bytes a second; at most twice the last interval, which the
-// neighbours' holds were sized for. Called with r.mu held.
+// dumpInterval is the refresh interval in hello intervals: dumpEvery, or
+// more when refreshing the whole table to nbs neighbours that often would
+// cost more than dumpBudget bytes a second. It may grow at once with the
+// table: each entry is due on the interval it was sent with (refresh.go).
+// Called with r.mu held.
 func (r *router) dumpInterval(nbs int) int {
 	table := float64((len(r.routes) + 1) * wire.RouteEntryLen * nbs)
 	want := int(math.Ceil(table / dumpBudget / r.n.cfg.HelloInterval.Seconds()))
-	return min(max(want, dumpEvery), 2*r.dumpTicks)
+	return max(want, dumpEvery)
 }
 
-// setHoldLocked sets the Hold our messages carry: 3.5 full-table intervals.
-// Called with r.mu held.
-func (r *router) setHoldLocked() {
-	d := time.Duration(3*r.dumpTicks+r.dumpTicks/2) * r.n.cfg.HelloInterval
+// setHoldLocked sets the Hold our messages carry: 3.5 times ahead, the
+// furthest any entry's refresh is due, in hello intervals. Called with r.mu
+// held.
+func (r *router) setHoldLocked(ahead int) {
+	r.holdTicks = 3*ahead + ahead/2
+	d := time.Duration(r.holdTicks) * r.n.cfg.HelloInterval
 	r.hold.Store(uint32(min(math.Ceil(d.Seconds()), math.MaxUint16)))
 }
 
@@ -813,8 +991,8 @@ func (r *router) flushTriggered() {
 	}
 	reqs := r.requests
 	r.requests = nil
-	reqTo := r.reqTo
-	r.reqTo = map[*neighbour][]wire.SeqRequest{}
+	reqTo, answerTo := r.reqTo, r.answerTo
+	r.reqTo, r.answerTo = map[*neighbour][]wire.SeqRequest{}, map[*neighbour][]*route{}
 	msgs := make([]*wire.RouteMsg, len(nbs))
 	for i, nb := range nbs {
 		m := &wire.RouteMsg{Requests: append(append([]wire.SeqRequest(nil), reqs...), reqTo[nb]...)}
@@ -824,13 +1002,22 @@ func (r *router) flushTriggered() {
 		for _, rt := range dirty {
 			m.Entries = append(m.Entries, r.entryLocked(nb, rt, false))
 		}
+		for i, rt := range answerTo[nb] {
+			if !slices.Contains(dirty, rt) && !slices.Contains(answerTo[nb][:i], rt) {
+				m.Entries = append(m.Entries, r.entryLocked(nb, rt, false))
+			}
+		}
 		r.ihuLocked(nb, m)
 		msgs[i] = m
+	}
+	now := time.Now()
+	for _, rt := range dirty {
+		r.sentAllLocked(&rt.refresh, now) // its refresh is an interval away
 	}
 	r.mu.Unlock()
 	for i, nb := range nbs {
 		if len(msgs[i].Entries) > 0 || len(msgs[i].Requests) > 0 {
-			r.send(nb, msgs[i])
+			r.send(nb, msgs[i], routeTriggered)
 		}
 	}
 }
@@ -881,7 +1068,7 @@ func (q *linkQuality) ihu() uint8 { return uint8(math.Round(q.din * 255)) }
 
 // sendTable sends nb every route we have (with every signature if sigs,
 // else those nb lacks); want asks for nb's table in return.
-func (r *router) sendTable(nb *neighbour, sigs, want bool) {
+func (r *router) sendTable(nb *neighbour, sigs, want bool, kind int) {
 	r.mu.Lock()
 	if r.adverts[nb] == nil {
 		r.mu.Unlock()
@@ -890,13 +1077,14 @@ func (r *router) sendTable(nb *neighbour, sigs, want bool) {
 	m := &wire.RouteMsg{WantTable: want}
 	r.ihuLocked(nb, m)
 	m.Entries = append(m.Entries, r.selfEntryLocked(nb))
+	now := time.Now()
 	for _, rt := range r.routes {
-		if rt.via != nil || time.Since(rt.lost) < retractedHold {
+		if r.advertisedLocked(rt, now) {
 			m.Entries = append(m.Entries, r.entryLocked(nb, rt, sigs))
 		}
 	}
 	r.mu.Unlock()
-	r.send(nb, m)
+	r.send(nb, m, kind)
 }
 
 // sendIHU tells nb how well its hellos arrive, if that moved by ihuStep
@@ -909,12 +1097,13 @@ func (r *router) sendIHU(nb *neighbour) {
 	}
 	r.mu.Unlock()
 	if m.HasIHU {
-		r.send(nb, m)
+		r.send(nb, m, routeIHU)
 	}
 }
 
-// send writes m to nb in as many DATA frames as its MTU needs.
-func (r *router) send(nb *neighbour, m *wire.RouteMsg) {
+// send writes m to nb in as many DATA frames as its MTU needs; kind (a
+// route… constant) says why, for the counters.
+func (r *router) send(nb *neighbour, m *wire.RouteMsg, kind int) {
 	room := int(nb.mtu.Load()) - wire.DataHeaderLen - wire.RouteHeaderLen - len(m.Requests)*wire.SeqRequestLen
 	entries := m.Entries
 	for first := true; first || len(entries) > 0; first = false {
@@ -937,7 +1126,14 @@ func (r *router) send(nb *neighbour, m *wire.RouteMsg) {
 		if !first {
 			part.Requests = nil
 		}
-		if r.n.sendLinkLocal(nb, RoutingPort, wire.AppendRouteMsg(nil, &part)) != nil {
+		b := wire.AppendRouteMsg(nil, &part)
+		r.n.stats.routeOut[kind].Add(uint64(wire.DataHeaderLen + len(b)))
+		for _, e := range part.Entries {
+			if e.HasSig {
+				r.n.stats.routeSigOut.Add(wire.RouteSigLen)
+			}
+		}
+		if r.n.sendLinkLocal(nb, RoutingPort, b) != nil {
 			r.refusedFrame(nb, part.Entries)
 		}
 	}

@@ -94,7 +94,7 @@ func TestHeldRoutingFrameKeepsOnlyItsBytes(t *testing.T) {
 // from then on without the signature, which proves nothing. It asks the
 // neighbour, which sends the signature again at once; before, the origin
 // stayed unknown there until the neighbour's next full table with
-// signatures (every sigEvery*dumpEvery = 48 hello intervals) or the
+// signatures (every sigEvery refreshes of the entry: minutes) or the
 // origin's next sequence number (60).
 func TestLostSignatureAskedAgain(t *testing.T) {
 	nodes := scaleChain(t, 3, time.Second)
@@ -114,7 +114,7 @@ func TestLostSignatureAskedAgain(t *testing.T) {
 	b.mu.RLock()
 	nbA := b.bySID[a.SID()]
 	b.mu.RUnlock()
-	b.router.sendTable(nbA, false, false)
+	b.router.sendTable(nbA, false, false, routeRepair)
 	waitReach(t, a, o)
 }
 
@@ -184,39 +184,94 @@ func TestLostRoutingFrameResent(t *testing.T) {
 	}
 }
 
-// TestWantTableHonouredOnce: a neighbour asks for our full table with
+// TestWantTableRateLimited: a neighbour asks for our full table with
 // WantTable; one that sets it on every message gets one table per
-// neighbour entry (one handshake), not one each repairEvery ticks.
-func TestWantTableHonouredOnce(t *testing.T) {
+// wantEvery hello intervals, not one each repairEvery ticks; and one
+// asked for within that is not forgotten but honoured when it allows (a
+// neighbour that dropped us twice while we kept it).
+func TestWantTableRateLimited(t *testing.T) {
 	nodes := scaleChain(t, 2, time.Second)
 	a, b := nodes[0], nodes[1]
 	quietTables(b)
 	nbA := neighbourOf(b, a)
 	want := wire.AppendRouteMsg(nil, &wire.RouteMsg{WantTable: true})
-	due := func() bool {
+	served := func() (int, bool) {
 		b.router.mu.Lock()
 		defer b.router.mu.Unlock()
-		d := b.router.tableDue[nbA]
-		delete(b.router.tableDue, nbA) // as if the table went out
-		return d
+		t, ok := b.router.wantServed[nbA]
+		return t, ok
 	}
 	b.router.receiveNow(nbA, want)
-	if !due() {
-		t.Fatal("WantTable did not make a table due")
+	first, ok := served()
+	if !ok {
+		t.Fatal("WantTable was not honoured")
 	}
 	for i := range 10 {
 		b.router.receiveNow(nbA, want)
-		if due() {
-			t.Fatalf("WantTable honoured again (message %d)", i+2)
+		if at, _ := served(); at != first {
+			t.Fatalf("WantTable honoured again at message %d (tick %d, first %d)", i+2, at, first)
 		}
 	}
-	// A new neighbour entry (a new handshake) may ask once more.
-	b.mu.Lock()
-	b.router.neighbourDownUnderNodeMu(nbA)
-	b.router.neighbourUpUnderNodeMu(nbA)
-	b.mu.Unlock()
-	b.router.receiveNow(nbA, want)
-	if !due() {
-		t.Fatal("WantTable after the neighbour was taken back did not make a table due")
+	// wantEvery intervals on, the deferred one is honoured by the tick.
+	b.router.mu.Lock()
+	b.router.ticks = first + wantEvery - 1
+	b.router.mu.Unlock()
+	b.router.tick()
+	if at, _ := served(); at != first+wantEvery {
+		t.Fatalf("the WantTable asked for meanwhile was not honoured at tick %d (last honoured at %d)", first+wantEvery, at)
 	}
+}
+
+// TestOneSidedDropNewLinkDelivered: A drops its neighbour B (B kept A)
+// and admits it again, with a new link. B still holds the receive state of
+// A's old link; under one epoch per node, the new link's frames, numbered
+// from zero again, were duplicates to B: dropped, and acknowledged, so A
+// took them as delivered (its table and WantTable among them). Each link
+// has its own epoch now, and B starts over.
+func TestOneSidedDropNewLinkDelivered(t *testing.T) {
+	nodes := scaleChain(t, 2, 100*time.Millisecond)
+	a, b := nodes[0], nodes[1]
+	pb, err := b.Bind(40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pb.Close()
+	pa, err := a.Bind(41)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	to := Addr{SID: b.SID(), Port: 40}
+	buf := make([]byte, 64)
+	exchange := func(what string, count int) {
+		t.Helper()
+		for i := range count {
+			if _, err := pa.WriteTo([]byte{byte(i)}, to); err != nil {
+				t.Fatalf("%s: write %d: %v", what, i, err)
+			}
+			pb.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, _, err := pb.ReadFrom(buf); err != nil {
+				t.Fatalf("%s: datagram %d of %d not delivered: %v", what, i+1, count, err)
+			}
+		}
+	}
+	exchange("before the drop", 50) // B's receive state of A's link passes 50
+
+	old := neighbourOf(a, b)
+	a.mu.Lock()
+	a.dropLocked(old)
+	a.mu.Unlock()
+	old.link.stop()
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if nb := neighbourOf(a, b); nb != nil && nb != old && nb.ready() {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("A did not admit B again")
+		}
+	}
+	if neighbourOf(b, a) == nil {
+		t.Fatal("B dropped A too: the drop was not one-sided")
+	}
+	exchange("over A's new link", 5)
 }

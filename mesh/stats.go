@@ -30,7 +30,21 @@ type counters struct {
 
 	badMAC, unauthenticated atomic.Uint64
 	replayed, moved         atomic.Uint64
+
+	// What controlOut is made of, for the scale benchmarks (export_scale_test.go).
+	helloOut, probeOut atomic.Uint64
+	routeOut           [routeKinds]atomic.Uint64 // routing frames by cause
+	routeSigOut        atomic.Uint64             // signature bytes in routing frames
 }
+
+// Causes of routing messages, counted apart in counters.routeOut.
+const (
+	routeTable     = iota // periodic full table (or the first one to a neighbour)
+	routeRepair           // full table asked for or after a lost frame
+	routeTriggered        // triggered update: changes and seqno requests
+	routeIHU              // IHU alone
+	routeKinds
+)
 
 // Stats is a snapshot of a node's counters.
 type Stats struct {
