@@ -531,10 +531,11 @@ func (r *router) needSeqLocked(rt *route, need bool) {
 }
 
 // askAgainLocked asks again for the routes that still need a newer
-// sequence number, each at most every askBack, doubling (tick).
-// Called with r.mu held.
+// sequence number, each at most every askBack, doubling, and forgets the
+// neighbours' requests older than wantHold (tick). Called with r.mu held.
 func (r *router) askAgainLocked(now time.Time) {
 	for _, rt := range r.routes {
+		r.answerWantsLocked(rt)
 		if rt.needSeq && now.Sub(rt.asked) >= rt.askBack {
 			r.askSeqLocked(rt)
 			rt.askBack = min(2*rt.askBack, maxAskBack)

@@ -81,3 +81,29 @@ func TestSeqAskedAgain(t *testing.T) {
 		}
 	}
 }
+
+// TestWantsForgotten: a neighbour's request we forwarded is forgotten by
+// the tick once wantHold has passed, even if the route is never selected
+// again (a neighbour asking for every origin must not pin memory).
+func TestWantsForgotten(t *testing.T) {
+	nodes := scaleChain(t, 3, time.Hour)
+	a, b, o := nodes[0], nodes[1], nodes[2]
+	r := b.router
+	nbA := neighbourOf(b, a)
+	r.mu.Lock()
+	rt := r.routes[o.SID()]
+	if rt == nil {
+		r.mu.Unlock()
+		t.Fatal("B has no route to O")
+	}
+	r.wantLocked(rt, nbA, rt.seq+1)
+	rt.wants[0].at = time.Now().Add(-wantHold - time.Second)
+	r.mu.Unlock()
+	r.tick()
+	r.mu.Lock()
+	left := len(rt.wants)
+	r.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d requests older than wantHold kept after a tick", left)
+	}
+}
