@@ -158,23 +158,7 @@ func (s *Server) Run() error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer mux.Close()
-			for {
-				st, err := mux.AcceptStream()
-				if err != nil {
-					return
-				}
-				s.wg.Add(1)
-				go func() {
-					defer s.wg.Done()
-					c, err := net.Dial("tcp", s.target)
-					if err != nil {
-						st.Close()
-						return
-					}
-					pipe(st, c)
-				}()
-			}
+			ServeStreams(mux, s.target, &s.wg)
 		}()
 	}
 }
@@ -266,7 +250,7 @@ func (c *Client) Run() error {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			pipe(conn, st)
+			Pipe(conn, st)
 		}()
 	}
 }
@@ -283,9 +267,32 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// pipe copies both ways between a and b and closes both when either
-// direction ends, as kcptun does.
-func pipe(a, b io.ReadWriteCloser) {
+// ServeStreams accepts mux's streams until it ends (then closes it),
+// carrying each to a new TCP connection to target, as kcptun's server
+// does; wg counts the goroutines it starts.
+func ServeStreams(mux *smux.Session, target string, wg *sync.WaitGroup) {
+	defer mux.Close()
+	for {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", target)
+			if err != nil {
+				st.Close()
+				return
+			}
+			Pipe(st, c)
+		}()
+	}
+}
+
+// Pipe copies both ways between a and b and closes both when either
+// direction ends, as kcptun does (smux streams have no half-close).
+func Pipe(a, b io.ReadWriteCloser) {
 	var once sync.Once
 	closeBoth := func() { a.Close(); b.Close() }
 	var wg sync.WaitGroup

@@ -10,10 +10,10 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"sync"
 
+	"github.com/servald/servald/bench/kcpbase"
 	"github.com/xtaci/smux"
 )
 
@@ -65,23 +65,7 @@ func (s *smuxServer) Run() error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer mux.Close()
-			for {
-				st, err := mux.AcceptStream()
-				if err != nil {
-					return
-				}
-				s.wg.Add(1)
-				go func() {
-					defer s.wg.Done()
-					t, err := net.Dial("tcp", s.target)
-					if err != nil {
-						st.Close()
-						return
-					}
-					pipeClose(st, t)
-				}()
-			}
+			kcpbase.ServeStreams(mux, s.target, &s.wg)
 		}()
 	}
 }
@@ -140,7 +124,7 @@ func (c *smuxClient) Run() error {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			pipeClose(conn, st)
+			kcpbase.Pipe(conn, st)
 		}()
 	}
 }
@@ -151,20 +135,4 @@ func (c *smuxClient) Close() error {
 	err := c.mux.Close()
 	c.wg.Wait()
 	return err
-}
-
-// pipeClose copies both ways and closes both ends when either direction
-// ends (smux streams have no half-close).
-func pipeClose(a, b io.ReadWriteCloser) {
-	var once sync.Once
-	done := make(chan struct{}, 2)
-	cp := func(dst, src io.ReadWriteCloser) {
-		io.Copy(dst, src)
-		once.Do(func() { a.Close(); b.Close() })
-		done <- struct{}{}
-	}
-	go cp(a, b)
-	go cp(b, a)
-	<-done
-	<-done
 }
