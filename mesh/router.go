@@ -61,10 +61,10 @@ const (
 	// intervals when those are longer, each period taken by a random
 	// factor (originJitter). Seqno requests are what restores
 	// feasibility when a route needs it; the periodic number is a
-	// fallback for requests lost on the way, and each one floods the
-	// whole mesh with a signature (about 110 bytes x neighbours at every
-	// node), so it is as rare as the refresh interval, which grows with
-	// the table, allows.
+	// fallback for requests lost on the way. It reaches our neighbours at
+	// once and every other node with the entry's refresh (a new sequence
+	// number alone is not flooded: recomputeLocked), each time with its
+	// 64-byte signature, so it is as rare as the refresh interval allows.
 	originEvery = 60
 	originDumps = 5
 	// ihuStep: between full tables, a neighbour hears how well its hellos
@@ -255,7 +255,7 @@ type router struct {
 	changed      bool                             // a route appeared or moved; guarded by mu
 	requests     []wire.SeqRequest                // to send; guarded by mu
 	reqTo        map[*neighbour][]wire.SeqRequest // requests forwarded to one neighbour; guarded by mu
-	answerTo     map[*neighbour][]*route          // entries one neighbour asked for (answerLocked); guarded by mu
+	answerTo     map[*neighbour]map[*route]bool   // entries one neighbour asked for (answerLocked); guarded by mu
 	tableDue     map[*neighbour]bool              // gets our full table at the next tick with room (refusedFrame); guarded by mu
 	repaired     map[*neighbour]int               // the tick it last got one so; guarded by mu
 	wantServed   map[*neighbour]int               // the tick its WantTable was last honoured (wantEvery); guarded by mu
@@ -283,7 +283,7 @@ func newRouter(n *Node) *router {
 		wantLater:  map[*neighbour]bool{},
 		dropped:    map[identity.SID]time.Time{},
 		reqTo:      map[*neighbour][]wire.SeqRequest{},
-		answerTo:   map[*neighbour][]*route{},
+		answerTo:   map[*neighbour]map[*route]bool{},
 
 		failing:  map[failKey]*failMark{},
 		failHold: failHold,
@@ -335,6 +335,7 @@ func (r *router) neighbourDownUnderNodeMu(nb *neighbour) {
 	delete(r.wantServed, nb)
 	delete(r.wantLater, nb)
 	delete(r.reqTo, nb)
+	delete(r.answerTo, nb)
 	if len(r.dropped) < maxDropped {
 		r.dropped[nb.sid] = time.Now()
 	}
@@ -580,7 +581,10 @@ func (r *router) answerWantsLocked(rt *route) {
 // answerLocked sends rt's entry to nb alone with the next triggered
 // update. Called with r.mu held.
 func (r *router) answerLocked(nb *neighbour, rt *route) {
-	r.answerTo[nb] = append(r.answerTo[nb], rt)
+	if r.answerTo[nb] == nil {
+		r.answerTo[nb] = map[*route]bool{}
+	}
+	r.answerTo[nb][rt] = true
 	r.pending = true
 }
 
@@ -992,8 +996,12 @@ func (r *router) flushTriggered() {
 	}
 	reqs := r.requests
 	r.requests = nil
+	inDirty := make(map[*route]bool, len(dirty)) // they go to every neighbour already
+	for _, rt := range dirty {
+		inDirty[rt] = true
+	}
 	reqTo, answerTo := r.reqTo, r.answerTo
-	r.reqTo, r.answerTo = map[*neighbour][]wire.SeqRequest{}, map[*neighbour][]*route{}
+	r.reqTo, r.answerTo = map[*neighbour][]wire.SeqRequest{}, map[*neighbour]map[*route]bool{}
 	msgs := make([]*wire.RouteMsg, len(nbs))
 	for i, nb := range nbs {
 		m := &wire.RouteMsg{Requests: append(append([]wire.SeqRequest(nil), reqs...), reqTo[nb]...)}
@@ -1003,8 +1011,8 @@ func (r *router) flushTriggered() {
 		for _, rt := range dirty {
 			m.Entries = append(m.Entries, r.entryLocked(nb, rt, false))
 		}
-		for i, rt := range answerTo[nb] {
-			if !slices.Contains(dirty, rt) && !slices.Contains(answerTo[nb][:i], rt) {
+		for rt := range answerTo[nb] {
+			if !inDirty[rt] {
 				m.Entries = append(m.Entries, r.entryLocked(nb, rt, false))
 			}
 		}
